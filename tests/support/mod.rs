@@ -1,0 +1,51 @@
+//! The test harness: a throwaway PostgreSQL server ([`pg`]), the binary run
+//! in a scrubbed environment ([`run`]), made-up findings and the rows they
+//! must become ([`findings`]), bounded child processes ([`process`]) and
+//! scratch directories for input and config files ([`Scratch`]).
+
+// The harness is an API for all test modules, present and to come: a helper
+// not called by today's tests is not dead.
+#![allow(dead_code)]
+
+pub mod findings;
+pub mod pg;
+pub mod process;
+pub mod run;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use findings::{Finding, Shape};
+pub use pg::{PgServer, private, shared};
+pub use run::pgsense;
+
+/// A temporary directory for a test's input, config and password files,
+/// removed on Drop.
+pub struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(pg::unique("pgsense-pg-scratch-"));
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        Scratch { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `contents` to `name` in the directory and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,158 @@
+//! Child processes with a bounded wait: every process a test starts is
+//! waited for with a deadline, killed when it passes it, and the test fails
+//! with what the process printed. A hung child must never hang the suite.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// What a finished child process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Time from spawn to exit.
+    pub elapsed: Duration,
+}
+
+/// A running child whose stdout and stderr are drained by threads (so a
+/// chatty child never blocks on a full pipe), waited for with a deadline.
+pub struct Running {
+    child: Child,
+    what: String,
+    started: Instant,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    feeder: Option<JoinHandle<()>>,
+    /// The child's stdin, when it was spawned with `Stdin::Piped`; tests
+    /// that feed input in steps write here, and drop it to close.
+    pub stdin: Option<ChildStdin>,
+}
+
+/// What the child's standard input is.
+pub enum Stdin {
+    /// /dev/null.
+    Null,
+    /// These bytes, written by a thread, then closed.
+    Bytes(Vec<u8>),
+    /// A pipe left open in [`Running::stdin`] for the test to write.
+    Piped,
+}
+
+/// Starts `cmd` with stdout and stderr captured. `what` names it in failures.
+pub fn spawn(cmd: &mut Command, stdin: Stdin, what: &str) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(match stdin {
+        Stdin::Null => Stdio::null(),
+        Stdin::Bytes(_) | Stdin::Piped => Stdio::piped(),
+    });
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    let mut pipe = child.stdin.take();
+    let feeder = match stdin {
+        Stdin::Bytes(bytes) => {
+            let mut pipe = pipe.take().expect("stdin was piped");
+            // The child may exit without reading everything (a usage error,
+            // say): a broken pipe here is the child's business, not ours.
+            Some(thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            }))
+        }
+        _ => None,
+    };
+    Running {
+        child,
+        what: what.to_owned(),
+        started,
+        stdout,
+        stderr,
+        feeder,
+        stdin: pipe,
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut from: R) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+impl Running {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits at most `timeout` for the child to exit; on expiry kills it and
+    /// panics with everything it printed so far.
+    pub fn wait(mut self, timeout: Duration) -> Finished {
+        drop(self.stdin.take());
+        let deadline = self.started + timeout;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() >= deadline => break None,
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Err(e) => panic!("cannot wait for {}: {e}", self.what),
+            }
+        };
+        let elapsed = self.started.elapsed();
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(feeder) = self.feeder.take() {
+            let _ = feeder.join();
+        }
+        let stdout = collect(self.stdout.take());
+        let stderr = collect(self.stderr.take());
+        match status {
+            Some(status) => Finished {
+                status,
+                stdout,
+                stderr,
+                elapsed,
+            },
+            None => panic!(
+                "{} did not finish within {timeout:?}; killed it.\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+                self.what
+            ),
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A test that panics while a child runs must not leave the child behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
+    let bytes = handle.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Runs `cmd` to completion within `timeout` and panics unless it succeeds.
+pub fn run_ok(cmd: &mut Command, timeout: Duration, what: &str) -> Finished {
+    let finished = spawn(cmd, Stdin::Null, what).wait(timeout);
+    assert!(
+        finished.status.success(),
+        "{what} failed ({}).\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        finished.status,
+        finished.stdout,
+        finished.stderr
+    );
+    finished
+}

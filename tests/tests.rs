@@ -1,0 +1,11 @@
+//! The integration tests, as one binary so it links once. Each module tests
+//! one part of the contract (issue 2) against a real throwaway PostgreSQL
+//! that the suite starts itself (see `support`).
+//!
+//! The modules live under suite/ rather than next to this file because
+//! cargo builds every tests/*.rs file as a test binary of its own.
+
+mod support;
+
+#[path = "suite/harness.rs"]
+mod harness;
