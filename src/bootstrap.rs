@@ -1,0 +1,221 @@
+//! The schema bootstrap: create the findings schema and table when missing,
+//! then check that the table can take what the loader writes.
+//!
+//! It improves on the plain `CREATE ... IF NOT EXISTS` statements in three
+//! ways: it looks before it creates (so a role without CREATE can load into
+//! an existing table), it serializes creation with an advisory lock (so
+//! concurrent first runs do not collide on the catalogs), and it checks the
+//! columns and privileges once at startup (so a wrong table is one clear
+//! error, not one failure per row).
+
+use anyhow::{Context, Result, bail};
+use postgres::Client;
+
+use crate::config::Settings;
+use crate::connect::describe;
+
+/// What the bootstrap found or did, one line each, for `init` to print.
+pub type BootstrapReport = Vec<String>;
+
+/// First key of the advisory lock that serializes bootstraps ("pgsp").
+const LOCK_CLASS: i32 = 0x7067_7370;
+
+/// The columns the loader writes, with the types it can write into. The
+/// first type is the one the bootstrap creates.
+const COLUMNS: [(&str, &[&str]); 12] = [
+    ("database", TEXT),
+    ("rule_id", TEXT),
+    ("description", TEXT),
+    ("category", TEXT),
+    ("severity", TEXT),
+    ("schema_name", TEXT),
+    ("table_name", TEXT),
+    ("column_name", TEXT),
+    ("masked_sample", TEXT),
+    ("primary_key", &["jsonb", "json"]),
+    ("lsn", &["bigint", "numeric"]),
+    ("detected_at", &["timestamp with time zone"]),
+];
+const TEXT: &[&str] = &["text", "character varying"];
+
+/// Runs the bootstrap on `client`.
+pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
+    let (schema, table) = (&settings.schema, &settings.table);
+    let qualified = format!("{schema}.{table}");
+    let mut report = BootstrapReport::new();
+
+    let (mut schema_exists, mut table_exists) = lookup(client, settings)?;
+    if !(schema_exists && table_exists) {
+        let mut tx = client.transaction().map_err(db_error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&LOCK_CLASS, &qualified],
+        )
+        .map_err(db_error)
+        .context("cannot take the bootstrap lock")?;
+        // Another loader may have created them while this one waited.
+        (schema_exists, table_exists) = lookup(&mut tx, settings)?;
+        if !schema_exists {
+            tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .map_err(db_error)
+                .with_context(|| {
+                    format!(
+                        "cannot create schema {schema} in database {}: connect once as a \
+                         role with CREATE on the database (`pgsense-pg init`), or create \
+                         the schema as an admin",
+                        settings.dbname
+                    )
+                })?;
+            report.push(format!("created schema {schema}"));
+        }
+        if !table_exists {
+            tx.batch_execute(&create_table_sql(settings))
+                .map_err(db_error)
+                .with_context(|| {
+                    format!(
+                        "cannot create table {qualified}: connect once as a role with \
+                         CREATE on schema {schema} (`pgsense-pg init`), or run \
+                         `GRANT CREATE ON SCHEMA {schema} TO {}` as an admin",
+                        settings.username
+                    )
+                })?;
+            report.push(format!("created table {qualified}"));
+        }
+        tx.commit().map_err(db_error)?;
+    }
+    if schema_exists {
+        report.push(format!("schema {schema} exists"));
+    }
+    if table_exists {
+        report.push(format!("table {qualified} exists"));
+    }
+    check_table(client, settings)?;
+    Ok(report)
+}
+
+/// The table exactly as the scanner's channel creates it.
+pub fn create_table_sql(settings: &Settings) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+    id            BIGSERIAL PRIMARY KEY,
+    database      TEXT NOT NULL,
+    rule_id       TEXT NOT NULL,
+    description   TEXT NOT NULL,
+    category      TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    schema_name   TEXT NOT NULL,
+    table_name    TEXT NOT NULL,
+    column_name   TEXT NOT NULL,
+    masked_sample TEXT NOT NULL,
+    primary_key   JSONB NOT NULL DEFAULT '{{}}',
+    lsn           BIGINT NOT NULL,
+    detected_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+)",
+        settings.qualified_table()
+    )
+}
+
+/// Whether the schema and the table exist.
+fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Result<(bool, bool)> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                            WHERE n.nspname = $1 AND c.relname = $2)",
+            &[&settings.schema, &settings.table],
+        )
+        .map_err(db_error)
+        .context("cannot look up the findings schema and table")?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Checks that the existing table can take every row the loader writes, and
+/// that this role may write it.
+fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
+    let (schema, table, user) = (&settings.schema, &settings.table, &settings.username);
+    let qualified = format!("{schema}.{table}");
+    let relation = client
+        .query_one(
+            "SELECT c.oid, c.relkind::text,
+                    has_schema_privilege(c.relnamespace, 'USAGE'),
+                    has_table_privilege(c.oid, 'INSERT'),
+                    s.sequence,
+                    has_sequence_privilege(s.sequence, 'USAGE')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL (
+                 SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_attribute
+                                          WHERE attrelid = c.oid AND attname = 'id')
+                        THEN pg_get_serial_sequence($3, 'id') END AS sequence) s
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[schema, table, &settings.qualified_table()],
+        )
+        .map_err(db_error)
+        .with_context(|| format!("cannot inspect table {qualified}"))?;
+    let oid: u32 = relation.get(0);
+    let relkind: String = relation.get(1);
+    if relkind != "r" && relkind != "p" {
+        bail!("{qualified} exists but is not a table (relkind {relkind}): choose another --table");
+    }
+    if !relation.get::<_, bool>(2) {
+        bail!(
+            "role {user} lacks USAGE on schema {schema}: run `GRANT USAGE ON SCHEMA {schema} TO {user}` as an admin"
+        );
+    }
+    if !relation.get::<_, bool>(3) {
+        bail!(
+            "role {user} lacks INSERT on table {qualified}: run `GRANT INSERT ON {qualified} TO {user}` as an admin"
+        );
+    }
+    if let (Some(sequence), Some(false)) = (
+        relation.get::<_, Option<String>>(4),
+        relation.get::<_, Option<bool>>(5),
+    ) {
+        bail!(
+            "role {user} lacks USAGE on sequence {sequence} (of column id): run \
+             `GRANT USAGE ON SEQUENCE {sequence} TO {user}` as an admin"
+        );
+    }
+
+    let columns = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull,
+                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
+             FROM pg_attribute a
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&oid],
+        )
+        .map_err(db_error)
+        .with_context(|| format!("cannot read the columns of {qualified}"))?;
+    for (name, types) in COLUMNS {
+        let Some(column) = columns.iter().find(|c| c.get::<_, &str>(0) == name) else {
+            bail!(
+                "table {qualified} has no column {name}: it was not created by this tool; \
+                 add the column or choose another --table"
+            );
+        };
+        let actual: &str = column.get(1);
+        if !types.contains(&actual) {
+            bail!(
+                "column {name} of {qualified} is {actual}, but the loader writes {}: \
+                 alter the column or choose another --table",
+                types[0]
+            );
+        }
+    }
+    for column in &columns {
+        let name: &str = column.get(0);
+        let (not_null, has_default): (bool, bool) = (column.get(2), column.get(3));
+        if name != "id" && not_null && !has_default && !COLUMNS.iter().any(|(c, _)| *c == name) {
+            bail!(
+                "column {name} of {qualified} is NOT NULL without a default, and the loader \
+                 has no value for it: give it a default or drop NOT NULL"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Wraps a driver error as one readable line.
+pub fn db_error(err: postgres::Error) -> anyhow::Error {
+    anyhow::anyhow!(describe(&err))
+}

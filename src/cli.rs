@@ -1,0 +1,128 @@
+//! The command line: commands, flags and their help text, as clap derive
+//! definitions only. The help text here is also the man page and the shell
+//! completions, which are generated from it. Nothing in this file does I/O;
+//! `config.rs` turns these raw flags into validated settings.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Load pgsense findings (newline-delimited JSON) into a PostgreSQL table.
+///
+/// pgsense-pg reads the findings that the pgsense scanner writes through its
+/// JSONL channel, one JSON object per line, and inserts them into a findings
+/// table, creating the schema and the table first when they are missing.
+/// Every line read ends up either inserted or reported on stderr with its file,
+/// line number and reason; the exit status says which happened.
+#[derive(Debug, Parser)]
+#[command(name = "pgsense-pg", version, about, long_about, max_term_width = 100)]
+#[command(after_long_help = AFTER_LONG_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+const AFTER_LONG_HELP: &str = "\
+Exit status:
+  0   every finding read was inserted
+  2   usage error
+  65  some lines were rejected as bad data (by validation or by the server)
+  66  an input file could not be opened; nothing loaded
+  69  could not connect, authenticate or bootstrap; nothing loaded
+  75  some findings were dropped because the database failed during the run
+  78  configuration error; nothing attempted
+  1   any other failure";
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the schema and table if missing, then insert findings from
+    /// FILEs or stdin.
+    Load(LoadArgs),
+    /// Create the schema and table if missing, and report what was found or
+    /// created; loads nothing.
+    Init,
+}
+
+/// Options for `load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Files of findings, read in order; `-` or no FILE reads standard input.
+    #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub files: Vec<PathBuf>,
+
+    /// Reject lines longer than this many bytes, without holding them in
+    /// memory whole.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_line_bytes: u64,
+
+    /// Send at most this many rows in one transaction.
+    #[arg(long, value_name = "ROWS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_rows: u64,
+
+    /// Send at most about this many bytes of row data in one transaction.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_bytes: u64,
+}
+
+/// Options accepted before or after the command.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Read [alerts.postgres] from this TOML file (the scanner's own config
+    /// file works unchanged).
+    #[arg(short, long, global = true, value_name = "FILE", env = "PGSENSE_PG_CONFIG",
+          value_hint = clap::ValueHint::FilePath)]
+    pub config: Option<PathBuf>,
+
+    /// Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when
+    /// set, takes precedence).
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Print only errors: no per-line reasons, no summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Server host name, IP address, or Unix socket directory [config: host,
+    /// env: PGHOST, default: localhost].
+    #[arg(long, global = true, value_name = "HOST", value_hint = clap::ValueHint::Hostname)]
+    pub host: Option<String>,
+
+    /// Server port [config: port, env: PGPORT, default: 5432].
+    #[arg(long, global = true, value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Database holding the findings table [config: dbname, env: PGDATABASE,
+    /// default: postgres].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub dbname: Option<String>,
+
+    /// Role to connect as [config: username, env: PGUSER, default: postgres].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Read the password from this file (trailing whitespace trimmed)
+    /// [config: password, env: PGPASSWORD].
+    #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub password_file: Option<PathBuf>,
+
+    /// Schema of the findings table [config: schema, default: pgsense].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub schema: Option<String>,
+
+    /// Name of the findings table [config: table, default: findings].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub table: Option<String>,
+
+    /// Give up connecting (TCP, TLS and authentication) after this many
+    /// seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout: u64,
+}

@@ -1,0 +1,757 @@
+//! One NDJSON line -> a validated [`Finding`], or the reason it is rejected.
+//!
+//! Parsing borrows from the line wherever the JSON text needs no unescaping,
+//! so a typical line costs no allocation. Every check that PostgreSQL would
+//! otherwise make later (NUL characters, BIGINT range, timestamp syntax) is
+//! made here, so that a bad line is named with its own reason instead of
+//! failing a whole batch on the server.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// A finding ready to be written: every field validated.
+#[derive(Debug, PartialEq)]
+pub struct Finding<'a> {
+    pub database: Cow<'a, str>,
+    pub rule_id: Cow<'a, str>,
+    pub description: Cow<'a, str>,
+    pub category: Cow<'a, str>,
+    pub severity: Severity,
+    pub schema_name: Cow<'a, str>,
+    pub table_name: Cow<'a, str>,
+    pub column_name: Cow<'a, str>,
+    pub masked_sample: Cow<'a, str>,
+    /// Column name to value; empty when the scanner wrote none.
+    pub primary_key: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The commit LSN, within BIGINT range.
+    pub lsn: i64,
+    /// RFC 3339 text, checked; `None` lets the column default apply.
+    pub detected_at: Option<Cow<'a, str>>,
+}
+
+/// The severities the scanner writes; stored upper-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    const ALL: [Severity; 5] = [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "CRITICAL",
+            Severity::High => "HIGH",
+            Severity::Medium => "MEDIUM",
+            Severity::Low => "LOW",
+            Severity::Info => "INFO",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Severity> {
+        Severity::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// Why a line was rejected; the text is what the user sees after FILE:LINE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectReason(pub String);
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl RejectReason {
+    fn new(text: impl Into<String>) -> Self {
+        RejectReason(text.into())
+    }
+}
+
+/// Parses one line (without its line terminator) into a finding.
+pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        RejectReason::new(format!(
+            "invalid UTF-8 at byte {} of the line",
+            e.valid_up_to() + 1
+        ))
+    })?;
+    let raw: RawFinding<'_> = serde_json::from_str(text).map_err(|err| {
+        // A syntax error inside a field's value comes back labelled with the
+        // field, as a data error; the plain parse tells the two apart.
+        match serde_json::from_str::<de::IgnoredAny>(text) {
+            Err(syntax) => json_reason(syntax),
+            Ok(_) => json_reason(err),
+        }
+    })?;
+    raw.validate()
+}
+
+/// serde_json appends " at line 1 column N" to every message; for a single
+/// line only the column is worth keeping, and only for syntax errors.
+fn json_reason(err: serde_json::Error) -> RejectReason {
+    use serde_json::error::Category;
+    let column = err.column();
+    let mut message = err.to_string();
+    while let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    match err.classify() {
+        Category::Syntax | Category::Eof => {
+            RejectReason::new(format!("invalid JSON: {message} at column {column}"))
+        }
+        Category::Data => RejectReason::new(message),
+        Category::Io => RejectReason::new(format!("cannot read line: {message}")),
+    }
+}
+
+/// Text fields in the order of the table's columns; the index into
+/// `RawFinding::text` is the position here.
+const TEXT_FIELDS: [&str; 9] = [
+    "database",
+    "rule_id",
+    "description",
+    "category",
+    "severity",
+    "schema_name",
+    "table_name",
+    "column_name",
+    "masked_sample",
+];
+
+/// The line as JSON gave it: fields present, types checked, nothing else.
+#[derive(Default)]
+struct RawFinding<'a> {
+    text: [Option<Cow<'a, str>>; 9],
+    primary_key: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    primary_keys: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    lsn: Option<i64>,
+    timestamp: Option<Cow<'a, str>>,
+    detected_at: Option<Cow<'a, str>>,
+}
+
+impl<'a> RawFinding<'a> {
+    fn validate(self) -> Result<Finding<'a>, RejectReason> {
+        let RawFinding {
+            text,
+            primary_key,
+            primary_keys,
+            lsn,
+            timestamp,
+            detected_at,
+        } = self;
+        let mut fields = Vec::with_capacity(9);
+        for (value, name) in text.into_iter().zip(TEXT_FIELDS) {
+            let value =
+                value.ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
+            check_no_nul(name, &value)?;
+            fields.push(value);
+        }
+        let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
+        let primary_key = match (primary_key, primary_keys) {
+            (Some(object), Some(pairs)) => {
+                if !same_key(&object, &pairs) {
+                    return Err(RejectReason::new(
+                        "fields `primary_key` and `primary_keys` disagree",
+                    ));
+                }
+                object
+            }
+            (Some(object), None) => object,
+            (None, Some(pairs)) => pairs,
+            (None, None) => Vec::new(),
+        };
+        for (index, (name, value)) in primary_key.iter().enumerate() {
+            check_no_nul("primary_key", name)?;
+            check_no_nul("primary_key", value)?;
+            if primary_key[..index].iter().any(|(seen, _)| seen == name) {
+                return Err(RejectReason::new(format!(
+                    "field `primary_key`: column {name:?} appears twice"
+                )));
+            }
+        }
+        let detected_at = match (timestamp, detected_at) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(RejectReason::new(
+                    "fields `timestamp` and `detected_at` disagree",
+                ));
+            }
+            (Some(t), _) => Some(check_timestamp("timestamp", t)?),
+            (None, Some(t)) => Some(check_timestamp("detected_at", t)?),
+            (None, None) => None,
+        };
+        let mut fields = fields.into_iter();
+        let mut next = || fields.next().expect("nine text fields were collected");
+        let (database, rule_id, description, category, severity) =
+            (next(), next(), next(), next(), next());
+        let severity = Severity::parse(&severity).ok_or_else(|| {
+            RejectReason::new(format!(
+                "field `severity`: {severity:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
+            ))
+        })?;
+        Ok(Finding {
+            database,
+            rule_id,
+            description,
+            category,
+            severity,
+            schema_name: next(),
+            table_name: next(),
+            column_name: next(),
+            masked_sample: next(),
+            primary_key,
+            lsn,
+            detected_at,
+        })
+    }
+}
+
+fn same_key(a: &[(Cow<'_, str>, Cow<'_, str>)], b: &[(Cow<'_, str>, Cow<'_, str>)]) -> bool {
+    let mut a: Vec<_> = a.iter().collect();
+    let mut b: Vec<_> = b.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+fn check_no_nul(field: &str, value: &str) -> Result<(), RejectReason> {
+    if value.contains('\0') {
+        return Err(RejectReason::new(format!(
+            "field `{field}` contains a NUL character, which PostgreSQL cannot store"
+        )));
+    }
+    Ok(())
+}
+
+fn check_timestamp<'a>(field: &str, value: Cow<'a, str>) -> Result<Cow<'a, str>, RejectReason> {
+    match rfc3339_problem(&value) {
+        None => Ok(value),
+        Some(problem) => Err(RejectReason::new(format!(
+            "field `{field}`: {value:?} is not an RFC 3339 timestamp ({problem})"
+        ))),
+    }
+}
+
+/// Checks RFC 3339 `date-time` syntax and ranges: YYYY-MM-DDTHH:MM:SS[.frac]
+/// followed by Z or +HH:MM/-HH:MM (a space may replace the T, as RFC 3339
+/// allows). Returns what is wrong, or None.
+fn rfc3339_problem(text: &str) -> Option<&'static str> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        part.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let at = |i: usize, want: &[u8]| b.get(i).is_some_and(|c| want.contains(c));
+    if b.len() < 20 {
+        return Some("too short");
+    }
+    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return Some("bad date");
+    };
+    if !at(4, b"-") || !at(7, b"-") || !at(10, b"Tt ") {
+        return Some("bad date");
+    }
+    let (Some(hour), Some(minute), Some(second)) = (digits(11..13), digits(14..16), digits(17..19))
+    else {
+        return Some("bad time");
+    };
+    if !at(13, b":") || !at(16, b":") {
+        return Some("bad time");
+    }
+    if year == 0 || !(1..=12).contains(&month) {
+        return Some("date out of range");
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day == 0 || day > month_days[month as usize - 1] {
+        return Some("date out of range");
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Some("time out of range");
+    }
+    let mut i = 19;
+    if at(i, b".") {
+        let start = i + 1;
+        i = start;
+        while at(i, b"0123456789") {
+            i += 1;
+        }
+        if i == start {
+            return Some("empty fraction of a second");
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') if b.len() == i + 1 => None,
+        Some(b'+' | b'-') if b.len() == i + 6 && at(i + 3, b":") => {
+            match (digits(i + 1..i + 3), digits(i + 4..i + 6)) {
+                (Some(h), Some(m)) if h <= 23 && m <= 59 => None,
+                _ => Some("bad UTC offset"),
+            }
+        }
+        _ => Some("missing or bad UTC offset"),
+    }
+}
+
+/// Parses PostgreSQL's textual LSN, "16/B374D848": two hexadecimal 32-bit
+/// halves.
+fn parse_text_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    let half = |part: &str| {
+        if part.is_empty() || part.len() > 8 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(part, 16).ok()
+    };
+    Some(u64::from(half(high)?) << 32 | u64::from(half(low)?))
+}
+
+impl<'de> de::Deserialize<'de> for RawFinding<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawFindingVisitor)
+    }
+}
+
+struct RawFindingVisitor;
+
+impl<'de> Visitor<'de> for RawFindingVisitor {
+    type Value = RawFinding<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object (one finding)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawFinding::default();
+        while let Some(key) = map.next_key_seed(TextSeed)? {
+            let name: &str = &key;
+            // Re-labels a value's error with the field it belongs to.
+            let field = |e: A::Error| de::Error::custom(format_args!("field `{name}`: {e}"));
+            let duplicate = || de::Error::custom(format_args!("duplicate field `{name}`"));
+            if let Some(index) = TEXT_FIELDS.iter().position(|f| *f == name) {
+                if raw.text[index].is_some() {
+                    return Err(duplicate());
+                }
+                raw.text[index] = Some(map.next_value_seed(TextSeed).map_err(field)?);
+                continue;
+            }
+            match name {
+                "primary_key" | "primary_keys" => {
+                    let object = name == "primary_key";
+                    let slot = if object {
+                        &mut raw.primary_key
+                    } else {
+                        &mut raw.primary_keys
+                    };
+                    if slot.is_some() {
+                        return Err(duplicate());
+                    }
+                    *slot = map
+                        .next_value_seed(KeySeed { object })
+                        .map_err(field)?
+                        .or(Some(Vec::new()));
+                }
+                "lsn" => {
+                    if raw.lsn.is_some() {
+                        return Err(duplicate());
+                    }
+                    raw.lsn = Some(map.next_value_seed(LsnSeed).map_err(field)?);
+                }
+                "timestamp" | "detected_at" => {
+                    let slot = if name == "timestamp" {
+                        &mut raw.timestamp
+                    } else {
+                        &mut raw.detected_at
+                    };
+                    if slot.is_some() {
+                        return Err(duplicate());
+                    }
+                    *slot = map.next_value_seed(OptionalTextSeed).map_err(field)?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(raw)
+    }
+}
+
+/// A JSON string, borrowed from the line when it has no escapes.
+struct TextSeed;
+
+impl<'de> DeserializeSeed<'de> for TextSeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// A string, or null meaning absent.
+struct OptionalTextSeed;
+
+impl<'de> DeserializeSeed<'de> for OptionalTextSeed {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalTextSeed {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        TextSeed.deserialize(d).map(Some)
+    }
+}
+
+/// `primary_key` (an object of strings) or `primary_keys` ([name, value]
+/// pairs); null means absent.
+struct KeySeed {
+    object: bool,
+}
+
+type KeyColumns<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<KeyColumns<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Option<KeyColumns<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.object {
+            f.write_str("an object of column names to string values")
+        } else {
+            f.write_str("an array of [name, value] string pairs")
+        }
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.object {
+            d.deserialize_map(self)
+        } else {
+            d.deserialize_seq(self)
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        if !self.object {
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+        }
+        let mut columns = Vec::new();
+        while let Some(name) = map.next_key_seed(TextSeed)? {
+            let value = map
+                .next_value_seed(TextSeed)
+                .map_err(|e| de::Error::custom(format_args!("value of column {name:?}: {e}")))?;
+            columns.push((name, value));
+        }
+        Ok(Some(columns))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if self.object {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let mut columns = Vec::new();
+        while let Some(pair) = seq.next_element_seed(PairSeed)? {
+            columns.push(pair);
+        }
+        Ok(Some(columns))
+    }
+}
+
+/// One `[name, value]` pair of `primary_keys`.
+struct PairSeed;
+
+impl<'de> DeserializeSeed<'de> for PairSeed {
+    type Value = (Cow<'de, str>, Cow<'de, str>);
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PairSeed {
+    type Value = (Cow<'de, str>, Cow<'de, str>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a [name, value] pair of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let name = seq
+            .next_element_seed(TextSeed)?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let value = seq
+            .next_element_seed(TextSeed)?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(3, &self));
+        }
+        Ok((name, value))
+    }
+}
+
+/// An LSN: an unsigned integer within BIGINT range, or "XXXXXXXX/XXXXXXXX".
+struct LsnSeed;
+
+impl<'de> DeserializeSeed<'de> for LsnSeed {
+    type Value = i64;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const LSN_RANGE: &str = "above 9223372036854775807, the largest BIGINT";
+
+impl<'de> Visitor<'de> for LsnSeed {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an unsigned integer or a textual LSN like \"16/B374D848\"")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom(format_args!("{v} is {LSN_RANGE}")))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+        if v < 0 {
+            return Err(E::custom(format_args!("{v} is negative")));
+        }
+        Ok(v)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+        // serde_json hands over integers beyond u64 as floats too.
+        if v.fract() == 0.0 && v >= 9.2e18 {
+            Err(E::custom(format_args!("{v} is {LSN_RANGE}")))
+        } else if v < 0.0 {
+            Err(E::custom(format_args!("{v} is negative")))
+        } else {
+            Err(E::custom(format_args!("{v} is not an integer")))
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+        let lsn = parse_text_lsn(v).ok_or_else(|| {
+            E::custom(format_args!(
+                "{v:?} is not a textual LSN (two hexadecimal halves, like \"16/B374D848\")"
+            ))
+        })?;
+        i64::try_from(lsn).map_err(|_| E::custom(format_args!("{v:?} is {LSN_RANGE}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"database":"primary/orders","rule_id":"email-address","description":"Email addresses","category":"PII","severity":"HIGH","schema_name":"public","table_name":"users","column_name":"contact","masked_sample":"ja****om","primary_key":{"id":"42"},"lsn":1234567,"timestamp":"2026-11-27T10:15:02.123456789+00:00"}"#;
+
+    fn with(field: &str, value: &str) -> String {
+        let mut object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(GOOD).unwrap();
+        if value.is_empty() {
+            object.remove(field);
+        } else {
+            object.insert(field.into(), serde_json::from_str(value).unwrap());
+        }
+        serde_json::to_string(&object).unwrap()
+    }
+
+    fn reason(line: &str) -> String {
+        parse_line(line.as_bytes()).unwrap_err().0
+    }
+
+    #[test]
+    fn parses_the_reference_example() {
+        let f = parse_line(GOOD.as_bytes()).unwrap();
+        assert_eq!(f.database, "primary/orders");
+        assert_eq!(f.severity, Severity::High);
+        assert_eq!(f.primary_key, vec![("id".into(), "42".into())]);
+        assert_eq!(f.lsn, 1234567);
+        assert_eq!(
+            f.detected_at.as_deref(),
+            Some("2026-11-27T10:15:02.123456789+00:00")
+        );
+        assert!(matches!(f.masked_sample, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn accepts_pairs_and_agreeing_duplicates() {
+        let line = with("primary_keys", r#"[["id","42"]]"#);
+        let f = parse_line(line.as_bytes()).unwrap();
+        assert_eq!(f.primary_key.len(), 1, "object shape wins when both agree");
+        let line = with("primary_keys", r#"[["id","43"]]"#);
+        assert!(reason(&line).contains("disagree"));
+        let line = with("primary_key", "");
+        let line = line.replace("\"lsn\"", r#""primary_keys":[["a","1"],["b","2"]],"lsn""#);
+        assert_eq!(parse_line(line.as_bytes()).unwrap().primary_key.len(), 2);
+    }
+
+    #[test]
+    fn lsn_forms_and_limits() {
+        let lsn = |v: &str| parse_line(with("lsn", v).as_bytes()).map(|f| f.lsn);
+        assert_eq!(lsn(r#""16/B374D848""#), Ok(0x16_B374_D848));
+        assert_eq!(lsn("9223372036854775807"), Ok(i64::MAX));
+        assert!(lsn("9223372036854775808").unwrap_err().0.contains("BIGINT"));
+        assert!(
+            lsn("18446744073709551616")
+                .unwrap_err()
+                .0
+                .contains("BIGINT")
+        );
+        assert!(lsn("-1").unwrap_err().0.contains("negative"));
+        assert!(lsn("1.5").unwrap_err().0.contains("not an integer"));
+        assert!(lsn(r#""FFFFFFFF/0""#).unwrap_err().0.contains("BIGINT"));
+        assert!(lsn(r#""16/""#).unwrap_err().0.contains("textual LSN"));
+        assert!(lsn(r#""1/123456789""#).is_err());
+        assert!(lsn("true").unwrap_err().0.contains("field `lsn`"));
+    }
+
+    #[test]
+    fn rejects_wrong_types_and_missing_fields() {
+        assert_eq!(
+            reason(&with("rule_id", "")),
+            "missing field `rule_id`",
+            "a missing field is named"
+        );
+        assert!(
+            reason(&with("masked_sample", "5")).starts_with("field `masked_sample`: invalid type")
+        );
+        assert!(reason(&with("primary_key", r#"{"id":42}"#)).contains("value of column \"id\""));
+        assert!(reason("[1,2]").contains("invalid type"));
+        let truncated = reason("{\"database\":");
+        assert!(truncated.starts_with("invalid JSON"), "{truncated}");
+        assert!(
+            reason(&GOOD.replace("\"lsn\"", "\"lsn\":1,\"lsn\"")).contains("duplicate field `lsn`")
+        );
+    }
+
+    #[test]
+    fn rejects_nul_and_bad_utf8() {
+        assert!(reason(&with("masked_sample", r#""a\u0000b""#)).contains("NUL"));
+        assert!(reason(&with("primary_key", r#"{"i\u0000d":"1"}"#)).contains("NUL"));
+        let mut bytes = GOOD.as_bytes().to_vec();
+        bytes[20] = 0xff;
+        assert!(parse_line(&bytes).unwrap_err().0.contains("invalid UTF-8"));
+    }
+
+    #[test]
+    fn severity_any_case_known_only() {
+        let sev = |v: &str| parse_line(with("severity", v).as_bytes()).map(|f| f.severity);
+        assert_eq!(sev(r#""critical""#), Ok(Severity::Critical));
+        assert_eq!(sev(r#""Info""#), Ok(Severity::Info));
+        assert!(sev(r#""SEVERE""#).is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        for ok in [
+            "2026-11-27T10:15:02.123456+00:00",
+            "2026-11-27T10:15:02Z",
+            "2024-02-29 23:59:60.5-05:30",
+        ] {
+            assert_eq!(rfc3339_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "2026-11-27",
+            "2026-11-27T10:15:02",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-27T24:00:00Z",
+            "2026-11-27T10:15:02.Z",
+            "0000-01-01T00:00:00Z",
+            "2026-11-27T10:15:02+0000",
+            "yesterday at noon, roughly",
+        ] {
+            assert!(rfc3339_problem(bad).is_some(), "{bad}");
+        }
+        assert_eq!(
+            parse_line(with("timestamp", "").as_bytes())
+                .unwrap()
+                .detected_at,
+            None
+        );
+        assert!(reason(&with("timestamp", r#""now""#)).contains("RFC 3339"));
+    }
+}
