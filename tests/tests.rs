@@ -9,3 +9,6 @@ mod support;
 
 #[path = "suite/harness.rs"]
 mod harness;
+
+#[path = "suite/generated.rs"]
+mod generated;

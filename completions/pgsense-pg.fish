@@ -1,0 +1,72 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_pgsense_pg_global_optspecs
+    string join \n c/config= v/verbose q/quiet host= port= dbname= username= password-file= schema= table= connect-timeout= h/help V/version
+end
+
+function __fish_pgsense_pg_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_pgsense_pg_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_pgsense_pg_using_subcommand
+    set -l cmd (__fish_pgsense_pg_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l table -d 'Name of the findings table [config: table, default: findings]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s V -l version -d 'Print version'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l max-line-bytes -d 'Reject lines longer than this many bytes, without holding them in memory whole' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-rows -d 'Send at most this many rows in one transaction' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-bytes -d 'Send at most about this many bytes of row data in one transaction' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l table -d 'Name of the findings table [config: table, default: findings]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
