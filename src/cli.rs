@@ -16,6 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 /// line number and reason; the exit status says which happened.
 #[derive(Debug, Parser)]
 #[command(name = "pgsense-pg", version, about, long_about, max_term_width = 100)]
+#[command(args_override_self = true)]
 #[command(after_long_help = AFTER_LONG_HELP)]
 pub struct Cli {
     #[command(subcommand)]

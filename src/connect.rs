@@ -171,8 +171,7 @@ impl ManageConnection for Manager {
 }
 
 /// One line for a driver error: the server's own message and hint when the
-/// server sent one, else the driver's text (which already includes its
-/// cause, so the error chain is not repeated).
+/// server sent one, else the driver's text followed by its causes.
 pub fn describe(err: &postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => {
@@ -185,6 +184,14 @@ pub fn describe(err: &postgres::Error) -> String {
             }
             text
         }
-        None => err.to_string(),
+        None => {
+            let mut text = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(inner) = cause {
+                text.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            text
+        }
     }
 }

@@ -466,7 +466,13 @@ fn write_batch(client: &mut Connection, shared: &Shared<'_>, batch: &Batch) -> R
                 };
                 let reason = format!("refused by the server: {reason}");
                 shared.drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
-                pending.push(bad + 1..rows.end);
+                // COPY stops at the first bad row, so the rest is untested:
+                // when bad rows are dense, resending all of it after each one
+                // would be quadratic; probe with a chunk sized by how far the
+                // last attempt got.
+                let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
+                pending.push(probe..rows.end);
+                pending.push(bad + 1..probe);
                 pending.push(rows.start..bad);
             }
             Err(CopyError::Database(reason)) => {
