@@ -12,3 +12,14 @@ mod harness;
 
 #[path = "suite/generated.rs"]
 mod generated;
+
+#[path = "suite/cli.rs"]
+mod cli;
+#[path = "suite/config.rs"]
+mod config;
+#[path = "suite/connection.rs"]
+mod connection;
+#[path = "suite/init.rs"]
+mod init;
+#[path = "suite/load.rs"]
+mod load;

@@ -137,7 +137,10 @@ fn man_page() -> Vec<u8> {
     man.render_options_section(&mut out).unwrap();
     man.render_subcommands_section(&mut out).unwrap();
     for sub in command.get_subcommands() {
-        if sub.get_arguments().any(|a| !a.is_global_set() && a.get_id() != "help") {
+        if sub
+            .get_arguments()
+            .any(|a| !a.is_global_set() && a.get_id() != "help")
+        {
             let mut section = Vec::new();
             clap_mangen::Man::new(sub.clone())
                 .render_options_section(&mut section)
@@ -230,5 +233,8 @@ fn man_page_lints_clean() {
     };
     let report = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && report.trim().is_empty(), "mandoc -Tlint:\n{report}");
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "mandoc -Tlint:\n{report}"
+    );
 }

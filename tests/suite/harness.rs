@@ -17,7 +17,12 @@ fn each_new_database_is_distinct_and_empty() {
     let second = server.new_database();
     assert_ne!(first, second);
     assert_eq!(
-        server.query_one(&second, "select count(*) from pg_namespace where nspname = 'pgsense'").as_deref(),
+        server
+            .query_one(
+                &second,
+                "select count(*) from pg_namespace where nspname = 'pgsense'"
+            )
+            .as_deref(),
         Some("0")
     );
 }

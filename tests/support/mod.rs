@@ -49,3 +49,30 @@ impl Drop for Scratch {
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A TCP port on 127.0.0.1 whose connections the kernel accepts but nobody
+/// ever answers: a server that hangs. It also tells whether anything tried
+/// to connect, for tests that must fail before connecting.
+pub struct SilentServer {
+    listener: std::net::TcpListener,
+}
+
+impl SilentServer {
+    pub fn new() -> SilentServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("set_nonblocking on a listener");
+        SilentServer { listener }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().expect("bound listener").port()
+    }
+
+    /// Whether any connection came in so far (each is queued by the kernel
+    /// until accepted, even after the client gave up).
+    pub fn was_contacted(&self) -> bool {
+        self.listener.accept().is_ok()
+    }
+}

@@ -226,7 +226,10 @@ impl PgServer {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        panic!("PostgreSQL on port {} never accepted a connection: {last:?}", self.port);
+        panic!(
+            "PostgreSQL on port {} never accepted a connection: {last:?}",
+            self.port
+        );
     }
 
     /// Stops the server and removes its directory once this test process is
@@ -310,10 +313,15 @@ rm -rf "$root"
         fs::write(&hba, text).unwrap_or_else(|e| panic!("write {}: {e}", hba.display()));
         let mut client = self.client("postgres");
         let errors = client
-            .query("select line_number, error from pg_hba_file_rules where error is not null", &[])
+            .query(
+                "select line_number, error from pg_hba_file_rules where error is not null",
+                &[],
+            )
             .expect("read pg_hba_file_rules");
         assert!(errors.is_empty(), "bad pg_hba lines {lines:?}: {errors:?}");
-        client.simple_query("select pg_reload_conf()").expect("reload");
+        client
+            .simple_query("select pg_reload_conf()")
+            .expect("reload");
         // pg_reload_conf only signals the postmaster; give it a moment to
         // read the file before the next connection comes in.
         thread::sleep(Duration::from_millis(300));

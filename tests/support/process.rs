@@ -140,7 +140,9 @@ impl Drop for Running {
 }
 
 fn collect(handle: Option<JoinHandle<Vec<u8>>>) -> String {
-    let bytes = handle.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
+    let bytes = handle
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

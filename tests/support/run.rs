@@ -243,3 +243,20 @@ impl Outcome {
         &found[0][prefix.len()..]
     }
 }
+
+impl Outcome {
+    /// (read, inserted, dropped) from the summary line, or a panic.
+    #[track_caller]
+    pub fn summary(&self) -> (u64, u64, u64) {
+        let parsed = self.stderr.lines().rev().find_map(|line| {
+            let rest = line.strip_prefix("pgsense-pg: ")?;
+            let mut numbers = rest.split(", ").map(|part| part.split_once(' '));
+            let mut take = |label: &str| -> Option<u64> {
+                let (number, word) = numbers.next()??;
+                word.starts_with(label).then_some(number.parse().ok()?)
+            };
+            Some((take("read")?, take("inserted")?, take("dropped")?))
+        });
+        parsed.unwrap_or_else(|| panic!("no summary line on stderr\n{}", self.describe()))
+    }
+}

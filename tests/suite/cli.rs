@@ -1,0 +1,123 @@
+//! The command line (issue 2, "Commands" and "Exit status"): usage errors
+//! exit 2 before anything else happens, global options go before or after
+//! the command, and input files are checked before connecting (66).
+
+use crate::support::findings::ndjson;
+use crate::support::{Scratch, Shape, SilentServer, pgsense, shared};
+
+#[test]
+fn usage_errors_exit_2_without_connecting() {
+    let silent = SilentServer::new();
+    let port = silent.port().to_string();
+    let cases: [&[&str]; 8] = [
+        &["load", "--bogus"],
+        &["--port", "not-a-port", "load"],
+        &["--port", "70000", "load"],
+        &["frobnicate"],
+        &[],
+        // No flag takes a password on the command line.
+        &["--password", "secret", "load"],
+        &["--connect-timeout", "0", "load"],
+        &["load", "--max-line-bytes", "0"],
+    ];
+    for args in cases {
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &port])
+            .args(args)
+            .run();
+        out.assert_code(2);
+        assert!(
+            !out.stderr.is_empty(),
+            "a usage error says why\n{}",
+            out.describe()
+        );
+    }
+    assert!(!silent.was_contacted(), "a usage error must not connect");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let help = pgsense().arg("--help").run();
+    help.assert_code(0)
+        .assert_stdout_contains("load")
+        .assert_stdout_contains("init")
+        .assert_stdout_contains("--config");
+    let load_help = pgsense().args(["load", "--help"]).run();
+    load_help
+        .assert_code(0)
+        .assert_stdout_contains("--max-line-bytes");
+    let version = pgsense().arg("--version").run();
+    version
+        .assert_code(0)
+        .assert_stdout_contains(&format!("pgsense-pg {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// The connection options work before the command, after it, and mixed.
+#[test]
+fn global_options_go_before_or_after_the_command() {
+    let server = shared();
+    let db = server.new_database();
+    let port = server.port().to_string();
+    let after = pgsense()
+        .args(["load", "--host", server.host(), "--port", &port])
+        .args(["--dbname", &db, "--username", "postgres", "-"])
+        .stdin(ndjson(0, 2, Shape::Object))
+        .run();
+    after.assert_code(0);
+    let mixed = pgsense()
+        .args([
+            "--host",
+            server.host(),
+            "--dbname",
+            &db,
+            "init",
+            "--port",
+            &port,
+        ])
+        .args(["--username", "postgres", "--quiet"])
+        .run();
+    mixed.assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 2);
+}
+
+/// A missing input file: exit 66 naming it, checked before connecting.
+#[test]
+fn a_missing_input_file_gives_66_without_connecting() {
+    let silent = SilentServer::new();
+    let scratch = Scratch::new();
+    let present = scratch.write("present.ndjson", ndjson(0, 2, Shape::Object));
+    let missing = scratch.path().join("missing.ndjson");
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .arg("load")
+        .arg(&present)
+        .arg(&missing)
+        .run();
+    out.assert_code(66)
+        .assert_stderr_contains(&missing.display().to_string());
+    assert!(!silent.was_contacted(), "66 is decided before connecting");
+}
+
+/// Nothing is loaded, not even the bootstrap, when a later file is missing.
+#[test]
+fn a_missing_later_file_loads_nothing() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let present = scratch.write("present.ndjson", ndjson(0, 2, Shape::Object));
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&present)
+        .arg("-")
+        .arg("nowhere/else.ndjson")
+        .stdin(ndjson(2, 2, Shape::Object))
+        .run();
+    out.assert_code(66)
+        .assert_stderr_contains("nowhere/else.ndjson");
+    assert_eq!(
+        server.query_one(&db, "select to_regclass('pgsense.findings') is null"),
+        Some("t".to_owned()),
+        "nothing at all happened in the database"
+    );
+}

@@ -1,0 +1,196 @@
+//! Connecting and failing (issue 2, "Connection" and "Exit status"):
+//! nothing waits forever, startup failures exit 69 with the real cause,
+//! and a database that fails during the run exits 75 with every line
+//! accounted for.
+
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::findings::ndjson;
+use crate::support::pg::free_port;
+use crate::support::{Shape, SilentServer, pgsense, private, shared};
+
+#[test]
+fn a_refused_connection_gives_69_with_the_cause() {
+    let port = free_port().to_string();
+    for command in ["load", "init"] {
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &port, command])
+            .stdin(ndjson(0, 1, Shape::Object))
+            .run();
+        out.assert_code(69);
+        assert!(
+            out.stderr.to_lowercase().contains("refused"),
+            "the cause (connection refused) is shown\n{}",
+            out.describe()
+        );
+        assert!(out.elapsed < Duration::from_secs(10), "{}", out.describe());
+    }
+}
+
+/// A server that accepts TCP and never answers: the run gives up within
+/// about --connect-timeout, and says it timed out.
+#[test]
+fn a_silent_server_gives_69_within_the_connect_timeout() {
+    let silent = SilentServer::new();
+    let port = silent.port().to_string();
+    for command in ["load", "init"] {
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &port])
+            .args(["--connect-timeout", "2", command])
+            .stdin(ndjson(0, 1, Shape::Object))
+            .timeout(Duration::from_secs(30))
+            .run();
+        out.assert_code(69);
+        assert!(
+            out.elapsed < Duration::from_secs(2 + 5),
+            "gave up after {:?}, --connect-timeout was 2 s\n{}",
+            out.elapsed,
+            out.describe()
+        );
+        let stderr = out.stderr.to_lowercase();
+        assert!(
+            stderr.contains("timed out") || stderr.contains("timeout"),
+            "{}",
+            out.describe()
+        );
+        assert!(
+            !stderr.contains("timed out waiting for connection"),
+            "r2d2's bare message hides the cause\n{}",
+            out.describe()
+        );
+    }
+    assert!(silent.was_contacted());
+}
+
+#[test]
+fn a_missing_database_gives_69_naming_it() {
+    let server = shared();
+    let out = server
+        .pgsense("no_such_db_here")
+        .arg("load")
+        .stdin(ndjson(0, 1, Shape::Object))
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("no_such_db_here")
+        .assert_stderr_contains("does not exist");
+}
+
+#[test]
+fn an_unknown_role_gives_69_naming_it() {
+    let server = shared();
+    let db = server.new_database();
+    let out = pgsense()
+        .args([
+            "--host",
+            server.host(),
+            "--port",
+            &server.port().to_string(),
+        ])
+        .args(["--dbname", &db, "--username", "no_such_role_here", "init"])
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("no_such_role_here");
+}
+
+/// The server shuts down in the middle of a load: the run ends with 75
+/// (retrying later may succeed), and read = inserted + dropped, with
+/// exactly the reported number of rows in the table.
+#[test]
+fn a_server_stopped_mid_load_gives_75_and_every_line_is_accounted_for() {
+    let server = private();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+
+    let mut load = server
+        .pgsense(&db)
+        .args(["--connect-timeout", "2", "load", "--batch-rows", "10"])
+        .timeout(Duration::from_secs(120))
+        .spawn_piped();
+    load.stdin()
+        .write_all(ndjson(0, 200, Shape::Object).as_bytes())
+        .expect("feed the first half");
+    load.stdin().flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.count(&db, "pgsense.findings") < 100 {
+        assert!(Instant::now() < deadline, "the first batches never arrived");
+        thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    // The loader may already have given up: a broken pipe is fine here.
+    let _ = load
+        .stdin()
+        .write_all(ndjson(200, 200, Shape::Object).as_bytes());
+    load.close_stdin();
+    let out = load.wait();
+    out.assert_code(75);
+    let (read, inserted, dropped) = out.summary();
+    // The loader may read on (dropping what it cannot send) or stop reading
+    // and say where: both account for every line they read.
+    let stopped_at = out.stderr.lines().find_map(|line| {
+        let rest = line.strip_prefix("pgsense-pg: stopped reading at -:")?;
+        rest.split(' ').next()?.parse::<u64>().ok()
+    });
+    assert_eq!(
+        read,
+        stopped_at.map_or(400, |line| line - 1),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(
+        inserted + dropped,
+        read,
+        "read = inserted + dropped\n{}",
+        out.describe()
+    );
+    assert_eq!(
+        out.reject_lines().len() as u64,
+        dropped.min(100),
+        "each dropped line is reported\n{}",
+        out.describe()
+    );
+    assert!(dropped > 0 && inserted >= 100, "{}", out.describe());
+
+    server.start();
+    assert_eq!(
+        server.count(&db, "pgsense.findings"),
+        inserted as i64,
+        "the table holds exactly what the summary says was inserted\n{}",
+        out.describe()
+    );
+}
+
+/// Bad data and a database failure in one run: 75 takes precedence.
+#[test]
+fn a_database_failure_takes_precedence_over_bad_data() {
+    let server = private();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let mut load = server
+        .pgsense(&db)
+        .args(["--connect-timeout", "2", "load", "--batch-rows", "5"])
+        .timeout(Duration::from_secs(120))
+        .spawn_piped();
+    let first = ndjson(0, 20, Shape::Object) + "{bad line\n";
+    load.stdin().write_all(first.as_bytes()).expect("feed");
+    load.stdin().flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.count(&db, "pgsense.findings") < 20 {
+        assert!(Instant::now() < deadline, "the first batches never arrived");
+        thread::sleep(Duration::from_millis(50));
+    }
+    server.stop_immediate();
+    let _ = load
+        .stdin()
+        .write_all(ndjson(20, 20, Shape::Object).as_bytes());
+    load.close_stdin();
+    let out = load.wait();
+    out.assert_code(75);
+    assert_eq!(
+        out.rejected_line_numbers("-").first(),
+        Some(&21),
+        "{}",
+        out.describe()
+    );
+}
