@@ -80,7 +80,7 @@ tail \-n +1 \-F /var/log/pgsense/findings.jsonl | pgsense\-pg \-c /etc/pgsense/c
 .RE
 .fi
 .PP
-Load yesterday's files from cron, every five minutes:
+Load the spooled files from cron, every five minutes:
 .PP
 .nf
 .RS 4
