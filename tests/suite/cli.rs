@@ -121,3 +121,26 @@ fn a_missing_later_file_loads_nothing() {
         "nothing at all happened in the database"
     );
 }
+
+/// Exit 1, any other failure: standard input that cannot be read.
+#[test]
+fn unreadable_standard_input_exits_1() {
+    let server = shared();
+    let db = server.new_database();
+    let directory = std::fs::File::open(std::env::temp_dir()).expect("open the temp directory");
+    let out = server.pgsense(&db).arg("load").stdin_file(directory).run();
+    out.assert_code(1).assert_stderr_contains("pgsense-pg: error: ");
+}
+
+/// Exit 1, any other failure: init cannot write its report.
+#[test]
+fn init_that_cannot_write_its_report_exits_1() {
+    let server = shared();
+    let db = server.new_database();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let out = server.pgsense(&db).arg("init").stdout_file(full).run();
+    out.assert_code(1).assert_stderr_contains("pgsense-pg: error: ");
+}

@@ -39,15 +39,38 @@ pub enum Stdin {
     Bytes(Vec<u8>),
     /// A pipe left open in [`Running::stdin`] for the test to write.
     Piped,
+    /// This file (or directory, or device).
+    File(std::fs::File),
 }
 
 /// Starts `cmd` with stdout and stderr captured. `what` names it in failures.
 pub fn spawn(cmd: &mut Command, stdin: Stdin, what: &str) -> Running {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(match stdin {
-        Stdin::Null => Stdio::null(),
-        Stdin::Bytes(_) | Stdin::Piped => Stdio::piped(),
-    });
+    spawn_with_stdout(cmd, stdin, None, what)
+}
+
+/// [`spawn`], with stdout sent to `stdout` instead of captured when given.
+pub fn spawn_with_stdout(
+    cmd: &mut Command,
+    stdin: Stdin,
+    stdout: Option<std::fs::File>,
+    what: &str,
+) -> Running {
+    cmd.stdout(stdout.map_or_else(Stdio::piped, Stdio::from))
+        .stderr(Stdio::piped());
+    let stdin = match stdin {
+        Stdin::Null => {
+            cmd.stdin(Stdio::null());
+            Stdin::Null
+        }
+        Stdin::File(file) => {
+            cmd.stdin(file);
+            Stdin::Null
+        }
+        other => {
+            cmd.stdin(Stdio::piped());
+            other
+        }
+    };
     let started = Instant::now();
     let mut child = cmd
         .spawn()

@@ -3,6 +3,7 @@
 //! PGSENSE_PG_CONFIG of the developer's shell can change what a test sees.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -16,7 +17,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A pgsense-pg command line being put together.
 pub struct Pgsense {
     cmd: Command,
-    stdin: Option<Vec<u8>>,
+    stdin: Option<Stdin>,
+    stdout: Option<File>,
     timeout: Duration,
 }
 
@@ -28,6 +30,7 @@ pub fn pgsense() -> Pgsense {
     Pgsense {
         cmd,
         stdin: None,
+        stdout: None,
         timeout: DEFAULT_TIMEOUT,
     }
 }
@@ -71,7 +74,19 @@ impl Pgsense {
     /// Bytes for standard input (closed after them). Without this, stdin is
     /// /dev/null.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
+        self.stdin = Some(Stdin::Bytes(bytes.into()));
+        self
+    }
+
+    /// Standard input from an open file (or directory, or device).
+    pub fn stdin_file(mut self, file: File) -> Self {
+        self.stdin = Some(Stdin::File(file));
+        self
+    }
+
+    /// Standard output to an open file instead of captured.
+    pub fn stdout_file(mut self, file: File) -> Self {
+        self.stdout = Some(file);
         self
     }
 
@@ -87,13 +102,15 @@ impl Pgsense {
 
     /// Starts the process and returns at once; the caller waits.
     pub fn spawn(mut self) -> Started {
-        let stdin = match self.stdin.take() {
-            Some(bytes) => Stdin::Bytes(bytes),
-            None => Stdin::Null,
-        };
+        let stdin = self.stdin.take().unwrap_or(Stdin::Null);
         let description = format!("{:?}", self.cmd);
         Started {
-            running: process::spawn(&mut self.cmd, stdin, "pgsense-pg"),
+            running: process::spawn_with_stdout(
+                &mut self.cmd,
+                stdin,
+                self.stdout.take(),
+                "pgsense-pg",
+            ),
             timeout: self.timeout,
             description,
         }
