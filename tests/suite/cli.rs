@@ -129,7 +129,8 @@ fn unreadable_standard_input_exits_1() {
     let db = server.new_database();
     let directory = std::fs::File::open(std::env::temp_dir()).expect("open the temp directory");
     let out = server.pgsense(&db).arg("load").stdin_file(directory).run();
-    out.assert_code(1).assert_stderr_contains("pgsense-pg: error: ");
+    out.assert_code(1)
+        .assert_stderr_contains("pgsense-pg: error: ");
 }
 
 /// Exit 1, any other failure: init cannot write its report.
@@ -142,5 +143,6 @@ fn init_that_cannot_write_its_report_exits_1() {
         .open("/dev/full")
         .expect("open /dev/full");
     let out = server.pgsense(&db).arg("init").stdout_file(full).run();
-    out.assert_code(1).assert_stderr_contains("pgsense-pg: error: ");
+    out.assert_code(1)
+        .assert_stderr_contains("pgsense-pg: error: ");
 }

@@ -36,7 +36,7 @@ fn pairs_shape_round_trips_every_column() {
     let findings: Vec<Finding> = (0..40)
         .map(|i| {
             let mut finding = Finding::sample(i);
-            if i % 3 == 0 {
+            if i.is_multiple_of(3) {
                 finding.timestamp = None;
             }
             finding
@@ -72,7 +72,7 @@ fn mixed_shapes_in_one_input_round_trip() {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let shape = if i % 2 == 0 {
+            let shape = if i.is_multiple_of(2) {
                 Shape::Pairs
             } else {
                 Shape::Object
@@ -411,7 +411,7 @@ fn each_kind_of_bad_line_is_reported_with_its_line_number() {
     };
     for (i, bad) in bad_lines.iter().enumerate() {
         push_good(&mut text, &mut line_number, &mut good);
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             text.push(b'\n'); // a blank line still counts for numbering
             line_number += 1;
         }
@@ -670,7 +670,7 @@ fn only_the_first_hundred_dropped_lines_are_shown() {
     let db = server.new_database();
     let mut input = String::new();
     for i in 0..160u64 {
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             input += &Finding::sample(i).line(Shape::Object);
         } else {
             input += "{broken";

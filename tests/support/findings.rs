@@ -55,7 +55,7 @@ impl Finding {
             )],
         };
         let micros = (i * 7919 + 13) % 1_000_000;
-        let fraction = if i % 2 == 0 {
+        let fraction = if i.is_multiple_of(2) {
             format!("{micros:06}000")
         } else {
             format!("{micros:06}")

@@ -251,7 +251,7 @@ rm -rf "$root"
 "#;
         // Every stdio is /dev/null: the cargo test runner waits for EOF on
         // the pipes it gave the test binary, which must not stay open here.
-        Command::new("sh")
+        let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(SCRIPT)
             .arg("pgsense-pg-test-watchdog")
@@ -262,6 +262,9 @@ rm -rf "$root"
             .stderr(Stdio::null())
             .spawn()
             .expect("start the watchdog shell");
+        // Reaped by a thread when it ends early (a private server dropped);
+        // otherwise it outlives this process, which is its purpose.
+        thread::spawn(move || watchdog.wait());
     }
 
     /// Stops the server (fast shutdown: clients are disconnected, as when
