@@ -23,3 +23,5 @@ mod connection;
 mod init;
 #[path = "suite/load.rs"]
 mod load;
+#[path = "suite/resources.rs"]
+mod resources;

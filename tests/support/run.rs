@@ -144,6 +144,24 @@ impl Started {
             .expect("spawned with spawn_piped and stdin not closed yet")
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.running.id()
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_memory(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.id()))
+            .expect("read /proc/PID/status of a running child");
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().strip_suffix("kB"))
+            .and_then(|kib| kib.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in /proc status:\n{status}"));
+        kib * 1024
+    }
+
     /// Closes stdin (end of input).
     pub fn close_stdin(&mut self) {
         drop(self.running.stdin.take());
