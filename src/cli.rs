@@ -61,6 +61,17 @@ pub struct LoadArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line_bytes: u64,
 
+    /// Append every dropped line there, byte for byte as read, so that
+    /// `pgsense-pg load PATH` replays them once the cause is fixed.
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub reject_file: Option<PathBuf>,
+
+    /// Retry a failing database (connection lost, server restarting, too
+    /// many connections, deadlock) for up to this many seconds before
+    /// dropping the findings it holds; 0 disables retries.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub retry_for: u64,
+
     /// Send at most this many rows in one transaction.
     #[arg(long, value_name = "ROWS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..))]

@@ -1,37 +1,47 @@
-//! Reading, batching, writing and accounting.
+//! Reading, batching and accounting, and the threads of a load.
 //!
-//! The calling thread reads and parses lines and encodes each valid finding
-//! straight into a batch of COPY text rows; two writer threads, one pool
-//! connection each, send batches with `COPY ... FROM STDIN`. A bounded queue
-//! between them keeps memory flat whatever the input size, and lets parsing
-//! and the network overlap.
+//! A reader thread reads and parses lines and encodes each valid finding
+//! straight into a batch of COPY text rows; two writer threads (`write.rs`),
+//! one pool connection each, write the batches. A bounded queue between
+//! them keeps memory flat whatever the input size, and lets parsing and the
+//! network overlap.
 //!
-//! A batch the server refuses is split: PostgreSQL names the failing line
-//! of a COPY, so the rows before and after it are sent again and only that
-//! row is dropped; without a line number the batch is bisected. A failure of
-//! the database itself (connection lost, server shut down, permission
-//! revoked) drops the batch, and the run stops reading.
+//! Every line read ends as exactly one of: inserted, or dropped (counted,
+//! reported, and appended to the reject file when there is one).
+//!
+//! SIGINT and SIGTERM stop the reading; batches already handed to the
+//! writers are committed, and what was read but not handed over is dropped
+//! as interrupted. While the reader waits for input from a pipe it holds no
+//! rows (it hands over everything before it waits), so the writers can end
+//! the run without it.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::Settings;
-use crate::connect::{Connection, POOL_SIZE, Pool, describe};
+use crate::connect::{POOL_SIZE, Pool};
 use crate::record::{self, Finding};
-use crate::report::{Dropped, LoadReport};
+use crate::report::{Dropped, LoadReport, Rejects};
+use crate::write::write_batches;
 
 /// An input: a named stream of lines.
 pub struct Source {
     /// The path as given, or `-` for standard input.
     pub name: String,
     input: Box<dyn Read + Send>,
+    /// Whether a read may wait for a writer on the other end (a pipe, a
+    /// terminal), rather than only for a disk.
+    may_wait: bool,
 }
 
 /// Opens every input before anything connects, so that a missing file costs
@@ -59,24 +69,35 @@ pub fn open_inputs(files: &[PathBuf]) -> Result<Vec<Source>> {
             Ok(Source {
                 name: path.display().to_string(),
                 input: Box::new(file),
+                may_wait: !meta.is_file(),
             })
         })
         .collect()
 }
 
 fn stdin_source() -> Source {
+    let stdin = io::stdin();
+    let is_file = stdin
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.metadata())
+        .is_ok_and(|m| m.is_file());
     Source {
         name: "-".into(),
-        input: Box::new(io::stdin()),
+        input: Box::new(stdin),
+        may_wait: !is_file,
     }
 }
 
-/// Batch limits and line limits for a load.
+/// How a load runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Options {
     pub max_line_bytes: u64,
     pub batch_rows: usize,
     pub batch_bytes: usize,
+    /// How long to retry a transient database failure; zero disables.
+    pub retry_for: Duration,
 }
 
 /// The columns every row has; `detected_at` is added only for rows that
@@ -84,174 +105,417 @@ pub struct Limits {
 const COLUMNS: &str = "database, rule_id, description, category, severity, schema_name, \
                        table_name, column_name, masked_sample, primary_key, lsn";
 
-/// Rows encoded as COPY text, with where each came from.
-struct Batch {
+/// Rows encoded as COPY text, with the lines they came from.
+pub struct Batch {
     /// Whether the rows carry detected_at.
-    timed: bool,
+    pub timed: bool,
     data: Vec<u8>,
-    rows: Vec<Row>,
+    /// The lines as read, for the reject file.
+    raw: Vec<u8>,
+    pub rows: Vec<Row>,
 }
 
-/// One row of a batch.
-struct Row {
+/// One row of a batch; it starts where the previous one ends, in `data` and
+/// in `raw`.
+pub struct Row {
     source: u32,
     line: u64,
-    /// Its end offset in `Batch::data`; it starts where the previous one ends.
     end: usize,
+    raw_end: usize,
 }
 
 impl Batch {
-    fn new(timed: bool, limits: &Limits) -> Batch {
+    fn new(timed: bool, options: &Options) -> Batch {
         Batch {
             timed,
-            data: Vec::with_capacity(limits.batch_bytes + 4096),
-            rows: Vec::with_capacity(limits.batch_rows),
+            data: Vec::with_capacity(options.batch_bytes + 4096),
+            raw: Vec::with_capacity(options.batch_bytes + 4096),
+            rows: Vec::with_capacity(options.batch_rows.min(100_000)),
         }
     }
 
-    fn is_full(&self, limits: &Limits) -> bool {
-        self.rows.len() >= limits.batch_rows || self.data.len() >= limits.batch_bytes
+    fn is_full(&self, options: &Options) -> bool {
+        self.rows.len() >= options.batch_rows || self.data.len() >= options.batch_bytes
     }
 
-    fn row_bytes(&self, rows: Range<usize>) -> &[u8] {
+    /// The COPY text of some rows.
+    pub fn row_bytes(&self, rows: Range<usize>) -> &[u8] {
         let start = match rows.start {
             0 => 0,
             n => self.rows[n - 1].end,
         };
         &self.data[start..self.rows[rows.end - 1].end]
     }
+
+    fn raw_line(&self, row: usize) -> &[u8] {
+        let start = match row {
+            0 => 0,
+            n => self.rows[n - 1].raw_end,
+        };
+        &self.raw[start..self.rows[row].raw_end]
+    }
 }
 
-/// State shared by the reader and the writers.
-struct Shared<'a> {
-    report: &'a Mutex<LoadReport>,
+/// State shared by the reader, the writers and the thread that waits for
+/// them.
+pub struct Shared {
+    report: Mutex<LoadReport>,
+    rejects: Option<Mutex<Rejects>>,
     names: Vec<String>,
     copy_timed: String,
     copy_untimed: String,
-    /// Set when the database failed: stop reading, drop what is queued.
-    failed: AtomicBool,
+    pub retry_for: Duration,
+    /// Set when the database failed for good: stop reading, drop what is
+    /// queued.
+    pub failed: AtomicBool,
+    /// Set by SIGINT or SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    /// The signal that set `stop`.
+    signal: Arc<AtomicUsize>,
+    /// Set while the reader waits for input holding no rows.
+    pub reader_idle: AtomicBool,
+    /// Set when the reader has read every input to its end.
+    finished: AtomicBool,
+    /// Where the reader is: source index and lines read from it.
+    at_source: AtomicUsize,
+    at_line: AtomicU64,
 }
 
-impl Shared<'_> {
-    fn report(&self) -> std::sync::MutexGuard<'_, LoadReport> {
-        // A writer that panicked leaves counts that are still meaningful.
+impl Shared {
+    pub fn report(&self) -> MutexGuard<'_, LoadReport> {
+        // A thread that panicked leaves counts that are still meaningful.
         self.report.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn drop_rows(&self, batch: &Batch, rows: Range<usize>, kind: Dropped, reason: &str) {
+    pub fn copy_sql(&self, timed: bool) -> &str {
+        if timed {
+            &self.copy_timed
+        } else {
+            &self.copy_untimed
+        }
+    }
+
+    /// Accounts for rows of a batch that will not be inserted.
+    pub fn drop_rows(&self, batch: &Batch, rows: Range<usize>, kind: Dropped, reason: &str) {
         let mut report = self.report();
-        for row in &batch.rows[rows] {
+        let mut rejects = self
+            .rejects
+            .as_ref()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()));
+        for index in rows {
+            let row = &batch.rows[index];
             report.drop_line(kind, &self.names[row.source as usize], row.line, &reason);
+            if let Some(rejects) = &mut rejects {
+                rejects.append(batch.raw_line(index));
+            }
+        }
+    }
+
+    fn reject_raw(&self, bytes: &[u8]) {
+        if let Some(rejects) = &self.rejects {
+            rejects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .append(bytes);
         }
     }
 }
 
-/// Loads every source through the pool, accounting for every line in
-/// `report`. Returns an error only when an input could not be read.
+/// What a load did.
+pub struct Outcome {
+    pub report: LoadReport,
+    /// The signal that interrupted it.
+    pub signal: Option<i32>,
+    /// An input that could not be read to its end.
+    pub read_error: Option<anyhow::Error>,
+    /// The reject file, to be closed by the caller.
+    pub rejects: Option<Rejects>,
+}
+
+/// Loads every source through the pool.
 pub fn load(
-    pool: &Pool,
+    pool: Pool,
     settings: &Settings,
     sources: Vec<Source>,
-    limits: Limits,
-    report: &Mutex<LoadReport>,
-) -> Result<()> {
+    options: Options,
+    report: LoadReport,
+    rejects: Option<Rejects>,
+) -> Result<Outcome> {
     let table = settings.qualified_table();
-    let shared = Shared {
-        report,
+    let shared = Arc::new(Shared {
+        report: Mutex::new(report),
+        rejects: rejects.map(Mutex::new),
         names: sources.iter().map(|s| s.name.clone()).collect(),
         copy_timed: format!("COPY {table} ({COLUMNS}, detected_at) FROM STDIN"),
         copy_untimed: format!("COPY {table} ({COLUMNS}) FROM STDIN"),
+        retry_for: options.retry_for,
         failed: AtomicBool::new(false),
-    };
+        stop: Arc::new(AtomicBool::new(false)),
+        signal: Arc::new(AtomicUsize::new(0)),
+        reader_idle: AtomicBool::new(false),
+        finished: AtomicBool::new(false),
+        at_source: AtomicUsize::new(0),
+        at_line: AtomicU64::new(0),
+    });
+    for signal in [SIGINT, SIGTERM] {
+        // The second signal ends the process at once; the first asks for a
+        // clean stop. Handlers run in the order they were registered.
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            128 + signal,
+            Arc::clone(&shared.stop),
+        )
+        .context("cannot install signal handlers")?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&shared.signal), signal as usize)
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&shared.stop))
+            .context("cannot install signal handlers")?;
+    }
+
     // Two batches queued at most: enough to keep both writers busy while the
     // reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(POOL_SIZE as usize);
     let receiver = Arc::new(Mutex::new(receiver));
-    std::thread::scope(|scope| {
-        for index in 0..POOL_SIZE {
-            let receiver = Arc::clone(&receiver);
-            let shared = &shared;
+    let mut writers = Vec::new();
+    for index in 0..POOL_SIZE {
+        let (pool, shared, receiver) = (pool.clone(), Arc::clone(&shared), Arc::clone(&receiver));
+        writers.push(
             std::thread::Builder::new()
                 .name(format!("writer-{index}"))
-                .spawn_scoped(scope, move || write_batches(pool, shared, receiver))
-                .expect("cannot start a writer thread");
+                .spawn(move || write_batches(pool, shared, receiver))
+                .context("cannot start a writer thread")?,
+        );
+    }
+    drop(receiver);
+    let (done, reader_done) = std::sync::mpsc::channel();
+    let reader_shared = Arc::clone(&shared);
+    // Not joined when it waits for input after a signal: it holds no rows
+    // then, and the process ends without it.
+    std::thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || {
+            let result = read_sources(sources, options, sender, &reader_shared);
+            let _ = done.send(result);
+        })
+        .context("cannot start the reader thread")?;
+
+    for writer in writers {
+        if writer.join().is_err() {
+            anyhow::bail!("a writer thread panicked");
         }
-        drop(receiver);
-        read_sources(sources, limits, sender, &shared)
+    }
+    let stopped = shared.stop.load(Ordering::SeqCst) && shared.reader_idle.load(Ordering::SeqCst);
+    let read_result = if stopped {
+        reader_done.try_recv().unwrap_or(Ok(()))
+    } else {
+        reader_done.recv().unwrap_or(Ok(()))
+    };
+
+    let signal = match shared.signal.load(Ordering::SeqCst) {
+        0 => None,
+        n => Some(n as i32),
+    };
+    let mut report = std::mem::take(&mut *shared.report());
+    if !shared.finished.load(Ordering::SeqCst) {
+        let name = &shared.names[shared.at_source.load(Ordering::SeqCst)];
+        let line = shared.at_line.load(Ordering::SeqCst);
+        let why = match signal {
+            Some(SIGINT) => "interrupted (SIGINT)",
+            Some(_) => "interrupted (SIGTERM)",
+            None if read_result.is_err() => "the input could not be read",
+            None => "the database failed",
+        };
+        report.stopped = Some(format!("{why}: stopped reading {name} after line {line}"));
+    }
+    let rejects = shared
+        .rejects
+        .as_ref()
+        .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|e| e.into_inner())));
+    Ok(Outcome {
+        report,
+        signal,
+        read_error: read_result.err(),
+        rejects,
     })
 }
 
-/// The reader: lines -> findings -> batches, until the input ends or the
-/// database fails.
-fn read_sources(
-    sources: Vec<Source>,
-    limits: Limits,
-    sender: SyncSender<Batch>,
-    shared: &Shared<'_>,
-) -> Result<()> {
-    let mut timed = Batch::new(true, &limits);
-    let mut untimed = Batch::new(false, &limits);
-    let mut line = Vec::with_capacity(64 * 1024);
-    let mut scratch = Vec::with_capacity(1024);
-    let send = |batch: &mut Batch| -> bool {
-        let full = std::mem::replace(batch, Batch::new(batch.timed, &limits));
-        match sender.send(full) {
+/// The rows read but not yet handed to a writer.
+struct Pending {
+    timed: Batch,
+    untimed: Batch,
+}
+
+impl Pending {
+    /// Hands a full batch (or, with `force`, any non-empty one) to the
+    /// writers. False when nothing more may be sent.
+    fn send(
+        &mut self,
+        timed: bool,
+        force: bool,
+        sender: &SyncSender<Batch>,
+        shared: &Shared,
+        options: &Options,
+    ) -> bool {
+        let batch = if timed {
+            &mut self.timed
+        } else {
+            &mut self.untimed
+        };
+        if batch.rows.is_empty() || !(force || batch.is_full(options)) {
+            return true;
+        }
+        let batch = std::mem::replace(batch, Batch::new(timed, options));
+        if shared.stop.load(Ordering::SeqCst) {
+            shared.drop_rows(
+                &batch,
+                0..batch.rows.len(),
+                Dropped::Interrupted,
+                "not inserted: interrupted",
+            );
+            return false;
+        }
+        if shared.failed.load(Ordering::SeqCst) {
+            let reason = "not sent: the database failed earlier in this run";
+            shared.drop_rows(&batch, 0..batch.rows.len(), Dropped::Lost, reason);
+            return false;
+        }
+        match sender.send(batch) {
             Ok(()) => true,
             Err(returned) => {
                 // Only possible if every writer died: nothing may vanish.
                 let batch = returned.0;
-                shared.drop_rows(&batch, 0..batch.rows.len(), Dropped::Lost, "no writer left");
+                shared.drop_rows(
+                    &batch,
+                    0..batch.rows.len(),
+                    Dropped::Lost,
+                    "not sent: no writer left",
+                );
                 false
             }
         }
+    }
+
+    fn send_all(&mut self, sender: &SyncSender<Batch>, shared: &Shared, options: &Options) -> bool {
+        self.send(true, true, sender, shared, options)
+            && self.send(false, true, sender, shared, options)
+    }
+
+    /// Drops what was read and not sent, when the run stops early.
+    fn abandon(&mut self, shared: &Shared) {
+        let (kind, reason) = if shared.stop.load(Ordering::SeqCst) {
+            (Dropped::Interrupted, "not inserted: interrupted")
+        } else {
+            (
+                Dropped::Lost,
+                "not sent: the database failed earlier in this run",
+            )
+        };
+        for batch in [&mut self.timed, &mut self.untimed] {
+            shared.drop_rows(batch, 0..batch.rows.len(), kind, reason);
+            batch.rows.clear();
+        }
+    }
+}
+
+/// The reader: lines -> findings -> batches, until the input ends, the
+/// database fails or a signal stops the run.
+fn read_sources(
+    sources: Vec<Source>,
+    options: Options,
+    sender: SyncSender<Batch>,
+    shared: &Shared,
+) -> Result<()> {
+    let mut pending = Pending {
+        timed: Batch::new(true, &options),
+        untimed: Batch::new(false, &options),
     };
+    let mut line = Vec::with_capacity(64 * 1024);
+    let mut scratch = Vec::with_capacity(1024);
+    let stopping = || shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst);
     for (index, source) in sources.into_iter().enumerate() {
         let name = &shared.names[index];
+        let may_wait = source.may_wait;
         let mut reader = BufReader::with_capacity(256 * 1024, source.input);
         let mut number = 0u64;
+        shared.at_source.store(index, Ordering::SeqCst);
+        shared.at_line.store(0, Ordering::SeqCst);
         loop {
-            if shared.failed.load(Ordering::Relaxed) {
-                shared.report().stopped = Some(format!(
-                    "stopped reading at {name}:{} after a database failure",
-                    number + 1
-                ));
+            if may_wait && reader.buffer().is_empty() {
+                // About to wait for a writer on the other end of a pipe: hand
+                // over every row read so far, so none waits in memory.
+                if !pending.send_all(&sender, shared, &options) {
+                    pending.abandon(shared);
+                    return Ok(());
+                }
+                shared.reader_idle.store(true, Ordering::SeqCst);
+            }
+            if stopping() {
+                pending.abandon(shared);
                 return Ok(());
             }
-            let next = next_line(&mut reader, &mut line, limits.max_line_bytes)
-                .with_context(|| format!("cannot read {name} at line {}", number + 1))?;
-            number += 1;
-            let text = match next {
-                Line::End => break,
-                Line::TooLong(length) => {
-                    let mut report = shared.report();
-                    report.read += 1;
-                    let reason = format!(
-                        "line of {length} bytes is longer than --max-line-bytes ({})",
-                        limits.max_line_bytes
-                    );
-                    report.drop_line(Dropped::Invalid, name, number, &reason);
-                    continue;
+            let next = next_line(
+                &mut reader,
+                &mut line,
+                options.max_line_bytes,
+                &mut |bytes| shared.reject_raw(bytes),
+            );
+            shared.reader_idle.store(false, Ordering::SeqCst);
+            let next = match next {
+                Ok(next) => next,
+                Err(err) => {
+                    if !pending.send_all(&sender, shared, &options) {
+                        pending.abandon(shared);
+                    }
+                    return Err(err)
+                        .with_context(|| format!("cannot read {name} after line {number}"));
                 }
-                Line::Text => trim_line(&line, number == 1),
             };
+            if matches!(next, Line::End) {
+                break;
+            }
+            number += 1;
+            shared.at_line.store(number, Ordering::SeqCst);
+            if let Line::TooLong(length) = next {
+                let mut report = shared.report();
+                report.read += 1;
+                let reason = format!(
+                    "line of {length} bytes is longer than --max-line-bytes ({})",
+                    options.max_line_bytes
+                );
+                report.drop_line(Dropped::Invalid, name, number, &reason);
+                continue;
+            }
+            let raw = if number == 1 {
+                line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line)
+            } else {
+                &line[..]
+            };
+            let text = trim_line(raw);
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             match record::parse_line(text) {
                 Ok(finding) => {
-                    let batch = if finding.detected_at.is_some() {
-                        &mut timed
+                    let timed = finding.detected_at.is_some();
+                    let batch = if timed {
+                        &mut pending.timed
                     } else {
-                        &mut untimed
+                        &mut pending.untimed
                     };
                     encode(&finding, &mut batch.data, &mut scratch);
+                    batch.raw.extend_from_slice(raw);
+                    if !raw.ends_with(b"\n") {
+                        batch.raw.push(b'\n');
+                    }
                     batch.rows.push(Row {
                         source: index as u32,
                         line: number,
                         end: batch.data.len(),
+                        raw_end: batch.raw.len(),
                     });
                     shared.report().read += 1;
-                    if batch.is_full(&limits) && !send(batch) {
+                    if !pending.send(timed, false, &sender, shared, &options) {
+                        pending.abandon(shared);
                         return Ok(());
                     }
                 }
@@ -259,14 +523,19 @@ fn read_sources(
                     let mut report = shared.report();
                     report.read += 1;
                     report.drop_line(Dropped::Invalid, name, number, &reason);
+                    drop(report);
+                    shared.reject_raw(raw);
+                    if !raw.ends_with(b"\n") {
+                        shared.reject_raw(b"\n");
+                    }
                 }
             }
         }
     }
-    for batch in [&mut timed, &mut untimed] {
-        if !batch.rows.is_empty() && !send(batch) {
-            break;
-        }
+    if pending.send_all(&sender, shared, &options) {
+        shared.finished.store(true, Ordering::SeqCst);
+    } else {
+        pending.abandon(shared);
     }
     Ok(())
 }
@@ -282,8 +551,14 @@ enum Line {
 }
 
 /// Reads one line into `buf`, holding at most `max + 1` bytes of it: a
-/// longer line is skipped to its end without being kept.
-fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: u64) -> io::Result<Line> {
+/// longer line is skipped to its end without being kept, and handed to
+/// `spill` piece by piece (newline-terminated) instead.
+fn next_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: u64,
+    spill: &mut dyn FnMut(&[u8]),
+) -> io::Result<Line> {
     buf.clear();
     let read = reader.by_ref().take(max + 1).read_until(b'\n', buf)?;
     if read == 0 {
@@ -293,20 +568,24 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: u64) -> io::Resu
         return Ok(Line::Text);
     }
     let mut length = read as u64;
+    spill(buf);
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
+            spill(b"\n");
             break;
         }
         match available.iter().position(|&b| b == b'\n') {
             Some(end) => {
                 length += end as u64;
+                spill(&available[..=end]);
                 reader.consume(end + 1);
                 break;
             }
             None => {
                 let n = available.len();
                 length += n as u64;
+                spill(available);
                 reader.consume(n);
             }
         }
@@ -314,15 +593,10 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: u64) -> io::Resu
     Ok(Line::TooLong(length))
 }
 
-/// The line without its terminator (LF or CRLF) and, on a file's first line,
-/// without a UTF-8 byte-order mark.
-fn trim_line(line: &[u8], first: bool) -> &[u8] {
-    let mut text = line.strip_suffix(b"\n").unwrap_or(line);
-    text = text.strip_suffix(b"\r").unwrap_or(text);
-    if first {
-        text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
-    }
-    text
+/// The line without its terminator, LF or CRLF.
+fn trim_line(line: &[u8]) -> &[u8] {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    text.strip_suffix(b"\r").unwrap_or(text)
 }
 
 /// Appends one finding as a row of COPY text format.
@@ -389,173 +663,9 @@ fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// A writer: takes batches off the queue until the reader is done.
-fn write_batches(pool: &Pool, shared: &Shared<'_>, receiver: Arc<Mutex<Receiver<Batch>>>) {
-    let mut connection: Option<Connection> = None;
-    loop {
-        let next = receiver.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(batch) = next else { return };
-        let all = 0..batch.rows.len();
-        if shared.failed.load(Ordering::Relaxed) {
-            shared.drop_rows(
-                &batch,
-                all,
-                Dropped::Lost,
-                "not sent: the database failed earlier in this run",
-            );
-            continue;
-        }
-        let client = match &mut connection {
-            Some(client) => client,
-            None => match pool.get() {
-                Ok(client) => connection.insert(client),
-                Err(err) => {
-                    let reason = format!("not sent: cannot connect: {err}");
-                    log::error!("{reason}");
-                    shared.failed.store(true, Ordering::Relaxed);
-                    shared.drop_rows(&batch, all, Dropped::Lost, &reason);
-                    continue;
-                }
-            },
-        };
-        if let Err(reason) = write_batch(client, shared, &batch) {
-            log::error!("{reason}");
-            shared.failed.store(true, Ordering::Relaxed);
-            if client.is_closed() {
-                connection = None;
-            }
-        }
-    }
-}
-
-/// How a COPY failed.
-enum CopyError {
-    /// The server refused one row (its 1-based line in the COPY) or, when it
-    /// does not say which, some row of the batch.
-    Row { line: Option<usize>, reason: String },
-    /// The database failed: nothing more can be written.
-    Database(String),
-}
-
-/// Writes every row of `batch`, isolating rows the server refuses. Returns
-/// the reason when the database failed; the rows not written are then
-/// already accounted as lost.
-fn write_batch(client: &mut Connection, shared: &Shared<'_>, batch: &Batch) -> Result<(), String> {
-    let sql = if batch.timed {
-        &shared.copy_timed
-    } else {
-        &shared.copy_untimed
-    };
-    let mut pending = Vec::from([0..batch.rows.len()]);
-    while let Some(rows) = pending.pop() {
-        if rows.is_empty() {
-            continue;
-        }
-        match copy_rows(client, sql, batch.row_bytes(rows.clone())) {
-            Ok(()) => shared.report().inserted += rows.len() as u64,
-            Err(CopyError::Row { line, reason }) => {
-                let bad = match line {
-                    Some(line) if (1..=rows.len()).contains(&line) => rows.start + line - 1,
-                    _ if rows.len() > 1 => {
-                        let middle = rows.start + rows.len() / 2;
-                        pending.push(middle..rows.end);
-                        pending.push(rows.start..middle);
-                        continue;
-                    }
-                    _ => rows.start,
-                };
-                let reason = format!("refused by the server: {reason}");
-                shared.drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
-                // COPY stops at the first bad row, so the rest is untested:
-                // when bad rows are dense, resending all of it after each one
-                // would be quadratic; probe with a chunk sized by how far the
-                // last attempt got.
-                let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
-                pending.push(probe..rows.end);
-                pending.push(bad + 1..probe);
-                pending.push(rows.start..bad);
-            }
-            Err(CopyError::Database(reason)) => {
-                let reason = format!("not inserted: database failure: {reason}");
-                shared.drop_rows(batch, rows, Dropped::Lost, &reason);
-                for rest in pending {
-                    shared.drop_rows(batch, rest, Dropped::Lost, &reason);
-                }
-                return Err(reason);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One COPY statement: atomic on its own, so the rows are either all in or
-/// none.
-fn copy_rows(client: &mut Connection, sql: &str, data: &[u8]) -> Result<(), CopyError> {
-    let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
-    if let Err(err) = writer.write_all(data) {
-        // The driver wraps its own error in an io::Error.
-        return Err(
-            match err
-                .get_ref()
-                .and_then(|e| e.downcast_ref::<postgres::Error>())
-            {
-                Some(pg) => classify(pg),
-                None => CopyError::Database(err.to_string()),
-            },
-        );
-    }
-    writer.finish().map(drop).map_err(|e| classify(&e))
-}
-
-/// Tells a refused row from a failed database, by SQLSTATE class.
-fn classify(err: &postgres::Error) -> CopyError {
-    let Some(db) = err.as_db_error() else {
-        return CopyError::Database(describe(err));
-    };
-    let code = db.code().code();
-    let reason = format!("{} (SQLSTATE {code})", db.message());
-    // Data exceptions, integrity violations, trigger and routine exceptions,
-    // program limits (such as an over-long index entry): the row is at fault.
-    let row_classes = ["22", "23", "P0", "2F", "38", "39", "54"];
-    if row_classes.iter().any(|class| code.starts_with(class)) {
-        let line = db.where_().and_then(copy_line);
-        CopyError::Row { line, reason }
-    } else {
-        CopyError::Database(describe(err))
-    }
-}
-
-/// The line number in a COPY error's context, "COPY findings, line 3, ...".
-fn copy_line(context: &str) -> Option<usize> {
-    context
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("COPY "))
-        .and_then(|l| l.split(", line ").nth(1))
-        .and_then(|rest| {
-            let digits: &str = &rest[..rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len())];
-            digits.parse().ok()
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_line_numbers() {
-        assert_eq!(
-            copy_line("COPY findings, line 3, column lsn: \"x\""),
-            Some(3)
-        );
-        assert_eq!(
-            copy_line("PL/pgSQL function f() line 4 at RAISE\nCOPY findings, line 12"),
-            Some(12)
-        );
-        assert_eq!(copy_line("SQL statement \"SELECT 1\""), None);
-    }
 
     #[test]
     fn escapes_copy_text() {
@@ -570,22 +680,29 @@ mod tests {
         let mut reader = BufReader::with_capacity(4, &input[..]);
         let mut buf = Vec::new();
         let mut seen = Vec::new();
+        let mut spilled = Vec::new();
         loop {
-            match next_line(&mut reader, &mut buf, 8).unwrap() {
-                Line::End => break,
-                Line::TooLong(n) => seen.push(format!("long {n}")),
-                Line::Text => {
-                    seen.push(String::from_utf8(trim_line(&buf, false).to_vec()).unwrap())
-                }
+            match next_line(&mut reader, &mut buf, 8, &mut |b| {
+                spilled.extend_from_slice(b)
+            }) {
+                Ok(Line::End) => break,
+                Ok(Line::TooLong(n)) => seen.push(format!("long {n}")),
+                Ok(Line::Text) => seen.push(String::from_utf8(trim_line(&buf).to_vec()).unwrap()),
+                Err(err) => panic!("{err}"),
             }
             assert!(buf.len() <= 9);
         }
         assert_eq!(seen, ["short", "long 16", "next", "last"]);
+        assert_eq!(
+            spilled, b"0123456789abcdef\n",
+            "kept whole for the reject file"
+        );
     }
 
     #[test]
-    fn trims_crlf_and_bom() {
-        assert_eq!(trim_line(b"\xEF\xBB\xBF{}\r\n", true), b"{}");
-        assert_eq!(trim_line(b"\xEF\xBB\xBF{}\r\n", false), b"\xEF\xBB\xBF{}");
+    fn trims_lf_and_crlf() {
+        assert_eq!(trim_line(b"{}\r\n"), b"{}");
+        assert_eq!(trim_line(b"{}\n"), b"{}");
+        assert_eq!(trim_line(b"{}"), b"{}");
     }
 }

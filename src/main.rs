@@ -7,17 +7,18 @@ mod connect;
 mod load;
 mod record;
 mod report;
+mod write;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
 
 use crate::cli::{Cli, Command, GlobalArgs, LoadArgs};
 use crate::config::{PgEnv, Settings};
-use crate::report::{LoadReport, Status, WithStatus};
+use crate::report::{LoadReport, Rejects, Status, WithStatus};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {
-            let _ = writeln!(std::io::stderr(), "pgsense-pg: error: {err:#}");
+            report::print_error(&err);
             report::status_of(&err).into()
         }
     }
@@ -66,6 +67,10 @@ fn init(settings: &Settings) -> Result<Status> {
 
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
     let sources = load::open_inputs(&args.files).status(Status::NoInput)?;
+    let rejects = match &args.reject_file {
+        Some(path) => Some(Rejects::open(path).status(Status::CantCreate)?),
+        None => None,
+    };
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
     }
@@ -74,17 +79,36 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
         log::info!("{line}");
     }
     let pool = connect::pool(settings, manager, client);
-    let limits = load::Limits {
+    let options = load::Options {
         max_line_bytes: args.max_line_bytes,
         batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),
         batch_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
+        retry_for: Duration::from_secs(args.retry_for),
     };
-    let report = Mutex::new(LoadReport::new(quiet));
-    let outcome = load::load(&pool, settings, sources, limits, &report);
-    let report = report.into_inner().unwrap_or_else(|e| e.into_inner());
-    report.print_summary();
-    outcome?;
-    Ok(report.status())
+    let outcome = load::load(
+        pool,
+        settings,
+        sources,
+        options,
+        LoadReport::new(quiet),
+        rejects,
+    )?;
+    outcome.report.print_summary();
+    let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
+    if let Some(signal) = outcome.signal {
+        if let Err(err) = closed {
+            report::print_error(&err);
+        }
+        return Ok(Status::Signal(signal));
+    }
+    if let Some(err) = outcome.read_error {
+        if let Err(err) = closed {
+            report::print_error(&err);
+        }
+        return Err(err);
+    }
+    closed?;
+    Ok(outcome.report.status())
 }
 
 fn connect(settings: &Settings) -> Result<(postgres::Client, connect::Manager)> {

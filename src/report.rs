@@ -2,32 +2,56 @@
 //! exit status, decided in one place.
 
 use std::fmt;
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use std::process::ExitCode;
 
 /// The exit statuses scripts rely on (sysexits.h values where one fits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Every finding read was inserted.
-    Ok = 0,
+    Ok,
     /// Any other failure.
-    Failure = 1,
+    Failure,
     /// Some lines were rejected as bad data.
-    DataErr = 65,
+    DataErr,
     /// An input file could not be opened.
-    NoInput = 66,
+    NoInput,
     /// Could not connect, authenticate or bootstrap.
-    Unavailable = 69,
+    Unavailable,
+    /// The reject file could not be opened.
+    CantCreate,
     /// Findings were dropped because the database failed during the run.
-    TempFail = 75,
+    TempFail,
     /// Configuration error.
-    Config = 78,
+    Config,
+    /// Stopped by this signal: 128 + its number, as shells report it.
+    Signal(i32),
 }
 
 impl From<Status> for ExitCode {
     fn from(status: Status) -> ExitCode {
-        ExitCode::from(status as u8)
+        ExitCode::from(match status {
+            Status::Ok => 0,
+            Status::Failure => 1,
+            Status::DataErr => 65,
+            Status::NoInput => 66,
+            Status::Unavailable => 69,
+            Status::CantCreate => 73,
+            Status::TempFail => 75,
+            Status::Config => 78,
+            Status::Signal(signal) => u8::try_from(128 + signal).unwrap_or(1),
+        })
     }
+}
+
+/// Prints an error the way every error of this tool is printed: one line,
+/// the whole chain.
+pub fn print_error(err: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr(), "pgsense-pg: error: {err:#}");
 }
 
 /// An error that carries its exit status; everything else exits 1.
@@ -73,6 +97,8 @@ pub enum Dropped {
     Refused,
     /// The database failed while the row was being written.
     Lost,
+    /// Read, but not written because a signal stopped the run.
+    Interrupted,
 }
 
 /// Per-line messages shown before the rest are only counted.
@@ -88,6 +114,7 @@ pub struct LoadReport {
     pub invalid: u64,
     pub refused: u64,
     pub lost: u64,
+    pub interrupted: u64,
     /// Where reading stopped early, and why.
     pub stopped: Option<String>,
 }
@@ -101,7 +128,7 @@ impl LoadReport {
     }
 
     pub fn dropped(&self) -> u64 {
-        self.invalid + self.refused + self.lost
+        self.invalid + self.refused + self.lost + self.interrupted
     }
 
     /// Records a dropped line and says so on stderr, until the first
@@ -111,6 +138,7 @@ impl LoadReport {
             Dropped::Invalid => self.invalid += 1,
             Dropped::Refused => self.refused += 1,
             Dropped::Lost => self.lost += 1,
+            Dropped::Interrupted => self.interrupted += 1,
         }
         if !self.quiet && self.dropped() <= SHOWN_DROPS {
             let _ = writeln!(std::io::stderr(), "pgsense-pg: {source}:{line}: {reason}");
@@ -120,7 +148,7 @@ impl LoadReport {
     /// The closing line of a load.
     pub fn summary(&self) -> String {
         let mut text = format!(
-            "{} read, {} inserted, {} dropped ({} invalid, {} refused by the server, {} lost to database failures)",
+            "{} read, {} inserted, {} dropped ({} invalid, {} refused by the server, {} lost to database failures",
             self.read,
             self.inserted,
             self.dropped(),
@@ -128,6 +156,13 @@ impl LoadReport {
             self.refused,
             self.lost
         );
+        if self.interrupted > 0 {
+            text.push_str(&format!(
+                ", {} not loaded when interrupted",
+                self.interrupted
+            ));
+        }
+        text.push(')');
         if self.dropped() > SHOWN_DROPS {
             text.push_str(&format!(
                 "; {} dropped lines not shown",
@@ -158,5 +193,65 @@ impl LoadReport {
         } else {
             Status::Ok
         }
+    }
+}
+
+/// The reject file: every dropped line, byte for byte as read, so that
+/// `pgsense-pg load PATH` replays it once the cause is fixed.
+#[derive(Default)]
+pub struct Rejects {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    /// The first write error, and how many lines it cost.
+    failed: Option<(io::Error, u64)>,
+}
+
+impl Rejects {
+    /// Opens PATH for appending, creating it when missing.
+    pub fn open(path: &Path) -> anyhow::Result<Rejects> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open reject file {}", path.display()))?;
+        Ok(Rejects {
+            path: path.to_owned(),
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            failed: None,
+        })
+    }
+
+    /// Appends bytes; a failure is remembered and reported by [`finish`].
+    ///
+    /// [`finish`]: Rejects::finish
+    pub fn append(&mut self, bytes: &[u8]) {
+        match (&mut self.file, &mut self.failed) {
+            (Some(file), None) => {
+                if let Err(err) = file.write_all(bytes) {
+                    self.failed = Some((err, bytes.ends_with(b"\n").into()));
+                }
+            }
+            (_, Some((_, lines))) => *lines += u64::from(bytes.ends_with(b"\n")),
+            (None, None) => {}
+        }
+    }
+
+    /// Flushes and fsyncs, so the lines are on disk before the run exits.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let path = self.path.display();
+        if let Some((err, lines)) = self.failed {
+            anyhow::bail!(
+                "cannot write reject file {path}: {err}; {lines} dropped lines are not in it"
+            );
+        }
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write reject file {path}"))?;
+        file.sync_all()
+            .with_context(|| format!("cannot write reject file {path}"))
     }
 }

@@ -1,0 +1,393 @@
+//! The writers: each takes batches off the queue and writes them with COPY
+//! in a transaction of their own, on one pool connection.
+//!
+//! - A row the server refuses drops only itself: PostgreSQL names the failing
+//!   line of a COPY, so the rows around it are sent again; without a line
+//!   number the batch is bisected.
+//! - A transient failure (connection lost, server restarting, too many
+//!   connections, deadlock) is retried on a new connection with exponential
+//!   backoff and jitter, for up to --retry-for.
+//! - A COMMIT whose answer was lost has an unknown outcome: the batch's
+//!   transaction id, taken at BEGIN, is looked up with txid_status() on the
+//!   next connection instead of guessing, so a retry never duplicates rows.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::connect::{Connection, Pool, describe};
+use crate::load::{Batch, Shared};
+use crate::report::Dropped;
+
+/// How often an idle writer looks at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+/// Backoff bounds between retries.
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// A writer's life: batches until the reader is done, or until the run is
+/// interrupted and the reader holds nothing more to send.
+pub fn write_batches(pool: Pool, shared: Arc<Shared>, receiver: Arc<Mutex<Receiver<Batch>>>) {
+    let mut writer = Writer {
+        pool,
+        connection: None,
+        shared: &shared,
+    };
+    loop {
+        let next = receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recv_timeout(POLL);
+        match next {
+            Ok(batch) => writer.write(&batch),
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.stop.load(Ordering::SeqCst) && shared.reader_idle.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+struct Writer<'a> {
+    pool: Pool,
+    connection: Option<Connection>,
+    shared: &'a Shared,
+}
+
+/// Why rows could not be written.
+enum Failure {
+    /// The server refused a row: its 1-based line in the COPY, when known.
+    Row { line: Option<usize>, reason: String },
+    /// Worth retrying on a new connection.
+    Transient(String),
+    /// Retrying cannot help: say what to fix.
+    Permanent(String),
+    /// COMMIT was sent and its answer lost.
+    Unknown { txid: i64, reason: String },
+}
+
+/// What finally happened to rows the writer gave up on.
+enum GaveUp {
+    Row { line: Option<usize>, reason: String },
+    Lost(String),
+    Interrupted,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, batch: &Batch) {
+        let shared = self.shared;
+        let all = 0..batch.rows.len();
+        if shared.failed.load(Ordering::SeqCst) {
+            let reason = "not sent: the database failed earlier in this run";
+            shared.drop_rows(batch, all, Dropped::Lost, reason);
+            return;
+        }
+        let sql = shared.copy_sql(batch.timed);
+        let mut pending = Vec::from([all]);
+        while let Some(rows) = pending.pop() {
+            if rows.is_empty() {
+                continue;
+            }
+            let failure = match self.send(sql, batch.row_bytes(rows.clone())) {
+                Ok(()) => {
+                    shared.report().inserted += rows.len() as u64;
+                    continue;
+                }
+                Err(failure) => failure,
+            };
+            let (line, reason) = match failure {
+                GaveUp::Row { line, reason } => (line, reason),
+                GaveUp::Lost(reason) => {
+                    log::error!("{reason}");
+                    shared.failed.store(true, Ordering::SeqCst);
+                    let reason = format!("not inserted: {reason}");
+                    for rows in std::iter::once(rows).chain(pending.drain(..)) {
+                        shared.drop_rows(batch, rows, Dropped::Lost, &reason);
+                    }
+                    return;
+                }
+                GaveUp::Interrupted => {
+                    let reason = "not inserted: interrupted";
+                    for rows in std::iter::once(rows).chain(pending.drain(..)) {
+                        shared.drop_rows(batch, rows, Dropped::Interrupted, reason);
+                    }
+                    return;
+                }
+            };
+            let bad = match line {
+                Some(line) if (1..=rows.len()).contains(&line) => rows.start + line - 1,
+                _ if rows.len() > 1 => {
+                    let middle = rows.start + rows.len() / 2;
+                    pending.push(middle..rows.end);
+                    pending.push(rows.start..middle);
+                    continue;
+                }
+                _ => rows.start,
+            };
+            let reason = format!("refused by the server: {reason}");
+            shared.drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
+            // COPY stops at the first bad row, so the rest is untested: when
+            // bad rows are dense, resending all of it after each one would be
+            // quadratic; probe with a chunk sized by how far the last attempt
+            // got.
+            let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
+            pending.push(probe..rows.end);
+            pending.push(bad + 1..probe);
+            pending.push(rows.start..bad);
+        }
+    }
+
+    /// Sends rows in one transaction, retrying transient failures until
+    /// --retry-for has passed since the first one.
+    fn send(&mut self, sql: &str, data: &[u8]) -> Result<(), GaveUp> {
+        let shared = self.shared;
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let reason = match self.try_send(sql, data) {
+                Ok(()) => return Ok(()),
+                Err(Failure::Row { line, reason }) => return Err(GaveUp::Row { line, reason }),
+                Err(Failure::Permanent(reason)) => return Err(GaveUp::Lost(reason)),
+                Err(Failure::Transient(reason)) => reason,
+                Err(Failure::Unknown { txid, reason }) => match self.resolve(txid, started) {
+                    Some(true) => return Ok(()),
+                    Some(false) => reason,
+                    None if shared.stop.load(Ordering::SeqCst) => {
+                        return Err(GaveUp::Lost(format!(
+                            "{reason}; interrupted before the outcome of COMMIT \
+                                 (transaction {txid}) was known: the rows may be in the table"
+                        )));
+                    }
+                    None => {
+                        return Err(GaveUp::Lost(format!(
+                            "{reason}; the outcome of COMMIT (transaction {txid}) could \
+                                 not be learned within --retry-for: the rows may be in the table"
+                        )));
+                    }
+                },
+            };
+            if shared.stop.load(Ordering::SeqCst) {
+                return Err(GaveUp::Interrupted);
+            }
+            let left = shared.retry_for.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                let window = shared.retry_for.as_secs_f64();
+                return Err(GaveUp::Lost(if window > 0.0 {
+                    format!(
+                        "database failure, still failing after retrying for {window:.0} s: {reason}"
+                    )
+                } else {
+                    format!("database failure: {reason}")
+                }));
+            }
+            let delay = backoff(attempt).min(left);
+            log::warn!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
+            self.sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: BEGIN, remember the transaction id, COPY, COMMIT.
+    fn try_send(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+        let client = self.connect()?;
+        let txid = begin(client)?;
+        let copied = (|| {
+            let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
+            if let Err(err) = writer.write_all(data) {
+                // The driver wraps its own error in an io::Error.
+                return Err(
+                    match err
+                        .get_ref()
+                        .and_then(|e| e.downcast_ref::<postgres::Error>())
+                    {
+                        Some(pg) => classify(pg),
+                        None => Failure::Transient(err.to_string()),
+                    },
+                );
+            }
+            writer.finish().map(drop).map_err(|e| classify(&e))
+        })();
+        if let Err(failure) = copied {
+            self.abandon();
+            return Err(failure);
+        }
+        let client = self.connect()?;
+        match client.batch_execute("COMMIT") {
+            Ok(()) => Ok(()),
+            // The server answered: the transaction did not commit.
+            Err(err) if err.as_db_error().is_some() => {
+                self.abandon();
+                Err(classify(&err))
+            }
+            Err(err) => {
+                self.connection = None;
+                Err(Failure::Unknown {
+                    txid,
+                    reason: describe(&err),
+                })
+            }
+        }
+    }
+
+    /// Asks a new connection whether transaction `txid` committed. None when
+    /// that could not be learned before the retry window closed.
+    fn resolve(&mut self, txid: i64, started: Instant) -> Option<bool> {
+        let shared = self.shared;
+        let mut attempt = 0;
+        loop {
+            let status = self.connect().ok().and_then(|client| {
+                client
+                    .query_one("SELECT txid_status($1)", &[&txid])
+                    .ok()
+                    .map(|row| row.get::<_, Option<String>>(0))
+            });
+            match status.flatten().as_deref() {
+                Some("committed") => return Some(true),
+                Some("aborted") => return Some(false),
+                // "in progress": the old backend has not noticed yet.
+                _ => {}
+            }
+            if shared.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            let left = shared.retry_for.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return None;
+            }
+            self.connection = None;
+            self.sleep(backoff(attempt).min(left));
+            attempt += 1;
+        }
+    }
+
+    /// The writer's connection, opened (or reopened) from the pool.
+    fn connect(&mut self) -> Result<&mut Connection, Failure> {
+        if self.connection.as_mut().is_some_and(|c| c.is_closed()) {
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let client = self
+                .pool
+                .get()
+                .map_err(|e| Failure::Transient(format!("cannot connect: {e}")))?;
+            self.connection = Some(client);
+        }
+        Ok(self.connection.as_mut().expect("just connected"))
+    }
+
+    /// Ends a failed transaction so the connection can be reused, or drops
+    /// the connection when that fails.
+    fn abandon(&mut self) {
+        if let Some(client) = &mut self.connection
+            && client.batch_execute("ROLLBACK").is_err()
+        {
+            self.connection = None;
+        }
+    }
+
+    /// Sleeps, waking early when the run is interrupted.
+    fn sleep(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(POLL));
+        }
+    }
+}
+
+/// BEGIN, and the transaction id that later tells whether it committed.
+fn begin(client: &mut Connection) -> Result<i64, Failure> {
+    let messages = client
+        .simple_query("BEGIN; SELECT txid_current()")
+        .map_err(|e| classify(&e))?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| Failure::Permanent("txid_current() returned no transaction id".into()))
+}
+
+/// Exponential backoff with jitter: 100 ms doubling to 5 s, each delay
+/// drawn between half and all of its step.
+fn backoff(attempt: u32) -> Duration {
+    let step = FIRST_DELAY
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_DELAY);
+    let jitter = RandomState::new().hash_one(attempt) % 1000;
+    step / 2 + step / 2 * jitter as u32 / 1000
+}
+
+/// Sorts a driver error by what can be done about it, by SQLSTATE class.
+fn classify(err: &postgres::Error) -> Failure {
+    let Some(db) = err.as_db_error() else {
+        // No answer from the server: the connection is gone.
+        return Failure::Transient(describe(err));
+    };
+    let code = db.code().code();
+    let class = &code[..2];
+    match class {
+        // Data exceptions, integrity violations, trigger and routine
+        // exceptions, program limits (an over-long index entry): the row is
+        // at fault.
+        "22" | "23" | "P0" | "2F" | "38" | "39" | "54" => Failure::Row {
+            line: db.where_().and_then(copy_line),
+            reason: format!("{} (SQLSTATE {code})", db.message()),
+        },
+        // Connection exceptions, insufficient resources (too many
+        // connections), operator intervention (shutdown, restart,
+        // pg_terminate_backend), transaction rollback (deadlock,
+        // serialization), system errors.
+        "08" | "53" | "57" | "40" | "58" => Failure::Transient(describe(err)),
+        _ => Failure::Permanent(describe(err)),
+    }
+}
+
+/// The line number in a COPY error's context, "COPY findings, line 3, ...".
+fn copy_line(context: &str) -> Option<usize> {
+    let line = context.lines().rev().find(|l| l.starts_with("COPY "))?;
+    let rest = line.split(", line ").nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_line_numbers() {
+        assert_eq!(
+            copy_line("COPY findings, line 3, column lsn: \"x\""),
+            Some(3)
+        );
+        assert_eq!(
+            copy_line("PL/pgSQL function f() line 4 at RAISE\nCOPY findings, line 12"),
+            Some(12)
+        );
+        assert_eq!(copy_line("SQL statement \"SELECT 1\""), None);
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        for attempt in 0..40 {
+            let step = FIRST_DELAY
+                .saturating_mul(1 << attempt.min(16))
+                .min(MAX_DELAY);
+            let delay = backoff(attempt);
+            assert!(delay >= step / 2 && delay <= step, "{attempt}: {delay:?}");
+        }
+        assert!(backoff(30) >= MAX_DELAY / 2);
+    }
+}
