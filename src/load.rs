@@ -129,7 +129,7 @@ impl Batch {
         Batch {
             timed,
             data: Vec::with_capacity(options.batch_bytes + 4096),
-            raw: Vec::with_capacity(options.batch_bytes + 4096),
+            raw: Vec::new(),
             rows: Vec::with_capacity(options.batch_rows.min(100_000)),
         }
     }
@@ -176,6 +176,9 @@ pub struct Shared {
     pub reader_idle: AtomicBool,
     /// Set when the reader has read every input to its end.
     finished: AtomicBool,
+    /// Written batches, emptied, for the reader to fill again: memory stays
+    /// flat and the allocator is not asked for megabytes per batch.
+    spare: Mutex<Vec<Batch>>,
     /// Where the reader is: source index and lines read from it.
     at_source: AtomicUsize,
     at_line: AtomicU64,
@@ -208,6 +211,28 @@ impl Shared {
             if let Some(rejects) = &mut rejects {
                 rejects.append(batch.raw_line(index));
             }
+        }
+    }
+
+    /// Returns a written batch for reuse.
+    pub fn recycle(&self, mut batch: Batch) {
+        batch.data.clear();
+        batch.raw.clear();
+        batch.rows.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < POOL_SIZE as usize {
+            spare.push(batch);
+        }
+    }
+
+    fn spare_batch(&self, timed: bool, options: &Options) -> Batch {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match spare {
+            Some(mut batch) => {
+                batch.timed = timed;
+                batch
+            }
+            None => Batch::new(timed, options),
         }
     }
 
@@ -256,6 +281,7 @@ pub fn load(
         finished: AtomicBool::new(false),
         at_source: AtomicUsize::new(0),
         at_line: AtomicU64::new(0),
+        spare: Mutex::new(Vec::new()),
     });
     for signal in [SIGINT, SIGTERM] {
         // The second signal ends the process at once; the first asks for a
@@ -364,7 +390,7 @@ impl Pending {
         if batch.rows.is_empty() || !(force || batch.is_full(options)) {
             return true;
         }
-        let batch = std::mem::replace(batch, Batch::new(timed, options));
+        let batch = std::mem::replace(batch, shared.spare_batch(timed, options));
         if shared.stop.load(Ordering::SeqCst) {
             shared.drop_rows(
                 &batch,
@@ -431,6 +457,8 @@ fn read_sources(
     };
     let mut line = Vec::with_capacity(64 * 1024);
     let mut scratch = Vec::with_capacity(1024);
+    // Lines as read are kept only for the reject file.
+    let keep_raw = shared.rejects.is_some();
     let stopping = || shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst);
     for (index, source) in sources.into_iter().enumerate() {
         let name = &shared.names[index];
@@ -503,9 +531,11 @@ fn read_sources(
                         &mut pending.untimed
                     };
                     encode(&finding, &mut batch.data, &mut scratch);
-                    batch.raw.extend_from_slice(raw);
-                    if !raw.ends_with(b"\n") {
-                        batch.raw.push(b'\n');
+                    if keep_raw {
+                        batch.raw.extend_from_slice(raw);
+                        if !raw.ends_with(b"\n") {
+                            batch.raw.push(b'\n');
+                        }
                     }
                     batch.rows.push(Row {
                         source: index as u32,

@@ -42,7 +42,10 @@ pub fn write_batches(pool: Pool, shared: Arc<Shared>, receiver: Arc<Mutex<Receiv
             .unwrap_or_else(|e| e.into_inner())
             .recv_timeout(POLL);
         match next {
-            Ok(batch) => writer.write(&batch),
+            Ok(batch) => {
+                writer.write(&batch);
+                shared.recycle(batch);
+            }
             Err(RecvTimeoutError::Timeout) => {
                 if shared.stop.load(Ordering::SeqCst) && shared.reader_idle.load(Ordering::SeqCst) {
                     return;
