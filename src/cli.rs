@@ -66,6 +66,13 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub reject_file: Option<PathBuf>,
 
+    /// Remember in PATH how far each FILE has been loaded, and start after
+    /// that point next time (for cron over a file that keeps growing); a
+    /// replaced or truncated file is loaded from its start, and an
+    /// unterminated last line is left for the next run.
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub state_file: Option<PathBuf>,
+
     /// Retry a failing database (connection lost, server restarting, too
     /// many connections, deadlock) for up to this many seconds before
     /// dropping the findings it holds; 0 disables retries.

@@ -32,6 +32,7 @@ use crate::config::Settings;
 use crate::connect::{POOL_SIZE, Pool};
 use crate::record::{self, Finding};
 use crate::report::{Dropped, LoadReport, Rejects};
+use crate::state::{Mark, StateFile, Tracker};
 use crate::write::write_batches;
 
 /// An input: a named stream of lines.
@@ -42,11 +43,14 @@ pub struct Source {
     /// Whether a read may wait for a writer on the other end (a pipe, a
     /// terminal), rather than only for a disk.
     may_wait: bool,
+    /// With --state-file: the input's key there and where reading starts.
+    pub resume: Option<(String, Mark)>,
 }
 
 /// Opens every input before anything connects, so that a missing file costs
-/// nothing. No FILE, or `-`, is standard input.
-pub fn open_inputs(files: &[PathBuf]) -> Result<Vec<Source>> {
+/// nothing. No FILE, or `-`, is standard input. With a state file, each file
+/// is positioned where the last run stopped.
+pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<Source>> {
     if files.is_empty() {
         return Ok(vec![stdin_source()]);
     }
@@ -56,7 +60,7 @@ pub fn open_inputs(files: &[PathBuf]) -> Result<Vec<Source>> {
             if path == Path::new("-") {
                 return Ok(stdin_source());
             }
-            let file =
+            let mut file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let meta = file
                 .metadata()
@@ -66,10 +70,28 @@ pub fn open_inputs(files: &[PathBuf]) -> Result<Vec<Source>> {
                 "cannot open {}: it is a directory",
                 path.display()
             );
+            let resume = match state {
+                Some(state) if meta.is_file() => {
+                    let resume = state.resume(path, &mut file)?;
+                    if let Some(why) = resume.restarted {
+                        log::warn!("{}: loading from the start: {why}", path.display());
+                    }
+                    Some((resume.key, resume.mark))
+                }
+                Some(_) => {
+                    log::warn!(
+                        "{} is not a regular file: the state file cannot track it",
+                        path.display()
+                    );
+                    None
+                }
+                None => None,
+            };
             Ok(Source {
                 name: path.display().to_string(),
                 input: Box::new(file),
                 may_wait: !meta.is_file(),
+                resume,
             })
         })
         .collect()
@@ -87,6 +109,7 @@ fn stdin_source() -> Source {
         name: "-".into(),
         input: Box::new(stdin),
         may_wait: !is_file,
+        resume: None,
     }
 }
 
@@ -120,6 +143,8 @@ pub struct Batch {
 pub struct Row {
     source: u32,
     line: u64,
+    /// Where the line starts in its input.
+    offset: u64,
     end: usize,
     raw_end: usize,
 }
@@ -176,6 +201,8 @@ pub struct Shared {
     pub reader_idle: AtomicBool,
     /// Set when the reader has read every input to its end.
     finished: AtomicBool,
+    /// With --state-file: which lines are done.
+    tracker: Option<Mutex<Tracker>>,
     /// Written batches, emptied, for the reader to fill again: memory stays
     /// flat and the allocator is not asked for megabytes per batch.
     spare: Mutex<Vec<Batch>>,
@@ -212,6 +239,38 @@ impl Shared {
                 rejects.append(batch.raw_line(index));
             }
         }
+    }
+
+    /// Accounts for a batch whose rows are all inserted or dropped; with
+    /// `lost_from`, rows from that index on were lost (database failure or
+    /// interruption).
+    pub fn finish_batch(&self, batch: &Batch, lost_from: Option<usize>) {
+        let (Some(tracker), Some(first)) = (&self.tracker, batch.rows.first()) else {
+            return;
+        };
+        let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker.close_batch(first.source as usize, first.offset);
+        if let (Some(lost), None) = (lost_from, &self.rejects) {
+            // Lines lost and recorded nowhere: the next run starts at them
+            // again.
+            let row = &batch.rows[lost];
+            tracker.open_batch(row.source as usize, row.offset, row.line - 1);
+        }
+        if let Err(err) = tracker.save(false) {
+            log::error!("{err:#}");
+        }
+    }
+
+    /// Drops every row of a batch that will not be sent.
+    pub fn give_up(&self, batch: &Batch, kind: Dropped, reason: &str) {
+        self.drop_rows(batch, 0..batch.rows.len(), kind, reason);
+        self.finish_batch(batch, Some(0));
+    }
+
+    fn tracker(&self) -> Option<MutexGuard<'_, Tracker>> {
+        self.tracker
+            .as_ref()
+            .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Returns a written batch for reuse.
@@ -255,6 +314,8 @@ pub struct Outcome {
     pub read_error: Option<anyhow::Error>,
     /// The reject file, to be closed by the caller.
     pub rejects: Option<Rejects>,
+    /// The state file could not be saved at the end.
+    pub state_error: Option<anyhow::Error>,
 }
 
 /// Loads every source through the pool.
@@ -265,8 +326,13 @@ pub fn load(
     options: Options,
     report: LoadReport,
     rejects: Option<Rejects>,
+    state: Option<StateFile>,
 ) -> Result<Outcome> {
     let table = settings.qualified_table();
+    let tracker = state.map(|file| {
+        let inputs = sources.iter().map(|s| s.resume.clone()).collect();
+        Mutex::new(Tracker::new(file, inputs))
+    });
     let shared = Arc::new(Shared {
         report: Mutex::new(report),
         rejects: rejects.map(Mutex::new),
@@ -282,6 +348,7 @@ pub fn load(
         at_source: AtomicUsize::new(0),
         at_line: AtomicU64::new(0),
         spare: Mutex::new(Vec::new()),
+        tracker,
     });
     for signal in [SIGINT, SIGTERM] {
         // The second signal ends the process at once; the first asks for a
@@ -353,6 +420,7 @@ pub fn load(
         };
         report.stopped = Some(format!("{why}: stopped reading {name} after line {line}"));
     }
+    let state_error = shared.tracker().and_then(|mut t| t.save(true).err());
     let rejects = shared
         .rejects
         .as_ref()
@@ -362,6 +430,7 @@ pub fn load(
         signal,
         read_error: read_result.err(),
         rejects,
+        state_error,
     })
 }
 
@@ -392,30 +461,19 @@ impl Pending {
         }
         let batch = std::mem::replace(batch, shared.spare_batch(timed, options));
         if shared.stop.load(Ordering::SeqCst) {
-            shared.drop_rows(
-                &batch,
-                0..batch.rows.len(),
-                Dropped::Interrupted,
-                "not inserted: interrupted",
-            );
+            shared.give_up(&batch, Dropped::Interrupted, "not inserted: interrupted");
             return false;
         }
         if shared.failed.load(Ordering::SeqCst) {
             let reason = "not sent: the database failed earlier in this run";
-            shared.drop_rows(&batch, 0..batch.rows.len(), Dropped::Lost, reason);
+            shared.give_up(&batch, Dropped::Lost, reason);
             return false;
         }
         match sender.send(batch) {
             Ok(()) => true,
             Err(returned) => {
                 // Only possible if every writer died: nothing may vanish.
-                let batch = returned.0;
-                shared.drop_rows(
-                    &batch,
-                    0..batch.rows.len(),
-                    Dropped::Lost,
-                    "not sent: no writer left",
-                );
+                shared.give_up(&returned.0, Dropped::Lost, "not sent: no writer left");
                 false
             }
         }
@@ -437,7 +495,7 @@ impl Pending {
             )
         };
         for batch in [&mut self.timed, &mut self.untimed] {
-            shared.drop_rows(batch, 0..batch.rows.len(), kind, reason);
+            shared.give_up(batch, kind, reason);
             batch.rows.clear();
         }
     }
@@ -464,9 +522,13 @@ fn read_sources(
         let name = &shared.names[index];
         let may_wait = source.may_wait;
         let mut reader = BufReader::with_capacity(256 * 1024, source.input);
-        let mut number = 0u64;
+        let tracked = source.resume.is_some();
+        let (mut offset, mut number) = source.resume.map_or((0, 0), |(_, m)| (m.offset, m.line));
         shared.at_source.store(index, Ordering::SeqCst);
-        shared.at_line.store(0, Ordering::SeqCst);
+        shared.at_line.store(number, Ordering::SeqCst);
+        if let Some(mut tracker) = shared.tracker() {
+            tracker.start_input(index);
+        }
         loop {
             if may_wait && reader.buffer().is_empty() {
                 // About to wait for a writer on the other end of a pipe: hand
@@ -498,12 +560,18 @@ fn read_sources(
                         .with_context(|| format!("cannot read {name} after line {number}"));
                 }
             };
-            if matches!(next, Line::End) {
-                break;
+            let start = offset;
+            match next {
+                Line::End => break,
+                // The scanner may be writing this line right now: leave it
+                // for the next run.
+                Line::Text if tracked && line.last() != Some(&b'\n') => break,
+                Line::Text => offset += line.len() as u64,
+                Line::TooLong { consumed, .. } => offset += consumed,
             }
             number += 1;
             shared.at_line.store(number, Ordering::SeqCst);
-            if let Line::TooLong(length) = next {
+            if let Line::TooLong { length, .. } = next {
                 let mut report = shared.report();
                 report.read += 1;
                 let reason = format!(
@@ -511,15 +579,22 @@ fn read_sources(
                     options.max_line_bytes
                 );
                 report.drop_line(Dropped::Invalid, name, number, &reason);
+                drop(report);
+                if let Some(mut tracker) = shared.tracker() {
+                    tracker.read_to(index, offset, number);
+                }
                 continue;
             }
-            let raw = if number == 1 {
+            let raw = if start == 0 {
                 line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&line)
             } else {
                 &line[..]
             };
             let text = trim_line(raw);
             if text.iter().all(u8::is_ascii_whitespace) {
+                if let Some(mut tracker) = shared.tracker() {
+                    tracker.read_to(index, offset, number);
+                }
                 continue;
             }
             match record::parse_line(text) {
@@ -537,13 +612,20 @@ fn read_sources(
                             batch.raw.push(b'\n');
                         }
                     }
+                    if let (Some(mut tracker), true) = (shared.tracker(), batch.rows.is_empty()) {
+                        tracker.open_batch(index, start, number - 1);
+                    }
                     batch.rows.push(Row {
                         source: index as u32,
                         line: number,
+                        offset: start,
                         end: batch.data.len(),
                         raw_end: batch.raw.len(),
                     });
                     shared.report().read += 1;
+                    if let Some(mut tracker) = shared.tracker() {
+                        tracker.read_to(index, offset, number);
+                    }
                     if !pending.send(timed, false, &sender, shared, &options) {
                         pending.abandon(shared);
                         return Ok(());
@@ -558,8 +640,14 @@ fn read_sources(
                     if !raw.ends_with(b"\n") {
                         shared.reject_raw(b"\n");
                     }
+                    if let Some(mut tracker) = shared.tracker() {
+                        tracker.read_to(index, offset, number);
+                    }
                 }
             }
+        }
+        if let Some(mut tracker) = shared.tracker() {
+            tracker.end_input(index, offset, number);
         }
     }
     if pending.send_all(&sender, shared, &options) {
@@ -574,8 +662,9 @@ fn read_sources(
 enum Line {
     /// A line, terminator included, is in the buffer.
     Text,
-    /// The line was longer than the limit and was skipped; its length.
-    TooLong(u64),
+    /// The line was longer than the limit and was skipped: its length, and
+    /// the bytes consumed with its terminator.
+    TooLong { length: u64, consumed: u64 },
     /// No more input.
     End,
 }
@@ -598,6 +687,7 @@ fn next_line(
         return Ok(Line::Text);
     }
     let mut length = read as u64;
+    let mut terminated = false;
     spill(buf);
     loop {
         let available = reader.fill_buf()?;
@@ -608,6 +698,7 @@ fn next_line(
         match available.iter().position(|&b| b == b'\n') {
             Some(end) => {
                 length += end as u64;
+                terminated = true;
                 spill(&available[..=end]);
                 reader.consume(end + 1);
                 break;
@@ -620,7 +711,8 @@ fn next_line(
             }
         }
     }
-    Ok(Line::TooLong(length))
+    let consumed = length + u64::from(terminated);
+    Ok(Line::TooLong { length, consumed })
 }
 
 /// The line without its terminator, LF or CRLF.
@@ -716,13 +808,15 @@ mod tests {
                 spilled.extend_from_slice(b)
             }) {
                 Ok(Line::End) => break,
-                Ok(Line::TooLong(n)) => seen.push(format!("long {n}")),
+                Ok(Line::TooLong { length, consumed }) => {
+                    seen.push(format!("long {length}/{consumed}"))
+                }
                 Ok(Line::Text) => seen.push(String::from_utf8(trim_line(&buf).to_vec()).unwrap()),
                 Err(err) => panic!("{err}"),
             }
             assert!(buf.len() <= 9);
         }
-        assert_eq!(seen, ["short", "long 16", "next", "last"]);
+        assert_eq!(seen, ["short", "long 16/17", "next", "last"]);
         assert_eq!(
             spilled, b"0123456789abcdef\n",
             "kept whole for the reject file"

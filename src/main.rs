@@ -7,6 +7,7 @@ mod connect;
 mod load;
 mod record;
 mod report;
+mod state;
 mod write;
 
 use std::io::{IsTerminal, Write};
@@ -19,6 +20,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, GlobalArgs, LoadArgs};
 use crate::config::{PgEnv, Settings};
 use crate::report::{LoadReport, Rejects, Status, WithStatus};
+use crate::state::StateFile;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -66,7 +68,11 @@ fn init(settings: &Settings) -> Result<Status> {
 }
 
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
-    let sources = load::open_inputs(&args.files).status(Status::NoInput)?;
+    let state = match &args.state_file {
+        Some(path) => Some(StateFile::open(path).status(Status::Failure)?),
+        None => None,
+    };
+    let sources = load::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
     let rejects = match &args.reject_file {
         Some(path) => Some(Rejects::open(path).status(Status::CantCreate)?),
         None => None,
@@ -92,6 +98,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
         options,
         LoadReport::new(quiet),
         rejects,
+        state,
     )?;
     outcome.report.print_summary();
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
@@ -108,6 +115,9 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
         return Err(err);
     }
     closed?;
+    if let Some(err) = outcome.state_error {
+        return Err(err);
+    }
     Ok(outcome.report.status())
 }
 

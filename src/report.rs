@@ -75,8 +75,16 @@ pub trait WithStatus<T> {
 }
 
 impl<T> WithStatus<T> for anyhow::Result<T> {
+    /// An error that already carries a status keeps it: the innermost
+    /// decision is the most specific.
     fn status(self, status: Status) -> anyhow::Result<T> {
-        self.map_err(|error| Exit { status, error }.into())
+        self.map_err(|error| {
+            if error.is::<Exit>() {
+                error
+            } else {
+                Exit { status, error }.into()
+            }
+        })
     }
 }
 

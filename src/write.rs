@@ -13,6 +13,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -43,7 +44,8 @@ pub fn write_batches(pool: Pool, shared: Arc<Shared>, receiver: Arc<Mutex<Receiv
             .recv_timeout(POLL);
         match next {
             Ok(batch) => {
-                writer.write(&batch);
+                let lost_from = writer.write(&batch);
+                shared.finish_batch(&batch, lost_from);
                 shared.recycle(batch);
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -82,13 +84,15 @@ enum GaveUp {
 }
 
 impl Writer<'_> {
-    fn write(&mut self, batch: &Batch) {
+    /// Writes a batch; returns the index of its first row lost to a
+    /// database failure or an interruption, if any.
+    fn write(&mut self, batch: &Batch) -> Option<usize> {
         let shared = self.shared;
         let all = 0..batch.rows.len();
         if shared.failed.load(Ordering::SeqCst) {
             let reason = "not sent: the database failed earlier in this run";
             shared.drop_rows(batch, all, Dropped::Lost, reason);
-            return;
+            return Some(0);
         }
         let sql = shared.copy_sql(batch.timed);
         let mut pending = Vec::from([all]);
@@ -103,46 +107,60 @@ impl Writer<'_> {
                 }
                 Err(failure) => failure,
             };
-            let (line, reason) = match failure {
-                GaveUp::Row { line, reason } => (line, reason),
+            let (kind, reason) = match failure {
+                GaveUp::Row { line, reason } => {
+                    self.isolate(batch, &mut pending, rows, line, &reason);
+                    continue;
+                }
                 GaveUp::Lost(reason) => {
                     log::error!("{reason}");
                     shared.failed.store(true, Ordering::SeqCst);
-                    let reason = format!("not inserted: {reason}");
-                    for rows in std::iter::once(rows).chain(pending.drain(..)) {
-                        shared.drop_rows(batch, rows, Dropped::Lost, &reason);
-                    }
-                    return;
+                    (Dropped::Lost, format!("not inserted: {reason}"))
                 }
-                GaveUp::Interrupted => {
-                    let reason = "not inserted: interrupted";
-                    for rows in std::iter::once(rows).chain(pending.drain(..)) {
-                        shared.drop_rows(batch, rows, Dropped::Interrupted, reason);
-                    }
-                    return;
-                }
+                GaveUp::Interrupted => (Dropped::Interrupted, "not inserted: interrupted".into()),
             };
-            let bad = match line {
-                Some(line) if (1..=rows.len()).contains(&line) => rows.start + line - 1,
-                _ if rows.len() > 1 => {
-                    let middle = rows.start + rows.len() / 2;
-                    pending.push(middle..rows.end);
-                    pending.push(rows.start..middle);
-                    continue;
-                }
-                _ => rows.start,
-            };
-            let reason = format!("refused by the server: {reason}");
-            shared.drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
-            // COPY stops at the first bad row, so the rest is untested: when
-            // bad rows are dense, resending all of it after each one would be
-            // quadratic; probe with a chunk sized by how far the last attempt
-            // got.
-            let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
-            pending.push(probe..rows.end);
-            pending.push(bad + 1..probe);
-            pending.push(rows.start..bad);
+            let unsent: Vec<_> = std::iter::once(rows)
+                .chain(pending.drain(..))
+                .filter(|r| !r.is_empty())
+                .collect();
+            for rows in &unsent {
+                shared.drop_rows(batch, rows.clone(), kind, &reason);
+            }
+            return unsent.iter().map(|r| r.start).min();
         }
+        None
+    }
+
+    /// Drops the row the server refused and queues the rows around it.
+    fn isolate(
+        &self,
+        batch: &Batch,
+        pending: &mut Vec<Range<usize>>,
+        rows: Range<usize>,
+        line: Option<usize>,
+        reason: &str,
+    ) {
+        let bad = match line {
+            Some(line) if (1..=rows.len()).contains(&line) => rows.start + line - 1,
+            // No line number: bisect.
+            _ if rows.len() > 1 => {
+                let middle = rows.start + rows.len() / 2;
+                pending.push(middle..rows.end);
+                pending.push(rows.start..middle);
+                return;
+            }
+            _ => rows.start,
+        };
+        let reason = format!("refused by the server: {reason}");
+        self.shared
+            .drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
+        // COPY stops at the first bad row, so the rest is untested: when bad
+        // rows are dense, resending all of it after each one would be
+        // quadratic; probe with a chunk sized by how far the last attempt got.
+        let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
+        pending.push(probe..rows.end);
+        pending.push(bad + 1..probe);
+        pending.push(rows.start..bad);
     }
 
     /// Sends rows in one transaction, retrying transient failures until

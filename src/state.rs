@@ -1,0 +1,292 @@
+//! The state file of `load --state-file`: for each input file, how far it
+//! has been loaded (device, inode, committed byte offset, line number), so
+//! that cron can run the loader over a file the scanner keeps appending to.
+//!
+//! The file is JSON, replaced atomically (temp file, fsync, rename) and only
+//! with offsets that committed transactions cover. A lock file beside it
+//! keeps a second run from loading the same lines at the same time.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Status, WithStatus};
+
+/// Where one input file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub dev: u64,
+    pub inode: u64,
+    /// Bytes loaded: the start of the first line not yet loaded.
+    pub offset: u64,
+    /// Lines before `offset`, so line numbers stay those of the file.
+    pub line: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Contents {
+    /// Canonical path -> mark.
+    files: BTreeMap<String, Mark>,
+}
+
+/// An open, locked state file.
+pub struct StateFile {
+    path: PathBuf,
+    contents: Contents,
+    /// Held for the whole run; the lock goes with it.
+    _lock: File,
+}
+
+/// Where to start reading one input.
+pub struct Resume {
+    /// The key of the input in the state file.
+    pub key: String,
+    /// The mark to start from (offset 0 for a new, rotated or truncated file).
+    pub mark: Mark,
+    /// Why it starts from the beginning, when it had a mark that no longer
+    /// applies.
+    pub restarted: Option<&'static str>,
+}
+
+impl StateFile {
+    /// Opens and locks PATH; a missing file is an empty state.
+    pub fn open(path: &Path) -> Result<StateFile> {
+        let lock_path = sibling(path, ".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(anyhow::anyhow!(
+                    "another pgsense-pg is loading with state file {}: not loading the same lines twice; try again later",
+                    path.display()
+                ))
+                .status(Status::TempFail);
+            }
+            Err(fs::TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock {}", lock_path.display()));
+            }
+        }
+        let contents = match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "state file {} is damaged: fix or remove it (removing it reloads every input from the start)",
+                    path.display()
+                )
+            })?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Contents::default(),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("cannot read state file {}", path.display()));
+            }
+        };
+        Ok(StateFile {
+            path: path.to_owned(),
+            contents,
+            _lock: lock,
+        })
+    }
+
+    /// Positions `file` (opened from `path`) where the last run stopped.
+    pub fn resume(&self, path: &Path, file: &mut File) -> Result<Resume> {
+        let key = fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let meta = file.metadata()?;
+        let fresh = Mark {
+            dev: meta.dev(),
+            inode: meta.ino(),
+            offset: 0,
+            line: 0,
+        };
+        let (mark, restarted) = match self.contents.files.get(&key) {
+            None => (fresh, None),
+            Some(old) if (old.dev, old.inode) != (fresh.dev, fresh.inode) => {
+                (fresh, Some("it was replaced (rotated) since the last run"))
+            }
+            Some(old) if meta.len() < old.offset => (
+                fresh,
+                Some("it is shorter than what was loaded (truncated)"),
+            ),
+            Some(old) => (*old, None),
+        };
+        file.seek(SeekFrom::Start(mark.offset))
+            .with_context(|| format!("cannot seek in {}", path.display()))?;
+        Ok(Resume {
+            key,
+            mark,
+            restarted,
+        })
+    }
+
+    /// Records new marks and replaces the file atomically.
+    pub fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
+        let mut changed = false;
+        for (key, mark) in marks {
+            if self.contents.files.get(&key) != Some(&mark) {
+                self.contents.files.insert(key, mark);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let temp = sibling(&self.path, ".tmp");
+        let context = || format!("cannot write state file {}", self.path.display());
+        let mut file = File::create(&temp).with_context(context)?;
+        serde_json::to_writer_pretty(&mut file, &self.contents).with_context(context)?;
+        file.write_all(b"\n").with_context(context)?;
+        file.sync_all().with_context(context)?;
+        fs::rename(&temp, &self.path).with_context(context)?;
+        // The rename itself is durable once the directory is synced.
+        if let Some(dir) = self.path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Which lines of the tracked inputs are done, from which the marks to save
+/// follow: a line is done once it is committed or dropped for good (reported,
+/// and in the reject file when there is one). The mark of an input is the
+/// start of its first line not done.
+pub struct Tracker {
+    file: StateFile,
+    /// Per input (by index): its key and starting mark, and where it ended
+    /// once read to its end; None for standard input.
+    inputs: Vec<Option<Tracked>>,
+    /// First rows (input, offset) of batches not done yet, with their line
+    /// numbers and how many batches start there.
+    outstanding: BTreeMap<(usize, u64), (u64, usize)>,
+    /// Everything before this (input, offset, line) has been handed to a
+    /// batch or dropped for good by the reader.
+    reader: (usize, u64, u64),
+    last_save: Instant,
+}
+
+struct Tracked {
+    key: String,
+    start: Mark,
+    end: Option<(u64, u64)>,
+}
+
+/// How often marks are saved during a run (and always at its end).
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+impl Tracker {
+    pub fn new(file: StateFile, inputs: Vec<Option<(String, Mark)>>) -> Tracker {
+        let inputs: Vec<_> = inputs
+            .into_iter()
+            .map(|input| {
+                input.map(|(key, start)| Tracked {
+                    key,
+                    start,
+                    end: None,
+                })
+            })
+            .collect();
+        Tracker {
+            file,
+            inputs,
+            outstanding: BTreeMap::new(),
+            reader: (0, 0, 0),
+            last_save: Instant::now(),
+        }
+    }
+
+    /// The reader starts on input `index`.
+    pub fn start_input(&mut self, index: usize) {
+        let start = self.inputs[index]
+            .as_ref()
+            .map_or((0, 0), |t| (t.start.offset, t.start.line));
+        self.reader = (index, start.0, start.1);
+    }
+
+    /// A batch now starts with this row.
+    pub fn open_batch(&mut self, index: usize, offset: u64, line: u64) {
+        self.outstanding
+            .entry((index, offset))
+            .or_insert((line, 0))
+            .1 += 1;
+    }
+
+    /// The batch that started with this row is done.
+    pub fn close_batch(&mut self, index: usize, offset: u64) {
+        if let Some(entry) = self.outstanding.get_mut(&(index, offset)) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.outstanding.remove(&(index, offset));
+            }
+        }
+    }
+
+    /// Everything before (offset, line) of input `index` has been handled by
+    /// the reader.
+    pub fn read_to(&mut self, index: usize, offset: u64, line: u64) {
+        self.reader = (index, offset, line);
+    }
+
+    /// Input `index` was read up to (offset, line) and no further.
+    pub fn end_input(&mut self, index: usize, offset: u64, line: u64) {
+        if let Some(tracked) = &mut self.inputs[index] {
+            tracked.end = Some((offset, line));
+        }
+        self.reader = (index + 1, 0, 0);
+    }
+
+    /// Saves the marks, at most once a second unless `now`.
+    pub fn save(&mut self, now: bool) -> Result<()> {
+        if !now && self.last_save.elapsed() < SAVE_EVERY {
+            return Ok(());
+        }
+        self.last_save = Instant::now();
+        let (index, offset, line) = match self.outstanding.first_key_value() {
+            Some((&(index, offset), &(line, _)))
+                if (index, offset) < (self.reader.0, self.reader.1) =>
+            {
+                (index, offset, line)
+            }
+            _ => self.reader,
+        };
+        let marks = self.inputs.iter().enumerate().filter_map(|(i, tracked)| {
+            let tracked = tracked.as_ref()?;
+            let (offset, line) = match i.cmp(&index) {
+                std::cmp::Ordering::Less => tracked.end?,
+                std::cmp::Ordering::Equal => (offset, line),
+                std::cmp::Ordering::Greater => return None,
+            };
+            let mark = Mark {
+                offset,
+                line,
+                ..tracked.start
+            };
+            Some((tracked.key.clone(), mark))
+        });
+        let marks: Vec<_> = marks.collect();
+        self.file.save(marks)
+    }
+}
