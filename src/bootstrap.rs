@@ -129,9 +129,99 @@ fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Res
     Ok((row.get(0), row.get(1)))
 }
 
+/// One thing a load needs, and what is wrong with it.
+pub struct Check {
+    pub what: String,
+    /// None when it is fine; else what is wrong and how to fix it.
+    pub problem: Option<String>,
+}
+
+impl Check {
+    fn ok(what: impl Into<String>) -> Check {
+        Check {
+            what: what.into(),
+            problem: None,
+        }
+    }
+
+    fn missing(what: impl Into<String>, problem: impl Into<String>) -> Check {
+        Check {
+            what: what.into(),
+            problem: Some(problem.into()),
+        }
+    }
+}
+
 /// Checks that the existing table can take every row the loader writes, and
-/// that this role may write it.
+/// that this role may write it: the first problem is the error.
 fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
+    for check in table_checks(client, settings)? {
+        if let Some(problem) = check.problem {
+            bail!("{problem}");
+        }
+    }
+    Ok(())
+}
+
+/// Everything `load` needs, checked without writing anything: for
+/// `pgsense-pg check`.
+pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
+    let (schema, user) = (&settings.schema, &settings.username);
+    let qualified = format!("{schema}.{}", settings.table);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'),
+                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
+                    has_database_privilege(current_database(), 'CREATE'),
+                    (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1)",
+            &[schema],
+        )
+        .map_err(db_error)
+        .context("cannot inspect the server")?;
+    let (version, tls): (String, bool) = (row.get(0), row.get(1));
+    let (create_in_db, create_in_schema): (bool, Option<bool>) = (row.get(2), row.get(3));
+    let mut checks = vec![Check::ok(format!(
+        "connected to {} (PostgreSQL {version}, {})",
+        settings.target(),
+        if tls { "TLS" } else { "no TLS" }
+    ))];
+    let (schema_exists, table_exists) = lookup(client, settings)?;
+    if table_exists {
+        checks.push(Check::ok(format!("table {qualified} exists")));
+        checks.extend(table_checks(client, settings)?);
+        return Ok(checks);
+    }
+    if schema_exists {
+        checks.push(Check::ok(format!("schema {schema} exists")));
+        checks.push(match create_in_schema {
+            Some(true) => Check::ok(format!("table {qualified} is missing; {user} may create it")),
+            _ => Check::missing(
+                format!("CREATE on schema {schema}"),
+                format!(
+                    "table {qualified} is missing and {user} may not create it: run \
+                     `GRANT CREATE ON SCHEMA {schema} TO {user}` as an admin, or `pgsense-pg init` as one"
+                ),
+            ),
+        });
+    } else {
+        checks.push(if create_in_db {
+            Check::ok(format!("schema {schema} and table {qualified} are missing; {user} may create them"))
+        } else {
+            Check::missing(
+                format!("CREATE on database {}", settings.dbname),
+                format!(
+                    "schema {schema} is missing and {user} may not create it: run \
+                     `GRANT CREATE ON DATABASE {} TO {user}` as an admin, or `pgsense-pg init` as one",
+                    settings.dbname
+                ),
+            )
+        });
+    }
+    Ok(checks)
+}
+
+/// The checks of an existing table: kind, grants, columns.
+fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
     let (schema, table, user) = (&settings.schema, &settings.table, &settings.username);
     let qualified = format!("{schema}.{table}");
     let relation = client
@@ -153,27 +243,42 @@ fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
         .with_context(|| format!("cannot inspect table {qualified}"))?;
     let oid: u32 = relation.get(0);
     let relkind: String = relation.get(1);
+    let mut checks = Vec::new();
     if relkind != "r" && relkind != "p" {
-        bail!("{qualified} exists but is not a table (relkind {relkind}): choose another --table");
+        checks.push(Check::missing(
+            format!("{qualified} is a table"),
+            format!(
+                "{qualified} exists but is not a table (relkind {relkind}): choose another --table"
+            ),
+        ));
+        return Ok(checks);
     }
-    if !relation.get::<_, bool>(2) {
-        bail!(
-            "role {user} lacks USAGE on schema {schema}: run `GRANT USAGE ON SCHEMA {schema} TO {user}` as an admin"
-        );
-    }
-    if !relation.get::<_, bool>(3) {
-        bail!(
-            "role {user} lacks INSERT on table {qualified}: run `GRANT INSERT ON {qualified} TO {user}` as an admin"
-        );
-    }
-    if let (Some(sequence), Some(false)) = (
-        relation.get::<_, Option<String>>(4),
-        relation.get::<_, Option<bool>>(5),
-    ) {
-        bail!(
-            "role {user} lacks USAGE on sequence {sequence} (of column id): run \
-             `GRANT USAGE ON SEQUENCE {sequence} TO {user}` as an admin"
-        );
+    let grant = |ok: bool, what: String, grant: String| {
+        if ok {
+            Check::ok(what)
+        } else {
+            Check::missing(
+                what.clone(),
+                format!("role {user} lacks {what}: run `{grant}` as an admin"),
+            )
+        }
+    };
+    checks.push(grant(
+        relation.get(2),
+        format!("USAGE on schema {schema}"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {user}"),
+    ));
+    checks.push(grant(
+        relation.get(3),
+        format!("INSERT on table {qualified}"),
+        format!("GRANT INSERT ON {qualified} TO {user}"),
+    ));
+    if let Some(sequence) = relation.get::<_, Option<String>>(4) {
+        checks.push(grant(
+            relation.get::<_, Option<bool>>(5).unwrap_or(false),
+            format!("USAGE on sequence {sequence}"),
+            format!("GRANT USAGE ON SEQUENCE {sequence} TO {user}"),
+        ));
     }
 
     let columns = client
@@ -187,32 +292,41 @@ fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
         .map_err(db_error)
         .with_context(|| format!("cannot read the columns of {qualified}"))?;
     for (name, types) in COLUMNS {
-        let Some(column) = columns.iter().find(|c| c.get::<_, &str>(0) == name) else {
-            bail!(
-                "table {qualified} has no column {name}: it was not created by this tool; \
-                 add the column or choose another --table"
-            );
-        };
-        let actual: &str = column.get(1);
-        if !types.contains(&actual) {
-            bail!(
-                "column {name} of {qualified} is {actual}, but the loader writes {}: \
-                 alter the column or choose another --table",
-                types[0]
-            );
-        }
+        let what = format!("column {name}");
+        checks.push(match columns.iter().find(|c| c.get::<_, &str>(0) == name) {
+            None => Check::missing(
+                what,
+                format!(
+                    "table {qualified} has no column {name}: it was not created by this tool; \
+                     add the column or choose another --table"
+                ),
+            ),
+            Some(column) if !types.contains(&column.get::<_, &str>(1)) => Check::missing(
+                what,
+                format!(
+                    "column {name} of {qualified} is {}, but the loader writes {}: \
+                     alter the column or choose another --table",
+                    column.get::<_, &str>(1),
+                    types[0]
+                ),
+            ),
+            Some(_) => Check::ok(what),
+        });
     }
     for column in &columns {
         let name: &str = column.get(0);
         let (not_null, has_default): (bool, bool) = (column.get(2), column.get(3));
         if name != "id" && not_null && !has_default && !COLUMNS.iter().any(|(c, _)| *c == name) {
-            bail!(
-                "column {name} of {qualified} is NOT NULL without a default, and the loader \
-                 has no value for it: give it a default or drop NOT NULL"
-            );
+            checks.push(Check::missing(
+                format!("column {name}"),
+                format!(
+                    "column {name} of {qualified} is NOT NULL without a default, and the loader \
+                     has no value for it: give it a default or drop NOT NULL"
+                ),
+            ));
         }
     }
-    Ok(())
+    Ok(checks)
 }
 
 /// Wraps a driver error as one readable line.

@@ -46,6 +46,10 @@ pub enum Command {
     /// Create the schema and table if missing, and report what was found or
     /// created; loads nothing.
     Init,
+    /// Check, without writing anything, that a load would succeed: the
+    /// connection, the table and its columns, and the grants; prints the
+    /// GRANT that fixes what is missing.
+    Check,
 }
 
 /// Options for `load`.
@@ -65,6 +69,24 @@ pub struct LoadArgs {
     /// `pgsense-pg load PATH` replays them once the cause is fixed.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub reject_file: Option<PathBuf>,
+
+    /// Parse and validate the input with the rules of a real load, report
+    /// the same way, and connect to nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// At the end, print a summary on stdout in this format.
+    #[arg(long, value_name = "FORMAT")]
+    pub summary: Option<SummaryFormat>,
+
+    /// Write the run's counters to PATH in Prometheus text format, atomically
+    /// (for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Stop reading (exit 65) once more than N lines have been rejected.
+    #[arg(long, value_name = "N")]
+    pub max_rejects: Option<u64>,
 
     /// Remember in PATH how far each FILE has been loaded, and start after
     /// that point next time (for cron over a file that keeps growing); a
@@ -144,4 +166,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+}
+
+/// Formats of `load --summary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SummaryFormat {
+    /// One JSON object.
+    Json,
 }

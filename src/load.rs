@@ -45,6 +45,8 @@ pub struct Source {
     may_wait: bool,
     /// With --state-file: the input's key there and where reading starts.
     pub resume: Option<(String, Mark)>,
+    /// Bytes left to read, for a regular file.
+    pub size: Option<u64>,
 }
 
 /// Opens every input before anything connects, so that a missing file costs
@@ -87,11 +89,13 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
                 }
                 None => None,
             };
+            let start = resume.as_ref().map_or(0, |(_, mark)| mark.offset);
             Ok(Source {
                 name: path.display().to_string(),
                 input: Box::new(file),
                 may_wait: !meta.is_file(),
                 resume,
+                size: meta.is_file().then(|| meta.len().saturating_sub(start)),
             })
         })
         .collect()
@@ -110,6 +114,7 @@ fn stdin_source() -> Source {
         input: Box::new(stdin),
         may_wait: !is_file,
         resume: None,
+        size: None,
     }
 }
 
@@ -121,6 +126,10 @@ pub struct Options {
     pub batch_bytes: usize,
     /// How long to retry a transient database failure; zero disables.
     pub retry_for: Duration,
+    /// Stop reading once more lines than this were rejected.
+    pub max_rejects: Option<u64>,
+    /// Show progress on stderr, out of this many input bytes.
+    pub progress: Option<u64>,
 }
 
 /// The columns every row has; `detected_at` is added only for rows that
@@ -201,6 +210,12 @@ pub struct Shared {
     pub reader_idle: AtomicBool,
     /// Set when the reader has read every input to its end.
     finished: AtomicBool,
+    /// Set when the writers are done, to end the progress line.
+    finished_all: AtomicBool,
+    /// Set when the reader stopped because of --max-rejects.
+    limit_hit: AtomicBool,
+    /// Input bytes read so far, for progress.
+    bytes_read: AtomicU64,
     /// With --state-file: which lines are done.
     tracker: Option<Mutex<Tracker>>,
     /// Written batches, emptied, for the reader to fill again: memory stays
@@ -318,9 +333,10 @@ pub struct Outcome {
     pub state_error: Option<anyhow::Error>,
 }
 
-/// Loads every source through the pool.
+/// Loads every source through the pool; without a pool (--dry-run), only
+/// reads and validates.
 pub fn load(
-    pool: Pool,
+    pool: Option<Pool>,
     settings: &Settings,
     sources: Vec<Source>,
     options: Options,
@@ -345,6 +361,9 @@ pub fn load(
         signal: Arc::new(AtomicUsize::new(0)),
         reader_idle: AtomicBool::new(false),
         finished: AtomicBool::new(false),
+        finished_all: AtomicBool::new(false),
+        limit_hit: AtomicBool::new(false),
+        bytes_read: AtomicU64::new(0),
         at_source: AtomicUsize::new(0),
         at_line: AtomicU64::new(0),
         spare: Mutex::new(Vec::new()),
@@ -368,9 +387,11 @@ pub fn load(
     // Two batches queued at most: enough to keep both writers busy while the
     // reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(POOL_SIZE as usize);
+    // Without a pool (dry run) one consumer is enough.
+    let writer_count = if pool.is_some() { POOL_SIZE } else { 1 };
     let receiver = Arc::new(Mutex::new(receiver));
     let mut writers = Vec::new();
-    for index in 0..POOL_SIZE {
+    for index in 0..writer_count {
         let (pool, shared, receiver) = (pool.clone(), Arc::clone(&shared), Arc::clone(&receiver));
         writers.push(
             std::thread::Builder::new()
@@ -392,6 +413,10 @@ pub fn load(
         })
         .context("cannot start the reader thread")?;
 
+    let progress = options.progress.map(|total| {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || show_progress(&shared, total))
+    });
     for writer in writers {
         if writer.join().is_err() {
             anyhow::bail!("a writer thread panicked");
@@ -404,6 +429,10 @@ pub fn load(
         reader_done.recv().unwrap_or(Ok(()))
     };
 
+    if let Some(progress) = progress {
+        shared.finished_all.store(true, Ordering::SeqCst);
+        let _ = progress.join();
+    }
     let signal = match shared.signal.load(Ordering::SeqCst) {
         0 => None,
         n => Some(n as i32),
@@ -412,10 +441,15 @@ pub fn load(
     if !shared.finished.load(Ordering::SeqCst) {
         let name = &shared.names[shared.at_source.load(Ordering::SeqCst)];
         let line = shared.at_line.load(Ordering::SeqCst);
+        let limit = format!(
+            "more than {} lines were rejected (--max-rejects)",
+            options.max_rejects.unwrap_or(0)
+        );
         let why = match signal {
             Some(SIGINT) => "interrupted (SIGINT)",
             Some(_) => "interrupted (SIGTERM)",
             None if read_result.is_err() => "the input could not be read",
+            None if shared.limit_hit.load(Ordering::SeqCst) => &limit,
             None => "the database failed",
         };
         report.stopped = Some(format!("{why}: stopped reading {name} after line {line}"));
@@ -568,6 +602,20 @@ fn read_sources(
                 Line::Text if tracked && line.last() != Some(&b'\n') => break,
                 Line::Text => offset += line.len() as u64,
                 Line::TooLong { consumed, .. } => offset += consumed,
+            }
+            shared
+                .bytes_read
+                .fetch_add(offset - start, Ordering::Relaxed);
+            if let Some(max) = options.max_rejects {
+                let report = shared.report();
+                if report.invalid + report.refused > max {
+                    drop(report);
+                    shared.limit_hit.store(true, Ordering::SeqCst);
+                    if !pending.send_all(&sender, shared, &options) {
+                        pending.abandon(shared);
+                    }
+                    return Ok(());
+                }
             }
             number += 1;
             shared.at_line.store(number, Ordering::SeqCst);
@@ -829,4 +877,33 @@ mod tests {
         assert_eq!(trim_line(b"{}\n"), b"{}");
         assert_eq!(trim_line(b"{}"), b"{}");
     }
+}
+
+/// Shows one updating line on stderr: bytes and lines done, rows/s, ETA.
+fn show_progress(shared: &Shared, total: u64) {
+    let started = std::time::Instant::now();
+    let mut stderr = io::stderr();
+    while !shared.finished_all.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        let done = shared.bytes_read.load(Ordering::Relaxed);
+        let (read, inserted) = {
+            let report = shared.report();
+            (report.read, report.inserted)
+        };
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        let eta = if done > 0 && done < total {
+            format!("{:.0} s", seconds * (total - done) as f64 / done as f64)
+        } else {
+            "-".into()
+        };
+        let _ = write!(
+            stderr,
+            "\r\x1b[K{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} inserted  {:.0} rows/s  ETA {eta}",
+            done as f64 / 1e6,
+            total as f64 / 1e6,
+            100.0 * done as f64 / total.max(1) as f64,
+            inserted as f64 / seconds,
+        );
+    }
+    let _ = write!(stderr, "\r\x1b[K");
 }

@@ -12,14 +12,14 @@ mod write;
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
 
-use crate::cli::{Cli, Command, GlobalArgs, LoadArgs};
+use crate::cli::{Cli, Command, GlobalArgs, LoadArgs, SummaryFormat};
 use crate::config::{PgEnv, Settings};
-use crate::report::{LoadReport, Rejects, Status, WithStatus};
+use crate::report::{LoadReport, Rejects, RunSummary, Status, WithStatus};
 use crate::state::StateFile;
 
 fn main() -> ExitCode {
@@ -54,6 +54,7 @@ fn run(cli: &Cli) -> Result<Status> {
     match &cli.command {
         Command::Init => init(&settings),
         Command::Load(args) => load(&settings, args, cli.global.quiet),
+        Command::Check => check(&settings),
     }
 }
 
@@ -67,59 +68,101 @@ fn init(settings: &Settings) -> Result<Status> {
     Ok(Status::Ok)
 }
 
+fn check(settings: &Settings) -> Result<Status> {
+    let (mut client, _) = connect(settings)?;
+    let checks = bootstrap::preflight(&mut client, settings).status(Status::Unavailable)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut status = Status::Ok;
+    for check in checks {
+        match check.problem {
+            None => writeln!(stdout, "ok       {}", check.what)?,
+            Some(problem) => {
+                status = Status::Unavailable;
+                writeln!(stdout, "missing  {}: {problem}", check.what)?;
+            }
+        }
+    }
+    Ok(status)
+}
+
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
+    let started = Instant::now();
     let state = match &args.state_file {
-        Some(path) => Some(StateFile::open(path).status(Status::Failure)?),
-        None => None,
+        Some(path) if !args.dry_run => Some(StateFile::open(path).status(Status::Failure)?),
+        _ => None,
     };
     let sources = load::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
     let rejects = match &args.reject_file {
-        Some(path) => Some(Rejects::open(path).status(Status::CantCreate)?),
-        None => None,
+        Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
+        _ => None,
     };
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
     }
-    let (mut client, manager) = connect(settings)?;
-    for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
-        log::info!("{line}");
-    }
-    let pool = connect::pool(settings, manager, client);
+    let pool = if args.dry_run {
+        None
+    } else {
+        let (mut client, manager) = connect(settings)?;
+        for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
+            log::info!("{line}");
+        }
+        Some(connect::pool(settings, manager, client))
+    };
+    // A progress line is for a person watching a big file being loaded.
+    let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
+    let progress = (!quiet && std::io::stderr().is_terminal() && input_bytes > PROGRESS_FROM)
+        .then_some(input_bytes);
     let options = load::Options {
         max_line_bytes: args.max_line_bytes,
         batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),
         batch_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
         retry_for: Duration::from_secs(args.retry_for),
+        max_rejects: args.max_rejects,
+        progress,
     };
+    let files: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let outcome = load::load(
         pool,
         settings,
         sources,
         options,
-        LoadReport::new(quiet),
+        LoadReport::new(quiet, args.dry_run),
         rejects,
         state,
     )?;
     outcome.report.print_summary();
+    let mut status = outcome.report.status();
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
+    for err in [outcome.read_error, closed.err(), outcome.state_error]
+        .into_iter()
+        .flatten()
+    {
+        report::print_error(&err);
+        status = Status::Failure;
+    }
     if let Some(signal) = outcome.signal {
-        if let Err(err) = closed {
-            report::print_error(&err);
-        }
-        return Ok(Status::Signal(signal));
+        status = Status::Signal(signal);
     }
-    if let Some(err) = outcome.read_error {
-        if let Err(err) = closed {
-            report::print_error(&err);
-        }
-        return Err(err);
+    let summary = RunSummary {
+        files,
+        report: &outcome.report,
+        seconds: started.elapsed().as_secs_f64(),
+        status,
+    };
+    if let Some(path) = &args.metrics_file
+        && let Err(err) = summary.write_metrics(path)
+    {
+        report::print_error(&err);
+        status = Status::Failure;
     }
-    closed?;
-    if let Some(err) = outcome.state_error {
-        return Err(err);
+    if args.summary == Some(SummaryFormat::Json) {
+        writeln!(std::io::stdout(), "{}", summary.to_json())?;
     }
-    Ok(outcome.report.status())
+    Ok(status)
 }
+
+/// Inputs smaller than this load too fast to need a progress line.
+const PROGRESS_FROM: u64 = 4 << 20;
 
 fn connect(settings: &Settings) -> Result<(postgres::Client, connect::Manager)> {
     log::info!("connecting to {}", settings.target());

@@ -34,7 +34,14 @@ pub enum Status {
 
 impl From<Status> for ExitCode {
     fn from(status: Status) -> ExitCode {
-        ExitCode::from(match status {
+        ExitCode::from(status.code())
+    }
+}
+
+impl Status {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
             Status::Ok => 0,
             Status::Failure => 1,
             Status::DataErr => 65,
@@ -44,7 +51,7 @@ impl From<Status> for ExitCode {
             Status::TempFail => 75,
             Status::Config => 78,
             Status::Signal(signal) => u8::try_from(128 + signal).unwrap_or(1),
-        })
+        }
     }
 }
 
@@ -116,6 +123,8 @@ const SHOWN_DROPS: u64 = 100;
 #[derive(Debug, Default)]
 pub struct LoadReport {
     quiet: bool,
+    /// Nothing is written: "inserted" means "would be inserted".
+    pub dry_run: bool,
     /// Non-blank lines read.
     pub read: u64,
     pub inserted: u64,
@@ -128,9 +137,10 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    pub fn new(quiet: bool) -> Self {
+    pub fn new(quiet: bool, dry_run: bool) -> Self {
         LoadReport {
             quiet,
+            dry_run,
             ..Default::default()
         }
     }
@@ -189,7 +199,12 @@ impl LoadReport {
         if let Some(stopped) = &self.stopped {
             let _ = writeln!(stderr, "pgsense-pg: {stopped}");
         }
-        let _ = writeln!(stderr, "pgsense-pg: {}", self.summary());
+        let dry = if self.dry_run {
+            "dry run, nothing written: "
+        } else {
+            ""
+        };
+        let _ = writeln!(stderr, "pgsense-pg: {dry}{}", self.summary());
     }
 
     /// The exit status the accounting calls for.
@@ -261,5 +276,115 @@ impl Rejects {
             .with_context(|| format!("cannot write reject file {path}"))?;
         file.sync_all()
             .with_context(|| format!("cannot write reject file {path}"))
+    }
+}
+
+/// A finished load, for machines: `--summary json` and `--metrics-file`.
+pub struct RunSummary<'a> {
+    pub files: Vec<String>,
+    pub report: &'a LoadReport,
+    pub seconds: f64,
+    pub status: Status,
+}
+
+impl RunSummary<'_> {
+    fn rows_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.report.inserted as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// One JSON object; the field names are documented in the man page and
+    /// stay stable.
+    pub fn to_json(&self) -> String {
+        let r = self.report;
+        serde_json::json!({
+            "files": self.files,
+            "lines_read": r.read,
+            "inserted": r.inserted,
+            "rejected_invalid": r.invalid,
+            "refused_by_server": r.refused,
+            "dropped_database_failure": r.lost,
+            "dropped_interrupted": r.interrupted,
+            "stopped": r.stopped,
+            "dry_run": r.dry_run,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "rows_per_second": self.rows_per_second().round(),
+            "exit_status": self.status.code(),
+        })
+        .to_string()
+    }
+
+    /// Prometheus text exposition, replaced atomically (temp file + rename)
+    /// so node_exporter's textfile collector never reads half a file.
+    pub fn write_metrics(&self, path: &Path) -> anyhow::Result<()> {
+        let r = self.report;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut text = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                text.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+        metric(
+            "pgsense_alerts_total",
+            "counter",
+            "Findings inserted (status=ok) and dropped (status=error) by the last run.",
+            &[
+                ("{channel=\"postgres\",status=\"ok\"}", r.inserted as f64),
+                (
+                    "{channel=\"postgres\",status=\"error\"}",
+                    r.dropped() as f64,
+                ),
+            ],
+        );
+        metric(
+            "pgsense_pg_dropped_lines",
+            "gauge",
+            "Lines dropped by the last run, by reason.",
+            &[
+                ("{reason=\"invalid\"}", r.invalid as f64),
+                ("{reason=\"refused\"}", r.refused as f64),
+                ("{reason=\"database_failure\"}", r.lost as f64),
+                ("{reason=\"interrupted\"}", r.interrupted as f64),
+            ],
+        );
+        metric(
+            "pgsense_pg_lines_read",
+            "gauge",
+            "Lines read by the last run.",
+            &[("", r.read as f64)],
+        );
+        metric(
+            "pgsense_pg_last_run_duration_seconds",
+            "gauge",
+            "Wall time of the last run.",
+            &[("", self.seconds)],
+        );
+        metric(
+            "pgsense_pg_last_run_timestamp_seconds",
+            "gauge",
+            "When the last run ended, in seconds since the Unix epoch.",
+            &[("", now)],
+        );
+        metric(
+            "pgsense_pg_last_run_exit_status",
+            "gauge",
+            "Exit status of the last run.",
+            &[("", f64::from(self.status.code()))],
+        );
+        let mut temp = path.as_os_str().to_owned();
+        temp.push(".tmp");
+        let temp = PathBuf::from(temp);
+        let context = || format!("cannot write metrics file {}", path.display());
+        let mut file = File::create(&temp).with_context(context)?;
+        file.write_all(text.as_bytes()).with_context(context)?;
+        file.sync_all().with_context(context)?;
+        std::fs::rename(&temp, path).with_context(context)
     }
 }

@@ -31,7 +31,11 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// A writer's life: batches until the reader is done, or until the run is
 /// interrupted and the reader holds nothing more to send.
-pub fn write_batches(pool: Pool, shared: Arc<Shared>, receiver: Arc<Mutex<Receiver<Batch>>>) {
+pub fn write_batches(
+    pool: Option<Pool>,
+    shared: Arc<Shared>,
+    receiver: Arc<Mutex<Receiver<Batch>>>,
+) {
     let mut writer = Writer {
         pool,
         connection: None,
@@ -59,7 +63,8 @@ pub fn write_batches(pool: Pool, shared: Arc<Shared>, receiver: Arc<Mutex<Receiv
 }
 
 struct Writer<'a> {
-    pool: Pool,
+    /// None for a dry run: rows are counted, not written.
+    pool: Option<Pool>,
     connection: Option<Connection>,
     shared: &'a Shared,
 }
@@ -94,6 +99,10 @@ impl Writer<'_> {
             shared.drop_rows(batch, all, Dropped::Lost, reason);
             return Some(0);
         }
+        let Some(_) = &self.pool else {
+            shared.report().inserted += batch.rows.len() as u64;
+            return None;
+        };
         let sql = shared.copy_sql(batch.timed);
         let mut pending = Vec::from([all]);
         while let Some(rows) = pending.pop() {
@@ -292,8 +301,8 @@ impl Writer<'_> {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let client = self
-                .pool
+            let pool = self.pool.as_ref().expect("dry runs do not connect");
+            let client = pool
                 .get()
                 .map_err(|e| Failure::Transient(format!("cannot connect: {e}")))?;
             self.connection = Some(client);
