@@ -228,7 +228,12 @@ impl Writer<'_> {
         let txid = begin(client)?;
         let copied = (|| {
             let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
-            if let Err(err) = writer.write_all(data) {
+            // In pieces: the driver buffers what it is given whole, and
+            // megabyte buffers per batch would fragment the heap.
+            let written = data
+                .chunks(64 * 1024)
+                .try_for_each(|piece| writer.write_all(piece));
+            if let Err(err) = written {
                 // The driver wraps its own error in an io::Error.
                 return Err(
                     match err
