@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// Load pgsense findings (newline-delimited JSON) into a PostgreSQL table.
 ///
@@ -149,9 +149,30 @@ pub struct GlobalArgs {
     pub username: Option<String>,
 
     /// Read the password from this file (trailing whitespace trimmed)
-    /// [config: password, env: PGPASSWORD].
+    /// [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass].
     #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub password_file: Option<PathBuf>,
+
+    /// TLS mode, as libpq's sslmode; `allow` acts as `prefer` [config:
+    /// tls.mode or tls.enabled, env: PGSSLMODE, default: prefer].
+    #[arg(long, global = true, value_name = "MODE", value_enum)]
+    pub sslmode: Option<SslMode>,
+
+    /// CA certificates (PEM) that verify-ca and verify-full trust instead of
+    /// the system's; `system` for the system's [config:
+    /// tls.trusted_root_certs, env: PGSSLROOTCERT, default: system].
+    #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub sslrootcert: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present, for `cert` authentication
+    /// [config: tls.client_cert, env: PGSSLCERT].
+    #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub sslcert: Option<PathBuf>,
+
+    /// Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config:
+    /// tls.client_key, env: PGSSLKEY].
+    #[arg(long, global = true, value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub sslkey: Option<PathBuf>,
 
     /// Schema of the findings table [config: schema, default: pgsense].
     #[arg(long, global = true, value_name = "NAME")]
@@ -166,6 +187,26 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: u64,
+}
+
+/// libpq's sslmode values. The raw flag value and the resolved setting are
+/// the same type: `config.rs` also parses PGSSLMODE and `tls.mode` into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// The same as prefer (libpq tries without TLS first, then with it).
+    Allow,
+    /// TLS when the server offers it; its certificate is not checked.
+    Prefer,
+    /// TLS required; the server's certificate is not checked.
+    Require,
+    /// TLS required; the server's certificate must come from a trusted CA
+    /// (the host name is not checked).
+    VerifyCa,
+    /// TLS required; the server's certificate must come from a trusted CA
+    /// and name the host (DNS name or IP address).
+    VerifyFull,
 }
 
 /// Formats of `load --summary`.

@@ -1,20 +1,20 @@
-//! Connections: the TLS connector, the first direct connection (which gives
-//! the real cause of a failure), and the r2d2 pool of at most two
-//! connections. Every wait here is bounded by --connect-timeout.
+//! Connections: the TLS connector for libpq's sslmodes, the first direct
+//! connection (which gives the real cause of a failure, and says what to
+//! set), and the r2d2 pool of at most two connections. Every wait here is
+//! bounded by --connect-timeout.
 
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use native_tls::{Certificate, TlsConnector};
+use native_tls::TlsConnector;
 use postgres::Client;
-use postgres::config::SslMode;
 use postgres_native_tls::MakeTlsConnector;
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
-use crate::config::{RootCert, Settings, TlsMode};
+use crate::config::{Roots, Settings, SslMode, Tls};
 
 /// At most this many connections at once, bootstrap included.
 pub const POOL_SIZE: u32 = 2;
@@ -28,14 +28,26 @@ pub type Connection = r2d2::PooledConnection<Manager>;
 /// holds more than [`POOL_SIZE`] connections, the first one included.
 pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
     let config = pg_config(settings);
-    let tls = tls_connector(settings)?;
+    let tls = tls_connector(&settings.tls)?;
     let manager = Manager {
         inner: PostgresConnectionManager::new(config.clone(), tls.clone()),
         config,
         tls,
         seed: Mutex::new(None),
     };
-    let client = manager.connect_bounded(settings.connect_timeout)?;
+    let timeout = settings.connect_timeout;
+    let client = manager
+        .connect_bounded(timeout)
+        .map_err(|failure| match failure {
+            Failure::Driver(err) => anyhow!(explain(&err, settings)),
+            Failure::TimedOut => anyhow!(
+                "no answer within {} s (TCP connect, TLS handshake or authentication \
+                 did not complete): check that the server is up and reachable, or raise \
+                 --connect-timeout",
+                timeout.as_secs()
+            ),
+            Failure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
+        })?;
     Ok((client, manager))
 }
 
@@ -71,39 +83,63 @@ fn pg_config(settings: &Settings) -> postgres::Config {
         .keepalives_idle(Duration::from_secs(15))
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
-        .ssl_mode(match settings.tls {
-            TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::VerifyFull { .. } => SslMode::Require,
-        });
+        .ssl_mode(driver_ssl_mode(settings));
     if let Some(password) = &settings.password {
-        config.password(password.expose());
+        config.password(password.secret.expose());
     }
     config
 }
 
-fn tls_connector(settings: &Settings) -> Result<MakeTlsConnector> {
+/// The driver knows disable, prefer and require only: verify-ca and
+/// verify-full are require plus the checks [`tls_connector`] turns on.
+fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
+    use postgres::config::SslMode as Driver;
+    let mode = settings.tls.mode;
+    if settings.is_unix_socket() {
+        // As libpq: the server never offers TLS on a Unix socket, and the
+        // socket never leaves the machine.
+        if mode != SslMode::Disable {
+            log::info!(
+                "sslmode {mode} does not apply to the Unix socket in {}: connecting without TLS",
+                settings.host
+            );
+        }
+        return Driver::Disable;
+    }
+    match mode {
+        SslMode::Disable => Driver::Disable,
+        // libpq's allow tries without TLS first and with TLS when refused;
+        // prefer's order is the better one, and the driver offers no other.
+        SslMode::Allow | SslMode::Prefer => Driver::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
+    }
+}
+
+/// A connector that checks what the sslmode checks, and no more: native-tls
+/// verifies the chain and the host name unless told otherwise, while
+/// libpq's prefer and require encrypt without checking anything (a server
+/// with a self-signed certificate must stay reachable under them).
+fn tls_connector(tls: &Tls) -> Result<MakeTlsConnector> {
     let mut builder = TlsConnector::builder();
-    match &settings.tls {
-        // The scanner's "prefer": encrypt when the server offers it, but do
-        // not verify, as libpq's sslmode=prefer.
-        TlsMode::Prefer => {
+    match tls.mode {
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
             builder
                 .danger_accept_invalid_certs(true)
                 .danger_accept_invalid_hostnames(true);
         }
-        TlsMode::VerifyFull { root_cert } => {
-            if let Some(root) = root_cert {
-                let pem = match root {
-                    RootCert::Pem(text) => text.clone().into_bytes(),
-                    RootCert::Path(path) => std::fs::read(path).with_context(|| {
-                        format!("cannot read trusted_root_certs {}", path.display())
-                    })?,
-                };
-                let cert = Certificate::from_pem(&pem)
-                    .context("trusted_root_certs is not a PEM certificate")?;
-                builder.add_root_certificate(cert);
-            }
+        SslMode::VerifyCa => {
+            builder.danger_accept_invalid_hostnames(true);
         }
+        SslMode::VerifyFull => {}
+    }
+    if let Roots::Only { certificates, .. } = &tls.roots {
+        builder.disable_built_in_roots(true);
+        for certificate in certificates {
+            builder.add_root_certificate(certificate.clone());
+        }
+    }
+    if let Some(client) = &tls.client {
+        builder.identity(client.identity.clone());
     }
     let connector = builder.build().context("cannot set up TLS")?;
     Ok(MakeTlsConnector::new(connector))
@@ -121,9 +157,10 @@ pub struct Manager {
 
 impl Manager {
     /// Connects, giving up after `timeout` even when the server accepted the
-    /// TCP connection and then went silent (the driver's own timeout covers
-    /// only the TCP connect). An abandoned attempt ends with the process.
-    fn connect_bounded(&self, timeout: Duration) -> Result<Client> {
+    /// TCP connection and then went silent, during the TLS handshake or
+    /// authentication (the driver's own timeout covers only the TCP
+    /// connect). An abandoned attempt ends with the process.
+    fn connect_bounded(&self, timeout: Duration) -> Result<Client, Failure> {
         let (tx, rx) = mpsc::sync_channel(1);
         let (config, tls) = (self.config.clone(), self.tls.clone());
         std::thread::Builder::new()
@@ -131,18 +168,20 @@ impl Manager {
             .spawn(move || {
                 let _ = tx.send(config.connect(tls));
             })
-            .context("cannot start a thread")?;
+            .map_err(Failure::NoThread)?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(anyhow!(describe(&err))),
-            Err(_) => Err(anyhow!(
-                "no answer within {} s (TCP connect, TLS handshake or authentication \
-                 did not complete): check that the server is up and reachable, or raise \
-                 --connect-timeout",
-                timeout.as_secs()
-            )),
+            Ok(Err(err)) => Err(Failure::Driver(err)),
+            Err(_) => Err(Failure::TimedOut),
         }
     }
+}
+
+/// Why the first connection failed.
+enum Failure {
+    Driver(postgres::Error),
+    TimedOut,
+    NoThread(std::io::Error),
 }
 
 impl ManageConnection for Manager {
@@ -194,4 +233,133 @@ pub fn describe(err: &postgres::Error) -> String {
             text
         }
     }
+}
+
+/// A failed first connection in one line: the driver's or server's words
+/// and, when the cause is recognised, which check failed and what to set.
+fn explain(err: &postgres::Error, settings: &Settings) -> String {
+    let text = describe(err);
+    match advice(&text.to_lowercase(), settings) {
+        // TLS library messages are long and cryptic: the plain words first.
+        Some(Advice::Tls(advice)) => format!("TLS: {advice} ({text})"),
+        Some(Advice::Server(advice)) => format!("{text}: {advice}"),
+        None => text,
+    }
+}
+
+enum Advice {
+    Tls(String),
+    Server(String),
+}
+
+fn advice(text: &str, settings: &Settings) -> Option<Advice> {
+    let tls = &settings.tls;
+    let mode = format!("sslmode {} from {}", tls.mode, tls.mode_origin);
+    let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
+    let advice = if has(&["hostname mismatch", "ip address mismatch"]) {
+        Advice::Tls(format!(
+            "the server's certificate is not valid for host {:?} (hostname mismatch; {mode}): \
+             connect with --host set to a name or address the certificate lists in its \
+             subjectAltName, or set --sslmode verify-ca to check only that a trusted CA signed it",
+            settings.host
+        ))
+    } else if has(&["certificate has expired"]) {
+        Advice::Tls(format!(
+            "the server's certificate has expired ({mode}): renew it on the server, or check \
+             this machine's clock"
+        ))
+    } else if has(&["certificate is not yet valid"]) {
+        Advice::Tls(format!(
+            "the server's certificate is not valid yet ({mode}): check this machine's clock"
+        ))
+    } else if has(&[
+        "self-signed certificate",
+        "self signed certificate",
+        "unable to get local issuer certificate",
+        "unable to get issuer certificate",
+        "unable to verify the first certificate",
+        "certificate signature failure",
+    ]) {
+        Advice::Tls(format!(
+            "the server's certificate is not signed by a CA in {} (unknown CA; {mode}): set \
+             --sslrootcert (or trusted_root_certs in [alerts.postgres.tls], or PGSSLROOTCERT) to \
+             the PEM file of the CA that signed it, or --sslmode require to encrypt without \
+             verifying the server",
+            tls.roots.origin()
+        ))
+    } else if has(&["server does not support tls"]) {
+        Advice::Tls(format!(
+            "the server does not offer TLS, and {mode} requires it: turn ssl on in the \
+             server's postgresql.conf, or set --sslmode prefer to use TLS only when offered"
+        ))
+    } else if has(&[
+        "alert unknown ca",
+        "alert bad certificate",
+        "alert certificate required",
+        "alert certificate unknown",
+    ]) {
+        Advice::Tls(match &tls.client {
+            Some(client) => format!(
+                "the server refused the client certificate ({}): it must be signed by a CA \
+                 in the server's ssl_ca_file",
+                client.origin
+            ),
+            None => "the server asks for a client certificate: set --sslcert and --sslkey \
+                     (client_cert and client_key in [alerts.postgres.tls], or PGSSLCERT and \
+                     PGSSLKEY)"
+                .to_owned(),
+        })
+    } else if tls.client.is_some() && has(&["connection reset", "unexpected eof"]) {
+        // Under TLS 1.3 the server checks a client certificate after the
+        // handshake, and its refusal often arrives as a bare reset.
+        Advice::Server(format!(
+            "the server closed the connection at start-up, as PostgreSQL does when it refuses \
+             a client certificate: check that {} is signed by a CA in the server's ssl_ca_file",
+            tls.client
+                .as_ref()
+                .map_or("", |client| client.origin.as_str())
+        ))
+    } else if has(&["error performing tls handshake"]) {
+        Advice::Tls(format!("the TLS handshake failed ({mode})"))
+    } else if has(&["requires a valid client certificate"]) {
+        Advice::Server(match &tls.client {
+            Some(client) => format!(
+                "the server did not accept the client certificate ({}): it must be signed by \
+                 a CA in the server's ssl_ca_file, and the key must be its own",
+                client.origin
+            ),
+            None => "set --sslcert and --sslkey (client_cert and client_key in \
+                     [alerts.postgres.tls], or PGSSLCERT and PGSSLKEY)"
+                .to_owned(),
+        })
+    } else if has(&["certificate authentication failed"]) {
+        Advice::Server(format!(
+            "the client certificate's common name (CN) must be the role name {:?}, or the \
+             server's pg_ident.conf must map it to that role",
+            settings.username
+        ))
+    } else if has(&["no pg_hba.conf entry", "pg_hba.conf rejects connection"])
+        && has(&["no encryption"])
+        && tls.mode == SslMode::Disable
+    {
+        Advice::Server(format!(
+            "the server may accept this role over TLS only (hostssl in pg_hba.conf), and \
+             {mode} turns TLS off: set --sslmode require or stronger"
+        ))
+    } else if has(&["password authentication failed"]) {
+        Advice::Server(match &settings.password {
+            Some(password) => format!("the password from {} was refused", password.origin),
+            None => "set a password".to_owned(),
+        })
+    } else if has(&["password missing"]) {
+        Advice::Server(
+            "the server asks for a password: set --password-file, password in \
+             [alerts.postgres], PGPASSWORD, or a line in ~/.pgpass (or the file PGPASSFILE \
+             names)"
+                .to_owned(),
+        )
+    } else {
+        return None;
+    };
+    Some(advice)
 }
