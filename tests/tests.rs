@@ -25,3 +25,5 @@ mod init;
 mod load;
 #[path = "suite/resources.rs"]
 mod resources;
+#[path = "suite/tls.rs"]
+mod tls;

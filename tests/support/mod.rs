@@ -11,6 +11,7 @@ pub mod findings;
 pub mod pg;
 pub mod process;
 pub mod run;
+pub mod tls;
 
 use std::fs;
 use std::path::{Path, PathBuf};
