@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pgsense_pg_global_optspecs
-    string join \n c/config= v/verbose q/quiet host= port= dbname= username= password-file= schema= table= connect-timeout= h/help V/version
+    string join \n c/config= v/verbose q/quiet host= port= dbname= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= h/help V/version
 end
 
 function __fish_pgsense_pg_needs_command
@@ -29,7 +29,16 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l host -d 'Server h
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
+allow\t'The same as prefer (libpq tries without TLS first, then with it)'
+prefer\t'TLS when the server offers it; its certificate is not checked'
+require\t'TLS required; the server\'s certificate is not checked'
+verify-ca\t'TLS required; the server\'s certificate must come from a trusted CA (the host name is not checked)'
+verify-full\t'TLS required; the server\'s certificate must come from a trusted CA and name the host (DNS name or IP address)'"
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslrootcert -d 'CA certificates (PEM) that verify-ca and verify-full trust instead of the system\'s; `system` for the system\'s [config: tls.trusted_root_certs, env: PGSSLROOTCERT, default: system]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslcert -d 'Client certificate (PEM) to present, for `cert` authentication [config: tls.client_cert, env: PGSSLCERT]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
@@ -39,8 +48,15 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l help -d 'Pri
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s V -l version -d 'Print version'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "check" -d 'Check, without writing anything, that a load would succeed: the connection, the table and its columns, and the grants; prints the GRANT that fixes what is missing'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l max-line-bytes -d 'Reject lines longer than this many bytes, without holding them in memory whole' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l reject-file -d 'Append every dropped line there, byte for byte as read, so that `pgsense-pg load PATH` replays them once the cause is fixed' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l summary -d 'At the end, print a summary on stdout in this format' -r -f -a "json\t'One JSON object'"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l metrics-file -d 'Write the run\'s counters to PATH in Prometheus text format, atomically (for node_exporter\'s textfile collector)' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l max-rejects -d 'Stop reading (exit 65) once more than N lines have been rejected' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l state-file -d 'Remember in PATH how far each FILE has been loaded, and start after that point next time (for cron over a file that keeps growing); a replaced or truncated file is loaded from its start, and an unterminated last line is left for the next run' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l retry-for -d 'Retry a failing database (connection lost, server restarting, too many connections, deadlock) for up to this many seconds before dropping the findings it holds; 0 disables retries' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-rows -d 'Send at most this many rows in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-bytes -d 'Send at most about this many bytes of row data in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
@@ -48,25 +64,66 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l host -d '
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
+allow\t'The same as prefer (libpq tries without TLS first, then with it)'
+prefer\t'TLS when the server offers it; its certificate is not checked'
+require\t'TLS required; the server\'s certificate is not checked'
+verify-ca\t'TLS required; the server\'s certificate must come from a trusted CA (the host name is not checked)'
+verify-full\t'TLS required; the server\'s certificate must come from a trusted CA and name the host (DNS name or IP address)'"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslrootcert -d 'CA certificates (PEM) that verify-ca and verify-full trust instead of the system\'s; `system` for the system\'s [config: tls.trusted_root_certs, env: PGSSLROOTCERT, default: system]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslcert -d 'Client certificate (PEM) to present, for `cert` authentication [config: tls.client_cert, env: PGSSLCERT]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way, and connect to nothing'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
+allow\t'The same as prefer (libpq tries without TLS first, then with it)'
+prefer\t'TLS when the server offers it; its certificate is not checked'
+require\t'TLS required; the server\'s certificate is not checked'
+verify-ca\t'TLS required; the server\'s certificate must come from a trusted CA (the host name is not checked)'
+verify-full\t'TLS required; the server\'s certificate must come from a trusted CA and name the host (DNS name or IP address)'"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslrootcert -d 'CA certificates (PEM) that verify-ca and verify-full trust instead of the system\'s; `system` for the system\'s [config: tls.trusted_root_certs, env: PGSSLROOTCERT, default: system]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslcert -d 'Client certificate (PEM) to present, for `cert` authentication [config: tls.client_cert, env: PGSSLCERT]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
+allow\t'The same as prefer (libpq tries without TLS first, then with it)'
+prefer\t'TLS when the server offers it; its certificate is not checked'
+require\t'TLS required; the server\'s certificate is not checked'
+verify-ca\t'TLS required; the server\'s certificate must come from a trusted CA (the host name is not checked)'
+verify-full\t'TLS required; the server\'s certificate must come from a trusted CA and name the host (DNS name or IP address)'"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslrootcert -d 'CA certificates (PEM) that verify-ca and verify-full trust instead of the system\'s; `system` for the system\'s [config: tls.trusted_root_certs, env: PGSSLROOTCERT, default: system]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslcert -d 'Client certificate (PEM) to present, for `cert` authentication [config: tls.client_cert, env: PGSSLCERT]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l table -d 'Name of the findings table [config: table, default: findings]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "check" -d 'Check, without writing anything, that a load would succeed: the connection, the table and its columns, and the grants; prints the GRANT that fixes what is missing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -44,9 +44,13 @@ Any other failure, such as an input file that cannot be read to its end.
 \fBPGSENSE_PG_CONFIG\fR
 The config file, as \fB\-\-config\fR.
 .TP
-\fBPGHOST\fR, \fBPGPORT\fR, \fBPGDATABASE\fR, \fBPGUSER\fR, \fBPGPASSWORD\fR
+\fBPGHOST\fR, \fBPGPORT\fR, \fBPGDATABASE\fR, \fBPGUSER\fR, \fBPGPASSWORD\fR, \fBPGSSLMODE\fR, \fBPGSSLROOTCERT\fR, \fBPGSSLCERT\fR, \fBPGSSLKEY\fR
 Used for whatever neither a flag nor the config file sets.
-Precedence, highest first: flags, the config file, these variables, the defaults (localhost, 5432, postgres, postgres).
+Precedence, highest first: flags, the config file, these variables, the defaults (localhost, 5432, postgres, postgres, sslmode prefer).
+.TP
+\fBPGPASSFILE\fR, \fBHOME\fR
+When no other source gives a password, it is looked up in libpq's password file, \fBPGPASSFILE\fR or else \fI$HOME/.pgpass\fR: lines of \fIhost\fB:\fIport\fB:\fIdatabase\fB:\fIuser\fB:\fIpassword\fR, \fB*\fR matching anything in the first four fields, \fB\e:\fR and \fB\e\e\fR escaping a colon and a backslash; the first matching line wins.
+The file is ignored, with a warning, when group or others can read it.
 .TP
 \fBRUST_LOG\fR
 Log filter (for example \fBpgsense_pg=debug\fR); overrides \fB\-v\fR and \fB\-q\fR.
@@ -67,10 +71,15 @@ table    = "findings"
 [alerts.postgres.tls]
 enabled = true
 trusted_root_certs = "/etc/ssl/private\-ca.pem"
+client_cert = "/etc/pgsense/loader.crt"
+client_key  = "/etc/pgsense/loader.key"
 .RE
 .fi
 .PP
 An unknown key in \fB[alerts.postgres]\fR is an error. \fBtls.enabled = false\fR (the default) uses TLS when the server offers it without verifying it; \fBtrue\fR requires TLS and verifies the certificate chain and host name.
+\fBtls.mode\fR, a libpq sslmode, overrides \fBenabled\fR.
+\fBtrusted_root_certs\fR, \fBclient_cert\fR and \fBclient_key\fR are paths or PEM text.
+The client key is PKCS#8, or PKCS#1 RSA; convert any other with \fBopenssl pkcs8 \-topk8 \-nocrypt \-in\fR \fIKEY\fR \fB\-out\fR \fIKEY.pk8\fR.
 .SH EXAMPLES
 Load the scanner's output as it is written:
 .PP
@@ -155,7 +164,12 @@ fn man_page() -> Vec<u8> {
     }
     out.extend_from_slice(MAN_EXTRA.as_bytes());
     man.render_version_section(&mut out).unwrap();
-    wrap_roff(&String::from_utf8(out).unwrap()).into_bytes()
+    // clap_mangen puts an empty line between two .br before the list of an
+    // option's possible values, which mandoc -Tlint flags: .sp is meant.
+    let page = String::from_utf8(out)
+        .unwrap()
+        .replace("\n.br\n\n.br\n", "\n.sp\n");
+    wrap_roff(&page).into_bytes()
 }
 
 /// Wraps filled text lines at 80 bytes and trims trailing blanks, as man
