@@ -114,6 +114,11 @@ impl Running {
         self.child.id()
     }
 
+    /// Whether the child has exited, without waiting for it.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits at most `timeout` for the child to exit; on expiry kills it and
     /// panics with everything it printed so far.
     pub fn wait(mut self, timeout: Duration) -> Finished {

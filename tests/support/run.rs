@@ -162,6 +162,11 @@ impl Started {
         kib * 1024
     }
 
+    /// Whether the process has exited, without waiting for it.
+    pub fn has_exited(&mut self) -> bool {
+        self.running.has_exited()
+    }
+
     /// Closes stdin (end of input).
     pub fn close_stdin(&mut self) {
         drop(self.running.stdin.take());
