@@ -19,6 +19,8 @@ mod cli;
 mod config;
 #[path = "suite/connection.rs"]
 mod connection;
+#[path = "suite/faults.rs"]
+mod faults;
 #[path = "suite/init.rs"]
 mod init;
 #[path = "suite/load.rs"]
