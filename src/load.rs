@@ -833,6 +833,35 @@ fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Shows one updating line on stderr: bytes and lines done, rows/s, ETA.
+fn show_progress(shared: &Shared, total: u64) {
+    let started = std::time::Instant::now();
+    let mut stderr = io::stderr();
+    while !shared.finished_all.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        let done = shared.bytes_read.load(Ordering::Relaxed);
+        let (read, inserted) = {
+            let report = shared.report();
+            (report.read, report.inserted)
+        };
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        let eta = if done > 0 && done < total {
+            format!("{:.0} s", seconds * (total - done) as f64 / done as f64)
+        } else {
+            "-".into()
+        };
+        let _ = write!(
+            stderr,
+            "\r\x1b[K{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} inserted  {:.0} rows/s  ETA {eta}",
+            done as f64 / 1e6,
+            total as f64 / 1e6,
+            100.0 * done as f64 / total.max(1) as f64,
+            inserted as f64 / seconds,
+        );
+    }
+    let _ = write!(stderr, "\r\x1b[K");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,33 +906,4 @@ mod tests {
         assert_eq!(trim_line(b"{}\n"), b"{}");
         assert_eq!(trim_line(b"{}"), b"{}");
     }
-}
-
-/// Shows one updating line on stderr: bytes and lines done, rows/s, ETA.
-fn show_progress(shared: &Shared, total: u64) {
-    let started = std::time::Instant::now();
-    let mut stderr = io::stderr();
-    while !shared.finished_all.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(250));
-        let done = shared.bytes_read.load(Ordering::Relaxed);
-        let (read, inserted) = {
-            let report = shared.report();
-            (report.read, report.inserted)
-        };
-        let seconds = started.elapsed().as_secs_f64().max(0.001);
-        let eta = if done > 0 && done < total {
-            format!("{:.0} s", seconds * (total - done) as f64 / done as f64)
-        } else {
-            "-".into()
-        };
-        let _ = write!(
-            stderr,
-            "\r\x1b[K{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} inserted  {:.0} rows/s  ETA {eta}",
-            done as f64 / 1e6,
-            total as f64 / 1e6,
-            100.0 * done as f64 / total.max(1) as f64,
-            inserted as f64 / seconds,
-        );
-    }
-    let _ = write!(stderr, "\r\x1b[K");
 }
