@@ -25,6 +25,8 @@ mod faults;
 mod init;
 #[path = "suite/load.rs"]
 mod load;
+#[path = "suite/operator.rs"]
+mod operator;
 #[path = "suite/resources.rs"]
 mod resources;
 #[path = "suite/tls.rs"]

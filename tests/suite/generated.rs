@@ -31,14 +31,44 @@ An input file could not be opened; checked before connecting, nothing loaded.
 \fB69\fR
 Could not connect, authenticate or bootstrap at startup; nothing loaded.
 .TP
+\fB73\fR
+The reject file could not be opened; nothing loaded.
+.TP
 \fB75\fR
-Some findings were dropped because the database failed during the run (connection lost, server shut down); retrying later may succeed. Takes precedence over 65.
+Some findings were dropped because the database failed during the run (connection lost, server shut down) and retries ran out; retrying later may succeed. Takes precedence over 65.
+Also: another run holds the \fB\-\-state\-file\fR.
 .TP
 \fB78\fR
 Configuration error (missing, unreadable or malformed config file, unknown key, invalid identifier, unreadable password file); nothing attempted.
 .TP
+\fB130\fR, \fB143\fR
+Interrupted by SIGINT or SIGTERM: batches already sent committed, lines read but not sent were dropped (and written to the reject file).
+.TP
 \fB1\fR
-Any other failure, such as an input file that cannot be read to its end.
+Any other failure, such as an input file that cannot be read to its end, or a reject, state or metrics file that cannot be written.
+.SH "JSON SUMMARY"
+\fBload \-\-summary json\fR prints one object on stdout at the end, with these fields:
+\fBfiles\fR (the inputs, \fB\-\fR for standard input),
+\fBlines_read\fR (non-blank lines),
+\fBinserted\fR,
+\fBrejected_invalid\fR,
+\fBrefused_by_server\fR,
+\fBdropped_database_failure\fR,
+\fBdropped_interrupted\fR,
+\fBstopped\fR (where and why reading stopped early, or null),
+\fBdry_run\fR,
+\fBseconds\fR,
+\fBrows_per_second\fR,
+\fBexit_status\fR.
+\fBlines_read\fR equals \fBinserted\fR plus the four kinds of dropped lines.
+.SH METRICS
+\fBload \-\-metrics\-file\fR writes, for the last run, in Prometheus text format:
+\fBpgsense_alerts_total{channel="postgres",status="ok"|"error"}\fR,
+\fBpgsense_pg_dropped_lines{reason="invalid"|"refused"|"database_failure"|"interrupted"}\fR,
+\fBpgsense_pg_lines_read\fR,
+\fBpgsense_pg_last_run_duration_seconds\fR,
+\fBpgsense_pg_last_run_timestamp_seconds\fR and
+\fBpgsense_pg_last_run_exit_status\fR.
 .SH ENVIRONMENT
 .TP
 \fBPGSENSE_PG_CONFIG\fR
