@@ -173,13 +173,15 @@ pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>>
             "SELECT current_setting('server_version'),
                     coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
                     has_database_privilege(current_database(), 'CREATE'),
-                    (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1)",
+                    (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1),
+                    (SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1)",
             &[schema],
         )
         .map_err(db_error)
         .context("cannot inspect the server")?;
     let (version, tls): (String, bool) = (row.get(0), row.get(1));
-    let (create_in_db, create_in_schema): (bool, Option<bool>) = (row.get(2), row.get(3));
+    let (create_in_db, create_in_schema, usage): (bool, Option<bool>, Option<bool>) =
+        (row.get(2), row.get(3), row.get(4));
     let mut checks = vec![Check::ok(format!(
         "connected to {} (PostgreSQL {version}, {})",
         settings.target(),
@@ -193,6 +195,15 @@ pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>>
     }
     if schema_exists {
         checks.push(Check::ok(format!("schema {schema} exists")));
+        if usage != Some(true) {
+            checks.push(Check::missing(
+                format!("USAGE on schema {schema}"),
+                format!(
+                    "role {user} lacks USAGE on schema {schema}: run \
+                     `GRANT USAGE ON SCHEMA {schema} TO {user}` as an admin"
+                ),
+            ));
+        }
         checks.push(match create_in_schema {
             Some(true) => Check::ok(format!("table {qualified} is missing; {user} may create it")),
             _ => Check::missing(
@@ -226,18 +237,23 @@ fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> 
     let qualified = format!("{schema}.{table}");
     let relation = client
         .query_one(
+            // Catalog lookups by oid only: they need no privilege on the
+            // schema, so a missing USAGE is reported rather than failing.
             "SELECT c.oid, c.relkind::text,
                     has_schema_privilege(c.relnamespace, 'USAGE'),
                     has_table_privilege(c.oid, 'INSERT'),
-                    s.sequence,
-                    has_sequence_privilege(s.sequence, 'USAGE')
+                    CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
+                    has_sequence_privilege(s.oid, 'USAGE')
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             CROSS JOIN LATERAL (
-                 SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_attribute
-                                          WHERE attrelid = c.oid AND attname = 'id')
-                        THEN pg_get_serial_sequence($3, 'id') END AS sequence) s
-             WHERE n.nspname = $1 AND c.relname = $2",
-            &[schema, table, &settings.qualified_table()],
+             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id'
+             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass
+                                  AND d.refobjid = c.oid AND d.refobjsubid = a.attnum
+                                  AND d.deptype IN ('a', 'i')
+             LEFT JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             LEFT JOIN pg_namespace sn ON sn.oid = s.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2
+             ORDER BY s.oid NULLS LAST LIMIT 1",
+            &[schema, table],
         )
         .map_err(db_error)
         .with_context(|| format!("cannot inspect table {qualified}"))?;

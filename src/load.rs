@@ -577,12 +577,23 @@ fn read_sources(
                 pending.abandon(shared);
                 return Ok(());
             }
+            let mut held = None;
             let next = next_line(
                 &mut reader,
                 &mut line,
                 options.max_line_bytes,
-                &mut |bytes| shared.reject_raw(bytes),
+                // A long line goes to the reject file in pieces: hold the
+                // file until its end, so no other line lands in between.
+                &mut |bytes| {
+                    if let Some(rejects) = &shared.rejects {
+                        held.get_or_insert_with(|| {
+                            rejects.lock().unwrap_or_else(|e| e.into_inner())
+                        })
+                        .append(bytes);
+                    }
+                },
             );
+            drop(held.take());
             shared.reader_idle.store(false, Ordering::SeqCst);
             let next = match next {
                 Ok(next) => next,
