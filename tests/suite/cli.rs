@@ -98,6 +98,21 @@ fn a_missing_input_file_gives_66_without_connecting() {
     assert!(!silent.was_contacted(), "66 is decided before connecting");
 }
 
+/// A directory given as FILE cannot be opened as input either: 66.
+#[test]
+fn a_directory_as_input_file_gives_66_without_connecting() {
+    let silent = SilentServer::new();
+    let scratch = Scratch::new();
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .arg("load")
+        .arg(scratch.path())
+        .run();
+    out.assert_code(66)
+        .assert_stderr_contains(&scratch.path().display().to_string());
+    assert!(!silent.was_contacted(), "66 is decided before connecting");
+}
+
 /// Nothing is loaded, not even the bootstrap, when a later file is missing.
 #[test]
 fn a_missing_later_file_loads_nothing() {

@@ -369,17 +369,6 @@ fn password_server() -> (PgServer, String) {
     (server, db)
 }
 
-fn as_pw_loader(server: &PgServer, db: &str) -> crate::support::run::Pgsense {
-    pgsense()
-        .args([
-            "--host",
-            server.host(),
-            "--port",
-            &server.port().to_string(),
-        ])
-        .args(["--dbname", db, "--username", "pw_loader"])
-}
-
 /// Passwords from --password-file, from `password = { file }`, inline, and
 /// from PGPASSWORD, with flags > file > PGPASSWORD; a wrong one exits 69
 /// without printing it.
@@ -414,15 +403,17 @@ fn password_from_a_file_against_a_password_authenticated_role() {
     };
 
     // Without any password the server refuses: 69.
-    load(as_pw_loader(&server, &db), 69);
+    load(server.pgsense_as(&db, "pw_loader"), 69);
     load(
-        as_pw_loader(&server, &db)
+        server
+            .pgsense_as(&db, "pw_loader")
             .arg("--password-file")
             .arg(&good_file),
         0,
     );
     let wrong = load(
-        as_pw_loader(&server, &db)
+        server
+            .pgsense_as(&db, "pw_loader")
             .arg("--password-file")
             .arg(&bad_file),
         69,
@@ -438,7 +429,9 @@ fn password_from_a_file_against_a_password_authenticated_role() {
     load(pgsense().arg("-c").arg(config(&file_ref)), 0);
     load(pgsense().arg("-c").arg(config("\"correct horse\"")), 0);
     load(
-        as_pw_loader(&server, &db).env("PGPASSWORD", "correct horse"),
+        server
+            .pgsense_as(&db, "pw_loader")
+            .env("PGPASSWORD", "correct horse"),
         0,
     );
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::findings::{assert_rows, ndjson, rows};
-use crate::support::{Finding, Shape, pgsense, shared};
+use crate::support::{Finding, Shape, shared};
 
 /// Every column of `schema.table`: name, data type, nullability, default.
 fn columns(db: &str, schema: &str, table: &str) -> Vec<(String, String, String, String)> {
@@ -242,14 +242,8 @@ fn least_privileged_role_loads_after_admin_init() {
         ),
     );
     let findings: Vec<Finding> = (0..6).map(Finding::sample).collect();
-    let out = pgsense()
-        .args([
-            "--host",
-            server.host(),
-            "--port",
-            &server.port().to_string(),
-        ])
-        .args(["--dbname", &db, "--username", &role])
+    let out = server
+        .pgsense_as(&db, &role)
         .arg("load")
         .stdin(ndjson(0, 6, Shape::Object))
         .run();
@@ -258,18 +252,40 @@ fn least_privileged_role_loads_after_admin_init() {
     assert_rows(&rows(server, &db, "pgsense.findings"), &findings);
 
     // init by the same role finds everything and creates nothing.
-    let init = pgsense()
-        .args([
-            "--host",
-            server.host(),
-            "--port",
-            &server.port().to_string(),
-        ])
-        .args(["--dbname", &db, "--username", &role, "init"])
-        .run();
+    let init = server.pgsense_as(&db, &role).arg("init").run();
     init.assert_code(0)
         .assert_stdout_contains("schema pgsense exists\n")
         .assert_stdout_contains("table pgsense.findings exists\n");
+}
+
+/// A role with CREATE on an existing schema but not on the database:
+/// the schema is found, not created (which PostgreSQL would refuse even
+/// with IF NOT EXISTS), and only the table is created.
+#[test]
+fn role_with_create_on_the_schema_only_creates_just_the_table() {
+    let server = shared();
+    let db = server.new_database();
+    let role = crate::support::pg::unique("owner_");
+    server.execute(
+        &db,
+        &format!(
+            "create role {role} login;
+             create schema pgsense;
+             grant usage, create on schema pgsense to {role};"
+        ),
+    );
+    let as_role = || server.pgsense_as(&db, &role);
+    let init = as_role().arg("init").run();
+    init.assert_code(0)
+        .assert_stdout_contains("schema pgsense exists\n")
+        .assert_stdout_contains("created table pgsense.findings\n");
+    assert_reference_table(&db, "pgsense", "findings");
+    as_role()
+        .arg("load")
+        .stdin(ndjson(0, 4, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 4);
 }
 
 #[test]
@@ -278,14 +294,9 @@ fn role_without_create_cannot_bootstrap_and_gets_69() {
     let db = server.new_database();
     let role = crate::support::pg::unique("nocreate_");
     server.execute(&db, &format!("create role {role} login"));
-    let out = pgsense()
-        .args([
-            "--host",
-            server.host(),
-            "--port",
-            &server.port().to_string(),
-        ])
-        .args(["--dbname", &db, "--username", &role, "load"])
+    let out = server
+        .pgsense_as(&db, &role)
+        .arg("load")
         .stdin(ndjson(0, 2, Shape::Object))
         .run();
     out.assert_code(69)

@@ -39,10 +39,15 @@ impl PgServer {
     /// pgsense-pg with connection flags (before the command) pointing at
     /// database `db` of this server as the superuser, over TCP.
     pub fn pgsense(&self, db: &str) -> Pgsense {
+        self.pgsense_as(db, "postgres")
+    }
+
+    /// pgsense-pg connecting to `db` of this server as `user`, over TCP.
+    pub fn pgsense_as(&self, db: &str, user: &str) -> Pgsense {
         pgsense()
             .args(["--host", self.host()])
             .args(["--port", &self.port().to_string()])
-            .args(["--dbname", db, "--username", "postgres"])
+            .args(["--dbname", db, "--username", user])
     }
 }
 
