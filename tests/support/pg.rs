@@ -71,7 +71,11 @@ impl PgServer {
     fn start_new() -> PgServer {
         let bin = server_binaries();
         let run_as = unprivileged_user();
-        let root = std::env::temp_dir().join(unique("pgsense-pg-test-"));
+        let temp = std::env::temp_dir();
+        if run_as.is_some() {
+            assert_traversable_by_others(&temp);
+        }
+        let root = temp.join(unique("pgsense-pg-test-"));
         fs::create_dir(&root).unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
         fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
             .expect("chmod on a directory just created");
@@ -442,6 +446,22 @@ fn server_binaries() -> PathBuf {
         );
     }
     bin
+}
+
+/// The server runs as `nobody` and must reach its directory under `dir`.
+fn assert_traversable_by_others(dir: &Path) {
+    for ancestor in dir.ancestors() {
+        let mode = fs::metadata(ancestor)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", ancestor.display()))
+            .permissions()
+            .mode();
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not traversable by other users, and PostgreSQL runs as nobody \
+             when the tests run as root: set TMPDIR to a directory such as /tmp",
+            ancestor.display()
+        );
+    }
 }
 
 /// (uid, gid) of `nobody` when we run as root, None otherwise.
