@@ -16,6 +16,7 @@
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -240,7 +241,11 @@ impl PgServer {
     /// gone (or as soon as the directory is gone: a private server removed
     /// on Drop). Runs as the current user so it can watch our pid.
     fn spawn_watchdog(&self) {
+        // Signals meant for the test run (Ctrl-C, `timeout` killing its
+        // process group) must not kill the watchdog before it has cleaned
+        // up: it ignores them, in a process group of its own.
         const SCRIPT: &str = r#"
+trap '' INT TERM HUP
 test_pid=$1 root=$2
 while kill -0 "$test_pid" 2>/dev/null && [ -d "$root" ]; do sleep 0.5; done
 [ -d "$root" ] || exit 0
@@ -264,6 +269,7 @@ rm -rf "$root"
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start the watchdog shell");
         // Reaped by a thread when it ends early (a private server dropped);
