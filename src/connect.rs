@@ -61,7 +61,10 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
         // Each writer holds its connection for the whole run and notices a
         // broken one by its own failed query: no extra round trip per checkout.
         .test_on_check_out(false)
-        .error_handler(Box::new(r2d2::LoggingErrorHandler))
+        // Failed attempts are retried by the writers, which say why (see
+        // Manager::last_error); r2d2's own handler would log each attempt
+        // as an error without its cause.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(manager)
 }
 
@@ -184,6 +187,15 @@ enum Failure {
     NoThread(std::io::Error),
 }
 
+/// Why the pool's last connection attempt failed: r2d2 itself reports only
+/// that it timed out. One pool per process, so one slot.
+static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+
+/// Why the pool's last connection attempt failed, if one did.
+pub fn last_error() -> Option<String> {
+    LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 impl ManageConnection for Manager {
     type Connection = Client;
     type Error = postgres::Error;
@@ -196,7 +208,11 @@ impl ManageConnection for Manager {
             .take();
         match seeded {
             Some(client) => Ok(client),
-            None => self.inner.connect(),
+            None => self.inner.connect().inspect_err(|err| {
+                let text = describe(err);
+                log::debug!("connection attempt failed: {text}");
+                *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+            }),
         }
     }
 

@@ -552,7 +552,8 @@ fn read_sources(
     // Lines as read are kept only for the reject file.
     let keep_raw = shared.rejects.is_some();
     let stopping = || shared.stop.load(Ordering::SeqCst) || shared.failed.load(Ordering::SeqCst);
-    for (index, source) in sources.into_iter().enumerate() {
+    let mut sources = sources.into_iter().enumerate();
+    while let Some((index, source)) = sources.next() {
         let name = &shared.names[index];
         let may_wait = source.may_wait;
         let mut reader = BufReader::with_capacity(256 * 1024, source.input);
@@ -575,6 +576,16 @@ fn read_sources(
             }
             if stopping() {
                 pending.abandon(shared);
+                if shared.failed.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
+                    let rest = std::iter::once((index, reader, offset, number, may_wait)).chain(
+                        sources.map(|(i, s)| {
+                            let (offset, number) =
+                                s.resume.map_or((0, 0), |(_, m)| (m.offset, m.line));
+                            (i, BufReader::new(s.input), offset, number, s.may_wait)
+                        }),
+                    );
+                    set_aside(rest, shared);
+                }
                 return Ok(());
             }
             let mut held = None;
@@ -715,6 +726,65 @@ fn read_sources(
         pending.abandon(shared);
     }
     Ok(())
+}
+
+/// After a database failure that retries could not outlast, copies the
+/// input not read yet to the reject file as it is, without parsing it, so
+/// that replaying the reject file completes the table. Inputs that may wait
+/// for a writer (pipes) are left alone: they may never end.
+fn set_aside(
+    rest: impl Iterator<Item = (usize, BufReader<Box<dyn Read + Send>>, u64, u64, bool)>,
+    shared: &Shared,
+) {
+    let Some(rejects) = &shared.rejects else {
+        return;
+    };
+    let mut total = 0;
+    for (index, mut reader, offset, number, may_wait) in rest {
+        if may_wait {
+            continue;
+        }
+        let name = &shared.names[index];
+        let (mut bytes, mut lines, mut last) = (0u64, 0u64, b'\n');
+        // Taken after the report's lock, as everywhere, and released before
+        // taking it again.
+        let mut rejects = rejects.lock().unwrap_or_else(|e| e.into_inner());
+        let copied = loop {
+            let chunk = match reader.fill_buf() {
+                Ok([]) => break Ok(()),
+                Ok(chunk) => chunk,
+                Err(err) => break Err(err),
+            };
+            rejects.append(chunk);
+            lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            last = chunk[chunk.len() - 1];
+            bytes += chunk.len() as u64;
+            let n = chunk.len();
+            reader.consume(n);
+        };
+        if last != b'\n' {
+            rejects.append(b"\n");
+            lines += 1;
+        }
+        drop(rejects);
+        if let Err(err) = copied {
+            log::error!("cannot read {name} after line {}: {err}", number + lines);
+        }
+        {
+            let mut report = shared.report();
+            report.read += lines;
+            report.lost += lines;
+        }
+        if let Some(mut tracker) = shared.tracker() {
+            tracker.end_input(index, offset + bytes, number + lines);
+        }
+        total += lines;
+    }
+    if total > 0 {
+        log::warn!(
+            "the database is unavailable: the {total} lines not read yet were appended to the reject file unparsed"
+        );
+    }
 }
 
 /// What [`next_line`] read into the buffer.

@@ -254,11 +254,13 @@ impl Writer<'_> {
         let client = self.connect()?;
         match client.batch_execute("COMMIT") {
             Ok(()) => Ok(()),
-            // The server answered: the transaction did not commit.
-            Err(err) if err.as_db_error().is_some() => {
+            // An ERROR answering COMMIT: the transaction did not commit.
+            Err(err) if err.as_db_error().is_some_and(|db| db.severity() == "ERROR") => {
                 self.abandon();
                 Err(classify(&err))
             }
+            // No answer, or a FATAL one (a terminated backend may commit and
+            // then send FATAL in place of the answer): only the server knows.
             Err(err) => {
                 self.connection = None;
                 Err(Failure::Unknown {
@@ -307,9 +309,12 @@ impl Writer<'_> {
         }
         if self.connection.is_none() {
             let pool = self.pool.as_ref().expect("dry runs do not connect");
-            let client = pool
-                .get()
-                .map_err(|e| Failure::Transient(format!("cannot connect: {e}")))?;
+            let client = pool.get().map_err(|e| {
+                Failure::Transient(match crate::connect::last_error() {
+                    Some(cause) => format!("cannot connect: {cause}"),
+                    None => format!("cannot connect: {e}"),
+                })
+            })?;
             self.connection = Some(client);
         }
         Ok(self.connection.as_mut().expect("just connected"))
