@@ -50,11 +50,25 @@ fn init_logging(args: &GlobalArgs) {
 }
 
 fn run(cli: &Cli) -> Result<Status> {
-    let settings = config::resolve(&cli.global, &PgEnv::from_process()).status(Status::Config)?;
+    let settings = config::resolve(&cli.global, &PgEnv::from_process()).status(Status::Config);
     match &cli.command {
-        Command::Init => init(&settings),
-        Command::Load(args) => load(&settings, args, cli.global.quiet),
-        Command::Check => check(&settings),
+        Command::Init => init(&settings?),
+        Command::Check => check(&settings?),
+        Command::Load(args) => {
+            let started = Instant::now();
+            let result = settings.and_then(|s| load(&s, args, cli.global.quiet, started));
+            if let Err(err) = &result {
+                // Monitoring must see a run that never got going, too.
+                let report = LoadReport::new(true, args.dry_run);
+                let mut files: Vec<_> =
+                    args.files.iter().map(|f| f.display().to_string()).collect();
+                if files.is_empty() {
+                    files.push("-".into());
+                }
+                finish_summary(args, files, &report, started, report::status_of(err));
+            }
+            result
+        }
     }
 }
 
@@ -85,8 +99,7 @@ fn check(settings: &Settings) -> Result<Status> {
     Ok(status)
 }
 
-fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
-    let started = Instant::now();
+fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
     let state = match &args.state_file {
         Some(path) if !args.dry_run => Some(StateFile::open(path).status(Status::Failure)?),
         _ => None,
@@ -143,9 +156,27 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
     if let Some(signal) = outcome.signal {
         status = Status::Signal(signal);
     }
-    let summary = RunSummary {
+    Ok(finish_summary(
+        args,
         files,
-        report: &outcome.report,
+        &outcome.report,
+        started,
+        status,
+    ))
+}
+
+/// Writes --metrics-file and --summary for a run that ended with `status`;
+/// returns the status, made 1 when the metrics file cannot be written.
+fn finish_summary(
+    args: &LoadArgs,
+    files: Vec<String>,
+    report: &LoadReport,
+    started: Instant,
+    mut status: Status,
+) -> Status {
+    let mut summary = RunSummary {
+        files,
+        report,
         seconds: started.elapsed().as_secs_f64(),
         status,
     };
@@ -154,11 +185,12 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool) -> Result<Status> {
     {
         report::print_error(&err);
         status = Status::Failure;
+        summary.status = status;
     }
     if args.summary == Some(SummaryFormat::Json) {
-        writeln!(std::io::stdout(), "{}", summary.to_json())?;
+        let _ = writeln!(std::io::stdout(), "{}", summary.to_json());
     }
-    Ok(status)
+    status
 }
 
 /// Inputs smaller than this load too fast to need a progress line.
