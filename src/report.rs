@@ -114,6 +114,9 @@ pub enum Dropped {
     Lost,
     /// Read, but not written because a signal stopped the run.
     Interrupted,
+    /// Sent with a COMMIT whose outcome could not be learned: maybe in the
+    /// table, maybe not.
+    Uncertain,
 }
 
 /// Per-line messages shown before the rest are only counted.
@@ -132,6 +135,7 @@ pub struct LoadReport {
     pub refused: u64,
     pub lost: u64,
     pub interrupted: u64,
+    pub uncertain: u64,
     /// Where reading stopped early, and why.
     pub stopped: Option<String>,
 }
@@ -146,7 +150,7 @@ impl LoadReport {
     }
 
     pub fn dropped(&self) -> u64 {
-        self.invalid + self.refused + self.lost + self.interrupted
+        self.invalid + self.refused + self.lost + self.interrupted + self.uncertain
     }
 
     /// Records a dropped line and says so on stderr, until the first
@@ -157,6 +161,7 @@ impl LoadReport {
             Dropped::Refused => self.refused += 1,
             Dropped::Lost => self.lost += 1,
             Dropped::Interrupted => self.interrupted += 1,
+            Dropped::Uncertain => self.uncertain += 1,
         }
         if !self.quiet && self.dropped() <= SHOWN_DROPS {
             let _ = writeln!(std::io::stderr(), "pgsense-pg: {source}:{line}: {reason}");
@@ -174,6 +179,12 @@ impl LoadReport {
             self.refused,
             self.lost
         );
+        if self.uncertain > 0 {
+            text.push_str(&format!(
+                ", {} of unknown outcome (maybe in the table)",
+                self.uncertain
+            ));
+        }
         if self.interrupted > 0 {
             text.push_str(&format!(
                 ", {} not loaded when interrupted",
@@ -209,7 +220,7 @@ impl LoadReport {
 
     /// The exit status the accounting calls for.
     pub fn status(&self) -> Status {
-        if self.lost > 0 {
+        if self.lost + self.uncertain > 0 {
             Status::TempFail
         } else if self.invalid + self.refused > 0 {
             Status::DataErr
@@ -308,6 +319,7 @@ impl RunSummary<'_> {
             "refused_by_server": r.refused,
             "dropped_database_failure": r.lost,
             "dropped_interrupted": r.interrupted,
+            "dropped_outcome_unknown": r.uncertain,
             "stopped": r.stopped,
             "dry_run": r.dry_run,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
@@ -352,6 +364,7 @@ impl RunSummary<'_> {
                 ("{reason=\"refused\"}", r.refused as f64),
                 ("{reason=\"database_failure\"}", r.lost as f64),
                 ("{reason=\"interrupted\"}", r.interrupted as f64),
+                ("{reason=\"outcome_unknown\"}", r.uncertain as f64),
             ],
         );
         metric(

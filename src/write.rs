@@ -83,9 +83,14 @@ enum Failure {
 
 /// What finally happened to rows the writer gave up on.
 enum GaveUp {
-    Row { line: Option<usize>, reason: String },
+    Row {
+        line: Option<usize>,
+        reason: String,
+    },
     Lost(String),
     Interrupted,
+    /// COMMIT was sent and the server could not be asked how it ended.
+    Uncertain(String),
 }
 
 impl Writer<'_> {
@@ -127,6 +132,14 @@ impl Writer<'_> {
                     (Dropped::Lost, format!("not inserted: {reason}"))
                 }
                 GaveUp::Interrupted => (Dropped::Interrupted, "not inserted: interrupted".into()),
+                GaveUp::Uncertain(reason) => {
+                    log::error!("{reason}");
+                    shared.failed.store(true, Ordering::SeqCst);
+                    (
+                        Dropped::Uncertain,
+                        format!("may or may not be in the table: {reason}"),
+                    )
+                }
             };
             let unsent: Vec<_> = std::iter::once(rows)
                 .chain(pending.drain(..))
@@ -188,15 +201,15 @@ impl Writer<'_> {
                     Some(true) => return Ok(()),
                     Some(false) => reason,
                     None if shared.stop.load(Ordering::SeqCst) => {
-                        return Err(GaveUp::Lost(format!(
+                        return Err(GaveUp::Uncertain(format!(
                             "{reason}; interrupted before the outcome of COMMIT \
-                                 (transaction {txid}) was known: the rows may be in the table"
+                                 (transaction {txid}) was known"
                         )));
                     }
                     None => {
-                        return Err(GaveUp::Lost(format!(
+                        return Err(GaveUp::Uncertain(format!(
                             "{reason}; the outcome of COMMIT (transaction {txid}) could \
-                                 not be learned within --retry-for: the rows may be in the table"
+                                 not be learned within --retry-for"
                         )));
                     }
                 },

@@ -155,10 +155,21 @@ fn a_server_stopped_mid_load_gives_75_and_every_line_is_accounted_for() {
     assert!(dropped > 0 && inserted >= 100, "{}", out.describe());
 
     server.start();
-    assert_eq!(
-        server.count(&db, "pgsense.findings"),
-        inserted as i64,
-        "the table holds exactly what the summary says was inserted\n{}",
+    // Rows sent with a COMMIT whose answer was lost while the server stayed
+    // down are reported as of unknown outcome: they may be in the table.
+    let uncertain: i64 = out
+        .stderr
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let (before, _) = line.split_once(" of unknown outcome")?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or(0);
+    let rows = server.count(&db, "pgsense.findings");
+    assert!(
+        rows >= inserted as i64 && rows <= inserted as i64 + uncertain,
+        "the table holds what the summary says was inserted, plus at most the lines of unknown outcome ({uncertain})\n{}",
         out.describe()
     );
 }

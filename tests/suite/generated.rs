@@ -55,16 +55,17 @@ Any other failure, such as an input file that cannot be read to its end, or a re
 \fBrefused_by_server\fR,
 \fBdropped_database_failure\fR,
 \fBdropped_interrupted\fR,
+\fBdropped_outcome_unknown\fR (sent with a COMMIT whose outcome could not be learned),
 \fBstopped\fR (where and why reading stopped early, or null),
 \fBdry_run\fR,
 \fBseconds\fR,
 \fBrows_per_second\fR,
 \fBexit_status\fR.
-\fBlines_read\fR equals \fBinserted\fR plus the four kinds of dropped lines.
+\fBlines_read\fR equals \fBinserted\fR plus the five kinds of dropped lines.
 .SH METRICS
 \fBload \-\-metrics\-file\fR writes, for the last run, in Prometheus text format:
 \fBpgsense_alerts_total{channel="postgres",status="ok"|"error"}\fR,
-\fBpgsense_pg_dropped_lines{reason="invalid"|"refused"|"database_failure"|"interrupted"}\fR,
+\fBpgsense_pg_dropped_lines{reason="invalid"|"refused"|"database_failure"|"interrupted"|"outcome_unknown"}\fR,
 \fBpgsense_pg_lines_read\fR,
 \fBpgsense_pg_last_run_duration_seconds\fR,
 \fBpgsense_pg_last_run_timestamp_seconds\fR and
