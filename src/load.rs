@@ -853,17 +853,11 @@ fn trim_line(line: &[u8]) -> &[u8] {
 /// Appends one finding as a row of COPY text format.
 fn encode(finding: &Finding<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
     for field in [
-        &finding.database,
+        &*finding.database,
         &finding.rule_id,
         &finding.description,
         &finding.category,
-    ] {
-        copy_escape(field.as_bytes(), out);
-        out.push(b'\t');
-    }
-    out.extend_from_slice(finding.severity.as_str().as_bytes());
-    out.push(b'\t');
-    for field in [
+        finding.severity.as_str(),
         &finding.schema_name,
         &finding.table_name,
         &finding.column_name,
