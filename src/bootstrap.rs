@@ -243,7 +243,8 @@ fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> 
                     has_schema_privilege(c.relnamespace, 'USAGE'),
                     has_table_privilege(c.oid, 'INSERT'),
                     CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
-                    has_sequence_privilege(s.oid, 'USAGE')
+                    has_sequence_privilege(s.oid, 'USAGE'),
+                    current_setting('transaction_read_only') = 'on'
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id'
              LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass
@@ -260,6 +261,13 @@ fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> 
     let oid: u32 = relation.get(0);
     let relkind: String = relation.get(1);
     let mut checks = Vec::new();
+    if relation.get::<_, bool>(6) {
+        checks.push(Check::missing(
+            "the server accepts writes",
+            "the server is read-only (a standby, or default_transaction_read_only is on): \
+             point --host at the primary",
+        ));
+    }
     if relkind != "r" && relkind != "p" {
         checks.push(Check::missing(
             format!("{qualified} is a table"),

@@ -176,14 +176,30 @@ impl<'a> RawFinding<'a> {
             (None, Some(pairs)) => pairs,
             (None, None) => Vec::new(),
         };
-        for (index, (name, value)) in primary_key.iter().enumerate() {
+        for (name, value) in &primary_key {
             check_no_nul("primary_key", name)?;
             check_no_nul("primary_key", value)?;
-            if primary_key[..index].iter().any(|(seen, _)| seen == name) {
-                return Err(RejectReason::new(format!(
-                    "field `primary_key`: column {name:?} appears twice"
-                )));
-            }
+        }
+        // Keys have a column or two: sorting a copy of the names only when
+        // there are many keeps a hostile line from costing quadratic time.
+        let duplicate = if primary_key.len() <= 8 {
+            primary_key
+                .iter()
+                .enumerate()
+                .find(|(i, (name, _))| primary_key[..*i].iter().any(|(seen, _)| seen == name))
+                .map(|(_, (name, _))| name)
+        } else {
+            let mut names: Vec<_> = primary_key.iter().map(|(name, _)| name).collect();
+            names.sort_unstable();
+            names
+                .windows(2)
+                .find(|pair| pair[0] == pair[1])
+                .map(|pair| pair[0])
+        };
+        if let Some(name) = duplicate {
+            return Err(RejectReason::new(format!(
+                "field `primary_key`: column {name:?} appears twice"
+            )));
         }
         let detected_at = match (timestamp, detected_at) {
             (Some(a), Some(b)) if a != b => {
@@ -666,6 +682,27 @@ mod tests {
         let line = with("primary_key", "");
         let line = line.replace("\"lsn\"", r#""primary_keys":[["a","1"],["b","2"]],"lsn""#);
         assert_eq!(parse_line(line.as_bytes()).unwrap().primary_key.len(), 2);
+    }
+
+    #[test]
+    fn duplicate_key_columns_few_or_many() {
+        let pairs = |n: usize, dup: bool| {
+            let mut list: Vec<String> = (0..n).map(|i| format!(r#"["c{i}","v"]"#)).collect();
+            if dup {
+                list.push(r#"["c1","w"]"#.into());
+            }
+            with("primary_key", "").replace(
+                "\"lsn\"",
+                &format!(r#""primary_keys":[{}],"lsn""#, list.join(",")),
+            )
+        };
+        for n in [3, 5000] {
+            assert!(parse_line(pairs(n, false).as_bytes()).is_ok(), "{n}");
+            assert!(
+                reason(&pairs(n, true)).contains("\"c1\" appears twice"),
+                "{n}"
+            );
+        }
     }
 
     #[test]
