@@ -64,6 +64,7 @@ pub struct Password {
 }
 
 /// TLS as resolved: libpq's sslmode and the certificates it uses.
+#[derive(Clone)]
 pub struct Tls {
     pub mode: SslMode,
     /// Which setting chose the mode, for messages.
@@ -75,6 +76,7 @@ pub struct Tls {
 }
 
 /// The certificate authorities a verifying mode trusts.
+#[derive(Clone)]
 pub enum Roots {
     /// The system's trusted roots (the scanner's behaviour, and libpq's
     /// `sslrootcert=system`).
@@ -98,6 +100,7 @@ impl Roots {
 }
 
 /// A client certificate with its key, and where they came from.
+#[derive(Clone)]
 pub struct ClientCert {
     pub identity: Identity,
     pub origin: String,

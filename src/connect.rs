@@ -3,14 +3,18 @@
 //! set), and the r2d2 pool of at most two connections. Every wait here is
 //! bounded by --connect-timeout.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use native_tls::TlsConnector;
 use postgres::Client;
-use postgres_native_tls::MakeTlsConnector;
+use postgres::Socket;
+use postgres::tls::{MakeTlsConnect, TlsConnect};
+use postgres_native_tls::{MakeTlsConnector, TlsStream};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
@@ -28,7 +32,7 @@ pub type Connection = r2d2::PooledConnection<Manager>;
 /// holds more than [`POOL_SIZE`] connections, the first one included.
 pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
     let config = pg_config(settings);
-    let tls = tls_connector(&settings.tls)?;
+    let tls = LazyTls::new(&settings.tls);
     let manager = Manager {
         inner: PostgresConnectionManager::new(config.clone(), tls.clone()),
         config,
@@ -148,13 +152,72 @@ fn tls_connector(tls: &Tls) -> Result<MakeTlsConnector> {
     Ok(MakeTlsConnector::new(connector))
 }
 
+/// The TLS connector, built the first time a server agrees to TLS: loading
+/// the system's CA bundle costs tens of milliseconds, which a connection
+/// without TLS (a Unix socket, a server without ssl, sslmode=disable) need
+/// not pay.
+#[derive(Clone)]
+pub struct LazyTls {
+    tls: Arc<Tls>,
+    built: Arc<OnceLock<Result<MakeTlsConnector, String>>>,
+}
+
+impl LazyTls {
+    fn new(tls: &Tls) -> LazyTls {
+        LazyTls {
+            tls: Arc::new(tls.clone()),
+            built: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+type TlsError = Box<dyn std::error::Error + Send + Sync>;
+
+impl MakeTlsConnect<Socket> for LazyTls {
+    type Stream = TlsStream<Socket>;
+    type TlsConnect = LazyConnect;
+    type Error = TlsError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<LazyConnect, TlsError> {
+        Ok(LazyConnect {
+            lazy: self.clone(),
+            domain: domain.to_owned(),
+        })
+    }
+}
+
+/// One TLS handshake to come, with the host name it checks.
+pub struct LazyConnect {
+    lazy: LazyTls,
+    domain: String,
+}
+
+impl TlsConnect<Socket> for LazyConnect {
+    type Stream = TlsStream<Socket>;
+    type Error = TlsError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsStream<Socket>, TlsError>> + Send>>;
+
+    fn connect(self, stream: Socket) -> Self::Future {
+        let built = self
+            .lazy
+            .built
+            .get_or_init(|| tls_connector(&self.lazy.tls).map_err(|e| format!("{e:#}")));
+        let handshake = match built {
+            Ok(make) => MakeTlsConnect::<Socket>::make_tls_connect(&mut make.clone(), &self.domain)
+                .map_err(TlsError::from),
+            Err(message) => Err(message.clone().into()),
+        };
+        Box::pin(async move { handshake?.connect(stream).await.map_err(TlsError::from) })
+    }
+}
+
 /// The pool's connection manager: hands out the first, already open
 /// connection once, then opens new ones.
 pub struct Manager {
-    inner: PostgresConnectionManager<MakeTlsConnector>,
+    inner: PostgresConnectionManager<LazyTls>,
     /// The same settings as `inner`'s, for the bounded first connect.
     config: postgres::Config,
-    tls: MakeTlsConnector,
+    tls: LazyTls,
     seed: Mutex<Option<Client>>,
 }
 
