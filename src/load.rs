@@ -577,14 +577,29 @@ fn read_sources(
             if stopping() {
                 pending.abandon(shared);
                 if shared.failed.load(Ordering::SeqCst) && !shared.stop.load(Ordering::SeqCst) {
-                    let rest = std::iter::once((index, reader, offset, number, may_wait)).chain(
-                        sources.map(|(i, s)| {
-                            let (offset, number) =
-                                s.resume.map_or((0, 0), |(_, m)| (m.offset, m.line));
-                            (i, BufReader::new(s.input), offset, number, s.may_wait)
-                        }),
-                    );
-                    set_aside(rest, shared);
+                    let current = Unread {
+                        index,
+                        reader,
+                        offset,
+                        line: number,
+                        may_wait,
+                        tracked,
+                    };
+                    let rest = sources.map(|(index, source)| {
+                        let (offset, line) = source
+                            .resume
+                            .as_ref()
+                            .map_or((0, 0), |(_, m)| (m.offset, m.line));
+                        Unread {
+                            index,
+                            reader: BufReader::new(source.input),
+                            offset,
+                            line,
+                            may_wait: source.may_wait,
+                            tracked: source.resume.is_some(),
+                        }
+                    });
+                    set_aside(std::iter::once(current).chain(rest), shared);
                 }
                 return Ok(());
             }
@@ -728,24 +743,42 @@ fn read_sources(
     Ok(())
 }
 
+/// An input not read to its end when the database failed for good.
+struct Unread {
+    index: usize,
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// Where reading stopped: byte offset and lines before it.
+    offset: u64,
+    line: u64,
+    may_wait: bool,
+    tracked: bool,
+}
+
 /// After a database failure that retries could not outlast, copies the
 /// input not read yet to the reject file as it is, without parsing it, so
 /// that replaying the reject file completes the table. Inputs that may wait
 /// for a writer (pipes) are left alone: they may never end.
-fn set_aside(
-    rest: impl Iterator<Item = (usize, BufReader<Box<dyn Read + Send>>, u64, u64, bool)>,
-    shared: &Shared,
-) {
+fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
     let Some(rejects) = &shared.rejects else {
         return;
     };
     let mut total = 0;
-    for (index, mut reader, offset, number, may_wait) in rest {
+    for Unread {
+        index,
+        mut reader,
+        offset,
+        line: number,
+        may_wait,
+        tracked,
+    } in rest
+    {
         if may_wait {
             continue;
         }
         let name = &shared.names[index];
-        let (mut bytes, mut lines, mut last) = (0u64, 0u64, b'\n');
+        let (mut bytes, mut lines) = (0u64, 0u64);
+        // What follows the last newline seen: copied once its line ends.
+        let mut partial = Vec::new();
         // Taken after the report's lock, as everywhere, and released before
         // taking it again.
         let mut rejects = rejects.lock().unwrap_or_else(|e| e.into_inner());
@@ -755,16 +788,27 @@ fn set_aside(
                 Ok(chunk) => chunk,
                 Err(err) => break Err(err),
             };
-            rejects.append(chunk);
-            lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
-            last = chunk[chunk.len() - 1];
-            bytes += chunk.len() as u64;
+            match chunk.iter().rposition(|&b| b == b'\n') {
+                Some(end) => {
+                    rejects.append(&partial);
+                    rejects.append(&chunk[..=end]);
+                    lines += chunk[..=end].iter().filter(|&&b| b == b'\n').count() as u64;
+                    bytes += (partial.len() + end + 1) as u64;
+                    partial.clear();
+                    partial.extend_from_slice(&chunk[end + 1..]);
+                }
+                None => partial.extend_from_slice(chunk),
+            }
             let n = chunk.len();
             reader.consume(n);
         };
-        if last != b'\n' {
+        // An unterminated last line of a tracked file may be mid-write: it is
+        // left for the next run, as when reading normally.
+        if !partial.is_empty() && !tracked {
+            rejects.append(&partial);
             rejects.append(b"\n");
             lines += 1;
+            bytes += partial.len() as u64;
         }
         drop(rejects);
         if let Err(err) = copied {
