@@ -31,3 +31,6 @@ mod operator;
 mod resources;
 #[path = "suite/tls.rs"]
 mod tls;
+
+#[path = "suite/isolation.rs"]
+mod isolation;

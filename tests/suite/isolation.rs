@@ -1,0 +1,106 @@
+//! Per-row isolation inside COPY batches (issue 3): a row the server refuses
+//! drops only itself, wherever it sits in a batch, whether the server names
+//! its line (CHECK constraint, trigger) or not (a deferred constraint
+//! trigger, which fails at COMMIT and makes the loader bisect).
+
+use crate::support::findings::{assert_rows, rows};
+use crate::support::{Finding, Shape, shared};
+
+const TABLE: &str = "pgsense.findings";
+
+/// Ten rows a batch; lines refused: the first and the last row of the second
+/// batch, two rows of the third, and the whole fourth batch.
+const BATCH_ROWS: u64 = 10;
+const LINES: u64 = 50;
+
+fn refused(line: u64) -> bool {
+    matches!(line, 11 | 20 | 23 | 27 | 31..=40)
+}
+
+/// Input where the refused lines carry rule_id "refuse-me"; the findings
+/// expected in the table.
+fn input() -> (String, Vec<Finding>) {
+    let mut text = String::new();
+    let mut kept = Vec::new();
+    for line in 1..=LINES {
+        let mut finding = Finding::sample(line);
+        if refused(line) {
+            finding.rule_id = "refuse-me".into();
+        } else {
+            kept.push(finding.clone());
+        }
+        text += &finding.line(Shape::Object);
+        text.push('\n');
+    }
+    (text, kept)
+}
+
+fn load_with(setup: &str, reason: &str) {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    server.execute(&db, setup);
+    let (text, kept) = input();
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", &BATCH_ROWS.to_string()])
+        .stdin(text)
+        .run();
+    let expected: Vec<u64> = (1..=LINES).filter(|l| refused(*l)).collect();
+    out.assert_code(65).assert_stderr_contains(&format!(
+        "{LINES} read, {} inserted, {} dropped (0 invalid, {} refused by the server",
+        kept.len(),
+        expected.len(),
+        expected.len()
+    ));
+    let mut reported = out.rejected_line_numbers("-");
+    reported.sort_unstable();
+    assert_eq!(reported, expected, "{}", out.describe());
+    for line in &expected {
+        assert!(
+            out.reject_reason("-", *line).contains(reason),
+            "line {line}: the server's reason is given\n{}",
+            out.describe()
+        );
+    }
+    assert_rows(&rows(server, &db, TABLE), &kept);
+}
+
+#[test]
+fn a_check_constraint_drops_only_the_refused_rows_wherever_they_sit() {
+    load_with(
+        "alter table pgsense.findings add constraint no_refusals check (rule_id <> 'refuse-me')",
+        "no_refusals",
+    );
+}
+
+#[test]
+fn a_trigger_exception_drops_only_the_refused_rows() {
+    load_with(
+        "create function pgsense.refuse() returns trigger language plpgsql as $$
+         begin
+           if new.rule_id = 'refuse-me' then raise exception 'refused by policy'; end if;
+           return new;
+         end $$;
+         create trigger refuse before insert on pgsense.findings
+         for each row execute function pgsense.refuse()",
+        "refused by policy",
+    );
+}
+
+/// A deferred constraint trigger fails at COMMIT, with no COPY line number:
+/// the loader finds the refused rows by bisecting.
+#[test]
+fn an_error_at_commit_without_a_line_number_is_bisected() {
+    load_with(
+        "create function pgsense.refuse_late() returns trigger language plpgsql as $$
+         begin
+           if new.rule_id = 'refuse-me' then raise exception 'refused at commit'; end if;
+           return null;
+         end $$;
+         create constraint trigger refuse_late after insert on pgsense.findings
+         deferrable initially deferred
+         for each row execute function pgsense.refuse_late()",
+        "refused at commit",
+    );
+}
