@@ -77,7 +77,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslkey -d
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way, and connect to nothing'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way, and connect to nothing (--state-file and --reject-file are left untouched)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -71,7 +71,8 @@ pub struct LoadArgs {
     pub reject_file: Option<PathBuf>,
 
     /// Parse and validate the input with the rules of a real load, report
-    /// the same way, and connect to nothing.
+    /// the same way, and connect to nothing (--state-file and --reject-file
+    /// are left untouched).
     #[arg(long)]
     pub dry_run: bool,
 
