@@ -104,12 +104,12 @@ pub struct LoadArgs {
 
     /// Send at most this many rows in one transaction.
     #[arg(long, value_name = "ROWS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub batch_rows: u64,
 
     /// Send at most about this many bytes of row data in one transaction.
     #[arg(long, value_name = "BYTES", default_value_t = 2 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     pub batch_bytes: u64,
 }
 

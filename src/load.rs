@@ -19,9 +19,10 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::Range;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct Source {
     pub resume: Option<(String, Mark)>,
     /// Bytes left to read, for a regular file.
     pub size: Option<u64>,
+    /// Device and inode, to tell an input from the files the run writes.
+    pub identity: Option<(u64, u64)>,
 }
 
 /// Opens every input before anything connects, so that a missing file costs
@@ -96,6 +99,7 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
                 may_wait: !meta.is_file(),
                 resume,
                 size: meta.is_file().then(|| meta.len().saturating_sub(start)),
+                identity: Some((meta.dev(), meta.ino())),
             })
         })
         .collect()
@@ -103,18 +107,20 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
 
 fn stdin_source() -> Source {
     let stdin = io::stdin();
-    let is_file = stdin
+    let meta = stdin
         .as_fd()
         .try_clone_to_owned()
         .map(File::from)
         .and_then(|f| f.metadata())
-        .is_ok_and(|m| m.is_file());
+        .ok();
+    let is_file = meta.as_ref().is_some_and(|m| m.is_file());
     Source {
         name: "-".into(),
         input: Box::new(stdin),
         may_wait: !is_file,
         resume: None,
         size: None,
+        identity: meta.map(|m| (m.dev(), m.ino())),
     }
 }
 
@@ -271,9 +277,24 @@ impl Shared {
             let row = &batch.rows[lost];
             tracker.open_batch(row.source as usize, row.offset, row.line - 1);
         }
-        if let Err(err) = tracker.save(false) {
+        if tracker.due()
+            && let Err(err) = self.save_state(&mut tracker)
+        {
             log::error!("{err:#}");
         }
+    }
+
+    /// Saves the state file, once the reject file holds on disk every line
+    /// the new marks pass over; never after the reject file failed.
+    fn save_state(&self, tracker: &mut Tracker) -> Result<()> {
+        if let Some(rejects) = &self.rejects {
+            rejects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync()
+                .context("the state file is not updated past lines the reject file may not hold")?;
+        }
+        tracker.save()
     }
 
     /// Drops every row of a batch that will not be sent.
@@ -286,6 +307,13 @@ impl Shared {
         self.tracker
             .as_ref()
             .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the run is over although the reader may still be waiting for
+    /// input: a signal or a database failure came while it held no rows.
+    pub fn stopped_while_waiting(&self) -> bool {
+        (self.stop.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst))
+            && self.reader_idle.load(Ordering::SeqCst)
     }
 
     /// Returns a written batch for reuse.
@@ -422,11 +450,17 @@ pub fn load(
             anyhow::bail!("a writer thread panicked");
         }
     }
-    let stopped = shared.stop.load(Ordering::SeqCst) && shared.reader_idle.load(Ordering::SeqCst);
+    let stopped = shared.stopped_while_waiting();
     let read_result = if stopped {
-        reader_done.try_recv().unwrap_or(Ok(()))
+        match reader_done.try_recv() {
+            Err(TryRecvError::Disconnected) => Err(anyhow::anyhow!("the reader thread failed")),
+            Err(TryRecvError::Empty) => Ok(()),
+            Ok(result) => result,
+        }
     } else {
-        reader_done.recv().unwrap_or(Ok(()))
+        reader_done
+            .recv()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader thread failed")))
     };
 
     if let Some(progress) = progress {
@@ -454,7 +488,9 @@ pub fn load(
         };
         report.stopped = Some(format!("{why}: stopped reading {name} after line {line}"));
     }
-    let state_error = shared.tracker().and_then(|mut t| t.save(true).err());
+    let state_error = shared
+        .tracker()
+        .and_then(|mut tracker| shared.save_state(&mut tracker).err());
     let rejects = shared
         .rejects
         .as_ref()
@@ -565,14 +601,16 @@ fn read_sources(
             tracker.start_input(index);
         }
         loop {
-            if may_wait && reader.buffer().is_empty() {
-                // About to wait for a writer on the other end of a pipe: hand
-                // over every row read so far, so none waits in memory.
-                if !pending.send_all(&sender, shared, &options) {
-                    pending.abandon(shared);
+            if let Some(max) = options.max_rejects {
+                let report = shared.report();
+                if report.invalid + report.refused > max {
+                    drop(report);
+                    shared.limit_hit.store(true, Ordering::SeqCst);
+                    if !pending.send_all(&sender, shared, &options) {
+                        pending.abandon(shared);
+                    }
                     return Ok(());
                 }
-                shared.reader_idle.store(true, Ordering::SeqCst);
             }
             if stopping() {
                 pending.abandon(shared);
@@ -604,6 +642,7 @@ fn read_sources(
                 return Ok(());
             }
             let mut held = None;
+            let mut handed_over = true;
             let next = next_line(
                 &mut reader,
                 &mut line,
@@ -618,9 +657,22 @@ fn read_sources(
                         .append(bytes);
                     }
                 },
+                // About to wait for a writer on the other end of a pipe: hand
+                // over every row read so far, so none waits in memory, and
+                // say so, so that a stop need not wait for more input.
+                &mut || {
+                    if may_wait {
+                        handed_over &= pending.send_all(&sender, shared, &options);
+                        shared.reader_idle.store(true, Ordering::SeqCst);
+                    }
+                },
             );
             drop(held.take());
             shared.reader_idle.store(false, Ordering::SeqCst);
+            if !handed_over {
+                pending.abandon(shared);
+                return Ok(());
+            }
             let next = match next {
                 Ok(next) => next,
                 Err(err) => {
@@ -643,17 +695,6 @@ fn read_sources(
             shared
                 .bytes_read
                 .fetch_add(offset - start, Ordering::Relaxed);
-            if let Some(max) = options.max_rejects {
-                let report = shared.report();
-                if report.invalid + report.refused > max {
-                    drop(report);
-                    shared.limit_hit.store(true, Ordering::SeqCst);
-                    if !pending.send_all(&sender, shared, &options) {
-                        pending.abandon(shared);
-                    }
-                    return Ok(());
-                }
-            }
             number += 1;
             shared.at_line.store(number, Ordering::SeqCst);
             if let Line::TooLong { length, .. } = next {
@@ -842,47 +883,77 @@ enum Line {
     End,
 }
 
-/// Reads one line into `buf`, holding at most `max + 1` bytes of it: a
-/// longer line is skipped to its end without being kept, and handed to
-/// `spill` piece by piece (newline-terminated) instead.
-fn next_line(
-    reader: &mut impl BufRead,
+/// Reads one line into `buf`, holding at most `max` bytes of it (plus one
+/// read's worth): a longer line is skipped to its end without being kept,
+/// and handed to `spill` piece by piece (newline-terminated) instead.
+/// `before_wait` runs whenever the next read may block, that is when what
+/// was read ahead is used up, except while a long line is being skipped.
+fn next_line<R: Read>(
+    reader: &mut BufReader<R>,
     buf: &mut Vec<u8>,
     max: u64,
     spill: &mut dyn FnMut(&[u8]),
+    before_wait: &mut dyn FnMut(),
 ) -> io::Result<Line> {
     buf.clear();
-    let read = reader.by_ref().take(max + 1).read_until(b'\n', buf)?;
-    if read == 0 {
-        return Ok(Line::End);
-    }
-    if buf.last() == Some(&b'\n') || (read as u64) <= max {
-        return Ok(Line::Text);
-    }
-    let mut length = read as u64;
-    let mut terminated = false;
-    spill(buf);
     loop {
+        if reader.buffer().is_empty() {
+            before_wait();
+        }
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            spill(b"\n");
+            return Ok(if buf.is_empty() {
+                Line::End
+            } else {
+                Line::Text
+            });
+        }
+        let (take, terminated) = match memchr::memchr(b'\n', available) {
+            Some(end) => (end + 1, true),
+            None => (available.len(), false),
+        };
+        let length = (buf.len() + take - usize::from(terminated)) as u64;
+        if length > max {
+            spill(buf);
+            spill(&available[..take]);
+            reader.consume(take);
+            buf.clear();
+            return skip_rest(reader, length, terminated, spill);
+        }
+        buf.extend_from_slice(&available[..take]);
+        reader.consume(take);
+        if terminated {
+            return Ok(Line::Text);
+        }
+    }
+}
+
+/// Skips the rest of a line found too long after `length` bytes, handing it
+/// to `spill`.
+fn skip_rest(
+    reader: &mut impl BufRead,
+    mut length: u64,
+    mut terminated: bool,
+    spill: &mut dyn FnMut(&[u8]),
+) -> io::Result<Line> {
+    while !terminated {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
             break;
         }
-        match available.iter().position(|&b| b == b'\n') {
+        let take = match memchr::memchr(b'\n', available) {
             Some(end) => {
-                length += end as u64;
                 terminated = true;
-                spill(&available[..=end]);
-                reader.consume(end + 1);
-                break;
+                end + 1
             }
-            None => {
-                let n = available.len();
-                length += n as u64;
-                spill(available);
-                reader.consume(n);
-            }
-        }
+            None => available.len(),
+        };
+        spill(&available[..take]);
+        length += (take - usize::from(terminated)) as u64;
+        reader.consume(take);
+    }
+    if !terminated {
+        spill(b"\n");
     }
     let consumed = length + u64::from(terminated);
     Ok(Line::TooLong { length, consumed })
@@ -1000,9 +1071,13 @@ mod tests {
         let mut seen = Vec::new();
         let mut spilled = Vec::new();
         loop {
-            match next_line(&mut reader, &mut buf, 8, &mut |b| {
-                spilled.extend_from_slice(b)
-            }) {
+            match next_line(
+                &mut reader,
+                &mut buf,
+                8,
+                &mut |b| spilled.extend_from_slice(b),
+                &mut || {},
+            ) {
                 Ok(Line::End) => break,
                 Ok(Line::TooLong { length, consumed }) => {
                     seen.push(format!("long {length}/{consumed}"))

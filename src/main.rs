@@ -109,6 +109,18 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
         _ => None,
     };
+    if let Some(rejects) = &rejects
+        && let Some(input) = sources
+            .iter()
+            .find(|s| s.identity.is_some() && s.identity == rejects.identity())
+    {
+        return Err(anyhow::anyhow!(
+            "the reject file is also an input ({}): it would grow while being read; \
+             write rejects to another file, and replay this one without --reject-file or with another",
+            input.name
+        ))
+        .status(Status::Usage);
+    }
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
     }

@@ -16,6 +16,8 @@ pub enum Status {
     Ok,
     /// Any other failure.
     Failure,
+    /// Flags that contradict each other.
+    Usage,
     /// Some lines were rejected as bad data.
     DataErr,
     /// An input file could not be opened.
@@ -44,6 +46,7 @@ impl Status {
         match self {
             Status::Ok => 0,
             Status::Failure => 1,
+            Status::Usage => 2,
             Status::DataErr => 65,
             Status::NoInput => 66,
             Status::Unavailable => 69,
@@ -236,8 +239,9 @@ impl LoadReport {
 pub struct Rejects {
     path: PathBuf,
     file: Option<BufWriter<File>>,
-    /// The first write error, and how many lines it cost.
-    failed: Option<(io::Error, u64)>,
+    /// The first write error: from then on nothing is written, and the run
+    /// fails saying so.
+    failed: Option<io::Error>,
 }
 
 impl Rejects {
@@ -255,38 +259,51 @@ impl Rejects {
         })
     }
 
-    /// Appends bytes; a failure is remembered and reported by [`finish`].
+    /// The file's device and inode, to tell it from the inputs.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.as_ref()?.get_ref().metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+
+    /// Appends bytes; a failure is remembered and reported by [`sync`] and
+    /// [`finish`].
     ///
+    /// [`sync`]: Rejects::sync
     /// [`finish`]: Rejects::finish
     pub fn append(&mut self, bytes: &[u8]) {
-        match (&mut self.file, &mut self.failed) {
-            (Some(file), None) => {
-                if let Err(err) = file.write_all(bytes) {
-                    self.failed = Some((err, bytes.ends_with(b"\n").into()));
-                }
-            }
-            (_, Some((_, lines))) => *lines += u64::from(bytes.ends_with(b"\n")),
-            (None, None) => {}
+        if let (Some(file), None) = (&mut self.file, &self.failed)
+            && let Err(err) = file.write_all(bytes)
+        {
+            self.failed = Some(err);
+        }
+    }
+
+    /// Flushes and fsyncs what was appended so far: afterwards those lines
+    /// are on disk. Fails, now and ever after, once a write has failed.
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        if self.failed.is_none()
+            && let Some(file) = &mut self.file
+            && let Err(err) = file.flush().and_then(|()| file.get_ref().sync_data())
+        {
+            self.failed = Some(err);
+        }
+        match &self.failed {
+            Some(err) => Err(self.error(err)),
+            None => Ok(()),
         }
     }
 
     /// Flushes and fsyncs, so the lines are on disk before the run exits.
     pub fn finish(mut self) -> anyhow::Result<()> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
-        };
-        let path = self.path.display();
-        if let Some((err, lines)) = self.failed {
-            anyhow::bail!(
-                "cannot write reject file {path}: {err}; {lines} dropped lines are not in it"
-            );
-        }
-        let file = file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("cannot write reject file {path}"))?;
-        file.sync_all()
-            .with_context(|| format!("cannot write reject file {path}"))
+        self.sync()
+    }
+
+    fn error(&self, err: &io::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "cannot write reject file {}: {err}: dropped lines reported on stderr are missing from it",
+            self.path.display()
+        )
     }
 }
 

@@ -258,11 +258,14 @@ impl Tracker {
         self.reader = (index + 1, 0, 0);
     }
 
-    /// Saves the marks, at most once a second unless `now`.
-    pub fn save(&mut self, now: bool) -> Result<()> {
-        if !now && self.last_save.elapsed() < SAVE_EVERY {
-            return Ok(());
-        }
+    /// Whether a second has passed since the last save.
+    pub fn due(&self) -> bool {
+        self.last_save.elapsed() >= SAVE_EVERY
+    }
+
+    /// Saves the marks. The caller makes sure first that the dropped lines
+    /// they pass over are on disk in the reject file.
+    pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
         let (index, offset, line) = match self.outstanding.first_key_value() {
             Some((&(index, offset), &(line, _)))

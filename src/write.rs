@@ -53,7 +53,7 @@ pub fn write_batches(
                 shared.recycle(batch);
             }
             Err(RecvTimeoutError::Timeout) => {
-                if shared.stop.load(Ordering::SeqCst) && shared.reader_idle.load(Ordering::SeqCst) {
+                if shared.stopped_while_waiting() {
                     return;
                 }
             }
