@@ -47,9 +47,11 @@ pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapRe
     let (mut schema_exists, mut table_exists) = lookup(client, settings)?;
     if !(schema_exists && table_exists) {
         let mut tx = client.transaction().map_err(db_error)?;
+        // One lock per schema: loaders of different tables in one new
+        // schema would otherwise race on CREATE SCHEMA.
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&LOCK_CLASS, &qualified],
+            &[&LOCK_CLASS, schema],
         )
         .map_err(db_error)
         .context("cannot take the bootstrap lock")?;

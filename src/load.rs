@@ -220,6 +220,8 @@ pub struct Shared {
     finished_all: AtomicBool,
     /// Set when the reader stopped because of --max-rejects.
     limit_hit: AtomicBool,
+    /// Lines copied unread to the reject file after the database failed.
+    set_aside: AtomicU64,
     /// Input bytes read so far, for progress.
     bytes_read: AtomicU64,
     /// With --state-file: which lines are done.
@@ -392,6 +394,7 @@ pub fn load(
         finished_all: AtomicBool::new(false),
         limit_hit: AtomicBool::new(false),
         bytes_read: AtomicU64::new(0),
+        set_aside: AtomicU64::new(0),
         at_source: AtomicUsize::new(0),
         at_line: AtomicU64::new(0),
         spare: Mutex::new(Vec::new()),
@@ -486,7 +489,14 @@ pub fn load(
             None if shared.limit_hit.load(Ordering::SeqCst) => &limit,
             None => "the database failed",
         };
-        report.stopped = Some(format!("{why}: stopped reading {name} after line {line}"));
+        let mut stopped = format!("{why}: stopped reading {name} after line {line}");
+        let set_aside = shared.set_aside.load(Ordering::SeqCst);
+        if set_aside > 0 {
+            stopped.push_str(&format!(
+                "; the {set_aside} findings not read were appended to the reject file as they are"
+            ));
+        }
+        report.stopped = Some(stopped);
     }
     let state_error = shared
         .tracker()
@@ -688,7 +698,13 @@ fn read_sources(
                 Line::End => break,
                 // The scanner may be writing this line right now: leave it
                 // for the next run.
-                Line::Text if tracked && line.last() != Some(&b'\n') => break,
+                Line::Text if tracked && line.last() != Some(&b'\n') => {
+                    log::info!(
+                        "{name}: line {} has no end yet: left for the next run",
+                        number + 1
+                    );
+                    break;
+                }
                 Line::Text => offset += line.len() as u64,
                 Line::TooLong { consumed, .. } => offset += consumed,
             }
@@ -803,7 +819,6 @@ fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
     let Some(rejects) = &shared.rejects else {
         return;
     };
-    let mut total = 0;
     for Unread {
         index,
         mut reader,
@@ -823,18 +838,36 @@ fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
         // Taken after the report's lock, as everywhere, and released before
         // taking it again.
         let mut rejects = rejects.lock().unwrap_or_else(|e| e.into_inner());
+        // Lines with content: blank ones are not findings, as when reading.
+        let mut findings = 0u64;
+        let mut count = |line: &[u8]| {
+            lines += 1;
+            findings += u64::from(line.iter().any(|b| !b.is_ascii_whitespace()));
+        };
         let copied = loop {
+            if shared.stop.load(Ordering::SeqCst) {
+                break Ok(());
+            }
             let chunk = match reader.fill_buf() {
                 Ok([]) => break Ok(()),
                 Ok(chunk) => chunk,
                 Err(err) => break Err(err),
             };
-            match chunk.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', chunk) {
                 Some(end) => {
                     rejects.append(&partial);
                     rejects.append(&chunk[..=end]);
-                    lines += chunk[..=end].iter().filter(|&&b| b == b'\n').count() as u64;
                     bytes += (partial.len() + end + 1) as u64;
+                    let mut start = 0;
+                    for newline in memchr::memchr_iter(b'\n', &chunk[..=end]) {
+                        if start == 0 && !partial.is_empty() {
+                            partial.extend_from_slice(&chunk[..newline]);
+                            count(&partial);
+                        } else {
+                            count(&chunk[start..newline]);
+                        }
+                        start = newline + 1;
+                    }
                     partial.clear();
                     partial.extend_from_slice(&chunk[end + 1..]);
                 }
@@ -845,11 +878,11 @@ fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
         };
         // An unterminated last line of a tracked file may be mid-write: it is
         // left for the next run, as when reading normally.
-        if !partial.is_empty() && !tracked {
+        if !partial.is_empty() && !tracked && !shared.stop.load(Ordering::SeqCst) {
             rejects.append(&partial);
             rejects.append(b"\n");
-            lines += 1;
             bytes += partial.len() as u64;
+            count(&partial);
         }
         drop(rejects);
         if let Err(err) = copied {
@@ -857,18 +890,16 @@ fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
         }
         {
             let mut report = shared.report();
-            report.read += lines;
-            report.lost += lines;
+            report.read += findings;
+            report.lost += findings;
         }
         if let Some(mut tracker) = shared.tracker() {
             tracker.end_input(index, offset + bytes, number + lines);
         }
-        total += lines;
-    }
-    if total > 0 {
-        log::warn!(
-            "the database is unavailable: the {total} lines not read yet were appended to the reject file unparsed"
-        );
+        shared.set_aside.fetch_add(findings, Ordering::SeqCst);
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
     }
 }
 

@@ -134,6 +134,15 @@ const TEXT_FIELDS: [&str; 9] = [
     "masked_sample",
 ];
 
+/// The other fields a finding may have.
+const OTHER_FIELDS: [&str; 5] = [
+    "primary_key",
+    "primary_keys",
+    "lsn",
+    "timestamp",
+    "detected_at",
+];
+
 /// The line as JSON gave it: fields present, types checked, nothing else.
 #[derive(Default)]
 struct RawFinding<'a> {
@@ -325,12 +334,17 @@ fn rfc3339_problem(text: &str) -> Option<&'static str> {
         if i == start {
             return Some("empty fraction of a second");
         }
+        // PostgreSQL takes a leap second, but nothing past it.
+        if second == 60 && b[start..i].iter().any(|&d| d != b'0') {
+            return Some("time out of range");
+        }
     }
     match b.get(i) {
         Some(b'Z' | b'z') if b.len() == i + 1 => None,
         Some(b'+' | b'-') if b.len() == i + 6 && at(i + 3, b":") => {
             match (digits(i + 1..i + 3), digits(i + 4..i + 6)) {
-                (Some(h), Some(m)) if h <= 23 && m <= 59 => None,
+                // PostgreSQL's limit for a UTC offset is 15:59.
+                (Some(h), Some(m)) if h <= 15 && m <= 59 => None,
                 _ => Some("bad UTC offset"),
             }
         }
@@ -368,54 +382,44 @@ impl<'de> Visitor<'de> for RawFindingVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawFinding::default();
+        // Fields seen so far, by their place in OTHER_FIELDS after the text
+        // ones: a field given twice is an error even when its value is null.
+        let mut seen = 0u32;
         while let Some(key) = map.next_key_seed(TextSeed)? {
             let name: &str = &key;
+            let Some(place) = TEXT_FIELDS
+                .iter()
+                .chain(&OTHER_FIELDS)
+                .position(|f| *f == name)
+            else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if seen & (1 << place) != 0 {
+                return Err(de::Error::custom(format_args!("duplicate field `{name}`")));
+            }
+            seen |= 1 << place;
             // Re-labels a value's error with the field it belongs to.
             let field = |e: A::Error| de::Error::custom(format_args!("field `{name}`: {e}"));
-            let duplicate = || de::Error::custom(format_args!("duplicate field `{name}`"));
-            if let Some(index) = TEXT_FIELDS.iter().position(|f| *f == name) {
-                if raw.text[index].is_some() {
-                    return Err(duplicate());
-                }
-                raw.text[index] = Some(map.next_value_seed(TextSeed).map_err(field)?);
-                continue;
-            }
             match name {
-                "primary_key" | "primary_keys" => {
-                    let object = name == "primary_key";
-                    let slot = if object {
-                        &mut raw.primary_key
-                    } else {
-                        &mut raw.primary_keys
-                    };
-                    if slot.is_some() {
-                        return Err(duplicate());
-                    }
-                    *slot = map
-                        .next_value_seed(KeySeed { object })
-                        .map_err(field)?
-                        .or(Some(Vec::new()));
+                "primary_key" => {
+                    raw.primary_key = map
+                        .next_value_seed(KeySeed { object: true })
+                        .map_err(field)?;
                 }
-                "lsn" => {
-                    if raw.lsn.is_some() {
-                        return Err(duplicate());
-                    }
-                    raw.lsn = Some(map.next_value_seed(LsnSeed).map_err(field)?);
+                "primary_keys" => {
+                    raw.primary_keys = map
+                        .next_value_seed(KeySeed { object: false })
+                        .map_err(field)?;
                 }
-                "timestamp" | "detected_at" => {
-                    let slot = if name == "timestamp" {
-                        &mut raw.timestamp
-                    } else {
-                        &mut raw.detected_at
-                    };
-                    if slot.is_some() {
-                        return Err(duplicate());
-                    }
-                    *slot = map.next_value_seed(OptionalTextSeed).map_err(field)?;
+                "lsn" => raw.lsn = Some(map.next_value_seed(LsnSeed).map_err(field)?),
+                "timestamp" => {
+                    raw.timestamp = map.next_value_seed(OptionalTextSeed).map_err(field)?;
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                "detected_at" => {
+                    raw.detected_at = map.next_value_seed(OptionalTextSeed).map_err(field)?;
                 }
+                _ => raw.text[place] = Some(map.next_value_seed(TextSeed).map_err(field)?),
             }
         }
         Ok(raw)
@@ -623,7 +627,9 @@ impl<'de> Visitor<'de> for LsnSeed {
         } else if v < 0.0 {
             Err(E::custom(format_args!("{v} is negative")))
         } else {
-            Err(E::custom(format_args!("{v} is not an integer")))
+            Err(E::custom(format_args!(
+                "{v} is written as a decimal number, not an integer"
+            )))
         }
     }
 
@@ -719,6 +725,7 @@ mod tests {
         );
         assert!(lsn("-1").unwrap_err().0.contains("negative"));
         assert!(lsn("1.5").unwrap_err().0.contains("not an integer"));
+        assert!(lsn("1e3").unwrap_err().0.contains("not an integer"));
         assert!(lsn(r#""FFFFFFFF/0""#).unwrap_err().0.contains("BIGINT"));
         assert!(lsn(r#""16/""#).unwrap_err().0.contains("textual LSN"));
         assert!(lsn(r#""1/123456789""#).is_err());
@@ -742,6 +749,12 @@ mod tests {
         assert!(
             reason(&GOOD.replace("\"lsn\"", "\"lsn\":1,\"lsn\"")).contains("duplicate field `lsn`")
         );
+        let nulls = GOOD.replace("\"lsn\"", "\"timestamp\":null,\"lsn\"");
+        assert!(reason(&nulls).contains("duplicate field `timestamp`"));
+        let null_object =
+            with("primary_key", "null").replace("\"lsn\"", r#""primary_keys":[["id","1"]],"lsn""#);
+        let f = parse_line(null_object.as_bytes()).expect("a null primary_key is absent");
+        assert_eq!(f.primary_key, vec![("id".into(), "1".into())]);
     }
 
     #[test]
@@ -766,7 +779,8 @@ mod tests {
         for ok in [
             "2026-11-27T10:15:02.123456+00:00",
             "2026-11-27T10:15:02Z",
-            "2024-02-29 23:59:60.5-05:30",
+            "2024-02-29 23:59:60-05:30",
+            "2026-11-27T10:15:02.5+15:59",
         ] {
             assert_eq!(rfc3339_problem(ok), None, "{ok}");
         }
@@ -779,6 +793,8 @@ mod tests {
             "2026-11-27T10:15:02.Z",
             "0000-01-01T00:00:00Z",
             "2026-11-27T10:15:02+0000",
+            "2026-11-27T10:15:02+16:00",
+            "2026-11-27T23:59:60.5Z",
             "yesterday at noon, roughly",
         ] {
             assert!(rfc3339_problem(bad).is_some(), "{bad}");

@@ -189,7 +189,9 @@ impl Writer<'_> {
     /// --retry-for has passed since the first one.
     fn send(&mut self, sql: &str, data: &[u8]) -> Result<(), GaveUp> {
         let shared = self.shared;
-        let started = Instant::now();
+        // The retry window opens at the first failure, however long the
+        // first attempt took.
+        let mut first_failure = None;
         let mut attempt = 0u32;
         loop {
             let reason = match self.try_send(sql, data) {
@@ -197,27 +199,30 @@ impl Writer<'_> {
                 Err(Failure::Row { line, reason }) => return Err(GaveUp::Row { line, reason }),
                 Err(Failure::Permanent(reason)) => return Err(GaveUp::Lost(reason)),
                 Err(Failure::Transient(reason)) => reason,
-                Err(Failure::Unknown { txid, reason }) => match self.resolve(txid, started) {
-                    Some(true) => return Ok(()),
-                    Some(false) => reason,
-                    None if shared.stop.load(Ordering::SeqCst) => {
-                        return Err(GaveUp::Uncertain(format!(
-                            "{reason}; interrupted before the outcome of COMMIT \
+                Err(Failure::Unknown { txid, reason }) => {
+                    match self.resolve(txid, *first_failure.get_or_insert_with(Instant::now)) {
+                        Some(true) => return Ok(()),
+                        Some(false) => reason,
+                        None if shared.stop.load(Ordering::SeqCst) => {
+                            return Err(GaveUp::Uncertain(format!(
+                                "{reason}; interrupted before the outcome of COMMIT \
                                  (transaction {txid}) was known"
-                        )));
-                    }
-                    None => {
-                        return Err(GaveUp::Uncertain(format!(
-                            "{reason}; the outcome of COMMIT (transaction {txid}) could \
+                            )));
+                        }
+                        None => {
+                            return Err(GaveUp::Uncertain(format!(
+                                "{reason}; the outcome of COMMIT (transaction {txid}) could \
                                  not be learned within --retry-for"
-                        )));
+                            )));
+                        }
                     }
-                },
+                }
             };
             if shared.stop.load(Ordering::SeqCst) {
                 return Err(GaveUp::Interrupted);
             }
-            let left = shared.retry_for.saturating_sub(started.elapsed());
+            let since: Instant = *first_failure.get_or_insert_with(Instant::now);
+            let left = shared.retry_for.saturating_sub(since.elapsed());
             if left.is_zero() {
                 let window = shared.retry_for.as_secs_f64();
                 return Err(GaveUp::Lost(if window > 0.0 {
