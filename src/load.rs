@@ -33,7 +33,7 @@ use crate::config::Settings;
 use crate::connect::{POOL_SIZE, Pool};
 use crate::record::{self, Finding};
 use crate::report::{Dropped, LoadReport, Rejects};
-use crate::state::{Mark, StateFile, Tracker};
+use crate::state::{Resume, StateFile, Tracker};
 use crate::write::write_batches;
 
 /// An input: a named stream of lines.
@@ -45,7 +45,7 @@ pub struct Source {
     /// terminal), rather than only for a disk.
     may_wait: bool,
     /// With --state-file: the input's key there and where reading starts.
-    pub resume: Option<(String, Mark)>,
+    pub resume: Option<Resume>,
     /// Bytes left to read, for a regular file.
     pub size: Option<u64>,
     /// Device and inode, to tell an input from the files the run writes.
@@ -76,13 +76,7 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
                 path.display()
             );
             let resume = match state {
-                Some(state) if meta.is_file() => {
-                    let resume = state.resume(path, &mut file)?;
-                    if let Some(why) = resume.restarted {
-                        log::warn!("{}: loading from the start: {why}", path.display());
-                    }
-                    Some((resume.key, resume.mark))
-                }
+                Some(state) if meta.is_file() => Some(state.resume(path, &mut file)?),
                 Some(_) => {
                     log::warn!(
                         "{} is not a regular file: the state file cannot track it",
@@ -92,7 +86,7 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
                 }
                 None => None,
             };
-            let start = resume.as_ref().map_or(0, |(_, mark)| mark.offset);
+            let start = resume.as_ref().map_or(0, |r| r.mark.offset);
             Ok(Source {
                 name: path.display().to_string(),
                 input: Box::new(file),
@@ -604,7 +598,10 @@ fn read_sources(
         let may_wait = source.may_wait;
         let mut reader = BufReader::with_capacity(256 * 1024, source.input);
         let tracked = source.resume.is_some();
-        let (mut offset, mut number) = source.resume.map_or((0, 0), |(_, m)| (m.offset, m.line));
+        let (mut offset, mut number) = source
+            .resume
+            .as_ref()
+            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
         shared.at_source.store(index, Ordering::SeqCst);
         shared.at_line.store(number, Ordering::SeqCst);
         if let Some(mut tracker) = shared.tracker() {
@@ -637,7 +634,7 @@ fn read_sources(
                         let (offset, line) = source
                             .resume
                             .as_ref()
-                            .map_or((0, 0), |(_, m)| (m.offset, m.line));
+                            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
                         Unread {
                             index,
                             reader: BufReader::new(source.input),

@@ -1,6 +1,13 @@
 //! The state file of `load --state-file`: for each input file, how far it
-//! has been loaded (device, inode, committed byte offset, line number), so
-//! that cron can run the loader over a file the scanner keeps appending to.
+//! has been loaded (committed byte offset and line number), so that cron can
+//! run the loader over a file the scanner keeps appending to.
+//!
+//! Files are known by device and inode, not by name: after a rotation the
+//! renamed file (`findings.jsonl.1`) still resumes where it stopped, so the
+//! lines appended just before the rotation are not lost when it is passed
+//! too. A few bytes before the offset are kept as a fingerprint, which tells
+//! a file rewritten in place (copied and truncated, then grown again) from
+//! one that only grew.
 //!
 //! The file is JSON, replaced atomically (temp file, fsync, rename) and only
 //! with offsets that committed transactions cover. A lock file beside it
@@ -9,9 +16,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -19,21 +27,32 @@ use serde::{Deserialize, Serialize};
 use crate::report::{Status, WithStatus};
 
 /// Where one input file stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
-    pub dev: u64,
-    pub inode: u64,
+    /// The name it was last loaded under, for people and for telling that a
+    /// name now stands for another file.
+    pub path: String,
     /// Bytes loaded: the start of the first line not yet loaded.
     pub offset: u64,
     /// Lines before `offset`, so line numbers stay those of the file.
     pub line: u64,
+    /// The last bytes before `offset`, in hexadecimal.
+    pub tail: String,
+    /// When it was last loaded (Unix seconds); marks unseen for long are
+    /// forgotten.
+    pub seen: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Contents {
-    /// Canonical path -> mark.
+    /// "device:inode" -> mark.
     files: BTreeMap<String, Mark>,
 }
+
+/// Bytes before the offset kept as a fingerprint.
+const TAIL: u64 = 32;
+/// Marks of files not seen for this long are dropped.
+const FORGET_AFTER: u64 = 90 * 24 * 3600;
 
 /// An open, locked state file.
 pub struct StateFile {
@@ -44,14 +63,16 @@ pub struct StateFile {
 }
 
 /// Where to start reading one input.
+#[derive(Clone)]
 pub struct Resume {
     /// The key of the input in the state file.
     pub key: String,
-    /// The mark to start from (offset 0 for a new, rotated or truncated file).
+    /// The mark to start from (offset 0 for a new, truncated or rewritten
+    /// file).
     pub mark: Mark,
-    /// Why it starts from the beginning, when it had a mark that no longer
-    /// applies.
-    pub restarted: Option<&'static str>,
+    /// A handle on the file, to take fingerprints when saving, whatever its
+    /// name is by then.
+    probe: Arc<File>,
 }
 
 impl StateFile {
@@ -97,41 +118,63 @@ impl StateFile {
         })
     }
 
-    /// Positions `file` (opened from `path`) where the last run stopped.
+    /// Positions `file` (opened from `path`) where the last run stopped,
+    /// warning when it cannot.
     pub fn resume(&self, path: &Path, file: &mut File) -> Result<Resume> {
-        let key = fs::canonicalize(path)
+        let name = fs::canonicalize(path)
             .with_context(|| format!("cannot resolve {}", path.display()))?
             .to_string_lossy()
             .into_owned();
         let meta = file.metadata()?;
+        let key = format!("{}:{}", meta.dev(), meta.ino());
         let fresh = Mark {
-            dev: meta.dev(),
-            inode: meta.ino(),
+            path: name.clone(),
             offset: 0,
             line: 0,
+            tail: String::new(),
+            seen: now(),
         };
-        let (mark, restarted) = match self.contents.files.get(&key) {
-            None => (fresh, None),
-            Some(old) if (old.dev, old.inode) != (fresh.dev, fresh.inode) => {
-                (fresh, Some("it was replaced (rotated) since the last run"))
+        let mark = match self.contents.files.get(&key) {
+            Some(old) if meta.len() < old.offset => {
+                log::warn!(
+                    "{}: loading from the start: it is shorter than what was loaded (truncated)",
+                    path.display()
+                );
+                fresh
             }
-            Some(old) if meta.len() < old.offset => (
-                fresh,
-                Some("it is shorter than what was loaded (truncated)"),
-            ),
-            Some(old) => (*old, None),
+            Some(old) if tail(file, old.offset)? != old.tail => {
+                log::warn!(
+                    "{}: loading from the start: what was loaded has changed (rewritten in place, \
+                     or copied and truncated)",
+                    path.display()
+                );
+                fresh
+            }
+            Some(old) => Mark {
+                path: name,
+                ..old.clone()
+            },
+            None => {
+                if self.contents.files.values().any(|m| m.path == name) {
+                    log::warn!(
+                        "{}: a new file since the last run (rotated?): loading it from the start; \
+                         lines added to the old file after the last run are loaded too if the \
+                         rotated file (such as {}.1) is passed as well",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                fresh
+            }
         };
         file.seek(SeekFrom::Start(mark.offset))
             .with_context(|| format!("cannot seek in {}", path.display()))?;
-        Ok(Resume {
-            key,
-            mark,
-            restarted,
-        })
+        let probe = Arc::new(file.try_clone().context("cannot duplicate a file handle")?);
+        Ok(Resume { key, mark, probe })
     }
 
     /// Records new marks and replaces the file atomically.
-    pub fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
+    fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
         let mut changed = false;
         for (key, mark) in marks {
             if self.contents.files.get(&key) != Some(&mark) {
@@ -139,7 +182,12 @@ impl StateFile {
                 changed = true;
             }
         }
-        if !changed {
+        let now = now();
+        let before = self.contents.files.len();
+        self.contents
+            .files
+            .retain(|_, mark| now.saturating_sub(mark.seen) < FORGET_AFTER);
+        if !changed && before == self.contents.files.len() {
             return Ok(());
         }
         let temp = sibling(&self.path, ".tmp");
@@ -162,6 +210,21 @@ impl StateFile {
         }
         Ok(())
     }
+}
+
+/// The last bytes before `offset`, in hexadecimal.
+fn tail(file: &File, offset: u64) -> Result<String> {
+    let start = offset.saturating_sub(TAIL);
+    let mut bytes = vec![0; (offset - start) as usize];
+    file.read_exact_at(&mut bytes, start)
+        .context("cannot read the input to check where it was loaded up to")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
@@ -189,8 +252,7 @@ pub struct Tracker {
 }
 
 struct Tracked {
-    key: String,
-    start: Mark,
+    resume: Resume,
     end: Option<(u64, u64)>,
 }
 
@@ -198,16 +260,10 @@ struct Tracked {
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 impl Tracker {
-    pub fn new(file: StateFile, inputs: Vec<Option<(String, Mark)>>) -> Tracker {
+    pub fn new(file: StateFile, inputs: Vec<Option<Resume>>) -> Tracker {
         let inputs: Vec<_> = inputs
             .into_iter()
-            .map(|input| {
-                input.map(|(key, start)| Tracked {
-                    key,
-                    start,
-                    end: None,
-                })
-            })
+            .map(|input| input.map(|resume| Tracked { resume, end: None }))
             .collect();
         Tracker {
             file,
@@ -222,7 +278,7 @@ impl Tracker {
     pub fn start_input(&mut self, index: usize) {
         let start = self.inputs[index]
             .as_ref()
-            .map_or((0, 0), |t| (t.start.offset, t.start.line));
+            .map_or((0, 0), |t| (t.resume.mark.offset, t.resume.mark.line));
         self.reader = (index, start.0, start.1);
     }
 
@@ -275,21 +331,27 @@ impl Tracker {
             }
             _ => self.reader,
         };
-        let marks = self.inputs.iter().enumerate().filter_map(|(i, tracked)| {
-            let tracked = tracked.as_ref()?;
+        let mut marks = Vec::new();
+        for (i, tracked) in self.inputs.iter().enumerate() {
+            let Some(tracked) = tracked else { continue };
             let (offset, line) = match i.cmp(&index) {
-                std::cmp::Ordering::Less => tracked.end?,
+                std::cmp::Ordering::Less => match tracked.end {
+                    Some(end) => end,
+                    None => continue,
+                },
                 std::cmp::Ordering::Equal => (offset, line),
-                std::cmp::Ordering::Greater => return None,
+                std::cmp::Ordering::Greater => continue,
             };
+            let start = &tracked.resume.mark;
             let mark = Mark {
                 offset,
                 line,
-                ..tracked.start
+                tail: tail(&tracked.resume.probe, offset)?,
+                seen: now(),
+                path: start.path.clone(),
             };
-            Some((tracked.key.clone(), mark))
-        });
-        let marks: Vec<_> = marks.collect();
+            marks.push((tracked.resume.key.clone(), mark));
+        }
         self.file.save(marks)
     }
 }
