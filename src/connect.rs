@@ -20,6 +20,9 @@ use r2d2_postgres::r2d2::{self, ManageConnection};
 
 use crate::config::{Roots, Settings, SslMode, Tls};
 
+/// How long a statement may wait for a lock.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// At most this many connections at once, bootstrap included.
 pub const POOL_SIZE: u32 = 2;
 
@@ -83,9 +86,19 @@ fn pg_config(settings: &Settings) -> postgres::Config {
         // The pool's connections all start with the findings schema first in
         // search_path: set at connection start-up, so it costs no round trip
         // and holds for every checkout.
-        .options(&format!("-c search_path=\"{}\"", settings.schema))
+        // A lock held by someone else (a long ALTER, a LOCK TABLE) must not
+        // hold the run forever: waiting fails after a while, and the batch
+        // is retried within --retry-for.
+        .options(&format!(
+            "-c search_path=\"{}\" -c lock_timeout={}s",
+            settings.schema,
+            LOCK_TIMEOUT.as_secs()
+        ))
         .connect_timeout(settings.connect_timeout)
-        // A peer that vanishes mid-run must end the run, not hang it.
+        // A peer that vanishes mid-run must end the run, not hang it: data
+        // left unacknowledged (mid-COPY, where keepalives are not sent), or
+        // an idle connection that stops answering.
+        .tcp_user_timeout(Duration::from_secs(30))
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(15))
         .keepalives_interval(Duration::from_secs(5))

@@ -210,7 +210,8 @@ pub struct Shared {
     pub reader_idle: AtomicBool,
     /// Set when the reader has read every input to its end.
     finished: AtomicBool,
-    /// Set when the writers are done, to end the progress line.
+    /// Set when the writers are done: ends the progress line and the
+    /// canceller.
     finished_all: AtomicBool,
     /// Set when the reader stopped because of --max-rejects.
     limit_hit: AtomicBool,
@@ -218,6 +219,8 @@ pub struct Shared {
     set_aside: AtomicU64,
     /// Input bytes read so far, for progress.
     bytes_read: AtomicU64,
+    /// Cancel tokens of the writers' connections.
+    cancels: Mutex<Vec<postgres::CancelToken>>,
     /// With --state-file: which lines are done.
     tracker: Option<Mutex<Tracker>>,
     /// Written batches, emptied, for the reader to fill again: memory stays
@@ -303,6 +306,15 @@ impl Shared {
         self.tracker
             .as_ref()
             .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Remembers how to cancel what a writer's connection is doing, for a
+    /// stop that in-flight statements would otherwise delay.
+    pub fn on_stop_cancel(&self, token: postgres::CancelToken) {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token);
     }
 
     /// Whether the run is over although the reader may still be waiting for
@@ -392,6 +404,7 @@ pub fn load(
         at_source: AtomicUsize::new(0),
         at_line: AtomicU64::new(0),
         spare: Mutex::new(Vec::new()),
+        cancels: Mutex::new(Vec::new()),
         tracker,
     });
     for signal in [SIGINT, SIGTERM] {
@@ -442,6 +455,10 @@ pub fn load(
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || show_progress(&shared, total))
     });
+    {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || cancel_after_stop(&shared));
+    }
     for writer in writers {
         if writer.join().is_err() {
             anyhow::bail!("a writer thread panicked");
@@ -460,8 +477,8 @@ pub fn load(
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader thread failed")))
     };
 
+    shared.finished_all.store(true, Ordering::SeqCst);
     if let Some(progress) = progress {
-        shared.finished_all.store(true, Ordering::SeqCst);
         let _ = progress.join();
     }
     let signal = match shared.signal.load(Ordering::SeqCst) {
@@ -1047,6 +1064,29 @@ fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
             _ => out.push(byte),
+        }
+    }
+}
+
+/// Once a signal has asked for a stop, gives statements in flight a few
+/// seconds to finish, then cancels them (a COPY waiting on a lock, say):
+/// their batches roll back and count as interrupted.
+fn cancel_after_stop(shared: &Shared) {
+    const GRACE: Duration = Duration::from_secs(3);
+    while !shared.stop.load(Ordering::SeqCst) {
+        if shared.finished_all.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(GRACE);
+    if shared.finished_all.load(Ordering::SeqCst) {
+        return;
+    }
+    let tokens = std::mem::take(&mut *shared.cancels.lock().unwrap_or_else(|e| e.into_inner()));
+    for token in tokens {
+        if let Err(err) = token.cancel_query(postgres::NoTls) {
+            log::debug!("cannot cancel a statement in flight: {err}");
         }
     }
 }

@@ -333,6 +333,7 @@ impl Writer<'_> {
                     None => format!("cannot connect: {e}"),
                 })
             })?;
+            self.shared.on_stop_cancel(client.cancel_token());
             self.connection = Some(client);
         }
         Ok(self.connection.as_mut().expect("just connected"))
@@ -403,9 +404,10 @@ fn classify(err: &postgres::Error) -> Failure {
         },
         // Connection exceptions, insufficient resources (too many
         // connections), operator intervention (shutdown, restart,
-        // pg_terminate_backend), transaction rollback (deadlock,
-        // serialization), system errors.
-        "08" | "53" | "57" | "40" | "58" => Failure::Transient(describe(err)),
+        // pg_terminate_backend, a cancel), transaction rollback (deadlock,
+        // serialization), system errors, object not available (a lock
+        // waited for longer than lock_timeout).
+        "08" | "53" | "57" | "40" | "58" | "55" => Failure::Transient(describe(err)),
         _ => Failure::Permanent(describe(err)),
     }
 }
