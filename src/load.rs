@@ -15,12 +15,8 @@
 //! rows (it hands over everything before it waits), so the writers can end
 //! the run without it.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::ops::Range;
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,92 +27,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::config::Settings;
 use crate::connect::{POOL_SIZE, Pool};
-use crate::record::{self, Finding};
-use crate::report::{Dropped, LoadReport, Rejects};
-use crate::state::{Resume, StateFile, Tracker};
+use crate::copy::{COLUMNS, encode};
+use crate::input::{Line, Source, next_line, trim_line};
+use crate::record;
+use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED, LoadReport, Rejects};
+use crate::state::{StateFile, Tracker};
 use crate::write::write_batches;
-
-/// An input: a named stream of lines.
-pub struct Source {
-    /// The path as given, or `-` for standard input.
-    pub name: String,
-    input: Box<dyn Read + Send>,
-    /// Whether a read may wait for a writer on the other end (a pipe, a
-    /// terminal), rather than only for a disk.
-    may_wait: bool,
-    /// With --state-file: the input's key there and where reading starts.
-    pub resume: Option<Resume>,
-    /// Bytes left to read, for a regular file.
-    pub size: Option<u64>,
-    /// Device and inode, to tell an input from the files the run writes.
-    pub identity: Option<(u64, u64)>,
-}
-
-/// Opens every input before anything connects, so that a missing file costs
-/// nothing. No FILE, or `-`, is standard input. With a state file, each file
-/// is positioned where the last run stopped.
-pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<Source>> {
-    if files.is_empty() {
-        return Ok(vec![stdin_source()]);
-    }
-    files
-        .iter()
-        .map(|path| {
-            if path == Path::new("-") {
-                return Ok(stdin_source());
-            }
-            let mut file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let meta = file
-                .metadata()
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            anyhow::ensure!(
-                !meta.is_dir(),
-                "cannot open {}: it is a directory",
-                path.display()
-            );
-            let resume = match state {
-                Some(state) if meta.is_file() => Some(state.resume(path, &mut file)?),
-                Some(_) => {
-                    log::warn!(
-                        "{} is not a regular file: the state file cannot track it",
-                        path.display()
-                    );
-                    None
-                }
-                None => None,
-            };
-            let start = resume.as_ref().map_or(0, |r| r.mark.offset);
-            Ok(Source {
-                name: path.display().to_string(),
-                input: Box::new(file),
-                may_wait: !meta.is_file(),
-                resume,
-                size: meta.is_file().then(|| meta.len().saturating_sub(start)),
-                identity: Some((meta.dev(), meta.ino())),
-            })
-        })
-        .collect()
-}
-
-fn stdin_source() -> Source {
-    let stdin = io::stdin();
-    let meta = stdin
-        .as_fd()
-        .try_clone_to_owned()
-        .map(File::from)
-        .and_then(|f| f.metadata())
-        .ok();
-    let is_file = meta.as_ref().is_some_and(|m| m.is_file());
-    Source {
-        name: "-".into(),
-        input: Box::new(stdin),
-        may_wait: !is_file,
-        resume: None,
-        size: None,
-        identity: meta.map(|m| (m.dev(), m.ino())),
-    }
-}
 
 /// How a load runs.
 #[derive(Debug, Clone, Copy)]
@@ -131,11 +47,6 @@ pub struct Options {
     /// Show progress on stderr, out of this many input bytes.
     pub progress: Option<u64>,
 }
-
-/// The columns every row has; `detected_at` is added only for rows that
-/// carry a timestamp, so the column default applies to the others.
-const COLUMNS: &str = "database, rule_id, description, category, severity, schema_name, \
-                       table_name, column_name, masked_sample, primary_key, lsn";
 
 /// Rows encoded as COPY text, with the lines they came from.
 pub struct Batch {
@@ -552,11 +463,11 @@ impl Pending {
         }
         let batch = std::mem::replace(batch, shared.spare_batch(timed, options));
         if shared.stop.load(Ordering::SeqCst) {
-            shared.give_up(&batch, Dropped::Interrupted, "not inserted: interrupted");
+            shared.give_up(&batch, Dropped::Interrupted, INTERRUPTED);
             return false;
         }
         if shared.failed.load(Ordering::SeqCst) {
-            let reason = "not sent: the database failed earlier in this run";
+            let reason = FAILED_EARLIER;
             shared.give_up(&batch, Dropped::Lost, reason);
             return false;
         }
@@ -578,12 +489,9 @@ impl Pending {
     /// Drops what was read and not sent, when the run stops early.
     fn abandon(&mut self, shared: &Shared) {
         let (kind, reason) = if shared.stop.load(Ordering::SeqCst) {
-            (Dropped::Interrupted, "not inserted: interrupted")
+            (Dropped::Interrupted, INTERRUPTED)
         } else {
-            (
-                Dropped::Lost,
-                "not sent: the database failed earlier in this run",
-            )
+            (Dropped::Lost, FAILED_EARLIER)
         };
         for batch in [&mut self.timed, &mut self.untimed] {
             shared.give_up(batch, kind, reason);
@@ -917,157 +825,6 @@ fn set_aside(rest: impl Iterator<Item = Unread>, shared: &Shared) {
     }
 }
 
-/// What [`next_line`] read into the buffer.
-enum Line {
-    /// A line, terminator included, is in the buffer.
-    Text,
-    /// The line was longer than the limit and was skipped: its length, and
-    /// the bytes consumed with its terminator.
-    TooLong { length: u64, consumed: u64 },
-    /// No more input.
-    End,
-}
-
-/// Reads one line into `buf`, holding at most `max` bytes of it (plus one
-/// read's worth): a longer line is skipped to its end without being kept,
-/// and handed to `spill` piece by piece (newline-terminated) instead.
-/// `before_wait` runs whenever the next read may block, that is when what
-/// was read ahead is used up, except while a long line is being skipped.
-fn next_line<R: Read>(
-    reader: &mut BufReader<R>,
-    buf: &mut Vec<u8>,
-    max: u64,
-    spill: &mut dyn FnMut(&[u8]),
-    before_wait: &mut dyn FnMut(),
-) -> io::Result<Line> {
-    buf.clear();
-    loop {
-        if reader.buffer().is_empty() {
-            before_wait();
-        }
-        let available = reader.fill_buf()?;
-        if available.is_empty() {
-            return Ok(if buf.is_empty() {
-                Line::End
-            } else {
-                Line::Text
-            });
-        }
-        let (take, terminated) = match memchr::memchr(b'\n', available) {
-            Some(end) => (end + 1, true),
-            None => (available.len(), false),
-        };
-        let length = (buf.len() + take - usize::from(terminated)) as u64;
-        if length > max {
-            spill(buf);
-            spill(&available[..take]);
-            reader.consume(take);
-            buf.clear();
-            return skip_rest(reader, length, terminated, spill);
-        }
-        buf.extend_from_slice(&available[..take]);
-        reader.consume(take);
-        if terminated {
-            return Ok(Line::Text);
-        }
-    }
-}
-
-/// Skips the rest of a line found too long after `length` bytes, handing it
-/// to `spill`.
-fn skip_rest(
-    reader: &mut impl BufRead,
-    mut length: u64,
-    mut terminated: bool,
-    spill: &mut dyn FnMut(&[u8]),
-) -> io::Result<Line> {
-    while !terminated {
-        let available = reader.fill_buf()?;
-        if available.is_empty() {
-            break;
-        }
-        let take = match memchr::memchr(b'\n', available) {
-            Some(end) => {
-                terminated = true;
-                end + 1
-            }
-            None => available.len(),
-        };
-        spill(&available[..take]);
-        length += (take - usize::from(terminated)) as u64;
-        reader.consume(take);
-    }
-    if !terminated {
-        spill(b"\n");
-    }
-    let consumed = length + u64::from(terminated);
-    Ok(Line::TooLong { length, consumed })
-}
-
-/// The line without its terminator, LF or CRLF.
-fn trim_line(line: &[u8]) -> &[u8] {
-    let text = line.strip_suffix(b"\n").unwrap_or(line);
-    text.strip_suffix(b"\r").unwrap_or(text)
-}
-
-/// Appends one finding as a row of COPY text format.
-fn encode(finding: &Finding<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
-    for field in [
-        &*finding.database,
-        &finding.rule_id,
-        &finding.description,
-        &finding.category,
-        finding.severity.as_str(),
-        &finding.schema_name,
-        &finding.table_name,
-        &finding.column_name,
-        &finding.masked_sample,
-    ] {
-        copy_escape(field.as_bytes(), out);
-        out.push(b'\t');
-    }
-    scratch.clear();
-    scratch.push(b'{');
-    for (index, (name, value)) in finding.primary_key.iter().enumerate() {
-        if index > 0 {
-            scratch.push(b',');
-        }
-        serde_json::to_writer(&mut *scratch, name).expect("writing JSON to memory cannot fail");
-        scratch.push(b':');
-        serde_json::to_writer(&mut *scratch, value).expect("writing JSON to memory cannot fail");
-    }
-    scratch.push(b'}');
-    copy_escape(scratch, out);
-    out.push(b'\t');
-    write!(out, "{}", finding.lsn).expect("writing to memory cannot fail");
-    if let Some(at) = &finding.detected_at {
-        out.push(b'\t');
-        copy_escape(at.as_bytes(), out);
-    }
-    out.push(b'\n');
-}
-
-/// Escapes a value for COPY text format: backslash, and the characters that
-/// would end a column or a row.
-fn copy_escape(value: &[u8], out: &mut Vec<u8>) {
-    if !value
-        .iter()
-        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
-    {
-        out.extend_from_slice(value);
-        return;
-    }
-    for &byte in value {
-        match byte {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => out.push(byte),
-        }
-    }
-}
-
 /// Once a signal has asked for a stop, gives statements in flight a few
 /// seconds to finish, then cancels them (a COPY waiting on a lock, say):
 /// their batches roll back and count as interrupted.
@@ -1118,54 +875,4 @@ fn show_progress(shared: &Shared, total: u64) {
         );
     }
     let _ = write!(stderr, "\r\x1b[K");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_copy_text() {
-        let mut out = Vec::new();
-        copy_escape(b"a\\b\tc\nd\re", &mut out);
-        assert_eq!(out, b"a\\\\b\\tc\\nd\\re");
-    }
-
-    #[test]
-    fn long_lines_are_skipped_whole() {
-        let input = b"short\n0123456789abcdef\nnext\nlast";
-        let mut reader = BufReader::with_capacity(4, &input[..]);
-        let mut buf = Vec::new();
-        let mut seen = Vec::new();
-        let mut spilled = Vec::new();
-        loop {
-            match next_line(
-                &mut reader,
-                &mut buf,
-                8,
-                &mut |b| spilled.extend_from_slice(b),
-                &mut || {},
-            ) {
-                Ok(Line::End) => break,
-                Ok(Line::TooLong { length, consumed }) => {
-                    seen.push(format!("long {length}/{consumed}"))
-                }
-                Ok(Line::Text) => seen.push(String::from_utf8(trim_line(&buf).to_vec()).unwrap()),
-                Err(err) => panic!("{err}"),
-            }
-            assert!(buf.len() <= 9);
-        }
-        assert_eq!(seen, ["short", "long 16/17", "next", "last"]);
-        assert_eq!(
-            spilled, b"0123456789abcdef\n",
-            "kept whole for the reject file"
-        );
-    }
-
-    #[test]
-    fn trims_lf_and_crlf() {
-        assert_eq!(trim_line(b"{}\r\n"), b"{}");
-        assert_eq!(trim_line(b"{}\n"), b"{}");
-        assert_eq!(trim_line(b"{}"), b"{}");
-    }
 }

@@ -4,6 +4,8 @@ mod bootstrap;
 mod cli;
 mod config;
 mod connect;
+mod copy;
+mod input;
 mod load;
 mod record;
 mod report;
@@ -104,7 +106,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         Some(path) if !args.dry_run => Some(StateFile::open(path).status(Status::Failure)?),
         _ => None,
     };
-    let sources = load::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
+    let sources = input::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
     let rejects = match &args.reject_file {
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
         _ => None,

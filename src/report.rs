@@ -122,6 +122,11 @@ pub enum Dropped {
     Uncertain,
 }
 
+/// The reason for lines not sent because the database had failed for good.
+pub const FAILED_EARLIER: &str = "not sent: the database failed earlier in this run";
+/// The reason for lines read but not written because a signal stopped the run.
+pub const INTERRUPTED: &str = "not inserted: interrupted";
+
 /// Per-line messages shown before the rest are only counted.
 const SHOWN_DROPS: u64 = 100;
 

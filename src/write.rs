@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::connect::{Connection, Pool, describe};
 use crate::load::{Batch, Shared};
-use crate::report::Dropped;
+use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED};
 
 /// How often an idle writer looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
@@ -100,7 +100,7 @@ impl Writer<'_> {
         let shared = self.shared;
         let all = 0..batch.rows.len();
         if shared.failed.load(Ordering::SeqCst) {
-            let reason = "not sent: the database failed earlier in this run";
+            let reason = FAILED_EARLIER;
             shared.drop_rows(batch, all, Dropped::Lost, reason);
             return Some(0);
         }
@@ -131,7 +131,7 @@ impl Writer<'_> {
                     shared.failed.store(true, Ordering::SeqCst);
                     (Dropped::Lost, format!("not inserted: {reason}"))
                 }
-                GaveUp::Interrupted => (Dropped::Interrupted, "not inserted: interrupted".into()),
+                GaveUp::Interrupted => (Dropped::Interrupted, INTERRUPTED.into()),
                 GaveUp::Uncertain(reason) => {
                     log::error!("{reason}");
                     shared.failed.store(true, Ordering::SeqCst);
