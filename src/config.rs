@@ -161,10 +161,20 @@ struct PostgresSection {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged, expecting = "a string, or { file = \"PATH\" }")]
+#[serde(
+    untagged,
+    expecting = "password must be a string, or { file = \"PATH\" } with no other key"
+)]
 enum PasswordSource {
     Inline(String),
-    File { file: PathBuf },
+    File(PasswordFile),
+}
+
+/// `{ file = "PATH" }`; another key next to `file` is a typo, not ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordFile {
+    file: PathBuf,
 }
 
 /// `[alerts.postgres.tls]`: the scanner's `enabled` and
@@ -297,7 +307,7 @@ fn resolve_password(
         return read_secret(path, "--password-file").map(Some);
     }
     match in_config {
-        Some(PasswordSource::File { file }) => {
+        Some(PasswordSource::File(PasswordFile { file })) => {
             return read_secret(&file, "password = { file } in [alerts.postgres]").map(Some);
         }
         Some(PasswordSource::Inline(text)) => {
@@ -698,6 +708,32 @@ mod tests {
         let mut argv = vec!["-c", config.to_str().unwrap()];
         argv.extend_from_slice(args);
         resolve(&global(&argv), env)
+    }
+
+    #[test]
+    fn a_password_file_table_takes_no_other_key() {
+        let dir = Dir::new("pwkeys");
+        let secret = dir.write("pw", "hunter2\n", 0o600);
+        let text = format!(
+            "[alerts.postgres]\npassword = {{ file = {:?}, mode = \"x\" }}\n",
+            secret.to_str().unwrap()
+        );
+        let err = with_config(&dir, &text, &[], &no_env())
+            .err()
+            .expect("an error");
+        assert!(format!("{err:#}").contains("no other key"), "{err:#}");
+        let text = format!(
+            "[alerts.postgres]\npassword = {{ file = {:?} }}\n",
+            secret.to_str().unwrap()
+        );
+        let settings = with_config(&dir, &text, &[], &no_env()).unwrap();
+        assert_eq!(
+            settings
+                .password
+                .map(|p| p.secret.expose().to_owned())
+                .as_deref(),
+            Some("hunter2")
+        );
     }
 
     #[test]
