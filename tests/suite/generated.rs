@@ -175,7 +175,16 @@ fn man_page() -> Vec<u8> {
     man.render_synopsis_section(&mut out).unwrap();
     man.render_description_section(&mut out).unwrap();
     man.render_options_section(&mut out).unwrap();
-    man.render_subcommands_section(&mut out).unwrap();
+    // clap_mangen would point at one page per command, which this project
+    // does not ship: the commands are described here instead.
+    out.extend_from_slice(b".SH COMMANDS\n");
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let usage = if sub.get_name() == "load" { " [FILE]..." } else { "" };
+        out.extend_from_slice(
+            format!(".TP\n\\fB{}\\fR{usage}\n{about}\n", sub.get_name()).as_bytes(),
+        );
+    }
     for sub in command.get_subcommands() {
         if sub
             .get_arguments()
