@@ -180,7 +180,11 @@ fn man_page() -> Vec<u8> {
     out.extend_from_slice(b".SH COMMANDS\n");
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-        let usage = if sub.get_name() == "load" { " [FILE]..." } else { "" };
+        let usage = if sub.get_name() == "load" {
+            " [FILE]..."
+        } else {
+            ""
+        };
         out.extend_from_slice(
             format!(".TP\n\\fB{}\\fR{usage}\n{about}\n", sub.get_name()).as_bytes(),
         );
