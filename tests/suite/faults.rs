@@ -1528,3 +1528,118 @@ fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
         .assert_stderr_contains("42 read, 1 inserted, 41 dropped");
     assert_reject_file(&rejects, (refused + &long).as_bytes());
 }
+
+/// Rotation with the renamed file passed too: files are known by device
+/// and inode, so the old one resumes where it stopped and the lines added
+/// to it just before the rotation are loaded, none twice.
+#[test]
+fn a_rotated_file_passed_too_gives_the_lines_added_before_the_rotation() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=50));
+    load_with_state(server, &db, &state, &input).assert_code(0);
+
+    OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .and_then(|mut file| file.write_all(findings(51..=60).as_bytes()))
+        .expect("append before the rotation");
+    let rotated = scratch.path().join("findings.ndjson.1");
+    fs::rename(&input, &rotated).expect("rotate");
+    scratch.write("findings.ndjson", findings(61..=100));
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&rotated)
+        .arg(&input)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("50 read, 50 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=100);
+}
+
+/// A reject file that is also an input would grow while being read: the
+/// run is refused before anything is loaded, and the file is left alone.
+#[test]
+fn a_reject_file_that_is_also_an_input_is_refused() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let text = format!("not json\n{}", findings(1..=3));
+    let input = scratch.write("rejects.ndjson", &text);
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&input)
+        .arg(&input)
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("the reject file is also an input");
+    assert_eq!(fs::read_to_string(&input).expect("read"), text);
+}
+
+/// A COPY waiting on a lock held elsewhere does not hold a SIGTERM up: the
+/// statement is cancelled a few seconds after the signal, its batch rolls
+/// back and is reported as interrupted.
+#[test]
+fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let mut locker = server.client(&db);
+    let mut lock = locker.transaction().expect("begin");
+    lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
+        .expect("lock the table");
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=20));
+    let load = server.pgsense(&db).arg("load").arg(&input).spawn();
+    let load = wait_during(
+        load,
+        "a COPY waiting on the lock",
+        Duration::from_secs(20),
+        || {
+            server.count(
+            &db,
+            "pg_stat_activity where application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+        ) > 0
+        },
+    );
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    lock.rollback().expect("release the lock");
+    out.assert_code(143)
+        .assert_stderr_contains("not inserted: interrupted");
+    assert!(
+        took < Duration::from_secs(10),
+        "the run ended {took:?} after SIGTERM\n{}",
+        out.describe()
+    );
+    assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+}
+
+/// A database that accepts no writes (a standby, default_transaction_read_only)
+/// is named at startup, before anything is read.
+#[test]
+fn a_read_only_database_is_named_at_startup() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    server.execute(
+        &db,
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+    );
+    let out = server.pgsense(&db).arg("load").stdin(findings(1..=3)).run();
+    out.assert_code(69).assert_stderr_contains("read-only");
+    server.execute(
+        "postgres",
+        &format!("ALTER DATABASE {db} SET default_transaction_read_only = off"),
+    );
+    assert_eq!(server.count(&db, TABLE), 0);
+}
