@@ -1643,3 +1643,42 @@ fn a_read_only_database_is_named_at_startup() {
     );
     assert_eq!(server.count(&db, TABLE), 0);
 }
+
+/// A reject file that cannot be written (a full disk) fails the run, and
+/// the state file is not moved past the dropped lines that never reached it:
+/// the next run reads them again instead of losing them.
+#[test]
+fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", format!("not json\n{}", findings(1..=3)));
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .args(["--reject-file", "/dev/full"])
+        .arg(&input)
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write reject file /dev/full");
+    let offset = fs::read_to_string(&state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| {
+            json["files"]
+                .as_object()?
+                .values()
+                .map(|mark| mark["offset"].as_u64())
+                .next()?
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        offset,
+        0,
+        "the state moved past a dropped line the reject file does not hold\n{}",
+        out.describe()
+    );
+}
