@@ -13,30 +13,13 @@ use postgres::Client;
 
 use crate::config::Settings;
 use crate::connect::describe;
+use crate::table::{self, Column};
 
 /// What the bootstrap found or did, one line each, for `init` to print.
 pub type BootstrapReport = Vec<String>;
 
 /// First key of the advisory lock that serializes bootstraps ("pgsp").
 const LOCK_CLASS: i32 = 0x7067_7370;
-
-/// The columns the loader writes, with the types it can write into. The
-/// first type is the one the bootstrap creates.
-const COLUMNS: [(&str, &[&str]); 12] = [
-    ("database", TEXT),
-    ("rule_id", TEXT),
-    ("description", TEXT),
-    ("category", TEXT),
-    ("severity", TEXT),
-    ("schema_name", TEXT),
-    ("table_name", TEXT),
-    ("column_name", TEXT),
-    ("masked_sample", TEXT),
-    ("primary_key", &["jsonb", "json"]),
-    ("lsn", &["bigint", "numeric"]),
-    ("detected_at", &["timestamp with time zone"]),
-];
-const TEXT: &[&str] = &["text", "character varying"];
 
 /// Runs the bootstrap on `client`.
 pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
@@ -97,24 +80,7 @@ pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapRe
 
 /// The table exactly as the scanner's channel creates it.
 pub fn create_table_sql(settings: &Settings) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} (
-    id            BIGSERIAL PRIMARY KEY,
-    database      TEXT NOT NULL,
-    rule_id       TEXT NOT NULL,
-    description   TEXT NOT NULL,
-    category      TEXT NOT NULL,
-    severity      TEXT NOT NULL,
-    schema_name   TEXT NOT NULL,
-    table_name    TEXT NOT NULL,
-    column_name   TEXT NOT NULL,
-    masked_sample TEXT NOT NULL,
-    primary_key   JSONB NOT NULL DEFAULT '{{}}',
-    lsn           BIGINT NOT NULL,
-    detected_at   TIMESTAMPTZ NOT NULL DEFAULT now()
-)",
-        settings.qualified_table()
-    )
+    table::create_sql(&settings.qualified_table())
 }
 
 /// Whether the schema and the table exist.
@@ -317,32 +283,43 @@ fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> 
         )
         .map_err(db_error)
         .with_context(|| format!("cannot read the columns of {qualified}"))?;
-    for (name, types) in COLUMNS {
+    for Column {
+        name,
+        accepts: types,
+        ..
+    } in &table::COLUMNS
+    {
         let what = format!("column {name}");
-        checks.push(match columns.iter().find(|c| c.get::<_, &str>(0) == name) {
-            None => Check::missing(
-                what,
-                format!(
-                    "table {qualified} has no column {name}: it was not created by this tool; \
+        checks.push(
+            match columns.iter().find(|c| c.get::<_, &str>(0) == *name) {
+                None => Check::missing(
+                    what,
+                    format!(
+                        "table {qualified} has no column {name}: it was not created by this tool; \
                      add the column or choose another --table"
+                    ),
                 ),
-            ),
-            Some(column) if !types.contains(&column.get::<_, &str>(1)) => Check::missing(
-                what,
-                format!(
-                    "column {name} of {qualified} is {}, but the loader writes {}: \
+                Some(column) if !types.contains(&column.get::<_, &str>(1)) => Check::missing(
+                    what,
+                    format!(
+                        "column {name} of {qualified} is {}, but the loader writes {}: \
                      alter the column or choose another --table",
-                    column.get::<_, &str>(1),
-                    types[0]
+                        column.get::<_, &str>(1),
+                        types[0]
+                    ),
                 ),
-            ),
-            Some(_) => Check::ok(what),
-        });
+                Some(_) => Check::ok(what),
+            },
+        );
     }
     for column in &columns {
         let name: &str = column.get(0);
         let (not_null, has_default): (bool, bool) = (column.get(2), column.get(3));
-        if name != "id" && not_null && !has_default && !COLUMNS.iter().any(|(c, _)| *c == name) {
+        if name != "id"
+            && not_null
+            && !has_default
+            && !table::COLUMNS.iter().any(|c| c.name == name)
+        {
             checks.push(Check::missing(
                 format!("column {name}"),
                 format!(

@@ -1,7 +1,7 @@
 //! The command line: commands, flags and their help text, as clap derive
 //! definitions only. The help text here is also the man page and the shell
 //! completions, which are generated from it. Nothing in this file does I/O;
-//! `config.rs` turns these raw flags into validated settings.
+//! `config` turns these raw flags into validated settings.
 
 use std::path::PathBuf;
 
@@ -17,7 +17,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pgsense-pg", version, about, long_about, max_term_width = 100)]
 #[command(args_override_self = true)]
-#[command(after_long_help = AFTER_LONG_HELP)]
+#[command(after_long_help = crate::exit::long_help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,17 +25,6 @@ pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
 }
-
-const AFTER_LONG_HELP: &str = "\
-Exit status:
-  0   every finding read was inserted
-  2   usage error
-  65  some lines were rejected as bad data (by validation or by the server)
-  66  an input file could not be opened; nothing loaded
-  69  could not connect, authenticate or bootstrap; nothing loaded
-  75  some findings were dropped because the database failed during the run
-  78  configuration error; nothing attempted
-  1   any other failure";
 
 /// What to do.
 #[derive(Debug, Subcommand)]

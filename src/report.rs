@@ -1,110 +1,14 @@
-//! What the user sees: per-line drop messages, the closing summary, and the
-//! exit status, decided in one place.
+//! What the user sees of a load: per-line drop messages, the closing
+//! summary, `--summary json` and `--metrics-file`.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use std::process::ExitCode;
 
-/// The exit statuses scripts rely on (sysexits.h values where one fits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    /// Every finding read was inserted.
-    Ok,
-    /// Any other failure.
-    Failure,
-    /// Flags that contradict each other.
-    Usage,
-    /// Some lines were rejected as bad data.
-    DataErr,
-    /// An input file could not be opened.
-    NoInput,
-    /// Could not connect, authenticate or bootstrap.
-    Unavailable,
-    /// The reject file could not be opened.
-    CantCreate,
-    /// Findings were dropped because the database failed during the run.
-    TempFail,
-    /// Configuration error.
-    Config,
-    /// Stopped by this signal: 128 + its number, as shells report it.
-    Signal(i32),
-}
-
-impl From<Status> for ExitCode {
-    fn from(status: Status) -> ExitCode {
-        ExitCode::from(status.code())
-    }
-}
-
-impl Status {
-    /// The process exit status.
-    pub fn code(self) -> u8 {
-        match self {
-            Status::Ok => 0,
-            Status::Failure => 1,
-            Status::Usage => 2,
-            Status::DataErr => 65,
-            Status::NoInput => 66,
-            Status::Unavailable => 69,
-            Status::CantCreate => 73,
-            Status::TempFail => 75,
-            Status::Config => 78,
-            Status::Signal(signal) => u8::try_from(128 + signal).unwrap_or(1),
-        }
-    }
-}
-
-/// Prints an error the way every error of this tool is printed: one line,
-/// the whole chain.
-pub fn print_error(err: &anyhow::Error) {
-    let _ = writeln!(std::io::stderr(), "pgsense-pg: error: {err:#}");
-}
-
-/// An error that carries its exit status; everything else exits 1.
-#[derive(Debug)]
-pub struct Exit {
-    pub status: Status,
-    pub error: anyhow::Error,
-}
-
-impl fmt::Display for Exit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#}", self.error)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-/// Adds an exit status to a result's error.
-pub trait WithStatus<T> {
-    fn status(self, status: Status) -> anyhow::Result<T>;
-}
-
-impl<T> WithStatus<T> for anyhow::Result<T> {
-    /// An error that already carries a status keeps it: the innermost
-    /// decision is the most specific.
-    fn status(self, status: Status) -> anyhow::Result<T> {
-        self.map_err(|error| {
-            if error.is::<Exit>() {
-                error
-            } else {
-                Exit { status, error }.into()
-            }
-        })
-    }
-}
-
-/// The exit status for an error that ended the run.
-pub fn status_of(err: &anyhow::Error) -> Status {
-    match err.downcast_ref::<Exit>() {
-        Some(exit) => exit.status,
-        None => Status::Failure,
-    }
-}
+use crate::exit::Status;
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,80 +139,6 @@ impl LoadReport {
         } else {
             Status::Ok
         }
-    }
-}
-
-/// The reject file: every dropped line, byte for byte as read, so that
-/// `pgsense-pg load PATH` replays it once the cause is fixed.
-#[derive(Default)]
-pub struct Rejects {
-    path: PathBuf,
-    file: Option<BufWriter<File>>,
-    /// The first write error: from then on nothing is written, and the run
-    /// fails saying so.
-    failed: Option<io::Error>,
-}
-
-impl Rejects {
-    /// Opens PATH for appending, creating it when missing.
-    pub fn open(path: &Path) -> anyhow::Result<Rejects> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open reject file {}", path.display()))?;
-        Ok(Rejects {
-            path: path.to_owned(),
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
-            failed: None,
-        })
-    }
-
-    /// The file's device and inode, to tell it from the inputs.
-    pub fn identity(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = self.file.as_ref()?.get_ref().metadata().ok()?;
-        Some((meta.dev(), meta.ino()))
-    }
-
-    /// Appends bytes; a failure is remembered and reported by [`sync`] and
-    /// [`finish`].
-    ///
-    /// [`sync`]: Rejects::sync
-    /// [`finish`]: Rejects::finish
-    pub fn append(&mut self, bytes: &[u8]) {
-        if let (Some(file), None) = (&mut self.file, &self.failed)
-            && let Err(err) = file.write_all(bytes)
-        {
-            self.failed = Some(err);
-        }
-    }
-
-    /// Flushes and fsyncs what was appended so far: afterwards those lines
-    /// are on disk. Fails, now and ever after, once a write has failed.
-    pub fn sync(&mut self) -> anyhow::Result<()> {
-        if self.failed.is_none()
-            && let Some(file) = &mut self.file
-            && let Err(err) = file.flush().and_then(|()| file.get_ref().sync_data())
-        {
-            self.failed = Some(err);
-        }
-        match &self.failed {
-            Some(err) => Err(self.error(err)),
-            None => Ok(()),
-        }
-    }
-
-    /// Flushes and fsyncs, so the lines are on disk before the run exits.
-    pub fn finish(mut self) -> anyhow::Result<()> {
-        self.sync()
-    }
-
-    fn error(&self, err: &io::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "cannot write reject file {}: {err}: dropped lines reported on stderr are missing from it",
-            self.path.display()
-        )
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Status, WithStatus};
+use crate::exit::{Status, WithStatus};
 
 /// Where one input file stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,9 +7,7 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-#[path = "../../src/cli.rs"]
-#[allow(dead_code)]
-mod cli;
+use pgsense_pg::cli;
 
 const UPDATE: &str = "PGSENSE_PG_UPDATE_GENERATED";
 

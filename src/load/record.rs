@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::table;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A finding ready to be written: every field validated.
@@ -122,17 +123,7 @@ fn json_reason(err: serde_json::Error) -> RejectReason {
 
 /// Text fields in the order of the table's columns; the index into
 /// `RawFinding::text` is the position here.
-const TEXT_FIELDS: [&str; 9] = [
-    "database",
-    "rule_id",
-    "description",
-    "category",
-    "severity",
-    "schema_name",
-    "table_name",
-    "column_name",
-    "masked_sample",
-];
+const TEXT_FIELDS: [&str; 9] = table::TEXT_COLUMNS;
 
 /// The other fields a finding may have.
 const OTHER_FIELDS: [&str; 5] = [

@@ -25,14 +25,24 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+mod copy;
+mod input;
+mod record;
+mod sink;
+mod writer;
+
 use crate::config::Settings;
-use crate::connect::{POOL_SIZE, Pool};
-use crate::copy::{COLUMNS, encode};
-use crate::input::{Line, Source, next_line, trim_line};
-use crate::record;
-use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED, LoadReport, Rejects};
+use crate::connect::POOL_SIZE;
+use crate::rejects::Rejects;
+use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED, LoadReport};
 use crate::state::{StateFile, Tracker};
-use crate::write::write_batches;
+use crate::table;
+use copy::encode;
+use input::{Line, next_line, trim_line};
+use writer::write_batches;
+
+pub use input::{Source, open_inputs};
+pub use sink::Sink;
 
 /// How a load runs.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +55,7 @@ pub struct Options {
     /// Stop reading once more lines than this were rejected.
     pub max_rejects: Option<u64>,
     /// Show progress on stderr, out of this many input bytes.
-    pub progress: Option<u64>,
+    pub progress_of_bytes: Option<u64>,
 }
 
 /// Rows encoded as COPY text, with the lines they came from.
@@ -280,10 +290,9 @@ pub struct Outcome {
     pub state_error: Option<anyhow::Error>,
 }
 
-/// Loads every source through the pool; without a pool (--dry-run), only
-/// reads and validates.
+/// Loads every source into the sink.
 pub fn load(
-    pool: Option<Pool>,
+    sink: Sink,
     settings: &Settings,
     sources: Vec<Source>,
     options: Options,
@@ -300,8 +309,8 @@ pub fn load(
         report: Mutex::new(report),
         rejects: rejects.map(Mutex::new),
         names: sources.iter().map(|s| s.name.clone()).collect(),
-        copy_timed: format!("COPY {table} ({COLUMNS}, detected_at) FROM STDIN"),
-        copy_untimed: format!("COPY {table} ({COLUMNS}) FROM STDIN"),
+        copy_timed: table::copy_sql(&table, true),
+        copy_untimed: table::copy_sql(&table, false),
         retry_for: options.retry_for,
         failed: AtomicBool::new(false),
         stop: Arc::new(AtomicBool::new(false)),
@@ -336,16 +345,15 @@ pub fn load(
     // Two batches queued at most: enough to keep both writers busy while the
     // reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(POOL_SIZE as usize);
-    // Without a pool (dry run) one consumer is enough.
-    let writer_count = if pool.is_some() { POOL_SIZE } else { 1 };
+    let writer_count = sink.writers();
     let receiver = Arc::new(Mutex::new(receiver));
     let mut writers = Vec::new();
     for index in 0..writer_count {
-        let (pool, shared, receiver) = (pool.clone(), Arc::clone(&shared), Arc::clone(&receiver));
+        let (sink, shared, receiver) = (sink.clone(), Arc::clone(&shared), Arc::clone(&receiver));
         writers.push(
             std::thread::Builder::new()
                 .name(format!("writer-{index}"))
-                .spawn(move || write_batches(pool, shared, receiver))
+                .spawn(move || write_batches(sink, shared, receiver))
                 .context("cannot start a writer thread")?,
         );
     }
@@ -362,7 +370,7 @@ pub fn load(
         })
         .context("cannot start the reader thread")?;
 
-    let progress = options.progress.map(|total| {
+    let progress = options.progress_of_bytes.map(|total| {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || show_progress(&shared, total))
     });

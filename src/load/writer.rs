@@ -19,8 +19,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::sink::Sink;
+use super::{Batch, Shared};
 use crate::connect::{Connection, Pool, describe};
-use crate::load::{Batch, Shared};
 use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED};
 
 /// How often an idle writer looks at the stop flag.
@@ -31,15 +32,14 @@ const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// A writer's life: batches until the reader is done, or until the run is
 /// interrupted and the reader holds nothing more to send.
-pub fn write_batches(
-    pool: Option<Pool>,
-    shared: Arc<Shared>,
-    receiver: Arc<Mutex<Receiver<Batch>>>,
-) {
-    let mut writer = Writer {
-        pool,
-        connection: None,
-        shared: &shared,
+pub fn write_batches(sink: Sink, shared: Arc<Shared>, receiver: Arc<Mutex<Receiver<Batch>>>) {
+    let mut writer = match sink {
+        Sink::Database(pool) => Some(Writer {
+            pool,
+            connection: None,
+            shared: &shared,
+        }),
+        Sink::DryRun => None,
     };
     loop {
         let next = receiver
@@ -48,7 +48,13 @@ pub fn write_batches(
             .recv_timeout(POLL);
         match next {
             Ok(batch) => {
-                let lost_from = writer.write(&batch);
+                let lost_from = match &mut writer {
+                    Some(writer) => writer.write(&batch),
+                    None => {
+                        shared.report().inserted += batch.rows.len() as u64;
+                        None
+                    }
+                };
                 shared.finish_batch(&batch, lost_from);
                 shared.recycle(batch);
             }
@@ -63,8 +69,7 @@ pub fn write_batches(
 }
 
 struct Writer<'a> {
-    /// None for a dry run: rows are counted, not written.
-    pool: Option<Pool>,
+    pool: Pool,
     connection: Option<Connection>,
     shared: &'a Shared,
 }
@@ -104,10 +109,6 @@ impl Writer<'_> {
             shared.drop_rows(batch, all, Dropped::Lost, reason);
             return Some(0);
         }
-        let Some(_) = &self.pool else {
-            shared.report().inserted += batch.rows.len() as u64;
-            return None;
-        };
         let sql = shared.copy_sql(batch.timed);
         let mut pending = Vec::from([all]);
         while let Some(rows) = pending.pop() {
@@ -326,8 +327,7 @@ impl Writer<'_> {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let pool = self.pool.as_ref().expect("dry runs do not connect");
-            let client = pool.get().map_err(|e| {
+            let client = self.pool.get().map_err(|e| {
                 Failure::Transient(match crate::connect::last_error() {
                     Some(cause) => format!("cannot connect: {cause}"),
                     None => format!("cannot connect: {e}"),

@@ -1,14 +1,9 @@
-//! COPY text format: the columns a row fills, and one finding encoded as a
-//! row.
+//! COPY text format: one finding encoded as a row, its fields in the order
+//! of `table::COLUMNS`.
 
 use std::io::Write;
 
-use crate::record::Finding;
-
-/// The columns every row has; `detected_at` is added only for rows that
-/// carry a timestamp, so the column default applies to the others.
-pub const COLUMNS: &str = "database, rule_id, description, category, severity, schema_name, \
-                       table_name, column_name, masked_sample, primary_key, lsn";
+use super::record::Finding;
 
 /// Appends one finding as a row of COPY text format.
 pub fn encode(finding: &Finding<'_>, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {

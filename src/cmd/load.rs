@@ -1,0 +1,142 @@
+//! `load`: open the inputs and the output files, connect and bootstrap, run
+//! the load, and report how it ended (also for a run that never started).
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::bootstrap;
+use crate::cli::{LoadArgs, SummaryFormat};
+use crate::config::Settings;
+use crate::connect;
+use crate::exit::{self, Status, WithStatus};
+use crate::load::{self, Sink};
+use crate::rejects::Rejects;
+use crate::report::{LoadReport, RunSummary};
+use crate::state::StateFile;
+
+/// Inputs smaller than this load too fast to need a progress line.
+const PROGRESS_FROM: u64 = 4 << 20;
+
+pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
+    let started = Instant::now();
+    let result = settings.and_then(|s| load(&s, args, quiet, started));
+    if let Err(err) = &result {
+        // Monitoring must see a run that never got going, too.
+        let report = LoadReport::new(quiet, args.dry_run);
+        let mut files: Vec<_> = args.files.iter().map(|f| f.display().to_string()).collect();
+        if files.is_empty() {
+            files.push("-".into());
+        }
+        finish_summary(args, files, &report, started, exit::status_of(err));
+    }
+    result
+}
+
+fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
+    let state = match &args.state_file {
+        Some(path) if !args.dry_run => Some(StateFile::open(path).status(Status::Failure)?),
+        _ => None,
+    };
+    let sources = load::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
+    let rejects = match &args.reject_file {
+        Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
+        _ => None,
+    };
+    if let Some(rejects) = &rejects
+        && let Some(input) = sources
+            .iter()
+            .find(|s| s.identity.is_some() && s.identity == rejects.identity())
+    {
+        return Err(anyhow::anyhow!(
+            "the reject file is also an input ({}): it would grow while being read; \
+             write rejects to another file, and replay this one without --reject-file or with another",
+            input.name
+        ))
+        .status(Status::Usage);
+    }
+    if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
+        log::warn!("reading findings from the terminal; end with Ctrl-D");
+    }
+    let sink = if args.dry_run {
+        Sink::DryRun
+    } else {
+        let (mut client, manager) = super::connect(settings)?;
+        for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
+            log::info!("{line}");
+        }
+        Sink::Database(connect::pool(settings, manager, client))
+    };
+    // A progress line is for a person watching a big file being loaded.
+    let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
+    let progress_of_bytes =
+        (!quiet && std::io::stderr().is_terminal() && input_bytes > PROGRESS_FROM)
+            .then_some(input_bytes);
+    let options = load::Options {
+        max_line_bytes: args.max_line_bytes,
+        batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),
+        batch_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
+        retry_for: Duration::from_secs(args.retry_for),
+        max_rejects: args.max_rejects,
+        progress_of_bytes,
+    };
+    let files: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+    let outcome = load::load(
+        sink,
+        settings,
+        sources,
+        options,
+        LoadReport::new(quiet, args.dry_run),
+        rejects,
+        state,
+    )?;
+    outcome.report.print_summary();
+    let mut status = outcome.report.status();
+    let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
+    for err in [outcome.read_error, closed.err(), outcome.state_error]
+        .into_iter()
+        .flatten()
+    {
+        exit::print_error(&err);
+        status = Status::Failure;
+    }
+    if let Some(signal) = outcome.signal {
+        status = Status::Signal(signal);
+    }
+    Ok(finish_summary(
+        args,
+        files,
+        &outcome.report,
+        started,
+        status,
+    ))
+}
+
+/// Writes --metrics-file and --summary for a run that ended with `status`;
+/// returns the status, made 1 when the metrics file cannot be written.
+fn finish_summary(
+    args: &LoadArgs,
+    files: Vec<String>,
+    report: &LoadReport,
+    started: Instant,
+    mut status: Status,
+) -> Status {
+    let mut summary = RunSummary {
+        files,
+        report,
+        seconds: started.elapsed().as_secs_f64(),
+        status,
+    };
+    if let Some(path) = &args.metrics_file
+        && let Err(err) = summary.write_metrics(path)
+    {
+        exit::print_error(&err);
+        status = Status::Failure;
+        summary.status = status;
+    }
+    if args.summary == Some(SummaryFormat::Json) {
+        let _ = writeln!(std::io::stdout(), "{}", summary.to_json());
+    }
+    status
+}

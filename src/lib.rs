@@ -1,0 +1,19 @@
+//! pgsense-pg: loads pgsense findings (NDJSON) into PostgreSQL.
+//!
+//! Data flows one way: [`cli`] flags -> `config` (validated settings) ->
+//! `connect` -> `load` (input lines -> records -> batches -> database) ->
+//! `report`. [`cmd`] holds one file per command; [`exit`] owns the exit
+//! statuses.
+
+pub mod cli;
+pub mod cmd;
+pub mod exit;
+
+mod bootstrap;
+mod config;
+mod connect;
+mod load;
+mod rejects;
+mod report;
+mod state;
+mod table;
