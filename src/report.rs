@@ -1,7 +1,6 @@
 //! What the user sees of a load: per-line drop messages, the closing
 //! summary, `--summary json` and `--metrics-file`.
 
-use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,143 +8,110 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::exit::Status;
+use crate::load::{Counts, Outcome, SHOWN_DROPS, Stopped};
 
-/// How a dropped line was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// The line is not a valid finding.
-    Invalid,
-    /// The server refused the row (constraint, trigger, value).
-    Refused,
-    /// The database failed while the row was being written.
-    Lost,
-    /// Read, but not written because a signal stopped the run.
-    Interrupted,
-    /// Sent with a COMMIT whose outcome could not be learned: maybe in the
-    /// table, maybe not.
-    Uncertain,
-}
-
-/// The reason for lines not sent because the database had failed for good.
-pub const FAILED_EARLIER: &str = "not sent: the database failed earlier in this run";
-/// The reason for lines read but not written because a signal stopped the run.
-pub const INTERRUPTED: &str = "not inserted: interrupted";
-
-/// Per-line messages shown before the rest are only counted.
-const SHOWN_DROPS: u64 = 100;
-
-/// The run's accounting, shared by the reader and the writers.
-#[derive(Debug, Default)]
-pub struct LoadReport {
-    quiet: bool,
-    /// Nothing is written: "inserted" means "would be inserted".
-    pub dry_run: bool,
-    /// Non-blank lines read.
-    pub read: u64,
-    pub inserted: u64,
-    pub invalid: u64,
-    pub refused: u64,
-    pub lost: u64,
-    pub interrupted: u64,
-    pub uncertain: u64,
+/// What a load did, as the user sees it.
+pub struct Report {
+    pub counts: Counts,
+    pub mode: Mode,
     /// Where reading stopped early, and why.
     pub stopped: Option<String>,
 }
 
-impl LoadReport {
-    pub fn new(quiet: bool, dry_run: bool) -> Self {
-        LoadReport {
-            quiet,
-            dry_run,
-            ..Default::default()
+/// Whether the load wrote anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Load,
+    /// Nothing is written: "inserted" means "would be inserted".
+    DryRun,
+}
+
+impl Report {
+    /// The report of a run that never got going.
+    pub fn empty(mode: Mode) -> Report {
+        Report {
+            counts: Counts::default(),
+            mode,
+            stopped: None,
         }
     }
 
-    pub fn dropped(&self) -> u64 {
-        self.invalid + self.refused + self.lost + self.interrupted + self.uncertain
-    }
-
-    /// Records a dropped line and says so on stderr, until the first
-    /// [`SHOWN_DROPS`] have been shown.
-    pub fn drop_line(&mut self, kind: Dropped, source: &str, line: u64, reason: &dyn fmt::Display) {
-        match kind {
-            Dropped::Invalid => self.invalid += 1,
-            Dropped::Refused => self.refused += 1,
-            Dropped::Lost => self.lost += 1,
-            Dropped::Interrupted => self.interrupted += 1,
-            Dropped::Uncertain => self.uncertain += 1,
-        }
-        if !self.quiet && self.dropped() <= SHOWN_DROPS {
-            let _ = writeln!(std::io::stderr(), "pgsense-pg: {source}:{line}: {reason}");
+    /// The report of a finished load.
+    pub fn of(outcome: &Outcome, mode: Mode) -> Report {
+        Report {
+            counts: outcome.counts,
+            mode,
+            stopped: outcome
+                .stopped
+                .as_ref()
+                .map(|stopped| stopped_text(stopped, outcome.counts.set_aside)),
         }
     }
 
     /// The closing line of a load.
     pub fn summary(&self) -> String {
+        let c = &self.counts;
         let mut text = format!(
             "{} read, {} inserted, {} dropped ({} invalid, {} refused by the server, {} lost to database failures",
-            self.read,
-            self.inserted,
-            self.dropped(),
-            self.invalid,
-            self.refused,
-            self.lost
+            c.read,
+            c.inserted,
+            c.dropped(),
+            c.invalid,
+            c.refused,
+            c.lost
         );
-        if self.uncertain > 0 {
+        if c.uncertain > 0 {
             text.push_str(&format!(
                 ", {} of unknown outcome (maybe in the table)",
-                self.uncertain
+                c.uncertain
             ));
         }
-        if self.interrupted > 0 {
-            text.push_str(&format!(
-                ", {} not loaded when interrupted",
-                self.interrupted
-            ));
+        if c.interrupted > 0 {
+            text.push_str(&format!(", {} not loaded when interrupted", c.interrupted));
         }
         text.push(')');
-        if self.dropped() > SHOWN_DROPS {
+        if c.dropped() > SHOWN_DROPS {
             text.push_str(&format!(
                 "; {} dropped lines not shown",
-                self.dropped() - SHOWN_DROPS
+                c.dropped() - SHOWN_DROPS
             ));
         }
         text
     }
 
-    /// Prints the summary (and where reading stopped) unless quiet.
+    /// Prints the summary, and where reading stopped.
     pub fn print_summary(&self) {
-        if self.quiet {
-            return;
-        }
         let mut stderr = std::io::stderr().lock();
         if let Some(stopped) = &self.stopped {
             let _ = writeln!(stderr, "pgsense-pg: {stopped}");
         }
-        let dry = if self.dry_run {
-            "dry run, nothing written: "
-        } else {
-            ""
+        let dry = match self.mode {
+            Mode::DryRun => "dry run, nothing written: ",
+            Mode::Load => "",
         };
         let _ = writeln!(stderr, "pgsense-pg: {dry}{}", self.summary());
     }
+}
 
-    /// The exit status the accounting calls for.
-    pub fn status(&self) -> Status {
-        if self.lost + self.uncertain > 0 {
-            Status::TempFail
-        } else if self.invalid + self.refused > 0 {
-            Status::DataErr
-        } else {
-            Status::Ok
-        }
+/// "interrupted (SIGTERM): stopped reading FILE after line N", and what was
+/// set aside.
+fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
+    let mut text = format!(
+        "{}: stopped reading {} after line {}",
+        stopped.reason, stopped.input, stopped.line
+    );
+    if set_aside > 0 {
+        text.push_str(&format!(
+            "; the {set_aside} findings not read were appended to the reject file as they are"
+        ));
     }
+    text
 }
 
 /// A finished load, for machines: `--summary json` and `--metrics-file`.
 pub struct RunSummary<'a> {
     pub files: Vec<String>,
-    pub report: &'a LoadReport,
+    pub report: &'a Report,
     pub seconds: f64,
     pub status: Status,
 }
@@ -153,7 +119,7 @@ pub struct RunSummary<'a> {
 impl RunSummary<'_> {
     fn rows_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
-            self.report.inserted as f64 / self.seconds
+            self.report.counts.inserted as f64 / self.seconds
         } else {
             0.0
         }
@@ -162,7 +128,7 @@ impl RunSummary<'_> {
     /// One JSON object; the field names are documented in the man page and
     /// stay stable.
     pub fn to_json(&self) -> String {
-        let r = self.report;
+        let r = &self.report.counts;
         serde_json::json!({
             "files": self.files,
             "lines_read": r.read,
@@ -172,8 +138,8 @@ impl RunSummary<'_> {
             "dropped_database_failure": r.lost,
             "dropped_interrupted": r.interrupted,
             "dropped_outcome_unknown": r.uncertain,
-            "stopped": r.stopped,
-            "dry_run": r.dry_run,
+            "stopped": self.report.stopped,
+            "dry_run": self.report.mode == Mode::DryRun,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": self.rows_per_second().round(),
             "exit_status": self.status.code(),
@@ -184,7 +150,7 @@ impl RunSummary<'_> {
     /// Prometheus text exposition, replaced atomically (temp file + rename)
     /// so node_exporter's textfile collector never reads half a file.
     pub fn write_metrics(&self, path: &Path) -> anyhow::Result<()> {
-        let r = self.report;
+        let r = &self.report.counts;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());

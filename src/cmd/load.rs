@@ -11,9 +11,9 @@ use crate::cli::{LoadArgs, SummaryFormat};
 use crate::config::Settings;
 use crate::connect;
 use crate::exit::{self, Status, WithStatus};
-use crate::load::{self, Sink};
+use crate::load::{self, Sink, Verbosity};
 use crate::rejects::Rejects;
-use crate::report::{LoadReport, RunSummary};
+use crate::report::{Mode, Report, RunSummary};
 use crate::state::StateFile;
 
 /// Inputs smaller than this load too fast to need a progress line.
@@ -24,7 +24,7 @@ pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<S
     let result = settings.and_then(|s| load(&s, args, quiet, started));
     if let Err(err) = &result {
         // Monitoring must see a run that never got going, too.
-        let report = LoadReport::new(quiet, args.dry_run);
+        let report = Report::empty(mode(args));
         let mut files: Vec<_> = args.files.iter().map(|f| f.display().to_string()).collect();
         if files.is_empty() {
             files.push("-".into());
@@ -80,19 +80,19 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         retry_for: Duration::from_secs(args.retry_for),
         max_rejects: args.max_rejects,
         progress_of_bytes,
+        verbosity: if quiet {
+            Verbosity::Quiet
+        } else {
+            Verbosity::PerLine
+        },
     };
     let files: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
-    let outcome = load::load(
-        sink,
-        settings,
-        sources,
-        options,
-        LoadReport::new(quiet, args.dry_run),
-        rejects,
-        state,
-    )?;
-    outcome.report.print_summary();
-    let mut status = outcome.report.status();
+    let outcome = load::load(sink, settings, sources, options, rejects, state)?;
+    let report = Report::of(&outcome, mode(args));
+    if !quiet {
+        report.print_summary();
+    }
+    let mut status = outcome.counts.status();
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
     for err in [outcome.read_error, closed.err(), outcome.state_error]
         .into_iter()
@@ -104,13 +104,15 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     if let Some(signal) = outcome.signal {
         status = Status::Signal(signal);
     }
-    Ok(finish_summary(
-        args,
-        files,
-        &outcome.report,
-        started,
-        status,
-    ))
+    Ok(finish_summary(args, files, &report, started, status))
+}
+
+fn mode(args: &LoadArgs) -> Mode {
+    if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Load
+    }
 }
 
 /// Writes --metrics-file and --summary for a run that ended with `status`;
@@ -118,7 +120,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
 fn finish_summary(
     args: &LoadArgs,
     files: Vec<String>,
-    report: &LoadReport,
+    report: &Report,
     started: Instant,
     mut status: Status,
 ) -> Status {

@@ -134,6 +134,9 @@ const OTHER_FIELDS: [&str; 5] = [
     "detected_at",
 ];
 
+/// Primary key columns and their values, in the order given.
+type PrimaryKey<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// The line as JSON gave it: fields present, types checked, nothing else.
 #[derive(Default)]
 struct RawFinding<'a> {
@@ -163,44 +166,7 @@ impl<'a> RawFinding<'a> {
             fields.push(value);
         }
         let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
-        let primary_key = match (primary_key, primary_keys) {
-            (Some(object), Some(pairs)) => {
-                if !same_key(&object, &pairs) {
-                    return Err(RejectReason::new(
-                        "fields `primary_key` and `primary_keys` disagree",
-                    ));
-                }
-                object
-            }
-            (Some(object), None) => object,
-            (None, Some(pairs)) => pairs,
-            (None, None) => Vec::new(),
-        };
-        for (name, value) in &primary_key {
-            check_no_nul("primary_key", name)?;
-            check_no_nul("primary_key", value)?;
-        }
-        // Keys have a column or two: sorting a copy of the names only when
-        // there are many keeps a hostile line from costing quadratic time.
-        let duplicate = if primary_key.len() <= 8 {
-            primary_key
-                .iter()
-                .enumerate()
-                .find(|(i, (name, _))| primary_key[..*i].iter().any(|(seen, _)| seen == name))
-                .map(|(_, (name, _))| name)
-        } else {
-            let mut names: Vec<_> = primary_key.iter().map(|(name, _)| name).collect();
-            names.sort_unstable();
-            names
-                .windows(2)
-                .find(|pair| pair[0] == pair[1])
-                .map(|pair| pair[0])
-        };
-        if let Some(name) = duplicate {
-            return Err(RejectReason::new(format!(
-                "field `primary_key`: column {name:?} appears twice"
-            )));
-        }
+        let primary_key = merge_primary_key(primary_key, primary_keys)?;
         let detected_at = match (timestamp, detected_at) {
             (Some(a), Some(b)) if a != b => {
                 return Err(RejectReason::new(
@@ -234,6 +200,57 @@ impl<'a> RawFinding<'a> {
             lsn,
             detected_at,
         })
+    }
+}
+
+/// The primary key, from `primary_key`, `primary_keys` or both (which must
+/// agree): no NUL, no column twice.
+fn merge_primary_key<'a>(
+    object: Option<PrimaryKey<'a>>,
+    pairs: Option<PrimaryKey<'a>>,
+) -> Result<PrimaryKey<'a>, RejectReason> {
+    let primary_key = match (object, pairs) {
+        (Some(object), Some(pairs)) => {
+            if !same_key(&object, &pairs) {
+                return Err(RejectReason::new(
+                    "fields `primary_key` and `primary_keys` disagree",
+                ));
+            }
+            object
+        }
+        (Some(object), None) => object,
+        (None, Some(pairs)) => pairs,
+        (None, None) => Vec::new(),
+    };
+    for (name, value) in &primary_key {
+        check_no_nul("primary_key", name)?;
+        check_no_nul("primary_key", value)?;
+    }
+    if let Some(name) = duplicate_column(&primary_key) {
+        return Err(RejectReason::new(format!(
+            "field `primary_key`: column {name:?} appears twice"
+        )));
+    }
+    Ok(primary_key)
+}
+
+/// A column named twice in a primary key. Keys have a column or two:
+/// sorting a copy of the names only when there are many keeps a hostile
+/// line from costing quadratic time.
+fn duplicate_column<'k>(primary_key: &'k PrimaryKey<'_>) -> Option<&'k Cow<'k, str>> {
+    if primary_key.len() <= 8 {
+        primary_key
+            .iter()
+            .enumerate()
+            .find(|(i, (name, _))| primary_key[..*i].iter().any(|(seen, _)| seen == name))
+            .map(|(_, (name, _))| name)
+    } else {
+        let mut names: Vec<_> = primary_key.iter().map(|(name, _)| name).collect();
+        names.sort_unstable();
+        names
+            .windows(2)
+            .find(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
     }
 }
 

@@ -14,52 +14,83 @@
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::batch::{Batch, Spares, Timing};
+use super::control::{Control, POLL};
+use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger};
+use super::lock;
 use super::sink::Sink;
-use super::{Batch, Shared};
 use crate::connect::{Connection, Pool, describe};
-use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED};
+use crate::table;
 
-/// How often an idle writer looks at the stop flag.
-const POLL: Duration = Duration::from_millis(100);
 /// Backoff bounds between retries.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// The COPY statements of the table, and how long to retry.
+#[derive(Clone)]
+pub struct Copy {
+    timed: String,
+    untimed: String,
+    retry_for: Duration,
+}
+
+impl Copy {
+    pub fn new(qualified_table: &str, retry_for: Duration) -> Copy {
+        Copy {
+            timed: table::copy_sql(qualified_table, true),
+            untimed: table::copy_sql(qualified_table, false),
+            retry_for,
+        }
+    }
+
+    fn sql(&self, timing: Timing) -> &str {
+        match timing {
+            Timing::Timed => &self.timed,
+            Timing::Untimed => &self.untimed,
+        }
+    }
+}
+
+/// What every writer shares with the rest of the load.
+pub struct Shares {
+    pub ledger: Arc<Ledger>,
+    pub control: Arc<Control>,
+    pub spares: Arc<Spares>,
+}
+
 /// A writer's life: batches until the reader is done, or until the run is
 /// interrupted and the reader holds nothing more to send.
-pub fn write_batches(sink: Sink, shared: Arc<Shared>, receiver: Arc<Mutex<Receiver<Batch>>>) {
+pub fn run(sink: Sink, copy: Copy, shares: &Shares, receiver: &Mutex<Receiver<Batch>>) {
     let mut writer = match sink {
         Sink::Database(pool) => Some(Writer {
             pool,
+            copy,
             connection: None,
-            shared: &shared,
+            ledger: &shares.ledger,
+            control: &shares.control,
         }),
         Sink::DryRun => None,
     };
     loop {
-        let next = receiver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .recv_timeout(POLL);
+        let next = lock(receiver).recv_timeout(POLL);
         match next {
             Ok(batch) => {
                 let lost_from = match &mut writer {
                     Some(writer) => writer.write(&batch),
                     None => {
-                        shared.report().inserted += batch.rows.len() as u64;
+                        shares.ledger.inserted(batch.rows.len());
                         None
                     }
                 };
-                shared.finish_batch(&batch, lost_from);
-                shared.recycle(batch);
+                shares.ledger.finish_batch(&batch, lost_from);
+                shares.spares.recycle(batch);
             }
             Err(RecvTimeoutError::Timeout) => {
-                if shared.stopped_while_waiting() {
+                if shares.control.stopped_while_waiting() {
                     return;
                 }
             }
@@ -68,10 +99,13 @@ pub fn write_batches(sink: Sink, shared: Arc<Shared>, receiver: Arc<Mutex<Receiv
     }
 }
 
+/// Writes batches on one connection of the pool.
 struct Writer<'a> {
     pool: Pool,
+    copy: Copy,
     connection: Option<Connection>,
-    shared: &'a Shared,
+    ledger: &'a Ledger,
+    control: &'a Control,
 }
 
 /// Why rows could not be written.
@@ -102,22 +136,21 @@ impl Writer<'_> {
     /// Writes a batch; returns the index of its first row lost to a
     /// database failure or an interruption, if any.
     fn write(&mut self, batch: &Batch) -> Option<usize> {
-        let shared = self.shared;
         let all = 0..batch.rows.len();
-        if shared.failed.load(Ordering::SeqCst) {
-            let reason = FAILED_EARLIER;
-            shared.drop_rows(batch, all, Dropped::Lost, reason);
+        if self.control.failed() {
+            self.ledger
+                .drop_rows(batch, all, Dropped::Lost, FAILED_EARLIER);
             return Some(0);
         }
-        let sql = shared.copy_sql(batch.timed);
+        let sql = self.copy.sql(batch.timing).to_owned();
         let mut pending = Vec::from([all]);
         while let Some(rows) = pending.pop() {
             if rows.is_empty() {
                 continue;
             }
-            let failure = match self.send(sql, batch.row_bytes(rows.clone())) {
+            let failure = match self.send(&sql, batch.row_bytes(rows.clone())) {
                 Ok(()) => {
-                    shared.report().inserted += rows.len() as u64;
+                    self.ledger.inserted(rows.len());
                     continue;
                 }
                 Err(failure) => failure,
@@ -129,13 +162,13 @@ impl Writer<'_> {
                 }
                 GaveUp::Lost(reason) => {
                     log::error!("{reason}");
-                    shared.failed.store(true, Ordering::SeqCst);
+                    self.control.fail();
                     (Dropped::Lost, format!("not inserted: {reason}"))
                 }
                 GaveUp::Interrupted => (Dropped::Interrupted, INTERRUPTED.into()),
                 GaveUp::Uncertain(reason) => {
                     log::error!("{reason}");
-                    shared.failed.store(true, Ordering::SeqCst);
+                    self.control.fail();
                     (
                         Dropped::Uncertain,
                         format!("may or may not be in the table: {reason}"),
@@ -147,7 +180,7 @@ impl Writer<'_> {
                 .filter(|r| !r.is_empty())
                 .collect();
             for rows in &unsent {
-                shared.drop_rows(batch, rows.clone(), kind, &reason);
+                self.ledger.drop_rows(batch, rows.clone(), kind, &reason);
             }
             return unsent.iter().map(|r| r.start).min();
         }
@@ -175,7 +208,7 @@ impl Writer<'_> {
             _ => rows.start,
         };
         let reason = format!("refused by the server: {reason}");
-        self.shared
+        self.ledger
             .drop_rows(batch, bad..bad + 1, Dropped::Refused, &reason);
         // COPY stops at the first bad row, so the rest is untested: when bad
         // rows are dense, resending all of it after each one would be
@@ -189,7 +222,6 @@ impl Writer<'_> {
     /// Sends rows in one transaction, retrying transient failures until
     /// --retry-for has passed since the first one.
     fn send(&mut self, sql: &str, data: &[u8]) -> Result<(), GaveUp> {
-        let shared = self.shared;
         // The retry window opens at the first failure, however long the
         // first attempt took.
         let mut first_failure = None;
@@ -204,7 +236,7 @@ impl Writer<'_> {
                     match self.resolve(txid, *first_failure.get_or_insert_with(Instant::now)) {
                         Some(true) => return Ok(()),
                         Some(false) => reason,
-                        None if shared.stop.load(Ordering::SeqCst) => {
+                        None if self.control.interrupted() => {
                             return Err(GaveUp::Uncertain(format!(
                                 "{reason}; interrupted before the outcome of COMMIT \
                                  (transaction {txid}) was known"
@@ -219,13 +251,13 @@ impl Writer<'_> {
                     }
                 }
             };
-            if shared.stop.load(Ordering::SeqCst) {
+            if self.control.interrupted() {
                 return Err(GaveUp::Interrupted);
             }
             let since: Instant = *first_failure.get_or_insert_with(Instant::now);
-            let left = shared.retry_for.saturating_sub(since.elapsed());
+            let left = self.copy.retry_for.saturating_sub(since.elapsed());
             if left.is_zero() {
-                let window = shared.retry_for.as_secs_f64();
+                let window = self.copy.retry_for.as_secs_f64();
                 return Err(GaveUp::Lost(if window > 0.0 {
                     format!(
                         "database failure, still failing after retrying for {window:.0} s: {reason}"
@@ -236,7 +268,7 @@ impl Writer<'_> {
             }
             let delay = backoff(attempt).min(left);
             log::warn!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
-            self.sleep(delay);
+            self.control.sleep(delay);
             attempt += 1;
         }
     }
@@ -267,7 +299,7 @@ impl Writer<'_> {
             writer.finish().map(drop).map_err(|e| classify(&e))
         })();
         if let Err(failure) = copied {
-            self.abandon();
+            self.rollback();
             return Err(failure);
         }
         let client = self.connect()?;
@@ -275,7 +307,7 @@ impl Writer<'_> {
             Ok(()) => Ok(()),
             // An ERROR answering COMMIT: the transaction did not commit.
             Err(err) if err.as_db_error().is_some_and(|db| db.severity() == "ERROR") => {
-                self.abandon();
+                self.rollback();
                 Err(classify(&err))
             }
             // No answer, or a FATAL one (a terminated backend may commit and
@@ -293,7 +325,6 @@ impl Writer<'_> {
     /// Asks a new connection whether transaction `txid` committed. None when
     /// that could not be learned before the retry window closed.
     fn resolve(&mut self, txid: i64, started: Instant) -> Option<bool> {
-        let shared = self.shared;
         let mut attempt = 0;
         loop {
             let status = self.connect().ok().and_then(|client| {
@@ -308,15 +339,15 @@ impl Writer<'_> {
                 // "in progress": the old backend has not noticed yet.
                 _ => {}
             }
-            if shared.stop.load(Ordering::SeqCst) {
+            if self.control.interrupted() {
                 return None;
             }
-            let left = shared.retry_for.saturating_sub(started.elapsed());
+            let left = self.copy.retry_for.saturating_sub(started.elapsed());
             if left.is_zero() {
                 return None;
             }
             self.connection = None;
-            self.sleep(backoff(attempt).min(left));
+            self.control.sleep(backoff(attempt).min(left));
             attempt += 1;
         }
     }
@@ -333,7 +364,7 @@ impl Writer<'_> {
                     None => format!("cannot connect: {e}"),
                 })
             })?;
-            self.shared.on_stop_cancel(client.cancel_token());
+            self.control.on_stop_cancel(client.cancel_token());
             self.connection = Some(client);
         }
         Ok(self.connection.as_mut().expect("just connected"))
@@ -341,23 +372,11 @@ impl Writer<'_> {
 
     /// Ends a failed transaction so the connection can be reused, or drops
     /// the connection when that fails.
-    fn abandon(&mut self) {
+    fn rollback(&mut self) {
         if let Some(client) = &mut self.connection
             && client.batch_execute("ROLLBACK").is_err()
         {
             self.connection = None;
-        }
-    }
-
-    /// Sleeps, waking early when the run is interrupted.
-    fn sleep(&self, delay: Duration) {
-        let until = Instant::now() + delay;
-        while !self.shared.stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            std::thread::sleep((until - now).min(POLL));
         }
     }
 }
@@ -440,14 +459,17 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_its_cap_with_jitter() {
-        for attempt in 0..40 {
-            let step = FIRST_DELAY
-                .saturating_mul(1 << attempt.min(16))
-                .min(MAX_DELAY);
-            let delay = backoff(attempt);
-            assert!(delay >= step / 2 && delay <= step, "{attempt}: {delay:?}");
+    fn backoff_doubles_from_100_ms_to_a_5_s_cap_with_jitter() {
+        let bounds_ms = [(0, 50, 100), (1, 100, 200), (2, 200, 400), (5, 1600, 3200)];
+        for (attempt, low, high) in bounds_ms {
+            for _ in 0..20 {
+                let ms = backoff(attempt).as_millis();
+                assert!((low..=high).contains(&ms), "attempt {attempt}: {ms} ms");
+            }
         }
-        assert!(backoff(30) >= MAX_DELAY / 2);
+        for attempt in [6, 10, 16, 17, 40, u32::MAX] {
+            let ms = backoff(attempt).as_millis();
+            assert!((2500..=5000).contains(&ms), "attempt {attempt}: {ms} ms");
+        }
     }
 }

@@ -1,0 +1,268 @@
+//! Why a load stops: the events that end reading (a signal, a database that
+//! failed for good, --max-rejects, an unreadable input) are recorded here,
+//! and [`Control::stop_reason`] alone decides what the run reports.
+//!
+//! SIGINT and SIGTERM ask for a clean stop; a second one ends the process at
+//! once. After a stop, statements still in flight get a few seconds, then
+//! are cancelled.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use super::lock;
+
+/// Why reading ended before every input was read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGINT or SIGTERM.
+    Signal(i32),
+    /// An input could not be read.
+    ReadError,
+    /// More lines than --max-rejects were rejected.
+    MaxRejects(u64),
+    /// The database failed and retries could not outlast it.
+    DatabaseFailed,
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Signal(SIGINT) => f.write_str("interrupted (SIGINT)"),
+            StopReason::Signal(_) => f.write_str("interrupted (SIGTERM)"),
+            StopReason::ReadError => f.write_str("the input could not be read"),
+            StopReason::MaxRejects(max) => {
+                write!(f, "more than {max} lines were rejected (--max-rejects)")
+            }
+            StopReason::DatabaseFailed => f.write_str("the database failed"),
+        }
+    }
+}
+
+/// The run's stop events, shared by the reader, the writers and the thread
+/// that waits for them.
+#[derive(Default)]
+pub struct Control {
+    /// Set by SIGINT or SIGTERM.
+    interrupted: Arc<AtomicBool>,
+    /// The signal that set `interrupted`.
+    signal: Arc<AtomicUsize>,
+    /// The database failed for good: stop reading, drop what is queued.
+    failed: AtomicBool,
+    /// The reader stopped because of --max-rejects.
+    limit_hit: AtomicBool,
+    /// The reader waits for input holding no rows.
+    reader_idle: AtomicBool,
+    /// The reader read every input to its end and handed everything over.
+    read_all: AtomicBool,
+    /// The writers are done: ends the progress line and the canceller.
+    writers_done: AtomicBool,
+    /// Cancel tokens of the writers' connections.
+    cancels: Mutex<Vec<postgres::CancelToken>>,
+}
+
+/// How long statements in flight may run on after a stop before they are
+/// cancelled.
+const GRACE: Duration = Duration::from_secs(3);
+/// How often waiting threads look at the flags.
+pub const POLL: Duration = Duration::from_millis(100);
+
+impl Control {
+    /// Makes SIGINT and SIGTERM ask for a stop, and a second one end the
+    /// process at once.
+    pub fn catch_signals(&self) -> Result<()> {
+        for signal in [SIGINT, SIGTERM] {
+            // Handlers run in the order they were registered: the
+            // conditional shutdown sees the flag as the previous signal left
+            // it.
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                128 + signal,
+                Arc::clone(&self.interrupted),
+            )
+            .context("cannot install signal handlers")?;
+            signal_hook::flag::register_usize(signal, Arc::clone(&self.signal), signal as usize)
+                .context("cannot install signal handlers")?;
+            signal_hook::flag::register(signal, Arc::clone(&self.interrupted))
+                .context("cannot install signal handlers")?;
+        }
+        Ok(())
+    }
+
+    /// Whether a signal asked for a stop.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// The signal that asked for a stop.
+    pub fn signal(&self) -> Option<i32> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => None,
+            n => i32::try_from(n).ok(),
+        }
+    }
+
+    /// The database failed for good.
+    pub fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// Whether reading must stop: interrupted, or the database failed.
+    pub fn stopping(&self) -> bool {
+        self.interrupted() || self.failed()
+    }
+
+    pub fn hit_limit(&self) {
+        self.limit_hit.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_reader_idle(&self, idle: bool) {
+        self.reader_idle.store(idle, Ordering::SeqCst);
+    }
+
+    pub fn read_all(&self) {
+        self.read_all.store(true, Ordering::SeqCst);
+    }
+
+    pub fn writers_done(&self) {
+        self.writers_done.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.writers_done.load(Ordering::SeqCst)
+    }
+
+    /// Whether the run is over although the reader may still be waiting for
+    /// input: a signal or a database failure came while it held no rows.
+    pub fn stopped_while_waiting(&self) -> bool {
+        self.stopping() && self.reader_idle.load(Ordering::SeqCst)
+    }
+
+    /// Why reading ended early, or None when every input was read to its
+    /// end. A signal outranks everything; an unreadable input, the
+    /// --max-rejects limit, then a database failure follow.
+    pub fn stop_reason(&self, read_failed: bool, max_rejects: Option<u64>) -> Option<StopReason> {
+        if self.read_all.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(match self.signal() {
+            Some(signal) => StopReason::Signal(signal),
+            None if read_failed => StopReason::ReadError,
+            None if self.limit_hit.load(Ordering::SeqCst) => {
+                StopReason::MaxRejects(max_rejects.unwrap_or(0))
+            }
+            None => StopReason::DatabaseFailed,
+        })
+    }
+
+    /// Remembers how to cancel what a writer's connection is doing, for a
+    /// stop that in-flight statements would otherwise delay.
+    pub fn on_stop_cancel(&self, token: postgres::CancelToken) {
+        lock(&self.cancels).push(token);
+    }
+
+    /// Once a signal has asked for a stop, gives statements in flight a few
+    /// seconds to finish, then cancels them (a COPY waiting on a lock, say):
+    /// their batches roll back and count as interrupted.
+    pub fn cancel_after_stop(&self) {
+        while !self.interrupted() {
+            if self.is_done() {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        std::thread::sleep(GRACE);
+        if self.is_done() {
+            return;
+        }
+        let tokens = std::mem::take(&mut *lock(&self.cancels));
+        for token in tokens {
+            if let Err(err) = token.cancel_query(postgres::NoTls) {
+                log::debug!("cannot cancel a statement in flight: {err}");
+            }
+        }
+    }
+
+    /// Sleeps for `delay`, waking early when the run is interrupted.
+    pub fn sleep(&self, delay: Duration) {
+        let until = std::time::Instant::now() + delay;
+        while !self.interrupted() {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep((until - now).min(POLL));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_reason_once_everything_was_read() {
+        let control = Control::default();
+        control.fail();
+        control.read_all();
+        assert_eq!(control.stop_reason(true, None), None);
+    }
+
+    #[test]
+    fn a_signal_outranks_every_other_reason() {
+        let control = Control::default();
+        control.fail();
+        control.hit_limit();
+        control.signal.store(15, Ordering::SeqCst);
+        control.interrupted.store(true, Ordering::SeqCst);
+        assert_eq!(
+            control.stop_reason(true, Some(3)),
+            Some(StopReason::Signal(15))
+        );
+        assert_eq!(StopReason::Signal(15).to_string(), "interrupted (SIGTERM)");
+        assert_eq!(StopReason::Signal(2).to_string(), "interrupted (SIGINT)");
+    }
+
+    #[test]
+    fn read_error_then_limit_then_database() {
+        let control = Control::default();
+        control.fail();
+        assert_eq!(
+            control.stop_reason(false, None),
+            Some(StopReason::DatabaseFailed)
+        );
+        control.hit_limit();
+        assert_eq!(
+            control.stop_reason(false, Some(7)),
+            Some(StopReason::MaxRejects(7))
+        );
+        assert_eq!(
+            StopReason::MaxRejects(7).to_string(),
+            "more than 7 lines were rejected (--max-rejects)"
+        );
+        assert_eq!(
+            control.stop_reason(true, Some(7)),
+            Some(StopReason::ReadError)
+        );
+    }
+
+    #[test]
+    fn waiting_reader_ends_the_run_only_after_a_stop() {
+        let control = Control::default();
+        control.set_reader_idle(true);
+        assert!(!control.stopped_while_waiting());
+        control.fail();
+        assert!(control.stopped_while_waiting());
+        control.set_reader_idle(false);
+        assert!(!control.stopped_while_waiting());
+    }
+}

@@ -1,0 +1,405 @@
+//! The reader: input lines -> findings -> batches for the writers, until
+//! every input is read, the database fails or a signal stops the run.
+//!
+//! Each line is first classified ([`classify`]) and then handled by one
+//! method per kind. While the reader waits for input from a pipe it holds
+//! no rows (it hands over everything before it waits), so the writers can
+//! end the run without it.
+
+use std::io::{self, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+
+use super::batch::Origin;
+use super::control::Control;
+use super::input::{Line, Source, next_line, trim_line};
+use super::ledger::{Dropped, Ledger};
+use super::pending::Pending;
+use super::record::{self, Finding, RejectReason};
+use super::set_aside::{Unread, set_aside};
+
+/// How the reader reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    pub max_line_bytes: u64,
+    /// Stop reading once more lines than this were rejected.
+    pub max_rejects: Option<u64>,
+}
+
+/// Where the reader is, for the progress line and for the message that
+/// says where reading stopped.
+#[derive(Default)]
+pub struct Position {
+    source: AtomicUsize,
+    line: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Position {
+    /// Input bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The input being read, and the lines read from it.
+    pub fn at(&self) -> (usize, u64) {
+        (
+            self.source.load(Ordering::SeqCst),
+            self.line.load(Ordering::SeqCst),
+        )
+    }
+
+    fn set(&self, source: usize, line: u64) {
+        self.source.store(source, Ordering::SeqCst);
+        self.line.store(line, Ordering::SeqCst);
+    }
+}
+
+/// What a line read is.
+// One lives at a time, on the stack: boxing the finding would allocate per
+// line.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Kind<'a> {
+    /// Longer than --max-line-bytes: skipped, already in the reject file.
+    TooLong {
+        length: u64,
+    },
+    /// Empty or white space only: not a finding, not counted.
+    Blank,
+    /// Not a valid finding; `raw` is the line as read.
+    Invalid {
+        raw: &'a [u8],
+        reason: RejectReason,
+    },
+    Finding {
+        raw: &'a [u8],
+        finding: Finding<'a>,
+    },
+}
+
+/// Classifies the line [`next_line`] read into `buf`; `at_start` says it
+/// is the first line of its input, where a UTF-8 BOM is skipped.
+pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
+    if let Line::TooLong { length, .. } = next {
+        return Kind::TooLong { length: *length };
+    }
+    let raw = if at_start {
+        buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(buf)
+    } else {
+        buf
+    };
+    let text = trim_line(raw);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Kind::Blank;
+    }
+    match record::parse_line(text) {
+        Ok(finding) => Kind::Finding { raw, finding },
+        Err(reason) => Kind::Invalid { raw, reason },
+    }
+}
+
+/// Where reading is in one input.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    pub index: usize,
+    /// Byte offset of the next line, and lines before it.
+    pub offset: u64,
+    pub line: u64,
+    /// Reads may wait for a writer on the other end (a pipe).
+    pub may_wait: bool,
+    /// The state file tracks it.
+    pub tracked: bool,
+}
+
+impl Cursor {
+    pub fn start(index: usize, source: &Source) -> Cursor {
+        let (offset, line) = source
+            .resume
+            .as_ref()
+            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
+        Cursor {
+            index,
+            offset,
+            line,
+            may_wait: source.may_wait,
+            tracked: source.resume.is_some(),
+        }
+    }
+}
+
+/// How reading one input ended.
+enum Flow {
+    /// Read to its end (or to an unfinished last line): go on.
+    Next,
+    /// Stop reading.
+    Stop,
+    /// The database failed for good: set the rest aside.
+    SetAside(Unread),
+}
+
+/// Why reading stops before the next line.
+enum Halt {
+    Stop,
+    /// The database failed for good: copy what is left to the reject file.
+    SetAside,
+}
+
+pub struct Reader {
+    options: ReadOptions,
+    ledger: Arc<Ledger>,
+    control: Arc<Control>,
+    position: Arc<Position>,
+    pending: Pending,
+    line: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl Reader {
+    pub fn new(
+        options: ReadOptions,
+        pending: Pending,
+        ledger: Arc<Ledger>,
+        control: Arc<Control>,
+        position: Arc<Position>,
+    ) -> Reader {
+        Reader {
+            options,
+            ledger,
+            control,
+            position,
+            pending,
+            line: Vec::with_capacity(64 * 1024),
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Reads every source in turn.
+    pub fn run(mut self, sources: Vec<Source>) -> Result<()> {
+        let mut sources = sources.into_iter().enumerate();
+        while let Some((index, source)) = sources.next() {
+            match self.read_input(index, source)? {
+                Flow::Next => {}
+                Flow::Stop => return Ok(()),
+                Flow::SetAside(current) => {
+                    let rest = sources.map(|(index, source)| Unread::new(index, source));
+                    set_aside(
+                        std::iter::once(current).chain(rest),
+                        &self.ledger,
+                        &self.control,
+                    );
+                    return Ok(());
+                }
+            }
+        }
+        if self.pending.flush() {
+            self.control.read_all();
+        }
+        Ok(())
+    }
+
+    fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
+        let mut cursor = Cursor::start(index, &source);
+        let mut reader = BufReader::with_capacity(256 * 1024, source.input);
+        self.position.set(index, cursor.line);
+        self.ledger.track(|t| t.start_input(index));
+        loop {
+            match self.must_stop() {
+                Some(Halt::Stop) => return Ok(Flow::Stop),
+                Some(Halt::SetAside) => return Ok(Flow::SetAside(Unread::new_at(reader, cursor))),
+                None => {}
+            }
+            let next = match self.next_line(&mut reader, cursor.may_wait) {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(Flow::Stop),
+                Err(err) => {
+                    self.pending.flush();
+                    let name = self.ledger.name(index);
+                    return Err(err)
+                        .with_context(|| format!("cannot read {name} after line {}", cursor.line));
+                }
+            };
+            let start = cursor.offset;
+            match next {
+                Line::End => break,
+                // The scanner may be writing this line right now: leave it
+                // for the next run.
+                Line::Text if cursor.tracked && self.line.last() != Some(&b'\n') => {
+                    log::info!(
+                        "{}: line {} has no end yet: left for the next run",
+                        self.ledger.name(index),
+                        cursor.line + 1
+                    );
+                    break;
+                }
+                Line::Text => cursor.offset += self.line.len() as u64,
+                Line::TooLong { consumed, .. } => cursor.offset += consumed,
+            }
+            self.position
+                .bytes
+                .fetch_add(cursor.offset - start, Ordering::Relaxed);
+            cursor.line += 1;
+            self.position.set(index, cursor.line);
+            if !self.take(&next, &cursor, start) {
+                return Ok(Flow::Stop);
+            }
+        }
+        let (offset, line) = (cursor.offset, cursor.line);
+        self.ledger.track(|t| t.end_input(index, offset, line));
+        Ok(Flow::Next)
+    }
+
+    /// Whether reading must stop before the next line, and how.
+    fn must_stop(&mut self) -> Option<Halt> {
+        if let Some(max) = self.options.max_rejects
+            && self.ledger.counts().rejected() > max
+        {
+            self.control.hit_limit();
+            self.pending.flush();
+            return Some(Halt::Stop);
+        }
+        if self.control.stopping() {
+            self.pending.drop_unsent();
+            if self.control.failed() && !self.control.interrupted() {
+                return Some(Halt::SetAside);
+            }
+            return Some(Halt::Stop);
+        }
+        None
+    }
+
+    /// Reads the next line into `self.line`. None when the rows read could
+    /// not be handed over before a wait: nothing more may be sent.
+    fn next_line(
+        &mut self,
+        reader: &mut BufReader<Box<dyn Read + Send>>,
+        may_wait: bool,
+    ) -> io::Result<Option<Line>> {
+        let (ledger, control, pending) = (&*self.ledger, &*self.control, &mut self.pending);
+        let mut held = None;
+        let mut handed_over = true;
+        let next = next_line(
+            reader,
+            &mut self.line,
+            self.options.max_line_bytes,
+            // A long line goes to the reject file in pieces: hold the file
+            // until its end, so no other line lands in between.
+            &mut |bytes| {
+                if let Some(rejects) = held.get_or_insert_with(|| ledger.hold_rejects()) {
+                    rejects.append(bytes);
+                }
+            },
+            // About to wait for a writer on the other end of a pipe: hand
+            // over every row read so far, so none waits in memory, and say
+            // so, so that a stop need not wait for more input.
+            &mut || {
+                if may_wait {
+                    handed_over &= pending.send_all();
+                    control.set_reader_idle(true);
+                }
+            },
+        );
+        drop(held);
+        control.set_reader_idle(false);
+        if !handed_over {
+            pending.drop_unsent();
+            return Ok(None);
+        }
+        next.map(Some)
+    }
+
+    /// Takes the line just read, which started at byte `start`. False when
+    /// nothing more may be sent.
+    fn take(&mut self, next: &Line, cursor: &Cursor, start: u64) -> bool {
+        let (index, number, offset) = (cursor.index, cursor.line, cursor.offset);
+        let ledger = &*self.ledger;
+        match classify(next, &self.line, start == 0) {
+            Kind::TooLong { length } => {
+                let reason = format!(
+                    "line of {length} bytes is longer than --max-line-bytes ({})",
+                    self.options.max_line_bytes
+                );
+                ledger.drop_read(index, number, Dropped::Invalid, &reason, None);
+            }
+            Kind::Blank => {}
+            Kind::Invalid { raw, reason } => {
+                ledger.drop_read(index, number, Dropped::Invalid, &reason, Some(raw));
+            }
+            Kind::Finding { raw, finding } => {
+                let origin = Origin {
+                    source: index,
+                    line: number,
+                    offset: start,
+                };
+                return self
+                    .pending
+                    .add(&finding, origin, offset, raw, &mut self.scratch);
+            }
+        }
+        ledger.track(|t| t.read_to(index, offset, number));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::batch::tests::line;
+
+    fn kind(buf: &[u8], at_start: bool) -> String {
+        match classify(&Line::Text, buf, at_start) {
+            Kind::TooLong { length } => format!("too long {length}"),
+            Kind::Blank => "blank".into(),
+            Kind::Invalid { raw, reason } => {
+                format!("invalid {:?}: {reason}", String::from_utf8_lossy(raw))
+            }
+            Kind::Finding { raw, finding } => {
+                format!("finding {} {}", finding.lsn, raw.len())
+            }
+        }
+    }
+
+    #[test]
+    fn blank_lines_are_not_findings() {
+        assert_eq!(kind(b"\n", false), "blank");
+        assert_eq!(kind(b" \t\r\n", false), "blank");
+        assert_eq!(kind(b"", false), "blank");
+        assert_eq!(kind(b"\xEF\xBB\xBF\n", true), "blank");
+    }
+
+    #[test]
+    fn a_bom_is_skipped_at_the_start_of_an_input_only() {
+        let text = format!("\u{feff}{}\n", line(5));
+        let bare = line(5).len() + 1;
+        assert_eq!(kind(text.as_bytes(), true), format!("finding 5 {bare}"));
+        assert!(kind(text.as_bytes(), false).starts_with("invalid"));
+    }
+
+    #[test]
+    fn valid_and_invalid_lines_keep_their_raw_bytes() {
+        let text = format!("{}\r\n", line(9));
+        assert_eq!(
+            kind(text.as_bytes(), false),
+            format!("finding 9 {}", text.len())
+        );
+        let invalid = kind(b"{\"lsn\": 1\n", false);
+        assert!(
+            invalid.starts_with("invalid \"{\\\"lsn\\\": 1\\n\": invalid JSON"),
+            "{invalid}"
+        );
+    }
+
+    #[test]
+    fn too_long_lines_are_classified_before_parsing() {
+        let next = Line::TooLong {
+            length: 10,
+            consumed: 11,
+        };
+        assert!(matches!(
+            classify(&next, b"", false),
+            Kind::TooLong { length: 10 }
+        ));
+    }
+}

@@ -1,0 +1,146 @@
+//! After a database failure that retries could not outlast, the input not
+//! read yet is copied to the reject file as it is, without parsing it, so
+//! that replaying the reject file completes the table. Inputs that may wait
+//! for a writer (pipes) are left alone: they may never end.
+
+use std::io::{BufRead, BufReader, Read};
+
+use super::control::Control;
+use super::input::Source;
+use super::ledger::Ledger;
+use super::reader::Cursor;
+use crate::rejects::Rejects;
+
+/// An input not read to its end when the database failed for good.
+pub struct Unread {
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// Where reading stopped.
+    cursor: Cursor,
+}
+
+impl Unread {
+    /// An input not started.
+    pub fn new(index: usize, source: Source) -> Unread {
+        let cursor = Cursor::start(index, &source);
+        Unread {
+            reader: BufReader::new(source.input),
+            cursor,
+        }
+    }
+
+    /// An input read up to `cursor`.
+    pub fn new_at(reader: BufReader<Box<dyn Read + Send>>, cursor: Cursor) -> Unread {
+        Unread { reader, cursor }
+    }
+}
+
+/// Copies each input's rest to the reject file, until a signal says stop.
+pub fn set_aside(rest: impl Iterator<Item = Unread>, ledger: &Ledger, control: &Control) {
+    if !ledger.keeps_lines() {
+        return;
+    }
+    for unread in rest {
+        if unread.cursor.may_wait {
+            continue;
+        }
+        set_aside_one(unread, ledger, control);
+        if control.interrupted() {
+            break;
+        }
+    }
+}
+
+/// What was copied of one input.
+#[derive(Default)]
+struct Copied {
+    bytes: u64,
+    lines: u64,
+    /// Lines with content: blank ones are not findings, as when reading.
+    findings: u64,
+    /// What follows the last newline seen: copied once its line ends.
+    partial: Vec<u8>,
+}
+
+impl Copied {
+    fn count(&mut self, line: &[u8]) {
+        self.lines += 1;
+        self.findings += u64::from(line.iter().any(|b| !b.is_ascii_whitespace()));
+    }
+
+    /// Copies whole lines of `chunk` (with the partial line before them).
+    fn chunk(&mut self, chunk: &[u8], rejects: &mut Rejects) {
+        let Some(end) = memchr::memrchr(b'\n', chunk) else {
+            self.partial.extend_from_slice(chunk);
+            return;
+        };
+        rejects.append(&self.partial);
+        rejects.append(&chunk[..=end]);
+        self.bytes += (self.partial.len() + end + 1) as u64;
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &chunk[..=end]) {
+            if start == 0 && !self.partial.is_empty() {
+                let mut first = std::mem::take(&mut self.partial);
+                first.extend_from_slice(&chunk[..newline]);
+                self.count(&first);
+            } else {
+                self.count(&chunk[start..newline]);
+            }
+            start = newline + 1;
+        }
+        self.partial.clear();
+        self.partial.extend_from_slice(&chunk[end + 1..]);
+    }
+}
+
+fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control) {
+    let cursor = unread.cursor;
+    let mut copied = Copied::default();
+    let result = {
+        let mut held = ledger.hold_rejects();
+        let Some(rejects) = held.as_deref_mut() else {
+            return;
+        };
+        let result = copy_rest(&mut unread.reader, &mut copied, rejects, control);
+        // An unterminated last line of a tracked file may be mid-write: it
+        // is left for the next run, as when reading normally.
+        if !copied.partial.is_empty() && !cursor.tracked && !control.interrupted() {
+            let partial = std::mem::take(&mut copied.partial);
+            rejects.append(&partial);
+            rejects.append(b"\n");
+            copied.bytes += partial.len() as u64;
+            copied.count(&partial);
+        }
+        result
+    };
+    if let Err(err) = result {
+        log::error!(
+            "cannot read {} after line {}: {err}",
+            ledger.name(cursor.index),
+            cursor.line + copied.lines
+        );
+    }
+    ledger.set_aside(copied.findings);
+    let (offset, line) = (cursor.offset + copied.bytes, cursor.line + copied.lines);
+    ledger.track(|t| t.end_input(cursor.index, offset, line));
+}
+
+fn copy_rest(
+    reader: &mut impl BufRead,
+    copied: &mut Copied,
+    rejects: &mut Rejects,
+    control: &Control,
+) -> std::io::Result<()> {
+    loop {
+        if control.interrupted() {
+            return Ok(());
+        }
+        let chunk = match reader.fill_buf() {
+            Ok([]) => return Ok(()),
+            Ok(chunk) => chunk,
+            Err(err) => return Err(err),
+        };
+        copied.chunk(chunk, rejects);
+        let n = chunk.len();
+        reader.consume(n);
+    }
+}
