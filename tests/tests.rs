@@ -5,6 +5,9 @@
 //! The modules live under suite/ rather than next to this file because
 //! cargo builds every tests/*.rs file as a test binary of its own.
 
+// Test code: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 #[path = "suite/harness.rs"]

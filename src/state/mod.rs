@@ -19,12 +19,16 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::{Status, WithStatus};
+
+mod tracker;
+
+pub use tracker::Tracker;
 
 /// Where one input file stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +76,7 @@ pub struct Resume {
     pub mark: Mark,
     /// A handle on the file, to take fingerprints when saving, whatever its
     /// name is by then.
-    probe: Arc<File>,
+    pub(crate) probe: Arc<File>,
 }
 
 impl StateFile {
@@ -174,7 +178,7 @@ impl StateFile {
     }
 
     /// Records new marks and replaces the file atomically.
-    fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
+    pub(crate) fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
         let mut changed = false;
         for (key, mark) in marks {
             if self.contents.files.get(&key) != Some(&mark) {
@@ -213,7 +217,7 @@ impl StateFile {
 }
 
 /// The last bytes before `offset`, in hexadecimal.
-fn tail(file: &File, offset: u64) -> Result<String> {
+pub(crate) fn tail(file: &File, offset: u64) -> Result<String> {
     let start = offset.saturating_sub(TAIL);
     let mut bytes = vec![0; (offset - start) as usize];
     file.read_exact_at(&mut bytes, start)
@@ -221,7 +225,7 @@ fn tail(file: &File, offset: u64) -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -231,127 +235,4 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-/// Which lines of the tracked inputs are done, from which the marks to save
-/// follow: a line is done once it is committed or dropped for good (reported,
-/// and in the reject file when there is one). The mark of an input is the
-/// start of its first line not done.
-pub struct Tracker {
-    file: StateFile,
-    /// Per input (by index): its key and starting mark, and where it ended
-    /// once read to its end; None for standard input.
-    inputs: Vec<Option<Tracked>>,
-    /// First rows (input, offset) of batches not done yet, with their line
-    /// numbers and how many batches start there.
-    outstanding: BTreeMap<(usize, u64), (u64, usize)>,
-    /// Everything before this (input, offset, line) has been handed to a
-    /// batch or dropped for good by the reader.
-    reader: (usize, u64, u64),
-    last_save: Instant,
-}
-
-struct Tracked {
-    resume: Resume,
-    end: Option<(u64, u64)>,
-}
-
-/// How often marks are saved during a run (and always at its end).
-const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-impl Tracker {
-    pub fn new(file: StateFile, inputs: Vec<Option<Resume>>) -> Tracker {
-        let inputs: Vec<_> = inputs
-            .into_iter()
-            .map(|input| input.map(|resume| Tracked { resume, end: None }))
-            .collect();
-        Tracker {
-            file,
-            inputs,
-            outstanding: BTreeMap::new(),
-            reader: (0, 0, 0),
-            last_save: Instant::now(),
-        }
-    }
-
-    /// The reader starts on input `index`.
-    pub fn start_input(&mut self, index: usize) {
-        let start = self.inputs[index]
-            .as_ref()
-            .map_or((0, 0), |t| (t.resume.mark.offset, t.resume.mark.line));
-        self.reader = (index, start.0, start.1);
-    }
-
-    /// A batch now starts with this row.
-    pub fn open_batch(&mut self, index: usize, offset: u64, line: u64) {
-        self.outstanding
-            .entry((index, offset))
-            .or_insert((line, 0))
-            .1 += 1;
-    }
-
-    /// The batch that started with this row is done.
-    pub fn close_batch(&mut self, index: usize, offset: u64) {
-        if let Some(entry) = self.outstanding.get_mut(&(index, offset)) {
-            entry.1 -= 1;
-            if entry.1 == 0 {
-                self.outstanding.remove(&(index, offset));
-            }
-        }
-    }
-
-    /// Everything before (offset, line) of input `index` has been handled by
-    /// the reader.
-    pub fn read_to(&mut self, index: usize, offset: u64, line: u64) {
-        self.reader = (index, offset, line);
-    }
-
-    /// Input `index` was read up to (offset, line) and no further.
-    pub fn end_input(&mut self, index: usize, offset: u64, line: u64) {
-        if let Some(tracked) = &mut self.inputs[index] {
-            tracked.end = Some((offset, line));
-        }
-        self.reader = (index + 1, 0, 0);
-    }
-
-    /// Whether a second has passed since the last save.
-    pub fn due(&self) -> bool {
-        self.last_save.elapsed() >= SAVE_EVERY
-    }
-
-    /// Saves the marks. The caller makes sure first that the dropped lines
-    /// they pass over are on disk in the reject file.
-    pub fn save(&mut self) -> Result<()> {
-        self.last_save = Instant::now();
-        let (index, offset, line) = match self.outstanding.first_key_value() {
-            Some((&(index, offset), &(line, _)))
-                if (index, offset) < (self.reader.0, self.reader.1) =>
-            {
-                (index, offset, line)
-            }
-            _ => self.reader,
-        };
-        let mut marks = Vec::new();
-        for (i, tracked) in self.inputs.iter().enumerate() {
-            let Some(tracked) = tracked else { continue };
-            let (offset, line) = match i.cmp(&index) {
-                std::cmp::Ordering::Less => match tracked.end {
-                    Some(end) => end,
-                    None => continue,
-                },
-                std::cmp::Ordering::Equal => (offset, line),
-                std::cmp::Ordering::Greater => continue,
-            };
-            let start = &tracked.resume.mark;
-            let mark = Mark {
-                offset,
-                line,
-                tail: tail(&tracked.resume.probe, offset)?,
-                seen: now(),
-                path: start.path.clone(),
-            };
-            marks.push((tracked.resume.key.clone(), mark));
-        }
-        self.file.save(marks)
-    }
 }
