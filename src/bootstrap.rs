@@ -23,7 +23,7 @@ const LOCK_CLASS: i32 = 0x7067_7370;
 
 /// Runs the bootstrap on `client`.
 pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
-    let (schema, table) = (&settings.schema, &settings.table);
+    let (schema, table) = (&settings.schema.value, &settings.table.value);
     let qualified = format!("{schema}.{table}");
     let mut report = BootstrapReport::new();
 
@@ -90,7 +90,7 @@ fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Res
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                             WHERE n.nspname = $1 AND c.relname = $2)",
-            &[&settings.schema, &settings.table],
+            &[&settings.schema.value, &settings.table.value],
         )
         .map_err(db_error)
         .context("cannot look up the findings schema and table")?;
@@ -134,7 +134,7 @@ fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
 /// Everything `load` needs, checked without writing anything: for
 /// `pgsense-pg check`.
 pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
-    let (schema, user) = (&settings.schema, &settings.username);
+    let (schema, user) = (&settings.schema.value, &settings.username.value);
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
         .query_one(
@@ -201,7 +201,11 @@ pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>>
 
 /// The checks of an existing table: kind, grants, columns.
 fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
-    let (schema, table, user) = (&settings.schema, &settings.table, &settings.username);
+    let (schema, table, user) = (
+        &settings.schema.value,
+        &settings.table.value,
+        &settings.username.value,
+    );
     let qualified = format!("{schema}.{table}");
     let relation = client
         .query_one(

@@ -18,7 +18,7 @@ use postgres_native_tls::{MakeTlsConnector, TlsStream};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
-use crate::config::{Roots, Settings, SslMode, Tls};
+use crate::config::{Roots, Settings, SslMode, Tls, setting};
 
 /// How long a statement may wait for a lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,10 +78,10 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
 fn pg_config(settings: &Settings) -> postgres::Config {
     let mut config = postgres::Config::new();
     config
-        .host(&settings.host)
-        .port(settings.port)
-        .dbname(&settings.dbname)
-        .user(&settings.username)
+        .host(&settings.host.value)
+        .port(settings.port.value)
+        .dbname(&settings.dbname.value)
+        .user(&settings.username.value)
         .application_name("pgsense-pg")
         // The pool's connections all start with the findings schema first in
         // search_path: set at connection start-up, so it costs no round trip
@@ -114,14 +114,14 @@ fn pg_config(settings: &Settings) -> postgres::Config {
 /// verify-full are require plus the checks [`tls_connector`] turns on.
 fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
     use postgres::config::SslMode as Driver;
-    let mode = settings.tls.mode;
+    let mode = settings.tls.mode.value;
     if settings.is_unix_socket() {
         // As libpq: the server never offers TLS on a Unix socket, and the
         // socket never leaves the machine.
         if mode != SslMode::Disable {
             log::info!(
                 "sslmode {mode} does not apply to the Unix socket in {}: connecting without TLS",
-                settings.host
+                settings.host.value
             );
         }
         return Driver::Disable;
@@ -141,7 +141,7 @@ fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
 /// with a self-signed certificate must stay reachable under them).
 fn tls_connector(tls: &Tls) -> Result<MakeTlsConnector> {
     let mut builder = TlsConnector::builder();
-    match tls.mode {
+    match tls.mode.value {
         SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
             builder
                 .danger_accept_invalid_certs(true)
@@ -346,14 +346,14 @@ enum Advice {
 
 fn advice(text: &str, settings: &Settings) -> Option<Advice> {
     let tls = &settings.tls;
-    let mode = format!("sslmode {} from {}", tls.mode, tls.mode_origin);
+    let mode = format!("sslmode {} from {}", tls.mode, tls.mode.origin);
     let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
     let advice = if has(&["hostname mismatch", "ip address mismatch"]) {
         Advice::Tls(format!(
             "the server's certificate is not valid for host {:?} (hostname mismatch; {mode}): \
              connect with --host set to a name or address the certificate lists in its \
              subjectAltName, or set --sslmode verify-ca to check only that a trusted CA signed it",
-            settings.host
+            settings.host.value
         ))
     } else if has(&["certificate has expired"]) {
         Advice::Tls(format!(
@@ -374,10 +374,11 @@ fn advice(text: &str, settings: &Settings) -> Option<Advice> {
     ]) {
         Advice::Tls(format!(
             "the server's certificate is not signed by a CA in {} (unknown CA; {mode}): set \
-             --sslrootcert (or trusted_root_certs in [alerts.postgres.tls], or PGSSLROOTCERT) to \
-             the PEM file of the CA that signed it, or --sslmode require to encrypt without \
+             {} to the PEM file of the CA that signed it, or {} require to encrypt without \
              verifying the server",
-            tls.roots.origin()
+            tls.roots.origin(),
+            setting::SSLROOTCERT.flag_or_others(),
+            setting::SSLMODE.flag,
         ))
     } else if has(&["server does not support tls"]) {
         Advice::Tls(format!(
@@ -396,10 +397,10 @@ fn advice(text: &str, settings: &Settings) -> Option<Advice> {
                  in the server's ssl_ca_file",
                 client.origin
             ),
-            None => "the server asks for a client certificate: set --sslcert and --sslkey \
-                     (client_cert and client_key in [alerts.postgres.tls], or PGSSLCERT and \
-                     PGSSLKEY)"
-                .to_owned(),
+            None => format!(
+                "the server asks for a client certificate: set {}",
+                setting::both(&setting::SSLCERT, &setting::SSLKEY)
+            ),
         })
     } else if tls.client.is_some() && has(&["connection reset", "unexpected eof"]) {
         // Under TLS 1.3 the server checks a client certificate after the
@@ -420,9 +421,7 @@ fn advice(text: &str, settings: &Settings) -> Option<Advice> {
                  a CA in the server's ssl_ca_file, and the key must be its own",
                 client.origin
             ),
-            None => "set --sslcert and --sslkey (client_cert and client_key in \
-                     [alerts.postgres.tls], or PGSSLCERT and PGSSLKEY)"
-                .to_owned(),
+            None => format!("set {}", setting::both(&setting::SSLCERT, &setting::SSLKEY)),
         })
     } else if has(&["certificate authentication failed"]) {
         Advice::Server(format!(
@@ -432,7 +431,7 @@ fn advice(text: &str, settings: &Settings) -> Option<Advice> {
         ))
     } else if has(&["no pg_hba.conf entry", "pg_hba.conf rejects connection"])
         && has(&["no encryption"])
-        && tls.mode == SslMode::Disable
+        && tls.mode.value == SslMode::Disable
     {
         Advice::Server(format!(
             "the server may accept this role over TLS only (hostssl in pg_hba.conf), and \
@@ -444,12 +443,12 @@ fn advice(text: &str, settings: &Settings) -> Option<Advice> {
             None => "set a password".to_owned(),
         })
     } else if has(&["password missing"]) {
-        Advice::Server(
-            "the server asks for a password: set --password-file, password in \
-             [alerts.postgres], PGPASSWORD, or a line in ~/.pgpass (or the file PGPASSFILE \
-             names)"
-                .to_owned(),
-        )
+        let mut ways = setting::PASSWORD.ways();
+        ways.push(setting::PASSFILE.to_owned());
+        Advice::Server(format!(
+            "the server asks for a password: set {}",
+            setting::one_of(&ways)
+        ))
     } else {
         return None;
     };

@@ -2,36 +2,43 @@
 //! command-line flags and the libpq environment variables resolved into one
 //! validated [`Settings`]. This is the one place that owns precedence:
 //! flags, then the config file, then the PG* variables, then the defaults
-//! of the scanner's PostgreSQL channel. Passwords come from --password-file,
-//! the config file, PGPASSWORD, then libpq's password file ([`pgpass`]).
-//! TLS files are read and checked here, so that a missing or malformed one
-//! is a configuration error before anything connects.
+//! of the scanner's PostgreSQL channel ([`source`]), each setting named once
+//! ([`setting`]). Passwords come from --password-file, the config file,
+//! PGPASSWORD, then libpq's password file ([`password`]). TLS files are read
+//! and checked here ([`tls`]), so that a missing or malformed one is a
+//! configuration error before anything connects.
 
+mod file;
+mod password;
 mod pem;
 mod pgpass;
+mod secret;
+pub mod setting;
+mod source;
+mod tls;
 
-use std::fmt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::ValueEnum;
-use native_tls::{Certificate, Identity};
-use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
 pub use crate::cli::SslMode;
+use file::PostgresSection;
+pub use password::Password;
+use source::Precedence;
+pub use source::Sourced;
+pub use tls::{Roots, Tls};
 
-/// Everything needed to reach the findings table.
+/// Everything needed to reach the findings table; each value remembers the
+/// setting it came from.
 pub struct Settings {
-    pub host: String,
-    pub port: u16,
-    pub dbname: String,
-    pub username: String,
+    pub host: Sourced<String>,
+    pub port: Sourced<u16>,
+    pub dbname: Sourced<String>,
+    pub username: Sourced<String>,
     pub password: Option<Password>,
-    pub schema: String,
-    pub table: String,
+    pub schema: Sourced<String>,
+    pub table: Sourced<String>,
     pub tls: Tls,
     pub connect_timeout: Duration,
 }
@@ -53,141 +60,8 @@ impl Settings {
 
     /// Whether `host` is a Unix socket directory (as libpq, a leading `/`).
     pub fn is_unix_socket(&self) -> bool {
-        self.host.starts_with('/')
+        self.host.value.starts_with('/')
     }
-}
-
-/// A password and where it came from (for messages; never the value).
-pub struct Password {
-    pub secret: Secret,
-    pub origin: String,
-}
-
-/// TLS as resolved: libpq's sslmode and the certificates it uses.
-#[derive(Clone)]
-pub struct Tls {
-    pub mode: SslMode,
-    /// Which setting chose the mode, for messages.
-    pub mode_origin: &'static str,
-    /// What verify-ca and verify-full trust; unused by the other modes.
-    pub roots: Roots,
-    /// The certificate the client presents, for `cert` authentication.
-    pub client: Option<ClientCert>,
-}
-
-/// The certificate authorities a verifying mode trusts.
-#[derive(Clone)]
-pub enum Roots {
-    /// The system's trusted roots (the scanner's behaviour, and libpq's
-    /// `sslrootcert=system`).
-    System,
-    /// Only these certificates, as libpq does with `sslrootcert`: a private
-    /// CA must not be diluted by every public one.
-    Only {
-        certificates: Vec<Certificate>,
-        origin: String,
-    },
-}
-
-impl Roots {
-    /// Where the trusted roots come from, for messages.
-    pub fn origin(&self) -> &str {
-        match self {
-            Roots::System => "the system's trusted roots",
-            Roots::Only { origin, .. } => origin,
-        }
-    }
-}
-
-/// A client certificate with its key, and where they came from.
-#[derive(Clone)]
-pub struct ClientCert {
-    pub identity: Identity,
-    pub origin: String,
-}
-
-impl fmt::Display for SslMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = self
-            .to_possible_value()
-            .expect("every sslmode is a possible value");
-        f.write_str(value.get_name())
-    }
-}
-
-/// A password; its Debug and Display never show it.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-/// The parts of the scanner's config file that concern this tool; serde
-/// ignores every other section.
-#[derive(Deserialize)]
-struct ConfigFile {
-    alerts: Option<Alerts>,
-}
-
-#[derive(Deserialize)]
-struct Alerts {
-    postgres: Option<PostgresSection>,
-}
-
-/// `[alerts.postgres]`, with exactly the scanner's keys: a typo is an error,
-/// not a silent fallback to a default.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PostgresSection {
-    #[allow(dead_code, reason = "the scanner's channel name; accepted, not used")]
-    name: Option<String>,
-    host: Option<String>,
-    port: Option<u16>,
-    dbname: Option<String>,
-    username: Option<String>,
-    password: Option<PasswordSource>,
-    schema: Option<String>,
-    table: Option<String>,
-    tls: Option<TlsSection>,
-}
-
-#[derive(Deserialize)]
-#[serde(
-    untagged,
-    expecting = "password must be a string, or { file = \"PATH\" } with no other key"
-)]
-enum PasswordSource {
-    Inline(String),
-    File(PasswordFile),
-}
-
-/// `{ file = "PATH" }`; another key next to `file` is a typo, not ignored.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PasswordFile {
-    file: PathBuf,
-}
-
-/// `[alerts.postgres.tls]`: the scanner's `enabled` and
-/// `trusted_root_certs`, and this tool's `mode`, `client_cert` and
-/// `client_key`.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TlsSection {
-    enabled: Option<bool>,
-    mode: Option<String>,
-    trusted_root_certs: Option<String>,
-    client_cert: Option<String>,
-    client_key: Option<String>,
 }
 
 /// The libpq variables this tool honours as fallbacks.
@@ -228,51 +102,65 @@ impl PgEnv {
 
 /// Resolves flags, config file and environment into settings.
 pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
-    let mut file = match &args.config {
-        Some(path) => read_config(path)?,
+    let PostgresSection {
+        host,
+        port,
+        dbname,
+        username,
+        password,
+        schema,
+        table,
+        tls,
+        ..
+    } = match &args.config {
+        Some(path) => file::read(path)?,
         None => PostgresSection::default(),
     };
-
-    let host = first(
-        [args.host.clone(), file.host.take(), env.host.clone()],
-        "localhost",
-    );
-    let port = match (args.port, file.port, &env.port) {
-        (Some(port), _, _) | (None, Some(port), _) => port,
-        (None, None, Some(text)) => text
-            .parse()
-            .with_context(|| format!("PGPORT={text:?} is not a port number"))?,
-        (None, None, None) => 5432,
+    let text = |setting, flag: &Option<String>, file, env: &Option<String>, default: &str| {
+        Precedence::of(setting)
+            .flag(flag.clone())
+            .file(file)
+            .env(env.clone())
+            .or_default(default.to_owned())
     };
-    let dbname = first(
-        [args.dbname.clone(), file.dbname.take(), env.dbname.clone()],
+    let host = text(&setting::HOST, &args.host, host, &env.host, "localhost");
+    let port = Precedence::of(&setting::PORT)
+        .flag(args.port)
+        .file(port)
+        .try_env(env.port.clone(), |text, origin| {
+            text.parse()
+                .with_context(|| format!("{} is not a port number", origin.show_quoted(&text)))
+        })?
+        .or_default(5432);
+    let dbname = text(
+        &setting::DBNAME,
+        &args.dbname,
+        dbname,
+        &env.dbname,
         "postgres",
     );
-    let username = first(
-        [
-            args.username.clone(),
-            file.username.take(),
-            env.user.clone(),
-        ],
+    let username = text(
+        &setting::USERNAME,
+        &args.username,
+        username,
+        &env.user,
         "postgres",
     );
-    let schema = first([args.schema.clone(), file.schema.take()], "pgsense");
-    let table = first([args.table.clone(), file.table.take()], "findings");
-    check_identifier("schema", &schema)?;
-    check_identifier("table", &table)?;
+    let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
+    let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
     let target = pgpass::Target {
-        host: &host,
-        port,
-        dbname: &dbname,
-        user: &username,
+        host: &host.value,
+        port: port.value,
+        dbname: &dbname.value,
+        user: &username.value,
     };
-    let password = resolve_password(args, file.password.take(), env, &target)?;
+    let password = password::resolve(args.password_file.as_deref(), password, env, &target)?;
     match &password {
         Some(password) => log::debug!("password from {}", password.origin),
         None => log::debug!("no password set"),
     }
-    let tls = resolve_tls(args, file.tls.take().unwrap_or_default(), env)?;
+    let tls = tls::resolve(args, tls.unwrap_or_default(), env)?;
 
     Ok(Settings {
         host,
@@ -287,350 +175,20 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
     })
 }
 
-fn first<const N: usize>(candidates: [Option<String>; N], default: &str) -> String {
-    candidates
-        .into_iter()
-        .flatten()
-        .next()
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// The first password source that is set: --password-file, the config
-/// file, PGPASSWORD, then the password file of libpq.
-fn resolve_password(
-    args: &GlobalArgs,
-    in_config: Option<PasswordSource>,
-    env: &PgEnv,
-    target: &pgpass::Target,
-) -> Result<Option<Password>> {
-    if let Some(path) = &args.password_file {
-        return read_secret(path, "--password-file").map(Some);
-    }
-    match in_config {
-        Some(PasswordSource::File(PasswordFile { file })) => {
-            return read_secret(&file, "password = { file } in [alerts.postgres]").map(Some);
-        }
-        Some(PasswordSource::Inline(text)) => {
-            return Ok(Some(Password {
-                secret: Secret(text),
-                origin: "password in [alerts.postgres]".into(),
-            }));
-        }
-        None => {}
-    }
-    if let Some(text) = &env.password {
-        return Ok(Some(Password {
-            secret: Secret(text.clone()),
-            origin: "PGPASSWORD".into(),
-        }));
-    }
-    let passfile = match (&env.passfile, &env.home) {
-        (Some(path), _) => PathBuf::from(path),
-        (None, Some(home)) => Path::new(home).join(".pgpass"),
-        (None, None) => return Ok(None),
-    };
-    Ok(
-        pgpass::lookup(&passfile, target).map(|(text, line)| Password {
-            secret: Secret(text),
-            origin: format!("{}, line {line}", passfile.display()),
-        }),
-    )
-}
-
-/// A PEM value: a file, or (in the config file only) the PEM text itself.
-enum Pem {
-    Path(PathBuf),
-    Text(String),
-}
-
-/// A PEM value and the setting it came from.
-struct PemSetting {
-    pem: Pem,
-    origin: String,
-}
-
-impl PemSetting {
-    fn flag(flag: &str, path: &Path) -> PemSetting {
-        PemSetting {
-            origin: format!("{flag} {}", path.display()),
-            pem: Pem::Path(path.to_owned()),
-        }
-    }
-
-    fn config(key: &str, value: String) -> PemSetting {
-        // The scanner's docs call trusted_root_certs a path and its code
-        // reads PEM text: accept both, told apart by the PEM armour.
-        if value.contains("-----BEGIN ") {
-            PemSetting {
-                origin: format!("{key} (inline PEM) in [alerts.postgres.tls]"),
-                pem: Pem::Text(value),
-            }
-        } else {
-            PemSetting {
-                origin: format!("{key} = {value:?} in [alerts.postgres.tls]"),
-                pem: Pem::Path(PathBuf::from(value)),
-            }
-        }
-    }
-
-    fn env(name: &str, value: &str) -> PemSetting {
-        PemSetting {
-            origin: format!("{name}={value}"),
-            pem: Pem::Path(PathBuf::from(value)),
-        }
-    }
-
-    /// `system` in place of a root certificate file, as libpq spells the
-    /// system's trusted roots.
-    fn is_system(&self) -> bool {
-        matches!(&self.pem, Pem::Path(path) if path.as_os_str() == "system")
-    }
-
-    fn read(&self) -> Result<String> {
-        match &self.pem {
-            Pem::Text(text) => Ok(text.clone()),
-            Pem::Path(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", self.origin)),
-        }
-    }
-
-    /// The file name for the openssl commands of messages.
-    fn file_for_commands(&self) -> String {
-        match &self.pem {
-            Pem::Path(path) => path.display().to_string(),
-            Pem::Text(_) => "client.key".into(),
-        }
-    }
-}
-
-/// The first of a flag, a config key and a variable that is set.
-fn pick(
-    flag: (&str, Option<&PathBuf>),
-    config: (&str, Option<String>),
-    env: (&str, Option<&String>),
-) -> Option<PemSetting> {
-    if let Some(path) = flag.1 {
-        return Some(PemSetting::flag(flag.0, path));
-    }
-    if let Some(value) = config.1 {
-        return Some(PemSetting::config(config.0, value));
-    }
-    env.1.map(|value| PemSetting::env(env.0, value))
-}
-
-/// `setting` is how the value was written, for the message.
-fn parse_sslmode(text: &str, setting: &str) -> Result<SslMode> {
-    SslMode::from_str(text, false).map_err(|_| {
-        anyhow::anyhow!(
-            "{setting} is not an sslmode: use one of disable, allow, prefer, require, \
-             verify-ca, verify-full"
-        )
-    })
-}
-
-fn resolve_tls(args: &GlobalArgs, section: TlsSection, env: &PgEnv) -> Result<Tls> {
-    let (mode, mode_origin) = if let Some(mode) = args.sslmode {
-        (mode, "--sslmode")
-    } else if let Some(text) = &section.mode {
-        (
-            parse_sslmode(text, &format!("mode = {text:?} in [alerts.postgres.tls]"))?,
-            "mode in [alerts.postgres.tls]",
-        )
-    } else if let Some(enabled) = section.enabled {
-        // The scanner's meaning of the two values.
-        let mode = if enabled {
-            SslMode::VerifyFull
-        } else {
-            SslMode::Prefer
-        };
-        (mode, "enabled in [alerts.postgres.tls]")
-    } else if let Some(text) = &env.sslmode {
-        (
-            parse_sslmode(text, &format!("PGSSLMODE={text:?}"))?,
-            "PGSSLMODE",
-        )
-    } else {
-        (SslMode::Prefer, "the default")
-    };
-    log::debug!("sslmode {mode} (from {mode_origin})");
-
-    let root = pick(
-        ("--sslrootcert", args.sslrootcert.as_ref()),
-        ("trusted_root_certs", section.trusted_root_certs),
-        ("PGSSLROOTCERT", env.sslrootcert.as_ref()),
-    );
-    let verifies = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
-    let roots = match root {
-        Some(root) if root.is_system() => Roots::System,
-        Some(root) if verifies => read_roots(&root)?,
-        Some(root) => {
-            // libpq turns require into verify-ca when it finds a root
-            // certificate; here require never verifies, so say so.
-            let unused = format!(
-                "{} is not used: sslmode {mode} (from {mode_origin}) does not verify the \
-                 server's certificate; set --sslmode verify-full (or verify-ca) to verify it",
-                root.origin
-            );
-            if mode == SslMode::Require {
-                log::warn!("{unused}");
-            } else {
-                log::info!("{unused}");
-            }
-            Roots::System
-        }
-        None => Roots::System,
-    };
-    if mode == SslMode::VerifyCa && matches!(roots, Roots::System) {
-        bail!(
-            "sslmode verify-ca (from {mode_origin}) needs the certificate of the CA that signed \
-             the server's: set --sslrootcert, trusted_root_certs in [alerts.postgres.tls], or \
-             PGSSLROOTCERT. Against the system's roots, which vouch for any public host, only \
-             verify-full is safe"
-        );
-    }
-
-    let cert = pick(
-        ("--sslcert", args.sslcert.as_ref()),
-        ("client_cert", section.client_cert),
-        ("PGSSLCERT", env.sslcert.as_ref()),
-    );
-    let key = pick(
-        ("--sslkey", args.sslkey.as_ref()),
-        ("client_key", section.client_key),
-        ("PGSSLKEY", env.sslkey.as_ref()),
-    );
-    let client = match (cert, key) {
-        (None, None) => None,
-        (Some(cert), None) => bail!(
-            "{} is set without its private key: set --sslkey, client_key in \
-             [alerts.postgres.tls], or PGSSLKEY",
-            cert.origin
-        ),
-        (None, Some(key)) => bail!(
-            "{} is set without its certificate: set --sslcert, client_cert in \
-             [alerts.postgres.tls], or PGSSLCERT",
-            key.origin
-        ),
-        (Some(_), Some(_)) if mode == SslMode::Disable => {
-            log::info!("the client certificate is not used: sslmode is disable");
-            None
-        }
-        (Some(cert), Some(key)) => Some(read_client_cert(&cert, &key)?),
-    };
-
-    Ok(Tls {
-        mode,
-        mode_origin,
-        roots,
-        client,
-    })
-}
-
-fn read_roots(root: &PemSetting) -> Result<Roots> {
-    let text = root.read()?;
-    let blocks = pem::certificate_blocks(&text);
-    if blocks.is_empty() {
-        bail!(
-            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            root.origin
-        );
-    }
-    let certificates = blocks
-        .iter()
-        .map(|block| Certificate::from_pem(block.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} holds a malformed certificate", root.origin))?;
-    log::debug!(
-        "trusting {} certificate(s) from {}",
-        certificates.len(),
-        root.origin
-    );
-    Ok(Roots::Only {
-        certificates,
-        origin: root.origin.clone(),
-    })
-}
-
-fn read_client_cert(cert: &PemSetting, key: &PemSetting) -> Result<ClientCert> {
-    if let Pem::Path(path) = &key.pem {
-        warn_if_readable_by_others(path, &key.origin, 0o077, "group or others");
-    }
-    let cert_text = cert.read()?;
-    if pem::certificate_blocks(&cert_text).is_empty() {
-        bail!(
-            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-            cert.origin
-        );
-    }
-    let key_text = pem::pkcs8_key(&key.read()?, &key.origin, &key.file_for_commands())?;
-    let identity = Identity::from_pkcs8(cert_text.as_bytes(), key_text.as_bytes())
-        .with_context(|| format!("cannot use {} with {}", cert.origin, key.origin))?;
-    // A key that does not belong to the certificate is only noticed when a
-    // connector is built: build one now, so it is a configuration error.
-    native_tls::TlsConnector::builder()
-        .identity(identity.clone())
-        .build()
-        .with_context(|| {
-            format!(
-                "{} does not go with {}: they must be a certificate and its own private key",
-                cert.origin, key.origin
-            )
-        })?;
-    Ok(ClientCert {
-        identity,
-        origin: cert.origin.clone(),
-    })
-}
-
-/// Warns when a secret file's mode grants any of `bits` (the group and
-/// others bits that are too many), naming `who` can read it.
-fn warn_if_readable_by_others(path: &Path, origin: &str, bits: u32, who: &str) {
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & bits != 0 {
-        log::warn!(
-            "{origin}: {} is readable by {who} (mode {mode:04o}): chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-}
-
-fn read_config(path: &Path) -> Result<PostgresSection> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let parsed: ConfigFile = toml::from_str(&text).map_err(|err| {
-        // The error's own Display quotes the offending line, which may be the
-        // password line: give the message and the line number only.
-        let line = err
-            .span()
-            .map(|span| text[..span.start].matches('\n').count() + 1);
-        let message = err.message().trim_end();
-        match line {
-            Some(line) => anyhow::anyhow!("{}:{line}: {message}", path.display()),
-            None => anyhow::anyhow!("{}: {message}", path.display()),
-        }
-    })?;
-    match parsed.alerts.and_then(|a| a.postgres) {
-        Some(section) => Ok(section),
-        None => bail!(
-            "{} has no [alerts.postgres] section: add one (see `man pgsense-pg`), \
-             or leave out --config to use flags and PG* variables",
-            path.display()
-        ),
-    }
-}
-
-fn read_secret(path: &Path, origin: &str) -> Result<Password> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read password file {} ({origin})", path.display()))?;
-    warn_if_readable_by_others(path, origin, 0o004, "every user of this machine");
-    Ok(Password {
-        secret: Secret(text.trim_end().to_owned()),
-        origin: format!("{} ({origin})", path.display()),
-    })
+/// A schema or table name: a flag, then the file, then the default (libpq
+/// has no variable for them), checked.
+fn identifier(
+    setting: &'static setting::Setting,
+    flag: &Option<String>,
+    file: Option<String>,
+    default: &str,
+) -> Result<Sourced<String>> {
+    let name = Precedence::of(setting)
+        .flag(flag.clone())
+        .file(file)
+        .or_default(default.to_owned());
+    check_identifier(setting.key, &name.value)?;
+    Ok(name)
 }
 
 /// Schema and table names are spliced into SQL and must reach PostgreSQL
@@ -661,6 +219,9 @@ fn check_identifier(what: &str, name: &str) -> Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
+    use source::Origin;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
 
     fn no_env() -> PgEnv {
         PgEnv::default()
@@ -741,25 +302,29 @@ mod tests {
         let s = resolve(&global(&[]), &no_env()).unwrap();
         assert_eq!(
             (
-                s.host.as_str(),
-                s.port,
-                s.dbname.as_str(),
-                s.username.as_str()
+                s.host.value.as_str(),
+                s.port.value,
+                s.dbname.value.as_str(),
+                s.username.value.as_str()
             ),
             ("localhost", 5432, "postgres", "postgres")
         );
         assert_eq!(
-            (s.schema.as_str(), s.table.as_str()),
+            (s.schema.value.as_str(), s.table.value.as_str()),
             ("pgsense", "findings")
         );
-        assert_eq!(s.tls.mode, SslMode::Prefer);
+        assert_eq!(s.tls.mode.value, SslMode::Prefer);
         let env = PgEnv {
             host: Some("envhost".into()),
             port: Some("6543".into()),
             ..no_env()
         };
         let s = resolve(&global(&["--host", "flaghost"]), &env).unwrap();
-        assert_eq!((s.host.as_str(), s.port), ("flaghost", 6543));
+        assert_eq!((s.host.value.as_str(), s.port.value), ("flaghost", 6543));
+        assert_eq!(
+            (s.host.origin, s.port.origin),
+            (Origin::Flag("--host"), Origin::Env("PGPORT"))
+        );
     }
 
     #[test]
@@ -772,11 +337,6 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret("hunter2".into())), "Secret(..)");
-    }
-
-    #[test]
     fn sslmode_precedence_flag_then_config_then_env() {
         let dir = Dir::new("sslmode");
         let env = PgEnv {
@@ -785,10 +345,13 @@ mod tests {
         };
         let mode = |config: &str, args: &[&str], env: &PgEnv| {
             let s = with_config(&dir, &format!("[alerts.postgres]\n{config}"), args, env).unwrap();
-            (s.tls.mode, s.tls.mode_origin)
+            (s.tls.mode.value, s.tls.mode.origin.to_string())
         };
-        assert_eq!(mode("", &[], &no_env()), (SslMode::Prefer, "the default"));
-        assert_eq!(mode("", &[], &env), (SslMode::Require, "PGSSLMODE"));
+        assert_eq!(
+            mode("", &[], &no_env()),
+            (SslMode::Prefer, "the default".into())
+        );
+        assert_eq!(mode("", &[], &env), (SslMode::Require, "PGSSLMODE".into()));
         let enabled = "[alerts.postgres.tls]\nenabled = true";
         assert_eq!(mode(enabled, &[], &env).0, SslMode::VerifyFull);
         let disabled = "[alerts.postgres.tls]\nenabled = false";
@@ -798,7 +361,7 @@ mod tests {
         assert_eq!(mode(both, &[], &env).0, SslMode::Disable);
         assert_eq!(
             mode(both, &["--sslmode", "allow"], &env),
-            (SslMode::Allow, "--sslmode")
+            (SslMode::Allow, "--sslmode".into())
         );
         // A tls table without enabled or mode leaves the choice to PGSSLMODE.
         let no_mode = "[alerts.postgres.tls]\ntrusted_root_certs = \"/nonexistent\"";
