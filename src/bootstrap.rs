@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use postgres::Client;
 
 use crate::config::Settings;
-use crate::connect::describe;
+use crate::pg_error::db_error;
 use crate::table::{self, Column};
 
 /// What the bootstrap found or did, one line each, for `init` to print.
@@ -334,9 +334,4 @@ fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> 
         }
     }
     Ok(checks)
-}
-
-/// Wraps a driver error as one readable line.
-pub fn db_error(err: postgres::Error) -> anyhow::Error {
-    anyhow::anyhow!(describe(&err))
 }

@@ -191,6 +191,16 @@ fn identifier(
     Ok(name)
 }
 
+/// Settings from these flags alone (no config file, no PG* variables), for
+/// the unit tests of the modules that read settings.
+#[cfg(test)]
+pub fn from_flags(flags: &[&str]) -> Settings {
+    use clap::Parser;
+    let argv = ["pgsense-pg"].iter().chain(flags).chain(&["init"]);
+    let cli = crate::cli::Cli::try_parse_from(argv).expect("the test's flags parse");
+    resolve(&cli.global, &PgEnv::default()).expect("the test's flags resolve")
+}
+
 /// Schema and table names are spliced into SQL and must reach PostgreSQL
 /// unchanged: ASCII letters, digits and underscores, at most 63 bytes (the
 /// server silently truncates longer names).

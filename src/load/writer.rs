@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use super::sink::Sink;
 use super::{Batch, Shared};
-use crate::connect::{Connection, Pool, describe};
+use crate::connect::{Connection, Pool};
+use crate::pg_error::describe;
 use crate::report::{Dropped, FAILED_EARLIER, INTERRUPTED};
 
 /// How often an idle writer looks at the stop flag.
