@@ -1,7 +1,8 @@
-//! Connections: the TLS connector for libpq's sslmodes, the first direct
-//! connection (which gives the real cause of a failure, and says what to
-//! set), and the r2d2 pool of at most two connections. Every wait here is
-//! bounded by --connect-timeout.
+//! Connections: the libpq-style connection settings, the TLS connector for
+//! libpq's sslmodes, the first direct connection (which gives the real cause
+//! of a failure; [`pg_error`](crate::pg_error) says what to set), and the
+//! r2d2 pool of at most two connections. Every wait here is bounded by
+//! --connect-timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -47,14 +48,14 @@ pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
     let client = manager
         .connect_bounded(timeout)
         .map_err(|failure| match failure {
-            Failure::Driver(err) => anyhow!(explain(&err, settings)),
-            Failure::TimedOut => anyhow!(
+            ConnectFailure::Driver(err) => anyhow!(explain(&err, settings)),
+            ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \
                  did not complete): check that the server is up and reachable, or raise \
                  --connect-timeout",
                 timeout.as_secs()
             ),
-            Failure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
+            ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
         })?;
     Ok((client, manager))
 }
@@ -240,7 +241,7 @@ impl Manager {
     /// TCP connection and then went silent, during the TLS handshake or
     /// authentication (the driver's own timeout covers only the TCP
     /// connect). An abandoned attempt ends with the process.
-    fn connect_bounded(&self, timeout: Duration) -> Result<Client, Failure> {
+    fn connect_bounded(&self, timeout: Duration) -> Result<Client, ConnectFailure> {
         let (tx, rx) = mpsc::sync_channel(1);
         let (config, tls) = (self.config.clone(), self.tls.clone());
         std::thread::Builder::new()
@@ -248,17 +249,17 @@ impl Manager {
             .spawn(move || {
                 let _ = tx.send(config.connect(tls));
             })
-            .map_err(Failure::NoThread)?;
+            .map_err(ConnectFailure::NoThread)?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(Failure::Driver(err)),
-            Err(_) => Err(Failure::TimedOut),
+            Ok(Err(err)) => Err(ConnectFailure::Driver(err)),
+            Err(_) => Err(ConnectFailure::TimedOut),
         }
     }
 }
 
 /// Why the first connection failed.
-enum Failure {
+enum ConnectFailure {
     Driver(postgres::Error),
     TimedOut,
     NoThread(std::io::Error),

@@ -132,7 +132,8 @@ fn sslmode(
 }
 
 fn parse_sslmode(text: String, origin: Origin) -> Result<SslMode> {
-    SslMode::from_str(&text, false).map_err(|_| {
+    let ignore_case = false;
+    SslMode::from_str(&text, ignore_case).map_err(|_| {
         anyhow::anyhow!(
             "{} is not an sslmode: use one of disable, allow, prefer, require, \
              verify-ca, verify-full",
