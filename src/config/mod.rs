@@ -116,14 +116,11 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(path) => file::read(path)?,
         None => PostgresSection::default(),
     };
-    let text = |setting, flag: &Option<String>, file, env: &Option<String>, default: &str| {
-        Precedence::of(setting)
-            .flag(flag.clone())
-            .file(file)
-            .env(env.clone())
-            .or_default(default.to_owned())
-    };
-    let host = text(&setting::HOST, &args.host, host, &env.host, "localhost");
+    let host = Precedence::of(&setting::HOST)
+        .flag(args.host.clone())
+        .file(host)
+        .env(env.host.clone())
+        .or_default("localhost".to_owned());
     let port = Precedence::of(&setting::PORT)
         .flag(args.port)
         .file(port)
@@ -132,20 +129,16 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
                 .with_context(|| format!("{} is not a port number", origin.show_quoted(&text)))
         })?
         .or_default(5432);
-    let dbname = text(
-        &setting::DBNAME,
-        &args.dbname,
-        dbname,
-        &env.dbname,
-        "postgres",
-    );
-    let username = text(
-        &setting::USERNAME,
-        &args.username,
-        username,
-        &env.user,
-        "postgres",
-    );
+    let dbname = Precedence::of(&setting::DBNAME)
+        .flag(args.dbname.clone())
+        .file(dbname)
+        .env(env.dbname.clone())
+        .or_default("postgres".to_owned());
+    let username = Precedence::of(&setting::USERNAME)
+        .flag(args.username.clone())
+        .file(username)
+        .env(env.user.clone())
+        .or_default("postgres".to_owned());
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
