@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use postgres::Client;
 
 use crate::config::Settings;
-use crate::connect::describe;
+use crate::pg_error::db_error;
 use crate::table::{self, Column};
 
 /// What the bootstrap found or did, one line each, for `init` to print.
@@ -23,7 +23,7 @@ const LOCK_CLASS: i32 = 0x7067_7370;
 
 /// Runs the bootstrap on `client`.
 pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
-    let (schema, table) = (&settings.schema, &settings.table);
+    let (schema, table) = (&settings.schema.value, &settings.table.value);
     let qualified = format!("{schema}.{table}");
     let mut report = BootstrapReport::new();
 
@@ -90,7 +90,7 @@ fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Res
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                             WHERE n.nspname = $1 AND c.relname = $2)",
-            &[&settings.schema, &settings.table],
+            &[&settings.schema.value, &settings.table.value],
         )
         .map_err(db_error)
         .context("cannot look up the findings schema and table")?;
@@ -134,7 +134,7 @@ fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
 /// Everything `load` needs, checked without writing anything: for
 /// `pgsense-pg check`.
 pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
-    let (schema, user) = (&settings.schema, &settings.username);
+    let (schema, user) = (&settings.schema.value, &settings.username.value);
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
         .query_one(
@@ -201,138 +201,217 @@ pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>>
 
 /// The checks of an existing table: kind, grants, columns.
 fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
-    let (schema, table, user) = (&settings.schema, &settings.table, &settings.username);
-    let qualified = format!("{schema}.{table}");
-    let relation = client
-        .query_one(
-            // Catalog lookups by oid only: they need no privilege on the
-            // schema, so a missing USAGE is reported rather than failing.
-            "SELECT c.oid, c.relkind::text,
-                    has_schema_privilege(c.relnamespace, 'USAGE'),
-                    has_table_privilege(c.oid, 'INSERT'),
-                    CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
-                    has_sequence_privilege(s.oid, 'USAGE'),
-                    current_setting('transaction_read_only') = 'on'
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id'
-             LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass
-                                  AND d.refobjid = c.oid AND d.refobjsubid = a.attnum
-                                  AND d.deptype IN ('a', 'i')
-             LEFT JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-             LEFT JOIN pg_namespace sn ON sn.oid = s.relnamespace
-             WHERE n.nspname = $1 AND c.relname = $2
-             ORDER BY s.oid NULLS LAST LIMIT 1",
-            &[schema, table],
-        )
-        .map_err(db_error)
-        .with_context(|| format!("cannot inspect table {qualified}"))?;
-    let oid: u32 = relation.get(0);
-    let relkind: String = relation.get(1);
+    let relation = Relation::inspect(client, settings)?;
     let mut checks = Vec::new();
-    if relation.get::<_, bool>(6) {
+    if relation.read_only {
         checks.push(Check::missing(
             "the server accepts writes",
             "the server is read-only (a standby, or default_transaction_read_only is on): \
              point --host at the primary",
         ));
     }
-    if relkind != "r" && relkind != "p" {
+    let qualified = format!("{}.{}", settings.schema, settings.table);
+    if relation.kind != "r" && relation.kind != "p" {
         checks.push(Check::missing(
             format!("{qualified} is a table"),
             format!(
-                "{qualified} exists but is not a table (relkind {relkind}): choose another --table"
+                "{qualified} exists but is not a table (relkind {}): choose another --table",
+                relation.kind
             ),
         ));
         return Ok(checks);
     }
-    let grant = |ok: bool, what: String, grant: String| {
-        if ok {
-            Check::ok(what)
-        } else {
-            Check::missing(
-                what.clone(),
-                format!("role {user} lacks {what}: run `{grant}` as an admin"),
-            )
-        }
-    };
-    checks.push(grant(
-        relation.get(2),
-        format!("USAGE on schema {schema}"),
-        format!("GRANT USAGE ON SCHEMA {schema} TO {user}"),
-    ));
-    checks.push(grant(
-        relation.get(3),
-        format!("INSERT on table {qualified}"),
-        format!("GRANT INSERT ON {qualified} TO {user}"),
-    ));
-    if let Some(sequence) = relation.get::<_, Option<String>>(4) {
-        checks.push(grant(
-            relation.get::<_, Option<bool>>(5).unwrap_or(false),
-            format!("USAGE on sequence {sequence}"),
-            format!("GRANT USAGE ON SEQUENCE {sequence} TO {user}"),
-        ));
-    }
-
-    let columns = client
-        .query(
-            "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull,
-                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
-             FROM pg_attribute a
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&oid],
-        )
-        .map_err(db_error)
-        .with_context(|| format!("cannot read the columns of {qualified}"))?;
-    for Column {
-        name,
-        accepts: types,
-        ..
-    } in &table::COLUMNS
-    {
-        let what = format!("column {name}");
-        checks.push(
-            match columns.iter().find(|c| c.get::<_, &str>(0) == *name) {
-                None => Check::missing(
-                    what,
-                    format!(
-                        "table {qualified} has no column {name}: it was not created by this tool; \
-                     add the column or choose another --table"
-                    ),
-                ),
-                Some(column) if !types.contains(&column.get::<_, &str>(1)) => Check::missing(
-                    what,
-                    format!(
-                        "column {name} of {qualified} is {}, but the loader writes {}: \
-                     alter the column or choose another --table",
-                        column.get::<_, &str>(1),
-                        types[0]
-                    ),
-                ),
-                Some(_) => Check::ok(what),
-            },
-        );
-    }
-    for column in &columns {
-        let name: &str = column.get(0);
-        let (not_null, has_default): (bool, bool) = (column.get(2), column.get(3));
-        if name != "id"
-            && not_null
-            && !has_default
-            && !table::COLUMNS.iter().any(|c| c.name == name)
-        {
-            checks.push(Check::missing(
-                format!("column {name}"),
-                format!(
-                    "column {name} of {qualified} is NOT NULL without a default, and the loader \
-                     has no value for it: give it a default or drop NOT NULL"
-                ),
-            ));
-        }
-    }
+    checks.extend(relation.grant_checks(settings));
+    let columns = TableColumn::read(client, relation.oid, &qualified)?;
+    checks.extend(column_checks(&columns, &qualified));
+    checks.extend(unfilled_column_checks(&columns, &qualified));
     Ok(checks)
 }
 
-/// Wraps a driver error as one readable line.
-pub fn db_error(err: postgres::Error) -> anyhow::Error {
-    anyhow::anyhow!(describe(&err))
+/// The findings table as the catalogs describe it, and what this role may
+/// do with it.
+struct Relation {
+    oid: u32,
+    /// `pg_class.relkind`: `r` and `p` are tables.
+    kind: String,
+    schema_usage: bool,
+    insert: bool,
+    /// The sequence behind `id`, when there is one, and whether this role
+    /// may use it.
+    sequence: Option<(String, bool)>,
+    read_only: bool,
+}
+
+impl Relation {
+    /// Catalog lookups by oid only: they need no privilege on the schema,
+    /// so a missing USAGE is reported rather than failing.
+    const SQL: &str = "SELECT c.oid, c.relkind::text,
+                has_schema_privilege(c.relnamespace, 'USAGE'),
+                has_table_privilege(c.oid, 'INSERT'),
+                CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
+                has_sequence_privilege(s.oid, 'USAGE'),
+                current_setting('transaction_read_only') = 'on'
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id'
+         LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass
+                              AND d.refobjid = c.oid AND d.refobjsubid = a.attnum
+                              AND d.deptype IN ('a', 'i')
+         LEFT JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+         LEFT JOIN pg_namespace sn ON sn.oid = s.relnamespace
+         WHERE n.nspname = $1 AND c.relname = $2
+         ORDER BY s.oid NULLS LAST LIMIT 1";
+
+    fn inspect(client: &mut Client, settings: &Settings) -> Result<Relation> {
+        let (schema, table) = (&settings.schema.value, &settings.table.value);
+        let row = client
+            .query_one(Relation::SQL, &[schema, table])
+            .map_err(db_error)
+            .with_context(|| format!("cannot inspect table {schema}.{table}"))?;
+        let sequence = row.get::<_, Option<String>>(4).map(|name| {
+            let usage = row.get::<_, Option<bool>>(5).unwrap_or(false);
+            (name, usage)
+        });
+        Ok(Relation {
+            oid: row.get(0),
+            kind: row.get(1),
+            schema_usage: row.get(2),
+            insert: row.get(3),
+            sequence,
+            read_only: row.get(6),
+        })
+    }
+
+    /// USAGE on the schema, INSERT on the table, USAGE on the sequence.
+    fn grant_checks(&self, settings: &Settings) -> Vec<Check> {
+        let (schema, user) = (&settings.schema, &settings.username);
+        let qualified = format!("{schema}.{}", settings.table);
+        let mut grants = vec![
+            Grant {
+                held: self.schema_usage,
+                what: format!("USAGE on schema {schema}"),
+                statement: format!("GRANT USAGE ON SCHEMA {schema} TO {user}"),
+            },
+            Grant {
+                held: self.insert,
+                what: format!("INSERT on table {qualified}"),
+                statement: format!("GRANT INSERT ON {qualified} TO {user}"),
+            },
+        ];
+        if let Some((sequence, usage)) = &self.sequence {
+            grants.push(Grant {
+                held: *usage,
+                what: format!("USAGE on sequence {sequence}"),
+                statement: format!("GRANT USAGE ON SEQUENCE {sequence} TO {user}"),
+            });
+        }
+        grants
+            .into_iter()
+            .map(|grant| grant.check(&user.value))
+            .collect()
+    }
+}
+
+/// A privilege the load needs, and the statement that grants it.
+struct Grant {
+    held: bool,
+    what: String,
+    statement: String,
+}
+
+impl Grant {
+    fn check(self, user: &str) -> Check {
+        if self.held {
+            Check::ok(self.what)
+        } else {
+            let problem = format!(
+                "role {user} lacks {}: run `{}` as an admin",
+                self.what, self.statement
+            );
+            Check::missing(self.what, problem)
+        }
+    }
+}
+
+/// One column of the existing table.
+struct TableColumn {
+    name: String,
+    /// `format_type` of its type.
+    type_name: String,
+    not_null: bool,
+    /// A default, an identity or a generated value: it fills itself.
+    has_default: bool,
+}
+
+impl TableColumn {
+    fn read(client: &mut Client, oid: u32, qualified: &str) -> Result<Vec<TableColumn>> {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull,
+                        a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
+                 FROM pg_attribute a
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&oid],
+            )
+            .map_err(db_error)
+            .with_context(|| format!("cannot read the columns of {qualified}"))?;
+        Ok(rows
+            .iter()
+            .map(|row| TableColumn {
+                name: row.get(0),
+                type_name: row.get(1),
+                not_null: row.get(2),
+                has_default: row.get(3),
+            })
+            .collect())
+    }
+}
+
+/// Each column the loader writes is there, with a type it can write.
+fn column_checks(columns: &[TableColumn], qualified: &str) -> Vec<Check> {
+    table::COLUMNS
+        .iter()
+        .map(|Column { name, accepts, .. }| {
+            let what = format!("column {name}");
+            match columns.iter().find(|column| column.name == *name) {
+                None => Check::missing(
+                    what,
+                    format!(
+                        "table {qualified} has no column {name}: it was not created by this \
+                         tool; add the column or choose another --table"
+                    ),
+                ),
+                Some(column) if !accepts.contains(&column.type_name.as_str()) => Check::missing(
+                    what,
+                    format!(
+                        "column {name} of {qualified} is {}, but the loader writes {}: alter \
+                         the column or choose another --table",
+                        column.type_name, accepts[0]
+                    ),
+                ),
+                Some(_) => Check::ok(what),
+            }
+        })
+        .collect()
+}
+
+/// Other columns must fill themselves: the loader has no value for them.
+fn unfilled_column_checks(columns: &[TableColumn], qualified: &str) -> Vec<Check> {
+    columns
+        .iter()
+        .filter(|column| {
+            column.name != "id"
+                && column.not_null
+                && !column.has_default
+                && !table::COLUMNS.iter().any(|c| c.name == column.name)
+        })
+        .map(|TableColumn { name, .. }| {
+            Check::missing(
+                format!("column {name}"),
+                format!(
+                    "column {name} of {qualified} is NOT NULL without a default, and the \
+                     loader has no value for it: give it a default or drop NOT NULL"
+                ),
+            )
+        })
+        .collect()
 }

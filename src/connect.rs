@@ -1,7 +1,8 @@
-//! Connections: the TLS connector for libpq's sslmodes, the first direct
-//! connection (which gives the real cause of a failure, and says what to
-//! set), and the r2d2 pool of at most two connections. Every wait here is
-//! bounded by --connect-timeout.
+//! Connections: the libpq-style connection settings, the TLS connector for
+//! libpq's sslmodes, the first direct connection (which gives the real cause
+//! of a failure; [`pg_error`](crate::pg_error) says what to set), and the
+//! r2d2 pool of at most two connections. Every wait here is bounded by
+//! --connect-timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
 use crate::config::{Roots, Settings, SslMode, Tls};
+use crate::pg_error::{describe, explain};
 
 /// How long a statement may wait for a lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,14 +48,14 @@ pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
     let client = manager
         .connect_bounded(timeout)
         .map_err(|failure| match failure {
-            Failure::Driver(err) => anyhow!(explain(&err, settings)),
-            Failure::TimedOut => anyhow!(
+            ConnectFailure::Driver(err) => anyhow!(explain(&err, settings)),
+            ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \
                  did not complete): check that the server is up and reachable, or raise \
                  --connect-timeout",
                 timeout.as_secs()
             ),
-            Failure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
+            ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
         })?;
     Ok((client, manager))
 }
@@ -78,10 +80,10 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
 fn pg_config(settings: &Settings) -> postgres::Config {
     let mut config = postgres::Config::new();
     config
-        .host(&settings.host)
-        .port(settings.port)
-        .dbname(&settings.dbname)
-        .user(&settings.username)
+        .host(&settings.host.value)
+        .port(settings.port.value)
+        .dbname(&settings.dbname.value)
+        .user(&settings.username.value)
         .application_name("pgsense-pg")
         // The pool's connections all start with the findings schema first in
         // search_path: set at connection start-up, so it costs no round trip
@@ -114,14 +116,14 @@ fn pg_config(settings: &Settings) -> postgres::Config {
 /// verify-full are require plus the checks [`tls_connector`] turns on.
 fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
     use postgres::config::SslMode as Driver;
-    let mode = settings.tls.mode;
+    let mode = settings.tls.mode.value;
     if settings.is_unix_socket() {
         // As libpq: the server never offers TLS on a Unix socket, and the
         // socket never leaves the machine.
         if mode != SslMode::Disable {
             log::info!(
                 "sslmode {mode} does not apply to the Unix socket in {}: connecting without TLS",
-                settings.host
+                settings.host.value
             );
         }
         return Driver::Disable;
@@ -141,7 +143,7 @@ fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
 /// with a self-signed certificate must stay reachable under them).
 fn tls_connector(tls: &Tls) -> Result<MakeTlsConnector> {
     let mut builder = TlsConnector::builder();
-    match tls.mode {
+    match tls.mode.value {
         SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
             builder
                 .danger_accept_invalid_certs(true)
@@ -239,7 +241,7 @@ impl Manager {
     /// TCP connection and then went silent, during the TLS handshake or
     /// authentication (the driver's own timeout covers only the TCP
     /// connect). An abandoned attempt ends with the process.
-    fn connect_bounded(&self, timeout: Duration) -> Result<Client, Failure> {
+    fn connect_bounded(&self, timeout: Duration) -> Result<Client, ConnectFailure> {
         let (tx, rx) = mpsc::sync_channel(1);
         let (config, tls) = (self.config.clone(), self.tls.clone());
         std::thread::Builder::new()
@@ -247,17 +249,17 @@ impl Manager {
             .spawn(move || {
                 let _ = tx.send(config.connect(tls));
             })
-            .map_err(Failure::NoThread)?;
+            .map_err(ConnectFailure::NoThread)?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(Failure::Driver(err)),
-            Err(_) => Err(Failure::TimedOut),
+            Ok(Err(err)) => Err(ConnectFailure::Driver(err)),
+            Err(_) => Err(ConnectFailure::TimedOut),
         }
     }
 }
 
 /// Why the first connection failed.
-enum Failure {
+enum ConnectFailure {
     Driver(postgres::Error),
     TimedOut,
     NoThread(std::io::Error),
@@ -299,159 +301,4 @@ impl ManageConnection for Manager {
     fn has_broken(&self, client: &mut Client) -> bool {
         client.is_closed()
     }
-}
-
-/// One line for a driver error: the server's own message and hint when the
-/// server sent one, else the driver's text followed by its causes.
-pub fn describe(err: &postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{}: {}", db.severity(), db.message());
-            if let Some(detail) = db.detail() {
-                text.push_str(&format!(" ({detail})"));
-            }
-            if let Some(hint) = db.hint() {
-                text.push_str(&format!("; hint: {hint}"));
-            }
-            text
-        }
-        None => {
-            let mut text = err.to_string();
-            let mut cause = std::error::Error::source(err);
-            while let Some(inner) = cause {
-                text.push_str(&format!(": {inner}"));
-                cause = inner.source();
-            }
-            text
-        }
-    }
-}
-
-/// A failed first connection in one line: the driver's or server's words
-/// and, when the cause is recognised, which check failed and what to set.
-fn explain(err: &postgres::Error, settings: &Settings) -> String {
-    let text = describe(err);
-    match advice(&text.to_lowercase(), settings) {
-        // TLS library messages are long and cryptic: the plain words first.
-        Some(Advice::Tls(advice)) => format!("TLS: {advice} ({text})"),
-        Some(Advice::Server(advice)) => format!("{text}: {advice}"),
-        None => text,
-    }
-}
-
-enum Advice {
-    Tls(String),
-    Server(String),
-}
-
-fn advice(text: &str, settings: &Settings) -> Option<Advice> {
-    let tls = &settings.tls;
-    let mode = format!("sslmode {} from {}", tls.mode, tls.mode_origin);
-    let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
-    let advice = if has(&["hostname mismatch", "ip address mismatch"]) {
-        Advice::Tls(format!(
-            "the server's certificate is not valid for host {:?} (hostname mismatch; {mode}): \
-             connect with --host set to a name or address the certificate lists in its \
-             subjectAltName, or set --sslmode verify-ca to check only that a trusted CA signed it",
-            settings.host
-        ))
-    } else if has(&["certificate has expired"]) {
-        Advice::Tls(format!(
-            "the server's certificate has expired ({mode}): renew it on the server, or check \
-             this machine's clock"
-        ))
-    } else if has(&["certificate is not yet valid"]) {
-        Advice::Tls(format!(
-            "the server's certificate is not valid yet ({mode}): check this machine's clock"
-        ))
-    } else if has(&[
-        "self-signed certificate",
-        "self signed certificate",
-        "unable to get local issuer certificate",
-        "unable to get issuer certificate",
-        "unable to verify the first certificate",
-        "certificate signature failure",
-    ]) {
-        Advice::Tls(format!(
-            "the server's certificate is not signed by a CA in {} (unknown CA; {mode}): set \
-             --sslrootcert (or trusted_root_certs in [alerts.postgres.tls], or PGSSLROOTCERT) to \
-             the PEM file of the CA that signed it, or --sslmode require to encrypt without \
-             verifying the server",
-            tls.roots.origin()
-        ))
-    } else if has(&["server does not support tls"]) {
-        Advice::Tls(format!(
-            "the server does not offer TLS, and {mode} requires it: turn ssl on in the \
-             server's postgresql.conf, or set --sslmode prefer to use TLS only when offered"
-        ))
-    } else if has(&[
-        "alert unknown ca",
-        "alert bad certificate",
-        "alert certificate required",
-        "alert certificate unknown",
-    ]) {
-        Advice::Tls(match &tls.client {
-            Some(client) => format!(
-                "the server refused the client certificate ({}): it must be signed by a CA \
-                 in the server's ssl_ca_file",
-                client.origin
-            ),
-            None => "the server asks for a client certificate: set --sslcert and --sslkey \
-                     (client_cert and client_key in [alerts.postgres.tls], or PGSSLCERT and \
-                     PGSSLKEY)"
-                .to_owned(),
-        })
-    } else if tls.client.is_some() && has(&["connection reset", "unexpected eof"]) {
-        // Under TLS 1.3 the server checks a client certificate after the
-        // handshake, and its refusal often arrives as a bare reset.
-        Advice::Server(format!(
-            "the server closed the connection at start-up, as PostgreSQL does when it refuses \
-             a client certificate: check that {} is signed by a CA in the server's ssl_ca_file",
-            tls.client
-                .as_ref()
-                .map_or("", |client| client.origin.as_str())
-        ))
-    } else if has(&["error performing tls handshake"]) {
-        Advice::Tls(format!("the TLS handshake failed ({mode})"))
-    } else if has(&["requires a valid client certificate"]) {
-        Advice::Server(match &tls.client {
-            Some(client) => format!(
-                "the server did not accept the client certificate ({}): it must be signed by \
-                 a CA in the server's ssl_ca_file, and the key must be its own",
-                client.origin
-            ),
-            None => "set --sslcert and --sslkey (client_cert and client_key in \
-                     [alerts.postgres.tls], or PGSSLCERT and PGSSLKEY)"
-                .to_owned(),
-        })
-    } else if has(&["certificate authentication failed"]) {
-        Advice::Server(format!(
-            "the client certificate's common name (CN) must be the role name {:?}, or the \
-             server's pg_ident.conf must map it to that role",
-            settings.username
-        ))
-    } else if has(&["no pg_hba.conf entry", "pg_hba.conf rejects connection"])
-        && has(&["no encryption"])
-        && tls.mode == SslMode::Disable
-    {
-        Advice::Server(format!(
-            "the server may accept this role over TLS only (hostssl in pg_hba.conf), and \
-             {mode} turns TLS off: set --sslmode require or stronger"
-        ))
-    } else if has(&["password authentication failed"]) {
-        Advice::Server(match &settings.password {
-            Some(password) => format!("the password from {} was refused", password.origin),
-            None => "set a password".to_owned(),
-        })
-    } else if has(&["password missing"]) {
-        Advice::Server(
-            "the server asks for a password: set --password-file, password in \
-             [alerts.postgres], PGPASSWORD, or a line in ~/.pgpass (or the file PGPASSFILE \
-             names)"
-                .to_owned(),
-        )
-    } else {
-        return None;
-    };
-    Some(advice)
 }

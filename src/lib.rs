@@ -13,6 +13,7 @@ mod bootstrap;
 mod config;
 mod connect;
 mod load;
+mod pg_error;
 mod rejects;
 mod report;
 mod state;

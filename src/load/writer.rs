@@ -23,7 +23,8 @@ use super::control::{Control, POLL};
 use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger};
 use super::lock;
 use super::sink::Sink;
-use crate::connect::{Connection, Pool, describe};
+use crate::connect::{Connection, Pool};
+use crate::pg_error::describe;
 use crate::table;
 
 /// Backoff bounds between retries.

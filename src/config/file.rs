@@ -1,0 +1,92 @@
+//! The config file: the scanner's TOML, of which only `[alerts.postgres]`
+//! (and its `tls` table) concerns this tool.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The parts of the scanner's config file that concern this tool; serde
+/// ignores every other section.
+#[derive(Deserialize)]
+struct ConfigFile {
+    alerts: Option<Alerts>,
+}
+
+#[derive(Deserialize)]
+struct Alerts {
+    postgres: Option<PostgresSection>,
+}
+
+/// `[alerts.postgres]`, with exactly the scanner's keys: a typo is an error,
+/// not a silent fallback to a default.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSection {
+    #[allow(dead_code, reason = "the scanner's channel name; accepted, not used")]
+    name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub dbname: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<PasswordSource>,
+    pub schema: Option<String>,
+    pub table: Option<String>,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "password must be a string, or { file = \"PATH\" } with no other key"
+)]
+pub enum PasswordSource {
+    Inline(String),
+    File(PasswordFile),
+}
+
+/// `{ file = "PATH" }`; another key next to `file` is a typo, not ignored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordFile {
+    pub file: PathBuf,
+}
+
+/// `[alerts.postgres.tls]`: the scanner's `enabled` and
+/// `trusted_root_certs`, and this tool's `mode`, `client_cert` and
+/// `client_key`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub enabled: Option<bool>,
+    pub mode: Option<String>,
+    pub trusted_root_certs: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+}
+
+/// `[alerts.postgres]` of the file at `path`.
+pub fn read(path: &Path) -> Result<PostgresSection> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let parsed: ConfigFile = toml::from_str(&text).map_err(|err| {
+        // The error's own Display quotes the offending line, which may be the
+        // password line: give the message and the line number only.
+        let line = err
+            .span()
+            .map(|span| text[..span.start].matches('\n').count() + 1);
+        let message = err.message().trim_end();
+        match line {
+            Some(line) => anyhow::anyhow!("{}:{line}: {message}", path.display()),
+            None => anyhow::anyhow!("{}: {message}", path.display()),
+        }
+    })?;
+    match parsed.alerts.and_then(|a| a.postgres) {
+        Some(section) => Ok(section),
+        None => bail!(
+            "{} has no [alerts.postgres] section: add one (see `man pgsense-pg`), \
+             or leave out --config to use flags and PG* variables",
+            path.display()
+        ),
+    }
+}

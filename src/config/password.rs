@@ -1,0 +1,80 @@
+//! The password: the first source that is set, --password-file, the config
+//! file (inline or `{ file = ... }`), PGPASSWORD, then libpq's password
+//! file ([`pgpass`](super::pgpass)).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::PgEnv;
+use super::file::{PasswordFile, PasswordSource};
+use super::pgpass;
+use super::secret::{Secret, warn_if_readable_by_others};
+use super::setting;
+use super::source::{Origin, Precedence, Sourced};
+
+/// A password and where it came from (for messages; never the value).
+pub struct Password {
+    pub secret: Secret,
+    pub origin: String,
+}
+
+/// The first password source that is set, or `None`.
+pub fn resolve(
+    flag: Option<&Path>,
+    in_config: Option<PasswordSource>,
+    env: &PgEnv,
+    target: &pgpass::Target,
+) -> Result<Option<Password>> {
+    let chosen = Precedence::of(&setting::PASSWORD)
+        .flag(flag.map(|file| PasswordSource::File(PasswordFile { file: file.into() })))
+        .file(in_config)
+        .env(env.password.clone().map(PasswordSource::Inline))
+        .get();
+    match chosen {
+        Some(Sourced {
+            value: PasswordSource::File(PasswordFile { file }),
+            origin,
+        }) => read_secret(&file, &file_origin(origin)).map(Some),
+        Some(Sourced {
+            value: PasswordSource::Inline(text),
+            origin,
+        }) => Ok(Some(Password {
+            secret: Secret::new(text),
+            origin: origin.to_string(),
+        })),
+        None => Ok(from_passfile(env, target)),
+    }
+}
+
+/// "password = { file } in [alerts.postgres]" rather than the key alone: the
+/// value is a file's name, not the password.
+fn file_origin(origin: Origin) -> String {
+    match origin {
+        Origin::File { key, section } => format!("{key} = {{ file }} in {section}"),
+        other => other.to_string(),
+    }
+}
+
+/// libpq's last resort: PGPASSFILE, else ~/.pgpass.
+fn from_passfile(env: &PgEnv, target: &pgpass::Target) -> Option<Password> {
+    let passfile = match (&env.passfile, &env.home) {
+        (Some(path), _) => PathBuf::from(path),
+        (None, Some(home)) => Path::new(home).join(".pgpass"),
+        (None, None) => return None,
+    };
+    pgpass::lookup(&passfile, target).map(|(text, line)| Password {
+        secret: Secret::new(text),
+        origin: format!("{}, line {line}", passfile.display()),
+    })
+}
+
+fn read_secret(path: &Path, origin: &str) -> Result<Password> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read password file {} ({origin})", path.display()))?;
+    warn_if_readable_by_others(path, origin, 0o004, "every user of this machine");
+    Ok(Password {
+        secret: Secret::new(text.trim_end().to_owned()),
+        origin: format!("{} ({origin})", path.display()),
+    })
+}

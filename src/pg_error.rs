@@ -1,0 +1,389 @@
+//! What a server or driver error means and what to do about it: one line
+//! for any driver error ([`describe`]), and for a failed first connection
+//! the check that failed and the setting to change ([`explain`]), from a
+//! table of rules.
+
+use crate::config::{Settings, SslMode, setting};
+use Kind::{Server, Tls};
+
+/// One line for a driver error: the server's own message and hint when the
+/// server sent one, else the driver's text followed by its causes.
+pub fn describe(err: &postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {}", db.severity(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => {
+            let mut text = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(inner) = cause {
+                text.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            text
+        }
+    }
+}
+
+/// Wraps a driver error as one readable line.
+pub fn db_error(err: postgres::Error) -> anyhow::Error {
+    anyhow::anyhow!(describe(&err))
+}
+
+/// A failed first connection in one line: the driver's or server's words
+/// and, when the cause is recognised, which check failed and what to set.
+pub fn explain(err: &postgres::Error, settings: &Settings) -> String {
+    let text = describe(err);
+    match advise(&text.to_lowercase(), settings) {
+        // TLS library messages are long and cryptic: the plain words first.
+        Some((Tls, advice)) => format!("TLS: {advice} ({text})"),
+        Some((Server, advice)) => format!("{text}: {advice}"),
+        None => text,
+    }
+}
+
+/// The advice of the first rule that matches `text` (lowercase) under
+/// `settings`.
+fn advise(text: &str, settings: &Settings) -> Option<(Kind, String)> {
+    RULES
+        .iter()
+        .find(|rule| rule.matches(text, settings))
+        .map(|rule| (rule.kind, (rule.advice)(settings)))
+}
+
+/// Who is speaking, which decides where the advice goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The TLS library: its words are cryptic, so the advice comes first.
+    Tls,
+    /// The server: its words come first, the advice after.
+    Server,
+}
+
+/// What must also hold of the settings for a rule to apply.
+#[derive(Clone, Copy)]
+enum When {
+    Always,
+    ClientCert,
+    NoClientCert,
+    SslDisabled,
+}
+
+impl When {
+    fn holds(self, settings: &Settings) -> bool {
+        match self {
+            When::Always => true,
+            When::ClientCert => settings.tls.client.is_some(),
+            When::NoClientCert => settings.tls.client.is_none(),
+            When::SslDisabled => settings.tls.mode.value == SslMode::Disable,
+        }
+    }
+}
+
+/// One recognised failure.
+struct Rule {
+    /// Fragments of the lowercase error text: each group must have one
+    /// fragment in the text.
+    all_of: &'static [&'static [&'static str]],
+    when: When,
+    kind: Kind,
+    advice: fn(&Settings) -> String,
+}
+
+impl Rule {
+    fn matches(&self, text: &str, settings: &Settings) -> bool {
+        self.when.holds(settings)
+            && self
+                .all_of
+                .iter()
+                .all(|any_of| any_of.iter().any(|needle| text.contains(needle)))
+    }
+}
+
+/// The rules, tried in order: the first that matches gives the advice.
+#[rustfmt::skip]
+const RULES: &[Rule] = &[
+    //   speaker  the text has one of each                    when                 advice
+    rule(Tls,     &[HOSTNAME_MISMATCH],                       When::Always,        hostname_mismatch),
+    rule(Tls,     &[&["certificate has expired"]],            When::Always,        expired),
+    rule(Tls,     &[&["certificate is not yet valid"]],       When::Always,        not_yet_valid),
+    rule(Tls,     &[UNKNOWN_CA],                              When::Always,        unknown_ca),
+    rule(Tls,     &[&["server does not support tls"]],        When::Always,        no_tls_on_server),
+    rule(Tls,     &[CERTIFICATE_ALERTS],                      When::ClientCert,    client_cert_refused),
+    rule(Tls,     &[CERTIFICATE_ALERTS],                      When::NoClientCert,  client_cert_wanted),
+    // Under TLS 1.3 the server checks a client certificate after the
+    // handshake, and its refusal often arrives as a bare reset.
+    rule(Server,  &[CONNECTION_CLOSED],                       When::ClientCert,    closed_at_startup),
+    rule(Tls,     &[&["error performing tls handshake"]],     When::Always,        handshake_failed),
+    rule(Server,  &[CLIENT_CERT_REQUIRED],                    When::ClientCert,    client_cert_not_accepted),
+    rule(Server,  &[CLIENT_CERT_REQUIRED],                    When::NoClientCert,  set_client_cert),
+    rule(Server,  &[&["certificate authentication failed"]],  When::Always,        certificate_name),
+    rule(Server,  &[NO_HBA_ENTRY, &["no encryption"]],        When::SslDisabled,   hostssl_only),
+    rule(Server,  &[&["password authentication failed"]],     When::Always,        password_refused),
+    rule(Server,  &[&["password missing"]],                   When::Always,        password_missing),
+];
+
+const HOSTNAME_MISMATCH: &[&str] = &["hostname mismatch", "ip address mismatch"];
+
+const UNKNOWN_CA: &[&str] = &[
+    "self-signed certificate",
+    "self signed certificate",
+    "unable to get local issuer certificate",
+    "unable to get issuer certificate",
+    "unable to verify the first certificate",
+    "certificate signature failure",
+];
+
+const CERTIFICATE_ALERTS: &[&str] = &[
+    "alert unknown ca",
+    "alert bad certificate",
+    "alert certificate required",
+    "alert certificate unknown",
+];
+
+const CONNECTION_CLOSED: &[&str] = &["connection reset", "unexpected eof"];
+
+const CLIENT_CERT_REQUIRED: &[&str] = &["requires a valid client certificate"];
+
+const NO_HBA_ENTRY: &[&str] = &["no pg_hba.conf entry", "pg_hba.conf rejects connection"];
+
+const fn rule(
+    kind: Kind,
+    all_of: &'static [&'static [&'static str]],
+    when: When,
+    advice: fn(&Settings) -> String,
+) -> Rule {
+    Rule {
+        all_of,
+        when,
+        kind,
+        advice,
+    }
+}
+
+/// "sslmode verify-full from --sslmode".
+fn mode(settings: &Settings) -> String {
+    let mode = settings.tls.mode;
+    format!("sslmode {mode} from {}", mode.origin)
+}
+
+fn client_origin(settings: &Settings) -> &str {
+    settings
+        .tls
+        .client
+        .as_ref()
+        .map_or("", |client| client.origin.as_str())
+}
+
+fn hostname_mismatch(settings: &Settings) -> String {
+    format!(
+        "the server's certificate is not valid for host {:?} (hostname mismatch; {}): \
+         connect with {} set to a name or address the certificate lists in its \
+         subjectAltName, or set {} verify-ca to check only that a trusted CA signed it",
+        settings.host.value,
+        mode(settings),
+        setting::HOST.flag,
+        setting::SSLMODE.flag
+    )
+}
+
+fn expired(settings: &Settings) -> String {
+    format!(
+        "the server's certificate has expired ({}): renew it on the server, or check \
+         this machine's clock",
+        mode(settings)
+    )
+}
+
+fn not_yet_valid(settings: &Settings) -> String {
+    format!(
+        "the server's certificate is not valid yet ({}): check this machine's clock",
+        mode(settings)
+    )
+}
+
+fn unknown_ca(settings: &Settings) -> String {
+    format!(
+        "the server's certificate is not signed by a CA in {} (unknown CA; {}): set {} to \
+         the PEM file of the CA that signed it, or {} require to encrypt without verifying \
+         the server",
+        settings.tls.roots.origin(),
+        mode(settings),
+        setting::SSLROOTCERT.flag_or_others(),
+        setting::SSLMODE.flag
+    )
+}
+
+fn no_tls_on_server(settings: &Settings) -> String {
+    format!(
+        "the server does not offer TLS, and {} requires it: turn ssl on in the server's \
+         postgresql.conf, or set {} prefer to use TLS only when offered",
+        mode(settings),
+        setting::SSLMODE.flag
+    )
+}
+
+fn client_cert_refused(settings: &Settings) -> String {
+    format!(
+        "the server refused the client certificate ({}): it must be signed by a CA in the \
+         server's ssl_ca_file",
+        client_origin(settings)
+    )
+}
+
+fn client_cert_wanted(_: &Settings) -> String {
+    format!(
+        "the server asks for a client certificate: set {}",
+        setting::both(&setting::SSLCERT, &setting::SSLKEY)
+    )
+}
+
+fn closed_at_startup(settings: &Settings) -> String {
+    format!(
+        "the server closed the connection at start-up, as PostgreSQL does when it refuses \
+         a client certificate: check that {} is signed by a CA in the server's ssl_ca_file",
+        client_origin(settings)
+    )
+}
+
+fn handshake_failed(settings: &Settings) -> String {
+    format!("the TLS handshake failed ({})", mode(settings))
+}
+
+fn client_cert_not_accepted(settings: &Settings) -> String {
+    format!(
+        "the server did not accept the client certificate ({}): it must be signed by a CA \
+         in the server's ssl_ca_file, and the key must be its own",
+        client_origin(settings)
+    )
+}
+
+fn set_client_cert(_: &Settings) -> String {
+    format!("set {}", setting::both(&setting::SSLCERT, &setting::SSLKEY))
+}
+
+fn certificate_name(settings: &Settings) -> String {
+    format!(
+        "the client certificate's common name (CN) must be the role name {:?}, or the \
+         server's pg_ident.conf must map it to that role",
+        settings.username.value
+    )
+}
+
+fn hostssl_only(settings: &Settings) -> String {
+    format!(
+        "the server may accept this role over TLS only (hostssl in pg_hba.conf), and {} \
+         turns TLS off: set {} require or stronger",
+        mode(settings),
+        setting::SSLMODE.flag
+    )
+}
+
+fn password_refused(settings: &Settings) -> String {
+    match &settings.password {
+        Some(password) => format!("the password from {} was refused", password.origin),
+        None => "set a password".to_owned(),
+    }
+}
+
+fn password_missing(_: &Settings) -> String {
+    let mut ways = setting::PASSWORD.ways();
+    ways.push(setting::PASSFILE.to_owned());
+    format!(
+        "the server asks for a password: set {}",
+        setting::one_of(&ways)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_flags;
+
+    fn advice(text: &str, flags: &[&str]) -> Option<(Kind, String)> {
+        advise(&text.to_lowercase(), &from_flags(flags))
+    }
+
+    #[test]
+    fn an_unknown_ca_names_every_way_to_set_the_roots() {
+        let (kind, text) = advice(
+            "error performing TLS handshake: self-signed certificate in certificate chain",
+            &["--sslmode", "verify-full"],
+        )
+        .expect("a rule matches");
+        assert_eq!(kind, Tls);
+        assert_eq!(
+            text,
+            "the server's certificate is not signed by a CA in the system's trusted roots \
+             (unknown CA; sslmode verify-full from --sslmode): set --sslrootcert (or \
+             trusted_root_certs in [alerts.postgres.tls], or PGSSLROOTCERT) to the PEM file of \
+             the CA that signed it, or --sslmode require to encrypt without verifying the server"
+        );
+    }
+
+    #[test]
+    fn a_missing_password_names_every_password_source() {
+        let (kind, text) = advice("db error: password missing", &[]).expect("a rule matches");
+        assert_eq!(kind, Server);
+        assert_eq!(
+            text,
+            "the server asks for a password: set --password-file, password in \
+             [alerts.postgres], PGPASSWORD, or a line in ~/.pgpass (or the file PGPASSFILE \
+             names)"
+        );
+    }
+
+    #[test]
+    fn a_wanted_client_certificate_names_flags_keys_and_variables() {
+        let (kind, text) = advice("tlsv13 alert certificate required", &[]).expect("a rule");
+        assert_eq!(kind, Tls);
+        for name in [
+            "--sslcert and --sslkey",
+            "client_cert and client_key",
+            "PGSSLCERT",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        let (kind, text) =
+            advice("FATAL: connection requires a valid client certificate", &[]).expect("a rule");
+        assert_eq!(kind, Server);
+        assert!(text.starts_with("set --sslcert and --sslkey ("), "{text}");
+    }
+
+    #[test]
+    fn rules_hold_only_under_their_settings() {
+        let hba = "FATAL: no pg_hba.conf entry for host \"1.2.3.4\", user \"u\", no encryption";
+        assert!(advice(hba, &[]).is_none(), "prefer does not turn TLS off");
+        let (_, text) = advice(hba, &["--sslmode", "disable"]).expect("a rule");
+        assert!(
+            text.contains("sslmode disable from --sslmode")
+                && text.contains("set --sslmode require"),
+            "{text}"
+        );
+        // Without a client certificate a reset is only a reset.
+        assert!(advice("connection reset by peer", &[]).is_none());
+    }
+
+    #[test]
+    fn the_mode_is_named_with_its_origin() {
+        let (_, text) = advice("certificate has expired", &[]).expect("a rule");
+        assert!(text.contains("(sslmode prefer from the default)"), "{text}");
+        let (_, text) = advice("Hostname mismatch", &["--host", "db.example"]).expect("a rule");
+        assert!(
+            text.contains("host \"db.example\"") && text.contains("--host set to"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unrecognised_error_has_no_advice() {
+        assert!(advice("ERROR: relation \"x\" does not exist", &[]).is_none());
+    }
+}
