@@ -13,11 +13,25 @@ mod generated;
 mod cli;
 mod config;
 mod connection;
-mod faults;
 mod init;
 mod load;
-mod operator;
 mod resources;
 mod tls;
+
+// Faults: nothing lost, nothing twice.
+mod commit_outcome;
+mod permanent_errors;
+mod reject_file;
+mod restart;
+mod signals;
+mod state_file;
+
+// The operator's tools.
+mod check;
+mod completions;
+mod dry_run;
+mod max_rejects;
+mod progress;
+mod summary;
 
 mod isolation;

@@ -1,0 +1,305 @@
+//! `--reject-file` (issue 4, "Tests"): every dropped line as read, a long
+//! line never split by others, a reject file that is an input refused, one
+//! that cannot be written failing the run.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use crate::support::markers::{each_once, finding, finding_with_sample, findings, table_markers};
+use crate::support::run::{Outcome, init};
+use crate::support::{Scratch, TABLE, shared};
+
+/// The lines of a reject file (or of what it must hold), terminators kept,
+/// sorted: lines refused by the server are appended by the writers, so
+/// their order among the others is not part of the contract.
+fn sorted_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A line, readable in a failure message even when long.
+fn show(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    if text.len() <= 120 {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(60).collect();
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("({} bytes) {head:?} ... {tail:?}", line.len())
+}
+
+/// Asserts that the reject file holds exactly `expected`, byte for byte.
+#[track_caller]
+fn assert_reject_file(path: &Path, expected: &[u8]) {
+    let actual = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let (actual, expected) = (sorted_lines(&actual), sorted_lines(expected));
+    if actual == expected {
+        return;
+    }
+    let only_in = |these: &[Vec<u8>], those: &[Vec<u8>]| {
+        let mut those = those.to_vec();
+        let mut list = String::new();
+        for line in these {
+            match those.iter().position(|l| l == line) {
+                Some(at) => {
+                    those.swap_remove(at);
+                }
+                None => list.push_str(&format!("  {}\n", show(line))),
+            }
+        }
+        list
+    };
+    panic!(
+        "{} does not hold exactly the dropped lines: {} lines, {} expected.\n\
+         --- lines it should not hold ---\n{}--- lines it lacks ---\n{}",
+        path.display(),
+        actual.len(),
+        expected.len(),
+        only_in(&actual, &expected),
+        only_in(&expected, &actual)
+    );
+}
+
+/// The reasons given on stderr for dropped lines, without FILE:LINE,
+/// sorted.
+fn reasons(out: &Outcome) -> Vec<String> {
+    let mut reasons: Vec<String> = out
+        .reject_lines()
+        .iter()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("pgsense-pg: ")?;
+            let (_, rest) = rest.split_once(':')?;
+            let (_, reason) = rest.split_once(": ")?;
+            Some(reason.to_owned())
+        })
+        .collect();
+    reasons.sort();
+    reasons
+}
+
+/// Every kind of dropped line lands in the reject file exactly as read (a
+/// CRLF line keeps its CR, a line over --max-line-bytes is kept whole, a
+/// row the server refuses too), and replaying the file drops the same
+/// lines for the same reasons.
+#[test]
+fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
+    enum Kind {
+        Good(u64),
+        Blank,
+        Bad,
+    }
+    use Kind::{Bad, Blank, Good};
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        &format!(
+            "ALTER TABLE {TABLE} ADD CONSTRAINT no_refusals CHECK (masked_sample <> 'refuse-me')"
+        ),
+    );
+    let lines: Vec<(Vec<u8>, Kind)> = vec![
+        ((finding(1) + "\n").into(), Good(1)),
+        (b"{\"database\": \"x\", \n".to_vec(), Bad),
+        (b"{\"not\":\"a finding\"}\r\n".to_vec(), Bad),
+        ((finding(4) + "\r\n").into(), Good(4)),
+        (
+            (finding_with_sample(5, &"x".repeat(3000)) + "\r\n").into(),
+            Bad,
+        ),
+        (b"\n".to_vec(), Blank),
+        (b"{\"database\":\"\xff\xfe\"}\n".to_vec(), Bad),
+        ((finding_with_sample(7, "refuse-me") + "\n").into(), Bad),
+        (b"   \r\n".to_vec(), Blank),
+        ((finding_with_sample(9, "a\\u0000b") + "\n").into(), Bad),
+        ((finding(10) + "\n").into(), Good(10)),
+        (b"not json".to_vec(), Bad),
+    ];
+    let input: Vec<u8> = lines.iter().flat_map(|(l, _)| l.clone()).collect();
+    // The last line has no newline: the reject file gets one, so that lines
+    // appended later stay lines of their own.
+    let mut expected: Vec<u8> = lines
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Bad))
+        .flat_map(|(l, _)| l.clone())
+        .collect();
+    expected.push(b'\n');
+    let bad = lines.iter().filter(|(_, k)| matches!(k, Bad)).count() as u64;
+    let read = lines.iter().filter(|(_, k)| !matches!(k, Blank)).count() as u64;
+
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", input);
+    let rejects = scratch.path().join("rejects.ndjson");
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .run();
+    out.assert_code(65).assert_stderr_contains(&format!(
+        "{read} read, {} inserted, {bad} dropped",
+        read - bad
+    ));
+    assert_reject_file(&rejects, &expected);
+    let good: Vec<u64> = lines
+        .iter()
+        .filter_map(|(_, kind)| match kind {
+            Good(marker) => Some(*marker),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(table_markers(server, &db).len(), good.len());
+    let in_table = each_once(&table_markers(server, &db), "the table");
+    assert_eq!(in_table, good.into_iter().collect());
+
+    let replayed = scratch.path().join("rejects-again.ndjson");
+    let replay = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&replayed)
+        .arg(&rejects)
+        .run();
+    replay
+        .assert_code(65)
+        .assert_stderr_contains(&format!("{bad} read, 0 inserted, {bad} dropped"));
+    assert_reject_file(&replayed, &expected);
+    assert_eq!(reasons(&replay), reasons(&out), "{}", replay.describe());
+    assert_eq!(table_markers(server, &db).len(), in_table.len());
+}
+
+/// A line over --max-line-bytes goes to the reject file piece by piece as
+/// it is read; lines the writers drop meanwhile (here, rows a trigger
+/// refuses slowly) must not land between its pieces.
+#[test]
+fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        "CREATE FUNCTION pgsense.slow_refusal() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF new.masked_sample = 'refuse-me' THEN
+                 PERFORM pg_sleep(0.02);
+                 RAISE EXCEPTION 'refused on purpose';
+             END IF;
+             RETURN new;
+         END $$;
+         CREATE TRIGGER slow_refusal BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.slow_refusal();",
+    );
+    let scratch = Scratch::new();
+    let rejects = scratch.path().join("rejects.ndjson");
+    let mut load = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .timeout(Duration::from_secs(30))
+        .spawn_piped();
+    let refused: String = (1..=40)
+        .map(|m| finding_with_sample(m, "refuse-me") + "\n")
+        .collect();
+    load.stdin().write_all(refused.as_bytes()).expect("feed");
+    load.stdin().flush().expect("flush");
+    // Read and handed to a writer, which now refuses them one by one.
+    thread::sleep(Duration::from_millis(200));
+    let mut long = String::from("{\"database\":\"");
+    load.stdin().write_all(long.as_bytes()).expect("feed");
+    let piece = "x".repeat(4096);
+    for _ in 0..40 {
+        load.stdin().write_all(piece.as_bytes()).expect("feed");
+        load.stdin().flush().expect("flush");
+        long.push_str(&piece);
+        thread::sleep(Duration::from_millis(25));
+    }
+    long.push_str("\"}\n");
+    load.stdin().write_all(b"\"}\n").expect("feed");
+    load.stdin()
+        .write_all((finding(42) + "\n").as_bytes())
+        .expect("feed");
+    load.close_stdin();
+    let out = load.wait();
+    out.assert_code(65)
+        .assert_stderr_contains("42 read, 1 inserted, 41 dropped");
+    assert_reject_file(&rejects, (refused + &long).as_bytes());
+}
+
+/// A reject file that is also an input would grow while being read: the
+/// run is refused before anything is loaded, and the file is left alone.
+#[test]
+fn a_reject_file_that_is_also_an_input_is_refused() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let text = format!("not json\n{}", findings(1..=3));
+    let input = scratch.write("rejects.ndjson", &text);
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&input)
+        .arg(&input)
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("the reject file is also an input");
+    assert_eq!(fs::read_to_string(&input).expect("read"), text);
+}
+
+/// A reject file that cannot be written (a full disk) fails the run, and
+/// the state file is not moved past the dropped lines that never reached it:
+/// the next run reads them again instead of losing them.
+#[test]
+fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", format!("not json\n{}", findings(1..=3)));
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .args(["--reject-file", "/dev/full"])
+        .arg(&input)
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write reject file /dev/full");
+    let offset = fs::read_to_string(&state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| {
+            json["files"]
+                .as_object()?
+                .values()
+                .map(|mark| mark["offset"].as_u64())
+                .next()?
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        offset,
+        0,
+        "the state moved past a dropped line the reject file does not hold\n{}",
+        out.describe()
+    );
+}
