@@ -5,11 +5,11 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::thread;
 use std::time::Duration;
 
 use crate::support::markers::{each_once, finding, finding_with_sample, findings, table_markers};
 use crate::support::run::{Outcome, init};
+use crate::support::wait::wait_during;
 use crate::support::{Scratch, TABLE, shared};
 
 /// The lines of a reject file (or of what it must hold), terminators kept,
@@ -186,8 +186,13 @@ fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
 }
 
 /// A line over --max-line-bytes goes to the reject file piece by piece as
-/// it is read; lines the writers drop meanwhile (here, rows a trigger
-/// refuses slowly) must not land between its pieces.
+/// it is read; a line the writer drops meanwhile (here, a row a trigger
+/// refuses) must not land between its pieces.
+///
+/// No sleep decides the interleaving: the trigger waits on an advisory lock
+/// the test holds, so the writer refuses the first row only once the long
+/// line is open, and the line is ended only once that refusal has reached
+/// the writer.
 #[test]
 fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
     let server = shared();
@@ -195,17 +200,20 @@ fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
     init(server, &db);
     server.execute(
         &db,
-        "CREATE FUNCTION pgsense.slow_refusal() RETURNS trigger LANGUAGE plpgsql AS $$
+        "CREATE FUNCTION pgsense.gated_refusal() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF new.masked_sample = 'refuse-me' THEN
-                 PERFORM pg_sleep(0.02);
+                 PERFORM pg_advisory_xact_lock_shared(4242);
                  RAISE EXCEPTION 'refused on purpose';
              END IF;
              RETURN new;
          END $$;
-         CREATE TRIGGER slow_refusal BEFORE INSERT ON pgsense.findings
-         FOR EACH ROW EXECUTE FUNCTION pgsense.slow_refusal();",
+         CREATE TRIGGER gated_refusal BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.gated_refusal();",
     );
+    let mut gate = server.client(&db);
+    gate.batch_execute("SELECT pg_advisory_lock(4242)")
+        .expect("close the gate");
     let scratch = Scratch::new();
     let rejects = scratch.path().join("rejects.ndjson");
     let mut load = server
@@ -221,17 +229,33 @@ fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
         .collect();
     load.stdin().write_all(refused.as_bytes()).expect("feed");
     load.stdin().flush().expect("flush");
-    // Read and handed to a writer, which now refuses them one by one.
-    thread::sleep(Duration::from_millis(200));
-    let mut long = String::from("{\"database\":\"");
+    let writer = |condition: &str| {
+        format!(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and application_name = 'pgsense-pg' and {condition}"
+        )
+    };
+    let mut load = wait_during(
+        load,
+        "the writer refusing the first row, held at the gate",
+        Duration::from_secs(20),
+        || server.query_one(&db, &writer("wait_event = 'advisory'")) != Some("0".into()),
+    );
+    // More than a pipe holds (64 KiB): once written, the reader has read
+    // well past --max-line-bytes, so the long line is open.
+    let mut long = String::from("{\"database\":\"") + &"x".repeat(160 * 1024);
     load.stdin().write_all(long.as_bytes()).expect("feed");
-    let piece = "x".repeat(4096);
-    for _ in 0..40 {
-        load.stdin().write_all(piece.as_bytes()).expect("feed");
-        load.stdin().flush().expect("flush");
-        long.push_str(&piece);
-        thread::sleep(Duration::from_millis(25));
-    }
+    load.stdin().flush().expect("flush");
+    gate.batch_execute("SELECT pg_advisory_unlock(4242)")
+        .expect("open the gate");
+    // The refusal reached the writer: its statement failed, so no backend of
+    // the load is running one.
+    let mut load = wait_during(
+        load,
+        "the first refusal answered",
+        Duration::from_secs(20),
+        || server.query_one(&db, &writer("state = 'active'")) == Some("0".into()),
+    );
     long.push_str("\"}\n");
     load.stdin().write_all(b"\"}\n").expect("feed");
     load.stdin()
