@@ -7,138 +7,13 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-use pgsense_pg::cli;
+use pgsense_pg::{cli, exit};
 
 const UPDATE: &str = "PGSENSE_PG_UPDATE_GENERATED";
 
-/// Sections the clap definition has no place for.
-const MAN_EXTRA: &str = r#".SH "EXIT STATUS"
-.TP
-\fB0\fR
-Every finding read was inserted (or, for \fBinit\fR, the bootstrap succeeded).
-.TP
-\fB2\fR
-Usage error: bad flags or arguments.
-.TP
-\fB65\fR
-The run completed, and some lines were rejected as bad data: by validation, or refused by the server (a constraint, a trigger, a value it rejects).
-.TP
-\fB66\fR
-An input file could not be opened; checked before connecting, nothing loaded.
-.TP
-\fB69\fR
-Could not connect, authenticate or bootstrap at startup; nothing loaded.
-.TP
-\fB73\fR
-The reject file could not be opened; nothing loaded.
-.TP
-\fB75\fR
-Some findings were dropped because the database failed during the run (connection lost, server shut down) and retries ran out; retrying later may succeed. Takes precedence over 65.
-Also: another run holds the \fB\-\-state\-file\fR.
-.TP
-\fB78\fR
-Configuration error (missing, unreadable or malformed config file, unknown key, invalid identifier, unreadable password file); nothing attempted.
-.TP
-\fB130\fR, \fB143\fR
-Interrupted by SIGINT or SIGTERM: batches already sent committed, lines read but not sent were dropped (and written to the reject file).
-.TP
-\fB1\fR
-Any other failure, such as an input file that cannot be read to its end, or a reject, state or metrics file that cannot be written.
-.SH "JSON SUMMARY"
-\fBload \-\-summary json\fR prints one object on stdout at the end, with these fields:
-\fBfiles\fR (the inputs, \fB\-\fR for standard input),
-\fBlines_read\fR (non-blank lines),
-\fBinserted\fR,
-\fBrejected_invalid\fR,
-\fBrefused_by_server\fR,
-\fBdropped_database_failure\fR,
-\fBdropped_interrupted\fR,
-\fBdropped_outcome_unknown\fR (sent with a COMMIT whose outcome could not be learned),
-\fBstopped\fR (where and why reading stopped early, or null),
-\fBdry_run\fR,
-\fBseconds\fR,
-\fBrows_per_second\fR,
-\fBexit_status\fR.
-\fBlines_read\fR equals \fBinserted\fR plus the five kinds of dropped lines.
-.SH METRICS
-\fBload \-\-metrics\-file\fR writes, for the last run, in Prometheus text format:
-\fBpgsense_alerts_total{channel="postgres",status="ok"|"error"}\fR,
-\fBpgsense_pg_dropped_lines{reason="invalid"|"refused"|"database_failure"|"interrupted"|"outcome_unknown"}\fR,
-\fBpgsense_pg_lines_read\fR,
-\fBpgsense_pg_last_run_duration_seconds\fR,
-\fBpgsense_pg_last_run_timestamp_seconds\fR and
-\fBpgsense_pg_last_run_exit_status\fR.
-.SH ENVIRONMENT
-.TP
-\fBPGSENSE_PG_CONFIG\fR
-The config file, as \fB\-\-config\fR.
-.TP
-\fBPGHOST\fR, \fBPGPORT\fR, \fBPGDATABASE\fR, \fBPGUSER\fR, \fBPGPASSWORD\fR, \fBPGSSLMODE\fR, \fBPGSSLROOTCERT\fR, \fBPGSSLCERT\fR, \fBPGSSLKEY\fR
-Used for whatever neither a flag nor the config file sets.
-Precedence, highest first: flags, the config file, these variables, the defaults (localhost, 5432, postgres, postgres, sslmode prefer).
-.TP
-\fBPGPASSFILE\fR, \fBHOME\fR
-When no other source gives a password, it is looked up in libpq's password file, \fBPGPASSFILE\fR or else \fI$HOME/.pgpass\fR: lines of \fIhost\fB:\fIport\fB:\fIdatabase\fB:\fIuser\fB:\fIpassword\fR, \fB*\fR matching anything in the first four fields, \fB\e:\fR and \fB\e\e\fR escaping a colon and a backslash; the first matching line wins.
-The file is ignored, with a warning, when group or others can read it.
-.TP
-\fBRUST_LOG\fR
-Log filter (for example \fBpgsense_pg=debug\fR); overrides \fB\-v\fR and \fB\-q\fR.
-.SH FILES
-The config file is the scanner's own TOML file; only \fB[alerts.postgres]\fR and \fB[alerts.postgres.tls]\fR are read, every other section is ignored:
-.PP
-.nf
-.RS 4
-[alerts.postgres]
-host     = "db.internal"
-port     = 5432
-dbname   = "findings"
-username = "pgsense_loader"
-password = { file = "/run/secrets/alerts\-pw" }
-schema   = "pgsense"
-table    = "findings"
-
-[alerts.postgres.tls]
-enabled = true
-trusted_root_certs = "/etc/ssl/private\-ca.pem"
-client_cert = "/etc/pgsense/loader.crt"
-client_key  = "/etc/pgsense/loader.key"
-.RE
-.fi
-.PP
-An unknown key in \fB[alerts.postgres]\fR is an error. \fBtls.enabled = false\fR (the default) uses TLS when the server offers it without verifying it; \fBtrue\fR requires TLS and verifies the certificate chain and host name.
-\fBtls.mode\fR, a libpq sslmode, overrides \fBenabled\fR.
-\fBtrusted_root_certs\fR, \fBclient_cert\fR and \fBclient_key\fR are paths or PEM text.
-The client key is PKCS#8, or PKCS#1 RSA; convert any other with \fBopenssl pkcs8 \-topk8 \-nocrypt \-in\fR \fIKEY\fR \fB\-out\fR \fIKEY.pk8\fR.
-.SH EXAMPLES
-Load the scanner's output as it is written:
-.PP
-.nf
-.RS 4
-tail \-n +1 \-F /var/log/pgsense/findings.jsonl | pgsense\-pg \-c /etc/pgsense/config.toml load
-.RE
-.fi
-.PP
-Load the spooled files from cron, every five minutes:
-.PP
-.nf
-.RS 4
-*/5 * * * * pgsense\-pg \-q \-c /etc/pgsense/config.toml load /var/spool/pgsense/*.jsonl
-.RE
-.fi
-.PP
-Bootstrap once as an admin, then load as a least\-privileged role:
-.PP
-.nf
-.RS 4
-pgsense\-pg \-\-username admin init
-psql \-c 'CREATE ROLE pgsense_loader LOGIN'
-psql \-c 'GRANT USAGE ON SCHEMA pgsense TO pgsense_loader'
-psql \-c 'GRANT INSERT ON pgsense.findings TO pgsense_loader'
-psql \-c 'GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO pgsense_loader'
-pgsense\-pg \-\-username pgsense_loader load findings.jsonl
-.RE
-.fi
-"#;
+/// The man page's prose, with a line `!!PART!!` where each generated part
+/// goes (see [`man_page`]).
+const MAN_TEMPLATE: &str = "man/pgsense-pg.1.in";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -162,20 +37,56 @@ fn ensure_file(path: &Path, expected: &[u8]) {
     );
 }
 
+/// The man page: the template with its parts filled in from the clap
+/// definition (`!!CLAP!!`: title, name, synopsis, description, options;
+/// `!!COMMANDS!!`: each command and its options; `!!VERSION!!`) and from the
+/// one exit-status table (`!!EXIT STATUS!!`).
 fn man_page() -> Vec<u8> {
+    let path = root().join(MAN_TEMPLATE);
+    let template =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let command = cli::Cli::command();
     let man = clap_mangen::Man::new(command.clone())
         .title("PGSENSE-PG")
         .date("2026-11-27");
+    let mut page = String::new();
+    for line in template.lines() {
+        let part = match line {
+            "!!CLAP!!" => clap_part(&man),
+            "!!COMMANDS!!" => commands_part(&command),
+            "!!EXIT STATUS!!" => exit_status_part(),
+            "!!VERSION!!" => {
+                let mut out = Vec::new();
+                man.render_version_section(&mut out).unwrap();
+                String::from_utf8(out).unwrap()
+            }
+            _ if line.starts_with("!!") => panic!("{MAN_TEMPLATE}: unknown part {line}"),
+            _ => format!("{line}\n"),
+        };
+        page.push_str(&part);
+    }
+    // clap_mangen puts an empty line between two .br before the list of an
+    // option's possible values, which mandoc -Tlint flags: .sp is meant.
+    let page = page.replace("\n.br\n\n.br\n", "\n.sp\n");
+    wrap_roff(&page).into_bytes()
+}
+
+/// Title, name, synopsis, description and the global options.
+fn clap_part(man: &clap_mangen::Man) -> String {
     let mut out = Vec::new();
     man.render_title(&mut out).unwrap();
     man.render_name_section(&mut out).unwrap();
     man.render_synopsis_section(&mut out).unwrap();
     man.render_description_section(&mut out).unwrap();
     man.render_options_section(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// The commands, and the options of each command that has some.
+fn commands_part(command: &clap::Command) -> String {
     // clap_mangen would point at one page per command, which this project
     // does not ship: the commands are described here instead.
-    out.extend_from_slice(b".SH COMMANDS\n");
+    let mut out = String::from(".SH COMMANDS\n");
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
         let usage = if sub.get_name() == "load" {
@@ -183,9 +94,10 @@ fn man_page() -> Vec<u8> {
         } else {
             ""
         };
-        out.extend_from_slice(
-            format!(".TP\n\\fB{}\\fR{usage}\n{about}\n", sub.get_name()).as_bytes(),
-        );
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR{usage}\n{about}\n",
+            sub.get_name()
+        ));
     }
     for sub in command.get_subcommands() {
         if sub
@@ -196,22 +108,52 @@ fn man_page() -> Vec<u8> {
             clap_mangen::Man::new(sub.clone())
                 .render_options_section(&mut section)
                 .unwrap();
-            let section = String::from_utf8(section).unwrap().replacen(
+            out.push_str(&String::from_utf8(section).unwrap().replacen(
                 ".SH OPTIONS",
                 &format!(".SH \"{} OPTIONS\"", sub.get_name().to_uppercase()),
                 1,
-            );
-            out.extend_from_slice(section.as_bytes());
+            ));
         }
     }
-    out.extend_from_slice(MAN_EXTRA.as_bytes());
-    man.render_version_section(&mut out).unwrap();
-    // clap_mangen puts an empty line between two .br before the list of an
-    // option's possible values, which mandoc -Tlint flags: .sp is meant.
-    let page = String::from_utf8(out)
-        .unwrap()
-        .replace("\n.br\n\n.br\n", "\n.sp\n");
-    wrap_roff(&page).into_bytes()
+    out
+}
+
+/// One `.TP` paragraph per entry of the exit-status table: its codes in
+/// bold, then its detail as a sentence.
+fn exit_status_part() -> String {
+    let mut out = String::new();
+    for entry in exit::STATUSES {
+        let codes: Vec<String> = entry.codes.iter().map(|c| format!("\\fB{c}\\fR")).collect();
+        out.push_str(&format!(
+            ".TP\n{}\n{}\n",
+            codes.join(", "),
+            roff_text(&man_sentence(entry.detail))
+        ));
+    }
+    out
+}
+
+/// A detail of the exit-status table as the man page says it: a sentence,
+/// capitalised and ended with a full stop.
+pub fn man_sentence(detail: &str) -> String {
+    let mut chars = detail.chars();
+    let first = chars.next().map(|c| c.to_uppercase().to_string());
+    let mut sentence = first.unwrap_or_default() + chars.as_str();
+    if !sentence.ends_with('.') {
+        sentence.push('.');
+    }
+    sentence
+}
+
+/// Plain text as a roff text line: backslashes and hyphens escaped, and a
+/// leading `.` or `'` kept from reading as a request.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
 }
 
 /// Wraps filled text lines at 80 bytes and trims trailing blanks, as man
