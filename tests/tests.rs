@@ -8,6 +8,7 @@ mod support;
 
 mod harness;
 
+mod exit_status;
 mod generated;
 
 mod cli;
