@@ -91,28 +91,20 @@ fn reasons(out: &Outcome) -> Vec<String> {
     reasons
 }
 
-/// Every kind of dropped line lands in the reject file exactly as read (a
-/// CRLF line keeps its CR, a line over --max-line-bytes is kept whole, a
-/// row the server refuses too), and replaying the file drops the same
-/// lines for the same reasons.
-#[test]
-fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
-    enum Kind {
-        Good(u64),
-        Blank,
-        Bad,
-    }
+/// What becomes of a line of [`every_kind_of_line`].
+enum Kind {
+    /// Inserted: a finding with this marker.
+    Good(u64),
+    /// Skipped, neither read nor dropped.
+    Blank,
+    /// Dropped: invalid, too long, or refused by the server.
+    Bad,
+}
+
+/// Lines of every kind, each with its line terminator (the last has none).
+fn every_kind_of_line() -> Vec<(Vec<u8>, Kind)> {
     use Kind::{Bad, Blank, Good};
-    let server = shared();
-    let db = server.new_database();
-    init(server, &db);
-    server.execute(
-        &db,
-        &format!(
-            "ALTER TABLE {TABLE} ADD CONSTRAINT no_refusals CHECK (masked_sample <> 'refuse-me')"
-        ),
-    );
-    let lines: Vec<(Vec<u8>, Kind)> = vec![
+    vec![
         ((finding(1) + "\n").into(), Good(1)),
         (b"{\"database\": \"x\", \n".to_vec(), Bad),
         (b"{\"not\":\"a finding\"}\r\n".to_vec(), Bad),
@@ -128,18 +120,39 @@ fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
         ((finding_with_sample(9, "a\\u0000b") + "\n").into(), Bad),
         ((finding(10) + "\n").into(), Good(10)),
         (b"not json".to_vec(), Bad),
-    ];
+    ]
+}
+
+/// Every kind of dropped line lands in the reject file exactly as read (a
+/// CRLF line keeps its CR, a line over --max-line-bytes is kept whole, a
+/// row the server refuses too), and replaying the file drops the same
+/// lines for the same reasons.
+#[test]
+fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        &format!(
+            "ALTER TABLE {TABLE} ADD CONSTRAINT no_refusals CHECK (masked_sample <> 'refuse-me')"
+        ),
+    );
+    let lines = every_kind_of_line();
     let input: Vec<u8> = lines.iter().flat_map(|(l, _)| l.clone()).collect();
     // The last line has no newline: the reject file gets one, so that lines
     // appended later stay lines of their own.
     let mut expected: Vec<u8> = lines
         .iter()
-        .filter(|(_, kind)| matches!(kind, Bad))
+        .filter(|(_, kind)| matches!(kind, Kind::Bad))
         .flat_map(|(l, _)| l.clone())
         .collect();
     expected.push(b'\n');
-    let bad = lines.iter().filter(|(_, k)| matches!(k, Bad)).count() as u64;
-    let read = lines.iter().filter(|(_, k)| !matches!(k, Blank)).count() as u64;
+    let bad = lines.iter().filter(|(_, k)| matches!(k, Kind::Bad)).count() as u64;
+    let read = lines
+        .iter()
+        .filter(|(_, k)| !matches!(k, Kind::Blank))
+        .count() as u64;
 
     let scratch = Scratch::new();
     let input = scratch.write("findings.ndjson", input);
@@ -160,7 +173,7 @@ fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
     let good: Vec<u64> = lines
         .iter()
         .filter_map(|(_, kind)| match kind {
-            Good(marker) => Some(*marker),
+            Kind::Good(marker) => Some(*marker),
             _ => None,
         })
         .collect();

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -10,7 +11,7 @@ use serde_json::Value;
 use crate::support::findings::ndjson;
 use crate::support::prometheus::read_metrics;
 use crate::support::report::{json_summary, number};
-use crate::support::{Finding, Scratch, Shape, TABLE, shared};
+use crate::support::{Finding, PgServer, Scratch, Shape, TABLE, shared};
 
 /// Two files, one good, one with invalid lines and lines the server
 /// refuses: the summary parses, and its numbers are the input's and the
@@ -167,17 +168,29 @@ fn metrics_file_parses_and_matches_the_run() {
     );
     assert_eq!(out.summary(), (33, 27, 6), "{}", out.describe());
 
-    // A second, clean run replaces the file whole.
-    let inode = fs::metadata(&metrics).expect("metrics file").ino();
+    assert_a_second_run_replaces_the_file(server, &db, &scratch, &metrics);
+}
+
+/// A second, clean run replaces the metrics file whole, by rename: a new
+/// inode, no temp file left next to it.
+#[track_caller]
+fn assert_a_second_run_replaces_the_file(
+    server: &PgServer,
+    db: &str,
+    scratch: &Scratch,
+    metrics: &Path,
+) {
+    let metrics_dir = metrics.parent().expect("in the textfile directory");
+    let inode = fs::metadata(metrics).expect("metrics file").ino();
     let clean = scratch.write("clean.jsonl", ndjson(100, 5, Shape::Object));
     server
-        .pgsense(&db)
+        .pgsense(db)
         .args(["load", "--metrics-file"])
-        .arg(&metrics)
+        .arg(metrics)
         .arg(&clean)
         .run()
         .assert_code(0);
-    let m = read_metrics(&metrics);
+    let m = read_metrics(metrics);
     assert_eq!(
         m.value(
             "pgsense_alerts_total",
@@ -194,11 +207,11 @@ fn metrics_file_parses_and_matches_the_run() {
     );
     assert_eq!(m.value("pgsense_pg_last_run_exit_status", &[]), 0.0);
     assert_ne!(
-        fs::metadata(&metrics).expect("metrics file").ino(),
+        fs::metadata(metrics).expect("metrics file").ino(),
         inode,
         "the metrics file must be replaced by rename, not rewritten in place"
     );
-    let left: Vec<String> = fs::read_dir(&metrics_dir)
+    let left: Vec<String> = fs::read_dir(metrics_dir)
         .expect("read the textfile directory")
         .map(|entry| entry.expect("entry").file_name().to_string_lossy().into())
         .collect();
