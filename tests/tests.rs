@@ -1,39 +1,41 @@
-//! The integration tests, as one binary so it links once. Each module tests
-//! one part of the contract (issue 2) against a real throwaway PostgreSQL
-//! that the suite starts itself (see `support`).
-//!
-//! The modules live under suite/ rather than next to this file because
-//! cargo builds every tests/*.rs file as a test binary of its own.
+//! The integration tests, as one binary so it links once (`autotests =
+//! false` and one `[[test]]` in Cargo.toml, as ripgrep does). Each module
+//! tests one part of the contract against a real throwaway PostgreSQL that
+//! the suite starts itself; the harness (servers, proxies, parsers, waits)
+//! is in `support`.
 
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-#[path = "suite/harness.rs"]
 mod harness;
 
-#[path = "suite/generated.rs"]
+mod exit_status;
 mod generated;
 
-#[path = "suite/cli.rs"]
 mod cli;
-#[path = "suite/config.rs"]
 mod config;
-#[path = "suite/connection.rs"]
 mod connection;
-#[path = "suite/faults.rs"]
-mod faults;
-#[path = "suite/init.rs"]
 mod init;
-#[path = "suite/load.rs"]
 mod load;
-#[path = "suite/operator.rs"]
-mod operator;
-#[path = "suite/resources.rs"]
 mod resources;
-#[path = "suite/tls.rs"]
 mod tls;
 
-#[path = "suite/isolation.rs"]
+// Faults: nothing lost, nothing twice.
+mod commit_outcome;
+mod permanent_errors;
+mod reject_file;
+mod restart;
+mod signals;
+mod state_file;
+
+// The operator's tools.
+mod check;
+mod completions;
+mod dry_run;
+mod max_rejects;
+mod progress;
+mod summary;
+
 mod isolation;

@@ -1,17 +1,25 @@
 //! The test harness: a throwaway PostgreSQL server ([`pg`]), the binary run
 //! in a scrubbed environment ([`run`]), made-up findings and the rows they
-//! must become ([`findings`]), bounded child processes ([`process`]) and
-//! scratch directories for input and config files ([`Scratch`]).
+//! must become ([`findings`]), findings with markers for the fault tests
+//! ([`markers`]), bounded child processes ([`process`]) and waits
+//! ([`wait`]), what a run reports ([`report`], [`prometheus`]), a proxy
+//! that cuts a COMMIT ([`proxy`]), TLS material ([`tls`]) and scratch
+//! directories for input and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
 // not called by today's tests is not dead.
 #![allow(dead_code)]
 
 pub mod findings;
+pub mod markers;
 pub mod pg;
 pub mod process;
+pub mod prometheus;
+pub mod proxy;
+pub mod report;
 pub mod run;
 pub mod tls;
+pub mod wait;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,6 +27,10 @@ use std::path::{Path, PathBuf};
 pub use findings::{Finding, Shape};
 pub use pg::{PgServer, private, shared};
 pub use run::pgsense;
+
+/// The findings table, where the tests leave schema and table at their
+/// defaults.
+pub const TABLE: &str = "pgsense.findings";
 
 /// A temporary directory for a test's input, config and password files,
 /// removed on Drop.

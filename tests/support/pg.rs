@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, SimpleQueryMessage};
 
@@ -332,12 +332,25 @@ rm -rf "$root"
             )
             .expect("read pg_hba_file_rules");
         assert!(errors.is_empty(), "bad pg_hba lines {lines:?}: {errors:?}");
+        let loaded = |sql: &str| self.query_one("postgres", sql).expect("not null");
+        let before = loaded("select pg_conf_load_time()::text");
         client
             .simple_query("select pg_reload_conf()")
             .expect("reload");
-        // pg_reload_conf only signals the postmaster; give it a moment to
-        // read the file before the next connection comes in.
-        thread::sleep(Duration::from_millis(300));
+        // pg_reload_conf only signals the postmaster. It reads the config
+        // files and then pg_hba.conf in one go, and a backend it starts
+        // after that inherits the new load time: once a new connection sees
+        // a later one, every connection gets the new rules.
+        let reloaded = format!("select pg_conf_load_time() > '{before}'::timestamptz");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while loaded(&reloaded) != "t" {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL on port {} did not reload pg_hba.conf within 10 s",
+                self.port
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Creates a fresh empty database and returns its name.

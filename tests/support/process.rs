@@ -3,6 +3,7 @@
 //! with what the process printed. A hung child must never hang the suite.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -185,4 +186,36 @@ pub fn run_ok(cmd: &mut Command, timeout: Duration, what: &str) -> Finished {
         finished.stderr
     );
     finished
+}
+
+/// Sends a signal (TERM, INT) to a process, with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    run_ok(
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string()),
+        Duration::from_secs(10),
+        "kill",
+    );
+}
+
+/// None (and a note) when `program` is not installed outside CI; under CI
+/// a missing program is a failure, naming the package .ci/run installs.
+#[track_caller]
+pub fn installed(program: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{program} is not installed, and CI is set: a missing {program} is a failure \
+                 there; .ci/run must install it (apt-get install {package})"
+            );
+        }
+        eprintln!("note: {program} is not installed: test skipped (apt-get install {package})");
+    }
+    found
 }

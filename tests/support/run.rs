@@ -305,3 +305,9 @@ impl Outcome {
         parsed.unwrap_or_else(|| panic!("no summary line on stderr\n{}", self.describe()))
     }
 }
+
+/// Creates the schema and table in `db`, so that a test can count rows
+/// while a load runs.
+pub fn init(server: &PgServer, db: &str) {
+    server.pgsense(db).arg("init").run().assert_code(0);
+}

@@ -675,15 +675,7 @@ fn the_password_never_appears_in_the_output() {
     .expect("chmod");
     let noisy = |cmd: Pgsense| cmd.arg("-vvv").env("RUST_LOG", "trace");
     let as_pw_user = || loader(&fx.server, "127.0.0.1", &db, "pw_user");
-    let assert_silent = |out: &Outcome, what: &str| {
-        for secret in [wrong, PASSWORD, "canary"] {
-            assert!(
-                !out.stdout.contains(secret) && !out.stderr.contains(secret),
-                "{what}: {secret:?} was printed\n{}",
-                out.describe()
-            );
-        }
-    };
+    let assert_silent = |out: &Outcome, what: &str| assert_unprinted(out, what, wrong);
 
     let failing: Vec<(&str, Pgsense)> = vec![
         ("PGPASSWORD", noisy(as_pw_user()).env("PGPASSWORD", wrong)),
@@ -736,25 +728,45 @@ fn the_password_never_appears_in_the_output() {
     }
     assert_eq!(fx.server.count(&db, "pgsense.findings"), 3);
 
-    // --help with every password variable set (clap can show an argument's
-    // environment value in help).
+    assert_help_hides_passwords(&right_file, |out, what| assert_silent(out, what));
+    assert_command_line_hides_passwords(&right_file);
+}
+
+/// Neither password, nor anything of the canary, in what the run printed.
+#[track_caller]
+fn assert_unprinted(out: &Outcome, what: &str, wrong: &str) {
+    for secret in [wrong, PASSWORD, "canary"] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "{what}: {secret:?} was printed\n{}",
+            out.describe()
+        );
+    }
+}
+
+/// --help with every password variable set (clap can show an argument's
+/// environment value in help) prints none of them.
+fn assert_help_hides_passwords(right_file: &Path, assert_silent: impl Fn(&Outcome, &str)) {
     for help in ["--help", "-h"] {
         let out = pgsense()
             .arg(help)
             .env("PGPASSWORD", PASSWORD)
-            .env("PGPASSFILE", path(&right_file))
+            .env("PGPASSFILE", path(right_file))
             .run();
         out.assert_code(0);
         assert_silent(&out, help);
     }
+}
 
-    // The command line of a running loader (it waits on a silent server).
+/// The command line of a running loader (it waits on a silent server)
+/// holds no password.
+fn assert_command_line_hides_passwords(right_file: &Path) {
     let silent = SilentServer::new();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsense-pg"));
     cmd.env_clear()
         .env("PGPASSWORD", PASSWORD)
         .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
-        .args(["--password-file", path(&right_file)])
+        .args(["--password-file", path(right_file)])
         .args(["--connect-timeout", "3", "init"]);
     let running = process::spawn(&mut cmd, process::Stdin::Null, "pgsense-pg");
     // Just after exec the kernel may not show the command line yet.

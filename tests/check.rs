@@ -1,0 +1,360 @@
+//! `check` (issue 6, "Tests"): names each missing grant with the GRANT
+//! that fixes it, and exits 78 or 69 when it cannot tell. Each test has a
+//! database (and, where it needs one, a role) of its own.
+
+use crate::support::findings::ndjson;
+use crate::support::pg::{free_port, unique};
+use crate::support::run::Outcome;
+use crate::support::{PgServer, Shape, SilentServer, TABLE, pgsense, shared};
+
+/// One line of `pgsense-pg check`: `ok       WHAT` or
+/// `missing  WHAT: PROBLEM`.
+#[derive(Debug)]
+struct CheckLine {
+    what: String,
+    problem: Option<String>,
+}
+
+/// The lines `check` printed on stdout; panics on a line of neither form.
+#[track_caller]
+fn check_lines(out: &Outcome) -> Vec<CheckLine> {
+    out.stdout
+        .lines()
+        .map(|line| {
+            if let Some(what) = line.strip_prefix("ok       ") {
+                CheckLine {
+                    what: what.to_owned(),
+                    problem: None,
+                }
+            } else if let Some((what, problem)) = line
+                .strip_prefix("missing  ")
+                .and_then(|rest| rest.split_once(": "))
+            {
+                CheckLine {
+                    what: what.to_owned(),
+                    problem: Some(problem.to_owned()),
+                }
+            } else {
+                panic!(
+                    "check printed a line that is neither `ok` nor `missing`: {line:?}\n{}",
+                    out.describe()
+                )
+            }
+        })
+        .collect()
+}
+
+/// Asserts that check passed: exit 0 and every line ok.
+#[track_caller]
+fn assert_check_passes(out: &Outcome) {
+    out.assert_code(0);
+    let lines = check_lines(out);
+    assert!(
+        !lines.is_empty(),
+        "check printed nothing\n{}",
+        out.describe()
+    );
+    assert!(
+        lines.iter().all(|line| line.problem.is_none()),
+        "check exited 0 with a missing line\n{}",
+        out.describe()
+    );
+}
+
+/// The GRANT statement a problem quotes in backquotes.
+#[track_caller]
+fn quoted_grant<'a>(problem: &'a str, out: &Outcome) -> &'a str {
+    problem
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|quoted| quoted.starts_with("GRANT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no `GRANT ...` in backquotes in {problem:?}\n{}",
+                out.describe()
+            )
+        })
+}
+
+/// `check` as `role` fails (69) naming exactly one missing thing, `what`,
+/// with a GRANT starting `grant_start` and ending `TO role`; the superuser
+/// runs exactly that GRANT; then check passes and a load as `role` works.
+#[track_caller]
+fn missing_grant_is_named_and_its_grant_fixes_it(
+    server: &PgServer,
+    db: &str,
+    role: &str,
+    what: &str,
+    grant_start: &str,
+) {
+    let before = server.pgsense_as(db, role).arg("check").run();
+    if before.code == Some(0) {
+        // Show whether a load agrees: check passing must mean a load works.
+        let load = server
+            .pgsense_as(db, role)
+            .arg("load")
+            .stdin(ndjson(0, 3, Shape::Object))
+            .run();
+        panic!(
+            "check passed without {what}; a load as {role} then exits {:?}\n{}\n{}",
+            load.code,
+            before.describe(),
+            load.describe()
+        );
+    }
+    before.assert_code(69);
+    let lines = check_lines(&before);
+    let missing: Vec<&CheckLine> = lines.iter().filter(|l| l.problem.is_some()).collect();
+    assert_eq!(
+        missing.len(),
+        1,
+        "expected exactly one missing line, for {what}\n{}",
+        before.describe()
+    );
+    assert_eq!(missing[0].what, what, "{}", before.describe());
+    let problem = missing[0].problem.as_deref().expect("a missing line");
+    let grant = quoted_grant(problem, &before);
+    assert!(
+        grant.starts_with(grant_start) && grant.ends_with(&format!(" TO {role}")),
+        "expected `{grant_start} ... TO {role}`, got `{grant}`\n{}",
+        before.describe()
+    );
+
+    server.execute(db, grant);
+
+    let after = server.pgsense_as(db, role).arg("check").run();
+    assert_check_passes(&after);
+    // check exits 0 only when a load would succeed.
+    server
+        .pgsense_as(db, role)
+        .arg("load")
+        .stdin(ndjson(0, 3, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(db, TABLE), 3);
+}
+
+/// A superuser on a fresh database: everything ok, exit 0, and check
+/// creates nothing; after init, the table's lines are all ok too.
+#[test]
+fn check_as_superuser_on_a_fresh_database_is_all_ok() {
+    let server = shared();
+    let db = server.new_database();
+    let out = server.pgsense(&db).arg("check").run();
+    assert_check_passes(&out);
+    let version = server
+        .query_one(&db, "show server_version")
+        .expect("server_version is set");
+    let connected = &check_lines(&out)[0].what;
+    let target = format!("postgres@127.0.0.1:{}/{db}", server.port());
+    assert!(
+        connected.starts_with("connected to")
+            && connected.contains(&target)
+            && connected.contains(&version)
+            && connected.contains("no TLS"),
+        "the first line names the target, the server version and TLS\n{}",
+        out.describe()
+    );
+    assert_eq!(
+        server.query_one(
+            &db,
+            "select count(*) from pg_namespace where nspname = 'pgsense'"
+        ),
+        Some("0".into()),
+        "check must not create anything"
+    );
+
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let out = server.pgsense(&db).arg("check").run();
+    assert_check_passes(&out);
+    let whats: Vec<String> = check_lines(&out).into_iter().map(|l| l.what).collect();
+    for expected in [
+        "USAGE on schema pgsense",
+        "INSERT on table pgsense.findings",
+        "USAGE on sequence pgsense.findings_id_seq",
+        "column masked_sample",
+        "column detected_at",
+    ] {
+        assert!(
+            whats.iter().any(|w| w == expected),
+            "no line for {expected:?}\n{}",
+            out.describe()
+        );
+    }
+}
+
+/// A role (with its name unique on the shared server) that may log in, for
+/// the grant tests: `sql`, run as the superuser in `db` after the role is
+/// created, gives it its grants.
+fn role_with(server: &PgServer, db: &str, sql: &str) -> String {
+    let role = unique("checker_");
+    server.execute(db, &format!("CREATE ROLE {role} LOGIN"));
+    server.execute(db, &sql.replace("{role}", &role));
+    role
+}
+
+#[test]
+fn check_names_missing_usage_on_the_schema() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let role = role_with(
+        server,
+        &db,
+        "GRANT INSERT ON pgsense.findings TO {role};
+         GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};",
+    );
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "USAGE on schema pgsense",
+        "GRANT USAGE ON SCHEMA ",
+    );
+}
+
+#[test]
+fn check_names_missing_insert_on_the_table() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let role = role_with(
+        server,
+        &db,
+        "GRANT USAGE ON SCHEMA pgsense TO {role};
+         GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};",
+    );
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "INSERT on table pgsense.findings",
+        "GRANT INSERT ON ",
+    );
+}
+
+#[test]
+fn check_names_missing_usage_on_the_id_sequence() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let role = role_with(
+        server,
+        &db,
+        "GRANT USAGE ON SCHEMA pgsense TO {role};
+         GRANT INSERT ON pgsense.findings TO {role};",
+    );
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "USAGE on sequence pgsense.findings_id_seq",
+        "GRANT USAGE ON SEQUENCE ",
+    );
+}
+
+/// Schema and table missing: the role must be able to create the schema.
+#[test]
+fn check_names_missing_create_on_the_database() {
+    let server = shared();
+    let db = server.new_database();
+    let role = role_with(server, &db, "SELECT 1");
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        &format!("CREATE on database {db}"),
+        "GRANT CREATE ON DATABASE ",
+    );
+}
+
+/// The schema exists (with USAGE), the table does not: the role must be
+/// able to create it.
+#[test]
+fn check_names_missing_create_on_the_schema() {
+    let server = shared();
+    let db = server.new_database();
+    server.execute(&db, "CREATE SCHEMA pgsense");
+    let role = role_with(server, &db, "GRANT USAGE ON SCHEMA pgsense TO {role}");
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "CREATE on schema pgsense",
+        "GRANT CREATE ON SCHEMA ",
+    );
+}
+
+/// The schema exists and the role may create the table in it, but has no
+/// USAGE on it: a load fails (it cannot use the table it would create), so
+/// check must not pass; it names USAGE on the schema.
+#[test]
+fn check_names_missing_usage_when_the_table_is_yet_to_be_created() {
+    let server = shared();
+    let db = server.new_database();
+    server.execute(&db, "CREATE SCHEMA pgsense");
+    let role = role_with(server, &db, "GRANT CREATE ON SCHEMA pgsense TO {role}");
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "USAGE on schema pgsense",
+        "GRANT USAGE ON SCHEMA ",
+    );
+}
+
+/// The scanner's table without one of its columns, or with a column of a
+/// type the loader cannot write: check names the column, exit 69.
+#[test]
+fn check_names_a_missing_or_mistyped_column() {
+    let server = shared();
+    for (alter, column, says) in [
+        (
+            "ALTER TABLE pgsense.findings DROP COLUMN masked_sample",
+            "masked_sample",
+            "no column masked_sample",
+        ),
+        (
+            "ALTER TABLE pgsense.findings ALTER COLUMN lsn TYPE text",
+            "lsn",
+            "is text",
+        ),
+    ] {
+        let db = server.new_database();
+        server.pgsense(&db).arg("init").run().assert_code(0);
+        server.execute(&db, alter);
+        let out = server.pgsense(&db).arg("check").run();
+        out.assert_code(69);
+        let lines = check_lines(&out);
+        let missing: Vec<&CheckLine> = lines.iter().filter(|l| l.problem.is_some()).collect();
+        assert_eq!(missing.len(), 1, "after {alter}\n{}", out.describe());
+        assert_eq!(
+            missing[0].what,
+            format!("column {column}"),
+            "{}",
+            out.describe()
+        );
+        let problem = missing[0].problem.as_deref().expect("a missing line");
+        assert!(problem.contains(says), "{problem:?}\n{}", out.describe());
+    }
+}
+
+/// A configuration error is 78, before connecting; a server that cannot be
+/// reached is 69.
+#[test]
+fn check_exits_78_on_bad_config_and_69_without_a_server() {
+    let silent = SilentServer::new();
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .args(["--schema", "not-an-identifier!", "check"])
+        .run();
+    out.assert_code(78);
+    assert!(!silent.was_contacted(), "a config error must not connect");
+
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &free_port().to_string()])
+        .args(["--connect-timeout", "5", "check"])
+        .run();
+    out.assert_code(69).assert_stderr_contains("cannot connect");
+}

@@ -1,0 +1,64 @@
+//! A COMMIT whose answer is lost (issue 4, "Tests"): through a proxy that
+//! cuts the connection at a batch's COMMIT, every finding ends up in the
+//! table exactly once, whatever became of that COMMIT.
+
+use std::time::Duration;
+
+use crate::support::markers::{assert_table_holds_after, write_findings};
+use crate::support::proxy::{CommitCutter, CutAt};
+use crate::support::run::init;
+use crate::support::{Scratch, shared};
+
+/// A load through a [`CommitCutter`]: the run ends 0 with every finding in
+/// the table exactly once, whatever became of the cut COMMIT.
+fn commit_cut(at: CutAt) {
+    const COUNT: u64 = 20_000;
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", COUNT);
+    let proxy = CommitCutter::start(server.port(), at);
+    let out = server
+        .pgsense(&db)
+        .args(["--port", &proxy.port.to_string()])
+        .arg("load")
+        .args(["--batch-rows", "1000"])
+        .arg(&input)
+        .timeout(Duration::from_secs(30))
+        .run();
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "the proxy never saw a batch's COMMIT: nothing was tested\n{}",
+        out.describe()
+    );
+    out.assert_code(0)
+        .assert_stderr_contains(&format!("{COUNT} read, {COUNT} inserted, 0 dropped"));
+    assert_table_holds_after(server, &db, 1..=COUNT, Some(&out));
+}
+
+/// The server commits a batch and the answer never arrives: the loader asks
+/// txid_status() on a new connection and does not send the batch again.
+#[test]
+fn a_lost_commit_answer_is_resolved_without_duplicates() {
+    commit_cut(CutAt::AnswerLost);
+}
+
+/// COMMIT never reaches the server, which rolls back: the loader learns so
+/// and sends the batch again.
+#[test]
+fn a_commit_that_never_arrives_is_resent_without_loss() {
+    commit_cut(CutAt::CommitLost);
+}
+
+/// The server answers COMMIT and the backend is terminated at once, so the
+/// FATAL error arrives with the answer: the batch committed, and a FATAL
+/// error is not the server saying it did not (the driver may report the
+/// error rather than the answer). Seen as duplicated batches when
+/// pg_terminate_backend runs repeatedly during a load; made deterministic
+/// here.
+#[test]
+fn a_fatal_error_right_after_a_commit_does_not_resend_the_batch() {
+    commit_cut(CutAt::FatalAfterAnswer);
+}

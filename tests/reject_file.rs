@@ -1,0 +1,342 @@
+//! `--reject-file` (issue 4, "Tests"): every dropped line as read, a long
+//! line never split by others, a reject file that is an input refused, one
+//! that cannot be written failing the run.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::markers::{each_once, finding, finding_with_sample, findings, table_markers};
+use crate::support::run::{Outcome, init};
+use crate::support::wait::wait_during;
+use crate::support::{Scratch, TABLE, shared};
+
+/// The lines of a reject file (or of what it must hold), terminators kept,
+/// sorted: lines refused by the server are appended by the writers, so
+/// their order among the others is not part of the contract.
+fn sorted_lines(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut lines: Vec<Vec<u8>> = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// A line, readable in a failure message even when long.
+fn show(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    if text.len() <= 120 {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(60).collect();
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("({} bytes) {head:?} ... {tail:?}", line.len())
+}
+
+/// Asserts that the reject file holds exactly `expected`, byte for byte.
+#[track_caller]
+fn assert_reject_file(path: &Path, expected: &[u8]) {
+    let actual = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let (actual, expected) = (sorted_lines(&actual), sorted_lines(expected));
+    if actual == expected {
+        return;
+    }
+    let only_in = |these: &[Vec<u8>], those: &[Vec<u8>]| {
+        let mut those = those.to_vec();
+        let mut list = String::new();
+        for line in these {
+            match those.iter().position(|l| l == line) {
+                Some(at) => {
+                    those.swap_remove(at);
+                }
+                None => list.push_str(&format!("  {}\n", show(line))),
+            }
+        }
+        list
+    };
+    panic!(
+        "{} does not hold exactly the dropped lines: {} lines, {} expected.\n\
+         --- lines it should not hold ---\n{}--- lines it lacks ---\n{}",
+        path.display(),
+        actual.len(),
+        expected.len(),
+        only_in(&actual, &expected),
+        only_in(&expected, &actual)
+    );
+}
+
+/// The reasons given on stderr for dropped lines, without FILE:LINE,
+/// sorted.
+fn reasons(out: &Outcome) -> Vec<String> {
+    let mut reasons: Vec<String> = out
+        .reject_lines()
+        .iter()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("pgsense-pg: ")?;
+            let (_, rest) = rest.split_once(':')?;
+            let (_, reason) = rest.split_once(": ")?;
+            Some(reason.to_owned())
+        })
+        .collect();
+    reasons.sort();
+    reasons
+}
+
+/// What becomes of a line of [`every_kind_of_line`].
+enum Kind {
+    /// Inserted: a finding with this marker.
+    Good(u64),
+    /// Skipped, neither read nor dropped.
+    Blank,
+    /// Dropped: invalid, too long, or refused by the server.
+    Bad,
+}
+
+/// Lines of every kind, each with its line terminator (the last has none).
+fn every_kind_of_line() -> Vec<(Vec<u8>, Kind)> {
+    use Kind::{Bad, Blank, Good};
+    vec![
+        ((finding(1) + "\n").into(), Good(1)),
+        (b"{\"database\": \"x\", \n".to_vec(), Bad),
+        (b"{\"not\":\"a finding\"}\r\n".to_vec(), Bad),
+        ((finding(4) + "\r\n").into(), Good(4)),
+        (
+            (finding_with_sample(5, &"x".repeat(3000)) + "\r\n").into(),
+            Bad,
+        ),
+        (b"\n".to_vec(), Blank),
+        (b"{\"database\":\"\xff\xfe\"}\n".to_vec(), Bad),
+        ((finding_with_sample(7, "refuse-me") + "\n").into(), Bad),
+        (b"   \r\n".to_vec(), Blank),
+        ((finding_with_sample(9, "a\\u0000b") + "\n").into(), Bad),
+        ((finding(10) + "\n").into(), Good(10)),
+        (b"not json".to_vec(), Bad),
+    ]
+}
+
+/// Every kind of dropped line lands in the reject file exactly as read (a
+/// CRLF line keeps its CR, a line over --max-line-bytes is kept whole, a
+/// row the server refuses too), and replaying the file drops the same
+/// lines for the same reasons.
+#[test]
+fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        &format!(
+            "ALTER TABLE {TABLE} ADD CONSTRAINT no_refusals CHECK (masked_sample <> 'refuse-me')"
+        ),
+    );
+    let lines = every_kind_of_line();
+    let input: Vec<u8> = lines.iter().flat_map(|(l, _)| l.clone()).collect();
+    // The last line has no newline: the reject file gets one, so that lines
+    // appended later stay lines of their own.
+    let mut expected: Vec<u8> = lines
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Kind::Bad))
+        .flat_map(|(l, _)| l.clone())
+        .collect();
+    expected.push(b'\n');
+    let bad = lines.iter().filter(|(_, k)| matches!(k, Kind::Bad)).count() as u64;
+    let read = lines
+        .iter()
+        .filter(|(_, k)| !matches!(k, Kind::Blank))
+        .count() as u64;
+
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", input);
+    let rejects = scratch.path().join("rejects.ndjson");
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .run();
+    out.assert_code(65).assert_stderr_contains(&format!(
+        "{read} read, {} inserted, {bad} dropped",
+        read - bad
+    ));
+    assert_reject_file(&rejects, &expected);
+    let good: Vec<u64> = lines
+        .iter()
+        .filter_map(|(_, kind)| match kind {
+            Kind::Good(marker) => Some(*marker),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(table_markers(server, &db).len(), good.len());
+    let in_table = each_once(&table_markers(server, &db), "the table");
+    assert_eq!(in_table, good.into_iter().collect());
+
+    let replayed = scratch.path().join("rejects-again.ndjson");
+    let replay = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&replayed)
+        .arg(&rejects)
+        .run();
+    replay
+        .assert_code(65)
+        .assert_stderr_contains(&format!("{bad} read, 0 inserted, {bad} dropped"));
+    assert_reject_file(&replayed, &expected);
+    assert_eq!(reasons(&replay), reasons(&out), "{}", replay.describe());
+    assert_eq!(table_markers(server, &db).len(), in_table.len());
+}
+
+/// A line over --max-line-bytes goes to the reject file piece by piece as
+/// it is read; a line the writer drops meanwhile (here, a row a trigger
+/// refuses) must not land between its pieces.
+///
+/// No sleep decides the interleaving: the trigger waits on an advisory lock
+/// the test holds, so the writer refuses the first row only once the long
+/// line is open, and the line is ended only once that refusal has reached
+/// the writer.
+#[test]
+fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        "CREATE FUNCTION pgsense.gated_refusal() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF new.masked_sample = 'refuse-me' THEN
+                 PERFORM pg_advisory_xact_lock_shared(4242);
+                 RAISE EXCEPTION 'refused on purpose';
+             END IF;
+             RETURN new;
+         END $$;
+         CREATE TRIGGER gated_refusal BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.gated_refusal();",
+    );
+    let mut gate = server.client(&db);
+    gate.batch_execute("SELECT pg_advisory_lock(4242)")
+        .expect("close the gate");
+    let scratch = Scratch::new();
+    let rejects = scratch.path().join("rejects.ndjson");
+    let mut load = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--max-line-bytes", "1000"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .timeout(Duration::from_secs(30))
+        .spawn_piped();
+    let refused: String = (1..=40)
+        .map(|m| finding_with_sample(m, "refuse-me") + "\n")
+        .collect();
+    load.stdin().write_all(refused.as_bytes()).expect("feed");
+    load.stdin().flush().expect("flush");
+    let writer = |condition: &str| {
+        format!(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and application_name = 'pgsense-pg' and {condition}"
+        )
+    };
+    let mut load = wait_during(
+        load,
+        "the writer refusing the first row, held at the gate",
+        Duration::from_secs(20),
+        || server.query_one(&db, &writer("wait_event = 'advisory'")) != Some("0".into()),
+    );
+    // More than a pipe holds (64 KiB): once written, the reader has read
+    // well past --max-line-bytes, so the long line is open.
+    let mut long = String::from("{\"database\":\"") + &"x".repeat(160 * 1024);
+    load.stdin().write_all(long.as_bytes()).expect("feed");
+    load.stdin().flush().expect("flush");
+    gate.batch_execute("SELECT pg_advisory_unlock(4242)")
+        .expect("open the gate");
+    // The refusal reached the writer: its statement failed, so no backend of
+    // the load is running one.
+    let mut load = wait_during(
+        load,
+        "the first refusal answered",
+        Duration::from_secs(20),
+        || server.query_one(&db, &writer("state = 'active'")) == Some("0".into()),
+    );
+    long.push_str("\"}\n");
+    load.stdin().write_all(b"\"}\n").expect("feed");
+    load.stdin()
+        .write_all((finding(42) + "\n").as_bytes())
+        .expect("feed");
+    load.close_stdin();
+    let out = load.wait();
+    out.assert_code(65)
+        .assert_stderr_contains("42 read, 1 inserted, 41 dropped");
+    assert_reject_file(&rejects, (refused + &long).as_bytes());
+}
+
+/// A reject file that is also an input would grow while being read: the
+/// run is refused before anything is loaded, and the file is left alone.
+#[test]
+fn a_reject_file_that_is_also_an_input_is_refused() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let text = format!("not json\n{}", findings(1..=3));
+    let input = scratch.write("rejects.ndjson", &text);
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&input)
+        .arg(&input)
+        .run();
+    out.assert_code(2)
+        .assert_stderr_contains("the reject file is also an input");
+    assert_eq!(fs::read_to_string(&input).expect("read"), text);
+}
+
+/// A reject file that cannot be written (a full disk) fails the run, and
+/// the state file is not moved past the dropped lines that never reached it:
+/// the next run reads them again instead of losing them.
+#[test]
+fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", format!("not json\n{}", findings(1..=3)));
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .args(["--reject-file", "/dev/full"])
+        .arg(&input)
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write reject file /dev/full");
+    let offset = fs::read_to_string(&state)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| {
+            json["files"]
+                .as_object()?
+                .values()
+                .map(|mark| mark["offset"].as_u64())
+                .next()?
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        offset,
+        0,
+        "the state moved past a dropped line the reject file does not hold\n{}",
+        out.describe()
+    );
+}

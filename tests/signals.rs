@@ -1,0 +1,179 @@
+//! SIGTERM and SIGINT (issue 4, "Tests"): the exit status names the
+//! signal, batches already handed over commit whole or not at all, lines
+//! read but not sent go to the reject file, and a signal ends the run
+//! promptly even when it waits on a quiet pipe or on a lock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use crate::support::markers::{
+    BATCH_ROWS, LARGE, assert_disjoint, assert_table_holds, each_once, file_markers, findings,
+    table_markers, write_findings,
+};
+use crate::support::process::send_signal;
+use crate::support::report::stopped_after;
+use crate::support::run::init;
+use crate::support::wait::wait_during;
+use crate::support::{Scratch, TABLE, shared};
+
+/// A load of a large file stopped by `signal` as soon as the first rows are
+/// in: the exit status says which signal; each line read is in the table
+/// or in the reject file, never both; every batch is all in or all out; the
+/// summary agrees.
+fn signal_mid_load(signal: &str, name: &str, code: i32) {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let rejects = scratch.path().join("rejects.ndjson");
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--batch-rows", &BATCH_ROWS.to_string()])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(30), || {
+        server.count(&db, TABLE) > 0
+    });
+    send_signal(load.id(), signal);
+    let out = load.wait();
+    out.assert_code(code)
+        .assert_stderr_contains(&format!("interrupted ({name})"));
+
+    let (read, inserted, dropped) = out.summary();
+    assert_eq!(read, stopped_after(&out), "{}", out.describe());
+    assert!(read < LARGE, "{}", out.describe());
+    let in_table = each_once(&table_markers(server, &db), "the table");
+    let rejected = each_once(&file_markers(&rejects), "the reject file");
+    assert_disjoint(&in_table, &rejected);
+    let all: BTreeSet<u64> = in_table.union(&rejected).copied().collect();
+    assert_eq!(
+        all,
+        (1..=read).collect::<BTreeSet<u64>>(),
+        "the lines read are not exactly those in the table and the reject file\n{}",
+        out.describe()
+    );
+    assert_eq!(inserted, in_table.len() as u64, "{}", out.describe());
+    assert_eq!(dropped, rejected.len() as u64, "{}", out.describe());
+
+    // Batches are runs of BATCH_ROWS consecutive lines: each is in the table
+    // whole or not at all.
+    let mut per_batch: BTreeMap<u64, u64> = BTreeMap::new();
+    for marker in &in_table {
+        *per_batch.entry((marker - 1) / BATCH_ROWS).or_default() += 1;
+    }
+    let partial: Vec<_> = per_batch
+        .iter()
+        .filter(|&(_, &rows)| rows != BATCH_ROWS)
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "batches (index, rows in the table) partly in the table: {partial:?}"
+    );
+}
+
+#[test]
+fn sigterm_mid_load_gives_143_and_no_partial_batch() {
+    signal_mid_load("TERM", "SIGTERM", 143);
+}
+
+#[test]
+fn sigint_mid_load_gives_130_and_no_partial_batch() {
+    signal_mid_load("INT", "SIGINT", 130);
+}
+
+/// A load reading a pipe whose writer stays open: it hands over what it
+/// read before it waits for more, so SIGTERM ends it at once, with every
+/// line written so far in the table.
+#[test]
+fn sigterm_while_waiting_on_an_open_pipe_exits_143_promptly() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let rejects = scratch.path().join("rejects.ndjson");
+    let mut load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&rejects)
+        .timeout(Duration::from_secs(30))
+        .spawn_piped();
+    load.stdin()
+        .write_all(findings(1..=50).as_bytes())
+        .expect("feed");
+    load.stdin().flush().expect("flush");
+    // A second descriptor for the pipe's write end: waiting for the load
+    // closes the first one, and the pipe must stay open.
+    let _write_end = load
+        .stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .expect("dup the pipe");
+    let load = wait_during(
+        load,
+        "50 rows in the table",
+        Duration::from_secs(20),
+        || server.count(&db, TABLE) == 50,
+    );
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143)
+        .assert_stderr_contains("50 read, 50 inserted, 0 dropped");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} to end the load\n{}",
+        out.describe()
+    );
+    assert_table_holds(server, &db, 1..=50);
+    assert_eq!(fs::read(&rejects).expect("the reject file exists"), b"");
+}
+
+/// A COPY waiting on a lock held elsewhere does not hold a SIGTERM up: the
+/// statement is cancelled a few seconds after the signal, its batch rolls
+/// back and is reported as interrupted.
+#[test]
+fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let mut locker = server.client(&db);
+    let mut lock = locker.transaction().expect("begin");
+    lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
+        .expect("lock the table");
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=20));
+    let load = server.pgsense(&db).arg("load").arg(&input).spawn();
+    let load = wait_during(
+        load,
+        "a COPY waiting on the lock",
+        Duration::from_secs(20),
+        || {
+            server.count(
+            &db,
+            "pg_stat_activity where application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+        ) > 0
+        },
+    );
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    lock.rollback().expect("release the lock");
+    out.assert_code(143)
+        .assert_stderr_contains("not inserted: interrupted");
+    assert!(
+        took < Duration::from_secs(10),
+        "the run ended {took:?} after SIGTERM\n{}",
+        out.describe()
+    );
+    assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+}

@@ -1,0 +1,263 @@
+//! `--state-file` (issue 4, "Tests"): cron over a file that keeps growing
+//! loads each finding once, across half-written lines, rotation,
+//! truncation, a concurrent run and a run stopped by SIGTERM.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::markers::{
+    BATCH_ROWS, LARGE, append, assert_table_holds, assert_table_holds_after, finding, findings,
+    write_findings,
+};
+use crate::support::process::send_signal;
+use crate::support::run::{Outcome, init};
+use crate::support::wait::wait_during;
+use crate::support::{PgServer, Scratch, TABLE, shared};
+
+/// `load --state-file STATE FILE`, run to its end.
+fn load_with_state(server: &PgServer, db: &str, state: &Path, input: &Path) -> Outcome {
+    server
+        .pgsense(db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(state)
+        .arg(input)
+        .run()
+}
+
+/// Cron over a file the scanner keeps appending to: each run loads what
+/// was appended since the last one, and nothing twice.
+#[test]
+fn three_runs_over_a_growing_file_load_each_finding_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=100));
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("100 read, 100 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=100);
+
+    append(&input, &findings(101..=250));
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("150 read, 150 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=250);
+
+    append(&input, &findings(251..=300));
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("50 read, 50 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=300);
+
+    // Nothing new: nothing loaded.
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=300);
+}
+
+/// The scanner is mid-write when cron fires: the half-written last line is
+/// not a bad line, it is loaded whole by the next run.
+#[test]
+fn an_unterminated_last_line_is_left_for_the_next_run() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let eleventh = finding(11);
+    let (head, tail) = eleventh.split_at(eleventh.len() / 2);
+    let input = scratch.write("findings.ndjson", findings(1..=10) + head);
+    let out = load_with_state(server, &db, &state, &input);
+    out.assert_code(0)
+        .assert_stderr_contains("10 read, 10 inserted, 0 dropped");
+    assert!(out.reject_lines().is_empty(), "{}", out.describe());
+    assert_table_holds(server, &db, 1..=10);
+
+    append(&input, &format!("{tail}\n{}", findings(12..=12)));
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("2 read, 2 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=12);
+}
+
+/// The file was rotated (renamed away, a new one in its place): the new
+/// file is loaded from its start, even though it is longer than the offset
+/// reached in the old one, so only its inode tells.
+#[test]
+fn a_rotated_file_is_loaded_from_its_start() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=50));
+    load_with_state(server, &db, &state, &input).assert_code(0);
+    assert_table_holds(server, &db, 1..=50);
+
+    // The old file stays, so the new one cannot get its inode back.
+    fs::rename(&input, scratch.path().join("findings.ndjson.1")).expect("rotate");
+    scratch.write("findings.ndjson", findings(51..=170));
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("120 read, 120 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=170);
+}
+
+/// The file was truncated in place (same inode, shorter than the offset
+/// reached): its new content is loaded from the start.
+#[test]
+fn a_truncated_file_is_loaded_from_its_start() {
+    use std::os::unix::fs::MetadataExt;
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=100));
+    let inode = fs::metadata(&input).expect("stat").ino();
+    load_with_state(server, &db, &state, &input).assert_code(0);
+    assert_table_holds(server, &db, 1..=100);
+
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&input)
+        .and_then(|mut file| file.write_all(findings(101..=120).as_bytes()))
+        .expect("truncate and rewrite");
+    assert_eq!(fs::metadata(&input).expect("stat").ino(), inode);
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("20 read, 20 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=120);
+}
+
+/// Two runs with the same state file at once: the second refuses (75)
+/// rather than loading the same lines again, and says which file is busy.
+#[test]
+fn a_second_run_with_the_same_state_file_refuses() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=100));
+    // Holds the first run's inserts back, so it is still loading while the
+    // second one starts.
+    let mut blocker = server.client(&db);
+    blocker
+        .batch_execute(&format!("BEGIN; LOCK TABLE {TABLE} IN SHARE MODE"))
+        .expect("lock the table");
+    let first = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&input)
+        .spawn();
+    let first = wait_during(
+        first,
+        "the first run waiting on the table lock",
+        Duration::from_secs(20),
+        || {
+            server.query_one(
+                &db,
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+            ) != Some("0".into())
+        },
+    );
+    let second = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&input)
+        .timeout(Duration::from_secs(15))
+        .run();
+    blocker.batch_execute("COMMIT").expect("unlock the table");
+    second
+        .assert_code(75)
+        .assert_stderr_contains(&state.display().to_string());
+    first
+        .wait()
+        .assert_code(0)
+        .assert_stderr_contains("100 read, 100 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=100);
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=100);
+}
+
+/// A state-file run stopped by SIGTERM records only what it committed: the
+/// next run loads the rest, nothing twice, nothing lost.
+#[test]
+fn a_run_stopped_by_sigterm_is_resumed_from_the_state_file() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--batch-rows", &BATCH_ROWS.to_string()])
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&input)
+        .spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(30), || {
+        server.count(&db, TABLE) > 0
+    });
+    send_signal(load.id(), "TERM");
+    let first = load.wait();
+    first.assert_code(143);
+    let (_, inserted, _) = first.summary();
+    let second = load_with_state(server, &db, &state, &input);
+    second.assert_code(0);
+    let (_, resumed, _) = second.summary();
+    assert_eq!(
+        inserted + resumed,
+        LARGE,
+        "first run:\n{}\nsecond run:\n{}",
+        first.describe(),
+        second.describe()
+    );
+    assert_table_holds_after(server, &db, 1..=LARGE, Some(&second));
+}
+
+/// Rotation with the renamed file passed too: files are known by device
+/// and inode, so the old one resumes where it stopped and the lines added
+/// to it just before the rotation are loaded, none twice.
+#[test]
+fn a_rotated_file_passed_too_gives_the_lines_added_before_the_rotation() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=50));
+    load_with_state(server, &db, &state, &input).assert_code(0);
+
+    OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .and_then(|mut file| file.write_all(findings(51..=60).as_bytes()))
+        .expect("append before the rotation");
+    let rotated = scratch.path().join("findings.ndjson.1");
+    fs::rename(&input, &rotated).expect("rotate");
+    scratch.write("findings.ndjson", findings(61..=100));
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&rotated)
+        .arg(&input)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("50 read, 50 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=100);
+}
