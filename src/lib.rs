@@ -12,6 +12,7 @@ pub mod exit;
 mod bootstrap;
 mod config;
 mod connect;
+mod crash;
 mod load;
 mod pg_error;
 mod rejects;

@@ -1,7 +1,10 @@
-//! The reject file: every dropped line, byte for byte as read.
+//! The reject file: every dropped line, byte for byte as read. It only
+//! ever holds whole lines: a line cut short by a killed run is cut off
+//! before anything is appended.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -15,6 +18,8 @@ pub struct Rejects {
     /// The first write error: from then on nothing is written, and the run
     /// fails saying so.
     failed: Option<io::Error>,
+    /// The file's length with everything appended so far.
+    len: u64,
 }
 
 impl Rejects {
@@ -23,18 +28,83 @@ impl Rejects {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(path)
             .with_context(|| format!("cannot open reject file {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot open reject file {}", path.display()))?
+            .len();
         Ok(Rejects {
             path: path.to_owned(),
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             failed: None,
+            len,
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's length with everything appended so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Cuts off a last line without its newline (what a killed run was
+    /// writing), so that nothing is glued to it; takes the file's length as
+    /// it is now (a recovery may have cut it).
+    pub fn cut_fragment(&mut self) -> anyhow::Result<()> {
+        let context = || {
+            format!(
+                "cannot check the end of reject file {}",
+                self.path.display()
+            )
+        };
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        file.flush().with_context(context)?;
+        let file = file.get_ref();
+        let len = file.metadata().with_context(context)?.len();
+        let whole = whole_lines(file, len).with_context(context)?;
+        if whole < len {
+            log::warn!(
+                "{}: cutting {} bytes of a last line without its end (a run stopped while writing it)",
+                self.path.display(),
+                len - whole
+            );
+            file.set_len(whole)
+                .and_then(|()| file.sync_data())
+                .with_context(context)?;
+        }
+        self.len = whole;
+        Ok(())
+    }
+
+    /// Cuts the file back to `len` bytes: lines appended for a transaction
+    /// that then did not commit.
+    pub fn cut_to(&mut self, len: u64) -> anyhow::Result<()> {
+        if let (Some(file), None) = (&mut self.file, &self.failed)
+            && let Err(err) = file.flush().and_then(|()| file.get_ref().set_len(len))
+        {
+            self.failed = Some(err);
+        }
+        self.len = len;
+        match &self.failed {
+            Some(err) => Err(self.error(err)),
+            None => Ok(()),
+        }
+    }
+
+    /// The file's device and inode as the state file records them.
+    pub fn key(&self) -> Option<String> {
+        self.identity().map(|(dev, ino)| format!("{dev}:{ino}"))
     }
 
     /// The file's device and inode, to tell it from the inputs.
     pub fn identity(&self) -> Option<(u64, u64)> {
-        use std::os::unix::fs::MetadataExt;
         let meta = self.file.as_ref()?.get_ref().metadata().ok()?;
         Some((meta.dev(), meta.ino()))
     }
@@ -45,10 +115,11 @@ impl Rejects {
     /// [`sync`]: Rejects::sync
     /// [`finish`]: Rejects::finish
     pub fn append(&mut self, bytes: &[u8]) {
-        if let (Some(file), None) = (&mut self.file, &self.failed)
-            && let Err(err) = file.write_all(bytes)
-        {
-            self.failed = Some(err);
+        if let (Some(file), None) = (&mut self.file, &self.failed) {
+            match file.write_all(bytes) {
+                Ok(()) => self.len += bytes.len() as u64,
+                Err(err) => self.failed = Some(err),
+            }
         }
     }
 
@@ -77,5 +148,53 @@ impl Rejects {
             "cannot write reject file {}: {err}: dropped lines reported on stderr are missing from it",
             self.path.display()
         )
+    }
+}
+
+/// The length of the whole lines at the start of a file `len` bytes long.
+fn whole_lines(file: &File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut chunk = vec![0; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(piece, start)?;
+        if let Some(newline) = memchr::memrchr(b'\n', piece) {
+            return Ok(start + newline as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fragment_is_cut_and_whole_lines_kept() {
+        let dir = std::env::temp_dir().join(format!("pgsense-rejects-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("r");
+        std::fs::write(&path, "one\ntwo\nthr").expect("write");
+        let mut rejects = Rejects::open(&path).expect("open");
+        assert_eq!(rejects.len(), 11);
+        rejects.cut_fragment().expect("cut");
+        assert_eq!(rejects.len(), 8);
+        rejects.append(b"three\n");
+        let before = rejects.len();
+        rejects.append(b"four\n");
+        rejects.cut_to(before).expect("cut back");
+        rejects.finish().expect("sync");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "one\ntwo\nthree\n"
+        );
+        std::fs::write(&path, "no newline at all").expect("write");
+        let mut rejects = Rejects::open(&path).expect("open");
+        rejects.cut_fragment().expect("cut");
+        assert_eq!(std::fs::read(&path).expect("read"), b"");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

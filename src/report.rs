@@ -108,6 +108,21 @@ fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
     text
 }
 
+/// Checks, before a load starts, that the metrics file will be writable:
+/// its temporary file beside it can be created.
+pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let temp = temp_path(path);
+    File::create(&temp)
+        .and_then(|_| std::fs::remove_file(&temp))
+        .with_context(|| format!("cannot write metrics file {}", path.display()))
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    PathBuf::from(temp)
+}
+
 /// A finished load, for machines: `--summary json` and `--metrics-file`.
 pub struct RunSummary<'a> {
     pub files: Vec<String>,
@@ -209,9 +224,7 @@ impl RunSummary<'_> {
             "Exit status of the last run.",
             &[("", f64::from(self.status.code()))],
         );
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(".tmp");
-        let temp = PathBuf::from(temp);
+        let temp = temp_path(path);
         let context = || format!("cannot write metrics file {}", path.display());
         let mut file = File::create(&temp).with_context(context)?;
         file.write_all(text.as_bytes()).with_context(context)?;

@@ -204,8 +204,8 @@ fn the_reject_file_holds_each_dropped_line_as_read_and_replays_the_same() {
 ///
 /// No sleep decides the interleaving: the trigger waits on an advisory lock
 /// the test holds, so the writer refuses the first row only once the long
-/// line is open, and the line is ended only once that refusal has reached
-/// the writer.
+/// line is being read, and the line is ended only once that refusal has
+/// reached the writer.
 #[test]
 fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
     let server = shared();
@@ -255,12 +255,20 @@ fn a_long_line_in_the_reject_file_is_not_split_by_other_dropped_lines() {
         || server.query_one(&db, &writer("wait_event = 'advisory'")) != Some("0".into()),
     );
     // More than a pipe holds (64 KiB): once written, the reader has read
-    // well past --max-line-bytes, so the long line is open.
+    // well past --max-line-bytes, so the long line is open. The reader waits
+    // to write it until the refused rows before it are settled, so it is
+    // fed while the gate opens.
     let mut long = String::from("{\"database\":\"") + &"x".repeat(160 * 1024);
-    load.stdin().write_all(long.as_bytes()).expect("feed");
-    load.stdin().flush().expect("flush");
-    gate.batch_execute("SELECT pg_advisory_unlock(4242)")
-        .expect("open the gate");
+    std::thread::scope(|scope| {
+        let stdin = load.stdin();
+        let feeding = scope.spawn(|| {
+            stdin.write_all(long.as_bytes()).expect("feed");
+            stdin.flush().expect("flush");
+        });
+        gate.batch_execute("SELECT pg_advisory_unlock(4242)")
+            .expect("open the gate");
+        feeding.join().expect("fed the long line");
+    });
     // The refusal reached the writer: its statement failed, so no backend of
     // the load is running one.
     let mut load = wait_during(

@@ -159,7 +159,8 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
         || {
             server.count(
             &db,
-            "pg_stat_activity where application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+            "pg_stat_activity where application_name = 'pgsense-pg' and wait_event_type = 'Lock' \
+             and datname = current_database()",
         ) > 0
         },
     );

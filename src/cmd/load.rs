@@ -6,15 +6,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::recovery;
 use crate::bootstrap;
 use crate::cli::{LoadArgs, SummaryFormat};
 use crate::config::Settings;
 use crate::connect;
 use crate::exit::{self, Status, WithStatus};
-use crate::load::{self, Sink, Verbosity};
+use crate::load::{self, Sink, Source, Tracking, Verbosity};
 use crate::rejects::Rejects;
-use crate::report::{Mode, Report, RunSummary};
-use crate::state::StateFile;
+use crate::report::{self, Mode, Report, RunSummary};
+use crate::state::{RejectsMark, StateFile};
 
 /// Inputs smaller than this load too fast to need a progress line.
 const PROGRESS_FROM: u64 = 4 << 20;
@@ -34,12 +35,25 @@ pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<S
     result
 }
 
-fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
+/// What a load reads and writes, opened before anything connects.
+struct Files {
+    state: Option<StateFile>,
+    sources: Vec<Source>,
+    rejects: Option<Rejects>,
+}
+
+/// Opens the state file, the inputs and the reject file, and checks that
+/// the metrics file can be written: a mistake in any costs nothing yet.
+fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
     let state = match &args.state_file {
-        Some(path) if !args.dry_run => Some(StateFile::open(path).status(Status::Failure)?),
+        Some(path) if !args.dry_run => Some(StateFile::open(path)?),
         _ => None,
     };
-    let sources = load::open_inputs(&args.files, state.as_ref()).status(Status::NoInput)?;
+    let tracking = match state {
+        Some(_) => Tracking::StateFile,
+        None => Tracking::None,
+    };
+    let sources = load::open_inputs(&args.files, tracking).status(Status::NoInput)?;
     let rejects = match &args.reject_file {
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
         _ => None,
@@ -56,18 +70,59 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         ))
         .status(Status::Usage);
     }
+    if let Some(path) = &args.metrics_file {
+        report::check_writable(path).status(Status::CantCreate)?;
+    }
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
     }
-    let sink = if args.dry_run {
-        Sink::DryRun
-    } else {
-        let (mut client, manager) = super::connect(settings)?;
-        for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
-            log::info!("{line}");
-        }
-        Sink::Database(connect::pool(settings, manager, client))
-    };
+    Ok(Files {
+        state,
+        sources,
+        rejects,
+    })
+}
+
+/// Connects and bootstraps (unless a dry run), settles what a killed run
+/// left, and positions the inputs where the state file says.
+fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Sink> {
+    if args.dry_run {
+        return Ok(Sink::DryRun);
+    }
+    let (mut client, manager) = super::connect(settings)?;
+    for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
+        log::info!("{line}");
+    }
+    if let Some(state) = &mut files.state
+        && state.needs_recovery()
+    {
+        recovery::recover(state, &mut client)?;
+    }
+    if let Some(rejects) = &mut files.rejects {
+        rejects.cut_fragment().status(Status::CantCreate)?;
+    }
+    if let Some(state) = &mut files.state {
+        load::resume(&mut files.sources, state)?;
+        let mark = files.rejects.as_ref().and_then(|rejects| {
+            Some(RejectsMark {
+                path: rejects.path().to_owned(),
+                key: rejects.key()?,
+                len: rejects.len(),
+            })
+        });
+        state.watch_rejects(mark)?;
+    }
+    Ok(Sink::Database(connect::pool(settings, manager, client)))
+}
+
+fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
+    let mut files = open_files(args, quiet)?;
+    let sink = connect(settings, args, &mut files)?;
+    let Files {
+        state,
+        sources,
+        rejects,
+    } = files;
     // A progress line is for a person watching a big file being loaded.
     let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
     let progress_of_bytes =

@@ -3,6 +3,7 @@
 mod check;
 mod init;
 mod load;
+mod recovery;
 
 use anyhow::Result;
 

@@ -1,5 +1,8 @@
-//! Batches: rows encoded as COPY text, each with the line it came from, sent
-//! in one transaction; and the spare batches kept for reuse.
+//! Batches: a run of consecutive lines of one input, settled as one. Its
+//! findings are COPY text rows in two parts (with and without
+//! `detected_at`: two COPY statements, so the column default applies to
+//! the untimed rows), each row with the line it came from; the lines the
+//! reader rejected are kept as read, for the reject file.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -8,8 +11,7 @@ use super::copy::encode;
 use super::lock;
 use super::record::Finding;
 
-/// Whether the rows of a batch carry `detected_at`: the two kinds go to two
-/// COPY statements, so the column default applies to the untimed rows.
+/// Whether rows carry `detected_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timing {
     Timed,
@@ -33,15 +35,6 @@ pub struct Limits {
     pub bytes: usize,
 }
 
-/// Rows encoded as COPY text, with the lines they came from.
-pub struct Batch {
-    pub timing: Timing,
-    data: Vec<u8>,
-    /// The lines as read, for the reject file.
-    raw: Vec<u8>,
-    pub rows: Vec<Row>,
-}
-
 /// Where a row's line is: input index, line number, and the byte offset of
 /// the line's start in its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,49 +44,34 @@ pub struct Origin {
     pub offset: u64,
 }
 
-/// One row of a batch; it starts where the previous one ends, in `data` and
-/// in `raw`.
+/// Rows for one COPY statement, with the lines they came from.
+pub struct Rows {
+    pub timing: Timing,
+    data: Vec<u8>,
+    /// The lines as read, for the reject file.
+    raw: Vec<u8>,
+    pub rows: Vec<Row>,
+}
+
+/// One row; it starts where the previous one ends, in `data` and in `raw`.
 pub struct Row {
     pub origin: Origin,
     end: usize,
     raw_end: usize,
 }
 
-impl Batch {
-    pub fn new(timing: Timing, limits: Limits) -> Batch {
-        Batch {
+impl Rows {
+    fn new(timing: Timing, limits: Limits) -> Rows {
+        Rows {
             timing,
-            data: Vec::with_capacity(limits.bytes + 4096),
+            data: Vec::with_capacity(limits.bytes / 2 + 4096),
             raw: Vec::new(),
             rows: Vec::with_capacity(limits.rows.min(100_000)),
         }
     }
 
-    pub fn is_full(&self, limits: Limits) -> bool {
-        self.rows.len() >= limits.rows || self.data.len() >= limits.bytes
-    }
-
-    /// Adds a finding as a row; `raw`, the line as read, is kept for the
-    /// reject file when given.
-    pub fn push(
-        &mut self,
-        finding: &Finding<'_>,
-        origin: Origin,
-        raw: Option<&[u8]>,
-        scratch: &mut Vec<u8>,
-    ) {
-        encode(finding, &mut self.data, scratch);
-        if let Some(raw) = raw {
-            self.raw.extend_from_slice(raw);
-            if !raw.ends_with(b"\n") {
-                self.raw.push(b'\n');
-            }
-        }
-        self.rows.push(Row {
-            origin,
-            end: self.data.len(),
-            raw_end: self.raw.len(),
-        });
+    pub fn len(&self) -> usize {
+        self.rows.len()
     }
 
     /// The COPY text of some rows.
@@ -115,11 +93,105 @@ impl Batch {
         &self.raw[start..self.rows[row].raw_end]
     }
 
-    /// Empties the batch, keeping its memory.
-    pub fn clear(&mut self) {
+    fn clear(&mut self) {
         self.data.clear();
         self.raw.clear();
         self.rows.clear();
+    }
+}
+
+/// Consecutive lines of one input, settled together.
+pub struct Batch {
+    /// Batches are settled in this order.
+    pub seq: u64,
+    pub source: usize,
+    /// Where the batch ends in its input: byte offset and lines before it.
+    pub end: (u64, u64),
+    /// Lines the batch covers (blank and rejected ones included).
+    pub lines: u64,
+    pub timed: Rows,
+    pub untimed: Rows,
+    /// The lines the reader rejected, as read, each newline-terminated.
+    pub rejects: Vec<u8>,
+}
+
+impl Batch {
+    fn new(limits: Limits) -> Batch {
+        Batch {
+            seq: 0,
+            source: 0,
+            end: (0, 0),
+            lines: 0,
+            timed: Rows::new(Timing::Timed, limits),
+            untimed: Rows::new(Timing::Untimed, limits),
+            rejects: Vec::new(),
+        }
+    }
+
+    /// Rows with a finding.
+    pub fn rows(&self) -> usize {
+        self.timed.len() + self.untimed.len()
+    }
+
+    pub fn part(&self, timing: Timing) -> &Rows {
+        match timing {
+            Timing::Timed => &self.timed,
+            Timing::Untimed => &self.untimed,
+        }
+    }
+
+    pub fn parts(&self) -> [&Rows; 2] {
+        [&self.timed, &self.untimed]
+    }
+
+    pub fn is_full(&self, limits: Limits) -> bool {
+        self.rows() >= limits.rows
+            || self.timed.data.len() + self.untimed.data.len() + self.rejects.len() >= limits.bytes
+    }
+
+    /// Adds a finding as a row; `raw`, the line as read, is kept for the
+    /// reject file when given.
+    pub fn push(
+        &mut self,
+        finding: &Finding<'_>,
+        origin: Origin,
+        raw: Option<&[u8]>,
+        scratch: &mut Vec<u8>,
+    ) {
+        let rows = match Timing::of(finding) {
+            Timing::Timed => &mut self.timed,
+            Timing::Untimed => &mut self.untimed,
+        };
+        encode(finding, &mut rows.data, scratch);
+        if let Some(raw) = raw {
+            push_line(&mut rows.raw, raw);
+        }
+        rows.rows.push(Row {
+            origin,
+            end: rows.data.len(),
+            raw_end: rows.raw.len(),
+        });
+    }
+
+    /// Keeps a rejected line for the reject file.
+    pub fn reject(&mut self, raw: &[u8]) {
+        push_line(&mut self.rejects, raw);
+    }
+
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.timed.clear();
+        self.untimed.clear();
+        self.rejects.clear();
+        self.lines = 0;
+    }
+}
+
+/// Appends a line, newline-terminated.
+fn push_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(line);
+    if !line.ends_with(b"\n") {
+        out.push(b'\n');
     }
 }
 
@@ -154,15 +226,9 @@ impl Spares {
     }
 
     /// An empty batch, reused when one is spare.
-    pub fn take(&self, timing: Timing) -> Batch {
+    pub fn take(&self) -> Batch {
         let spare = lock(&self.batches).pop();
-        match spare {
-            Some(mut batch) => {
-                batch.timing = timing;
-                batch
-            }
-            None => Batch::new(timing, self.limits),
-        }
+        spare.unwrap_or_else(|| Batch::new(self.limits))
     }
 }
 
@@ -178,19 +244,21 @@ pub mod tests {
         )
     }
 
-    /// A batch of findings with these lsns, as lines 1.. of input 0.
+    /// A batch of findings with these lsns, as lines 1.. of input 0; odd
+    /// lsns carry detected_at.
     pub fn batch_of(lsns: &[u64]) -> Batch {
-        let mut batch = Batch::new(
-            Timing::Untimed,
-            Limits {
-                rows: 10,
-                bytes: 1 << 20,
-            },
-        );
+        let mut batch = Batch::new(Limits {
+            rows: 10,
+            bytes: 1 << 20,
+        });
         let mut scratch = Vec::new();
         let mut offset = 0;
         for (index, lsn) in lsns.iter().enumerate() {
-            let text = line(*lsn) + "\n";
+            let mut text = line(*lsn);
+            if lsn % 2 == 1 {
+                text.insert_str(text.len() - 1, r#","detected_at":"2024-01-01T00:00:00Z""#);
+            }
+            text.push('\n');
             let finding = parse_line(text.trim_end().as_bytes()).expect("valid finding");
             let origin = Origin {
                 source: 0,
@@ -199,30 +267,44 @@ pub mod tests {
             };
             batch.push(&finding, origin, Some(text.as_bytes()), &mut scratch);
             offset += text.len() as u64;
+            batch.lines += 1;
         }
+        batch.end = (offset, lsns.len() as u64);
         batch
     }
 
     #[test]
-    fn rows_and_lines_are_sliced_back_out() {
-        let batch = batch_of(&[1, 22, 333]);
-        assert_eq!(batch.rows.len(), 3);
-        assert_eq!(batch.raw_line(1), format!("{}\n", line(22)).as_bytes());
-        let copy = String::from_utf8(batch.row_bytes(1..3).to_vec()).expect("utf-8");
+    fn rows_are_split_by_timing_and_sliced_back_out() {
+        let batch = batch_of(&[2, 4, 5, 6]);
+        assert_eq!(
+            (batch.timed.len(), batch.untimed.len(), batch.rows()),
+            (1, 3, 4)
+        );
+        assert_eq!(
+            batch.untimed.raw_line(1),
+            format!("{}\n", line(4)).as_bytes()
+        );
+        let copy = String::from_utf8(batch.untimed.row_bytes(1..3).to_vec()).expect("utf-8");
         assert_eq!(copy.lines().count(), 2);
         assert!(
-            copy.starts_with("d\tr\t") && copy.ends_with("\t333\n"),
+            copy.starts_with("d\tr\t") && copy.ends_with("\t6\n"),
             "{copy}"
         );
-        assert!(!batch.is_full(Limits {
-            rows: 4,
-            bytes: 1 << 20
-        }));
-        assert!(batch.is_full(Limits {
-            rows: 3,
-            bytes: 1 << 20
-        }));
-        assert!(batch.is_full(Limits { rows: 9, bytes: 10 }));
+        assert_eq!(batch.timed.rows[0].origin.line, 3);
+        let limits = |rows, bytes| Limits { rows, bytes };
+        assert!(!batch.is_full(limits(5, 1 << 20)));
+        assert!(batch.is_full(limits(4, 1 << 20)));
+        assert!(batch.is_full(limits(9, 10)));
+    }
+
+    #[test]
+    fn rejected_lines_are_kept_newline_terminated() {
+        let mut batch = batch_of(&[]);
+        batch.reject(b"{bad");
+        batch.reject(b"{worse\n");
+        assert_eq!(batch.rejects, b"{bad\n{worse\n");
+        batch.clear();
+        assert!(batch.rejects.is_empty() && batch.rows() == 0 && batch.lines == 0);
     }
 
     #[test]
@@ -236,8 +318,7 @@ pub mod tests {
         );
         spares.recycle(batch_of(&[1]));
         spares.recycle(batch_of(&[2]));
-        let batch = spares.take(Timing::Timed);
-        assert!(batch.rows.is_empty() && batch.timing == Timing::Timed);
+        assert_eq!(spares.take().rows(), 0);
         assert!(lock(&spares.batches).is_empty(), "only one kept");
     }
 }

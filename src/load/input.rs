@@ -11,11 +11,18 @@ use anyhow::{Context, Result};
 
 use crate::state::{Resume, StateFile};
 
+/// Whether a state file will track the inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracking {
+    None,
+    StateFile,
+}
+
 /// An input: a named stream of lines.
 pub struct Source {
     /// The path as given, or `-` for standard input.
     pub name: String,
-    pub input: Box<dyn Read + Send>,
+    pub input: Input,
     /// Whether a read may wait for a writer on the other end (a pipe, a
     /// terminal), rather than only for a disk.
     pub may_wait: bool,
@@ -27,10 +34,40 @@ pub struct Source {
     pub identity: Option<(u64, u64)>,
 }
 
+/// Where an input's bytes come from.
+pub enum Input {
+    /// A regular file, which a state file can position.
+    File(PathBuf, File),
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Input {
+    pub fn into_reader(self) -> Box<dyn Read + Send> {
+        match self {
+            Input::File(_, file) => Box::new(file),
+            Input::Stream(stream) => stream,
+        }
+    }
+}
+
+/// Positions each regular file where the state file says the last run
+/// stopped, once the state file is settled.
+pub fn resume(sources: &mut [Source], state: &StateFile) -> Result<()> {
+    for source in sources {
+        if let Input::File(path, file) = &mut source.input {
+            let resume = state.resume(path, file)?;
+            if let Some(size) = &mut source.size {
+                *size = size.saturating_sub(resume.mark.offset);
+            }
+            source.resume = Some(resume);
+        }
+    }
+    Ok(())
+}
+
 /// Opens every input before anything connects, so that a missing file costs
-/// nothing. No FILE, or `-`, is standard input. With a state file, each file
-/// is positioned where the last run stopped.
-pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<Source>> {
+/// nothing. No FILE, or `-`, is standard input.
+pub fn open_inputs(files: &[PathBuf], tracking: Tracking) -> Result<Vec<Source>> {
     if files.is_empty() {
         return Ok(vec![stdin_source()]);
     }
@@ -40,7 +77,7 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
             if path == Path::new("-") {
                 return Ok(stdin_source());
             }
-            let mut file =
+            let file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             let meta = file
                 .metadata()
@@ -50,24 +87,23 @@ pub fn open_inputs(files: &[PathBuf], state: Option<&StateFile>) -> Result<Vec<S
                 "cannot open {}: it is a directory",
                 path.display()
             );
-            let resume = match state {
-                Some(state) if meta.is_file() => Some(state.resume(path, &mut file)?),
-                Some(_) => {
-                    log::warn!(
-                        "{} is not a regular file: the state file cannot track it",
-                        path.display()
-                    );
-                    None
-                }
-                None => None,
+            if tracking == Tracking::StateFile && !meta.is_file() {
+                log::warn!(
+                    "{} is not a regular file: the state file cannot track it",
+                    path.display()
+                );
+            }
+            let input = if meta.is_file() && tracking == Tracking::StateFile {
+                Input::File(path.clone(), file)
+            } else {
+                Input::Stream(Box::new(file))
             };
-            let start = resume.as_ref().map_or(0, |r| r.mark.offset);
             Ok(Source {
                 name: path.display().to_string(),
-                input: Box::new(file),
+                input,
                 may_wait: !meta.is_file(),
-                resume,
-                size: meta.is_file().then(|| meta.len().saturating_sub(start)),
+                resume: None,
+                size: meta.is_file().then_some(meta.len()),
                 identity: Some((meta.dev(), meta.ino())),
             })
         })
@@ -85,7 +121,7 @@ fn stdin_source() -> Source {
     let is_file = meta.as_ref().is_some_and(|m| m.is_file());
     Source {
         name: "-".into(),
-        input: Box::new(stdin),
+        input: Input::Stream(Box::new(stdin)),
         may_wait: !is_file,
         resume: None,
         size: None,

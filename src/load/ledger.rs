@@ -1,21 +1,24 @@
 //! The accounting of a load: every line read ends as exactly one of
 //! inserted or dropped (by reason). [`Ledger`] is the only place the counts
-//! change; it writes dropped lines to the reject file, tells the state
-//! tracker which lines are done, and says on stderr which lines were
-//! dropped, after letting go of its locks.
+//! change. It settles batches, in turn: writes their dropped lines to the
+//! reject file, records their progress in the state journal before they
+//! commit, and says on stderr which lines were dropped, after letting go of
+//! its locks.
 
 use std::fmt;
 use std::io::Write;
-use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
 
-use super::batch::Batch;
+use super::batch::{Batch, Origin, Timing};
 use super::lock;
+use super::turns::Turn;
+use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::Tracker;
+use crate::state::{Entry, Progress, Settled};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,15 +100,34 @@ pub enum Verbosity {
     PerLine,
 }
 
-/// The accounting, shared by the reader and the writers.
+/// A row the server refused: which part of its batch, which row, why.
+pub struct Refused {
+    pub timing: Timing,
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What [`Ledger::prepare`] did, to be confirmed or undone.
+pub struct Prepared {
+    /// The reject file's length before the batch's lines.
+    rejects_before: Option<u64>,
+    entry: Option<Entry>,
+}
+
+/// The accounting, shared by the reader and the writers. The methods that
+/// take a [`Turn`] settle batches, in input order.
 pub struct Ledger {
     counts: Mutex<Counts>,
     verbosity: Verbosity,
     /// Input names by index, for messages.
     names: Vec<String>,
     rejects: Option<Mutex<Rejects>>,
-    /// With --state-file: which lines are done.
-    tracker: Option<Mutex<Tracker>>,
+    /// With --state-file: the journal and the marks.
+    progress: Option<Mutex<Progress>>,
+    /// A batch's outcome could not be learned.
+    unknown_outcome: AtomicBool,
+    /// The first failure to record progress: the run fails with it.
+    record_error: Mutex<Option<anyhow::Error>>,
 }
 
 /// A dropped line to report once the locks are released.
@@ -119,14 +141,16 @@ impl Ledger {
         names: Vec<String>,
         verbosity: Verbosity,
         rejects: Option<Rejects>,
-        tracker: Option<Tracker>,
+        progress: Option<Progress>,
     ) -> Ledger {
         Ledger {
             counts: Mutex::new(Counts::default()),
             verbosity,
             names,
             rejects: rejects.map(Mutex::new),
-            tracker: tracker.map(Mutex::new),
+            progress: progress.map(Mutex::new),
+            unknown_outcome: AtomicBool::new(false),
+            record_error: Mutex::new(None),
         }
     }
 
@@ -149,54 +173,16 @@ impl Ledger {
         lock(&self.counts).read += 1;
     }
 
-    pub fn inserted(&self, rows: usize) {
-        lock(&self.counts).inserted += rows as u64;
-    }
-
-    /// A line read and dropped at once; `raw`, the line as read, goes to the
-    /// reject file unless it is already there.
-    pub fn drop_read(
-        &self,
-        source: usize,
-        line: u64,
-        kind: Dropped,
-        reason: &dyn fmt::Display,
-        raw: Option<&[u8]>,
-    ) {
+    /// A line read and rejected at once (its bytes go to the reject file
+    /// with its batch).
+    pub fn drop_read(&self, source: usize, line: u64, kind: Dropped, reason: &dyn fmt::Display) {
         let shown = {
             let mut counts = lock(&self.counts);
             counts.read += 1;
             self.count_drop(&mut counts, kind)
         };
-        if let Some(raw) = raw {
-            self.reject(raw);
-        }
         if shown {
             self.say(&Shown { source, line }, reason);
-        }
-    }
-
-    /// Accounts for rows of a batch that will not be inserted.
-    pub fn drop_rows(&self, batch: &Batch, rows: Range<usize>, kind: Dropped, reason: &str) {
-        let mut shown = Vec::new();
-        {
-            let mut counts = lock(&self.counts);
-            let mut rejects = self.rejects.as_ref().map(lock);
-            for index in rows {
-                let origin = batch.rows[index].origin;
-                if self.count_drop(&mut counts, kind) {
-                    shown.push(Shown {
-                        source: origin.source,
-                        line: origin.line,
-                    });
-                }
-                if let Some(rejects) = &mut rejects {
-                    rejects.append(batch.raw_line(index));
-                }
-            }
-        }
-        for line in &shown {
-            self.say(line, &reason);
         }
     }
 
@@ -209,85 +195,227 @@ impl Ledger {
         counts.set_aside += findings;
     }
 
-    /// Drops every row of a batch that will not be sent.
-    pub fn give_up(&self, batch: &Batch, kind: Dropped, reason: &str) {
-        self.drop_rows(batch, 0..batch.rows.len(), kind, reason);
-        self.finish_batch(batch, Some(0));
-    }
-
-    /// Appends bytes to the reject file, when there is one.
-    pub fn reject(&self, bytes: &[u8]) {
-        if let Some(rejects) = &self.rejects {
-            let mut rejects = lock(rejects);
-            rejects.append(bytes);
-            if !bytes.ends_with(b"\n") {
-                rejects.append(b"\n");
-            }
-        }
-    }
-
     /// The reject file, held so that pieces of one long line are not split
     /// by other dropped lines.
     pub fn hold_rejects(&self) -> Option<MutexGuard<'_, Rejects>> {
         self.rejects.as_ref().map(lock)
     }
 
-    /// Tells the state tracker, when there is one.
-    pub fn track(&self, update: impl FnOnce(&mut Tracker)) {
-        if let Some(tracker) = &self.tracker {
-            update(&mut lock(tracker));
+    /// Before COMMIT: appends the batch's rejected lines and refused rows
+    /// to the reject file and records the batch (committed by `txid`) in the
+    /// journal, both on disk.
+    pub fn prepare(
+        &self,
+        batch: &Batch,
+        refused: &[Refused],
+        txid: Option<i64>,
+        _turn: &Turn<'_>,
+    ) -> Result<Prepared> {
+        let mut rejects_before = None;
+        if let Some(rejects) = &self.rejects {
+            let mut rejects = lock(rejects);
+            rejects_before = Some(rejects.len());
+            if crash::due("rejects-half-written") {
+                rejects.append(&batch.rejects[..batch.rejects.len() / 2]);
+                let _ = rejects.sync();
+                crash::die();
+            }
+            rejects.append(&batch.rejects);
+            for r in refused {
+                rejects.append(batch.part(r.timing).raw_line(r.index));
+            }
+            if self.progress.is_some() {
+                rejects.sync()?;
+            }
         }
+        crash::at("rejects-written");
+        let entry = self.journal(batch.source, batch.end, txid)?;
+        crash::at("journaled");
+        Ok(Prepared {
+            rejects_before,
+            entry,
+        })
     }
 
-    /// Accounts for a batch whose rows are all inserted or dropped; with
-    /// `lost_from`, rows from that index on were lost (database failure or
-    /// interruption).
-    pub fn finish_batch(&self, batch: &Batch, lost_from: Option<usize>) {
-        let (Some(tracker), Some(first)) = (&self.tracker, batch.rows.first()) else {
-            return;
-        };
-        let mut tracker = lock(tracker);
-        tracker.close_batch(first.origin.source, first.origin.offset);
-        if let (Some(lost), None) = (lost_from, &self.rejects) {
-            // Lines lost and recorded nowhere: the next run starts at them
-            // again.
-            let origin = batch.rows[lost].origin;
-            tracker.open_batch(origin.source, origin.offset, origin.line - 1);
+    /// After COMMIT: the rows are in, but for the refused ones.
+    pub fn committed(&self, batch: &Batch, refused: &[Refused], prepared: Prepared) {
+        self.inserted(batch.rows() - refused.len());
+        let mut shown = Vec::new();
+        {
+            let mut counts = lock(&self.counts);
+            for r in refused {
+                if self.count_drop(&mut counts, Dropped::Refused) {
+                    let origin = batch.part(r.timing).rows[r.index].origin;
+                    shown.push((origin, format!("refused by the server: {}", r.reason)));
+                }
+            }
         }
-        let saved = if tracker.due() {
-            self.save_state(&mut tracker)
-        } else {
-            Ok(())
-        };
-        drop(tracker);
-        if let Err(err) = saved {
+        for (origin, reason) in shown {
+            self.say(&origin.into(), &reason);
+        }
+        self.apply(prepared.entry);
+    }
+
+    /// COMMIT failed for sure: what was appended to the reject file for the
+    /// batch goes, so that a retry appends it once.
+    pub fn unprepare(&self, prepared: Prepared) {
+        if let (Some(rejects), Some(len)) = (&self.rejects, prepared.rejects_before)
+            && let Err(err) = lock(rejects).cut_to(len)
+        {
             log::error!("{err:#}");
         }
     }
 
-    /// Saves the state file, once the reject file holds on disk every line
-    /// the new marks pass over; never after the reject file failed.
-    fn save_state(&self, tracker: &mut Tracker) -> Result<()> {
-        if let Some(rejects) = &self.rejects {
-            lock(rejects)
-                .sync()
-                .context("the state file is not updated past lines the reject file may not hold")?;
+    /// Counts rows that were inserted without a batch (a dry run).
+    pub fn inserted(&self, rows: usize) {
+        lock(&self.counts).inserted += rows as u64;
+    }
+
+    /// Settles a batch none of whose rows are in the table: they are
+    /// dropped as `kind`. With a reject file they go there, with the lines
+    /// already rejected, and the state moves past them; without one, a
+    /// state file stops before them (the next run loads them again).
+    pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
+        self.count_rows(batch, kind, reason);
+        let Some(rejects) = &self.rejects else {
+            if self.progress.is_some() {
+                turn.open_gap();
+            }
+            return;
+        };
+        let written = {
+            let mut rejects = lock(rejects);
+            rejects.append(&batch.rejects);
+            for rows in batch.parts() {
+                for index in 0..rows.len() {
+                    rejects.append(rows.raw_line(index));
+                }
+            }
+            match &self.progress {
+                Some(_) => rejects.sync(),
+                None => Ok(()),
+            }
+        };
+        match written.and_then(|()| self.journal(batch.source, batch.end, None)) {
+            Ok(entry) => self.apply(entry),
+            Err(err) => self.cannot_record(err, turn),
         }
-        tracker.save()
+    }
+
+    /// Settles a batch sent with a COMMIT whose outcome could not be
+    /// learned. With a state file the journal keeps it, for the next run to
+    /// ask the server, and no later batch may commit; without one, its lines
+    /// go to the reject file (they may also be in the table).
+    pub fn unknown_outcome(&self, batch: &Batch, reason: &str, turn: &Turn<'_>) {
+        if self.progress.is_some() {
+            self.count_rows(batch, Dropped::Uncertain, reason);
+            self.unknown_outcome.store(true, Ordering::SeqCst);
+            turn.open_gap();
+        } else {
+            self.dropped(batch, Dropped::Uncertain, reason, turn);
+        }
+    }
+
+    /// Settles a batch after a gap: nothing is written, the next run loads
+    /// it again.
+    pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
+        self.count_rows(batch, kind, LEFT_FOR_NEXT_RUN);
+    }
+
+    /// Settles lines the reader wrote to the reject file itself (a long
+    /// line, or input set aside), up to `end` of input `source`.
+    pub fn written(&self, source: usize, end: (u64, u64), turn: &Turn<'_>) {
+        let synced = match (&self.rejects, &self.progress) {
+            (Some(rejects), Some(_)) => lock(rejects).sync(),
+            _ => Ok(()),
+        };
+        match synced.and_then(|()| self.journal(source, end, None)) {
+            Ok(entry) => self.apply(entry),
+            Err(err) => self.cannot_record(err, turn),
+        }
     }
 
     /// The end of the run: the final counts, the reject file to close, and
-    /// the final save of the state file.
+    /// the final save of the state file (or the first failure to record).
     pub fn close(&self) -> (Counts, Option<Rejects>, Result<()>) {
-        let saved = match &self.tracker {
-            Some(tracker) => self.save_state(&mut lock(tracker)),
+        let mut saved = match lock(&self.record_error).take() {
+            Some(err) => Err(err),
             None => Ok(()),
         };
+        if let (Some(progress), Ok(())) = (&self.progress, &saved) {
+            let settled = if self.unknown_outcome.load(Ordering::SeqCst) {
+                Settled::OutcomeUnknown
+            } else {
+                Settled::All
+            };
+            saved = self
+                .sync_rejects()
+                .and_then(|()| lock(progress).close(settled));
+        }
         let rejects = self
             .rejects
             .as_ref()
             .map(|rejects| std::mem::take(&mut *lock(rejects)));
         (self.counts(), rejects, saved)
+    }
+
+    fn sync_rejects(&self) -> Result<()> {
+        match &self.rejects {
+            Some(rejects) => lock(rejects)
+                .sync()
+                .context("the state file is not updated past lines the reject file may not hold"),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the journal entry of a batch ending at `end` of `source`.
+    fn journal(&self, source: usize, end: (u64, u64), txid: Option<i64>) -> Result<Option<Entry>> {
+        let Some(progress) = &self.progress else {
+            return Ok(None);
+        };
+        let rejects = self.rejects.as_ref().map(|r| lock(r).len());
+        let mut progress = lock(progress);
+        let entry = progress.entry(source, end, txid, rejects)?;
+        if let Some(entry) = &entry {
+            progress.journal(entry)?;
+        }
+        Ok(entry)
+    }
+
+    fn apply(&self, entry: Option<Entry>) {
+        if let (Some(progress), Some(entry)) = (&self.progress, entry) {
+            let saved = lock(progress).apply(&entry);
+            if let Err(err) = saved {
+                log::error!("{err:#}");
+            }
+        }
+    }
+
+    /// Progress could not be recorded: nothing after this may commit.
+    pub fn cannot_record(&self, err: anyhow::Error, turn: &Turn<'_>) {
+        turn.open_gap();
+        let mut first = lock(&self.record_error);
+        if first.is_none() {
+            *first = Some(err);
+        }
+    }
+
+    /// Counts every row of a batch as dropped.
+    fn count_rows(&self, batch: &Batch, kind: Dropped, reason: &str) {
+        let mut shown = Vec::new();
+        {
+            let mut counts = lock(&self.counts);
+            for rows in batch.parts() {
+                for row in &rows.rows {
+                    if self.count_drop(&mut counts, kind) {
+                        shown.push(Shown::from(row.origin));
+                    }
+                }
+            }
+        }
+        for line in &shown {
+            self.say(line, &reason);
+        }
     }
 
     /// Counts a dropped line; whether it is to be shown.
@@ -306,10 +434,24 @@ impl Ledger {
     }
 }
 
+impl From<Origin> for Shown {
+    fn from(origin: Origin) -> Shown {
+        Shown {
+            source: origin.source,
+            line: origin.line,
+        }
+    }
+}
+
+/// Why rows after a batch that could not be settled are not loaded.
+pub const LEFT_FOR_NEXT_RUN: &str =
+    "not loaded: left for the next run (an earlier batch could not be recorded as settled)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::load::batch::tests::{batch_of, line};
+    use crate::load::turns::Turns;
 
     fn ledger(rejects: Option<Rejects>) -> Ledger {
         Ledger::new(vec!["in.jsonl".into()], Verbosity::Quiet, rejects, None)
@@ -318,23 +460,29 @@ mod tests {
     #[test]
     fn every_line_read_is_inserted_or_dropped_once() {
         let ledger = ledger(None);
+        let turns = Turns::default();
         let batch = batch_of(&[1, 2, 3, 4]);
         for _ in 0..4 {
             ledger.read_one();
         }
-        ledger.drop_read(0, 5, Dropped::Invalid, &"bad", None);
-        ledger.inserted(2);
-        ledger.drop_rows(&batch, 2..3, Dropped::Refused, "no");
-        ledger.drop_rows(&batch, 3..4, Dropped::Uncertain, "maybe");
+        ledger.drop_read(0, 5, Dropped::Invalid, &"bad");
+        let turn = turns.wait(0);
+        let refused = [Refused {
+            timing: Timing::Untimed,
+            index: 0,
+            reason: "no".into(),
+        }];
+        let prepared = ledger
+            .prepare(&batch, &refused, Some(1), &turn)
+            .expect("prepare");
+        ledger.committed(&batch, &refused, prepared);
         let counts = ledger.counts();
         assert_eq!(counts.read, 5);
+        assert_eq!(counts.inserted, 3);
         assert_eq!(counts.inserted + counts.dropped(), counts.read);
-        assert_eq!(
-            (counts.invalid, counts.refused, counts.uncertain),
-            (1, 1, 1)
-        );
+        assert_eq!((counts.invalid, counts.refused), (1, 1));
         assert_eq!(counts.rejected(), 2);
-        assert_eq!(counts.status(), Status::TempFail);
+        assert_eq!(counts.status(), Status::DataErr);
     }
 
     #[test]
@@ -345,7 +493,7 @@ mod tests {
         assert_eq!(counts.status(), Status::DataErr);
         counts.drop_one(Dropped::Interrupted);
         assert_eq!(counts.status(), Status::DataErr);
-        counts.drop_one(Dropped::Lost);
+        counts.drop_one(Dropped::Uncertain);
         assert_eq!(counts.status(), Status::TempFail);
     }
 
@@ -355,27 +503,43 @@ mod tests {
         ledger.set_aside(3);
         let counts = ledger.counts();
         assert_eq!(
-            (counts.read, counts.lost, counts.status()),
-            (3, 3, Status::TempFail)
+            (counts.read, counts.lost, counts.set_aside, counts.status()),
+            (3, 3, 3, Status::TempFail)
         );
     }
 
     #[test]
-    fn dropped_lines_reach_the_reject_file_as_read() {
+    fn dropped_lines_reach_the_reject_file_as_read_once() {
         let dir = std::env::temp_dir().join(format!("pgsense-ledger-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("rejects");
         let _ = std::fs::remove_file(&path);
         let ledger = ledger(Some(Rejects::open(&path).expect("open reject file")));
-        let batch = batch_of(&[7, 8]);
-        ledger.drop_read(0, 1, Dropped::Invalid, &"bad", Some(b"{oops"));
-        ledger.give_up(&batch, Dropped::Lost, FAILED_EARLIER);
+        let turns = Turns::default();
+        let mut batch = batch_of(&[7, 8]);
+        batch.reject(b"{oops");
+        // A first attempt whose COMMIT failed: its lines are taken back.
+        let turn = turns.wait(0);
+        let prepared = ledger
+            .prepare(&batch, &[], Some(1), &turn)
+            .expect("prepare");
+        ledger.unprepare(prepared);
+        ledger.dropped(&batch, Dropped::Lost, FAILED_EARLIER, &turn);
+        drop(turn);
         let (counts, rejects, saved) = ledger.close();
         saved.expect("no state file to save");
         rejects.expect("a reject file").finish().expect("synced");
         let text = std::fs::read_to_string(&path).expect("read reject file");
-        assert_eq!(text, format!("{{oops\n{}\n{}\n", line(7), line(8)));
-        assert_eq!((counts.invalid, counts.lost), (1, 2));
+        // Timed rows (odd lsns) come first, as the batch holds them.
+        assert_eq!(
+            text,
+            format!(
+                "{{oops\n{}\n{}\n",
+                line(7).replace('}', r#","detected_at":"2024-01-01T00:00:00Z"}"#),
+                line(8)
+            )
+        );
+        assert_eq!(counts.lost, 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -24,6 +24,7 @@ mod reader;
 mod record;
 mod set_aside;
 mod sink;
+mod turns;
 mod writer;
 
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
@@ -35,16 +36,17 @@ use anyhow::{Context, Result};
 
 use crate::config::Settings;
 use crate::rejects::Rejects;
-use crate::state::{StateFile, Tracker};
+use crate::state::{Progress, StateFile};
 use batch::{Batch, Limits, Spares};
 use control::Control;
 use ledger::Ledger;
-use pending::Pending;
+use pending::{Pending, Pipeline};
 use reader::{Position, ReadOptions, Reader};
+use turns::Turns;
 use writer::{Copy, Shares};
 
 pub use control::StopReason;
-pub use input::{Source, open_inputs};
+pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
 
@@ -105,10 +107,10 @@ pub fn load(
     rejects: Option<Rejects>,
     state: Option<StateFile>,
 ) -> Result<Outcome> {
-    let tracker =
-        state.map(|file| Tracker::new(file, sources.iter().map(|s| s.resume.clone()).collect()));
+    let progress =
+        state.map(|file| Progress::new(file, sources.iter().map(|s| s.resume.clone()).collect()));
     let names = sources.iter().map(|s| s.name.clone()).collect();
-    let ledger = Arc::new(Ledger::new(names, options.verbosity, rejects, tracker));
+    let ledger = Arc::new(Ledger::new(names, options.verbosity, rejects, progress));
     let control = Arc::new(Control::default());
     control.catch_signals()?;
     let threads = start(sink, settings, sources, options, ledger, control)?;
@@ -128,7 +130,9 @@ fn start(
         bytes: options.batch_bytes,
     };
     let writer_count = sink.writers();
-    let spares = Arc::new(Spares::new(writer_count as usize, limits));
+    // Batches in the queue, in the writers, and the one being filled.
+    let spares = Arc::new(Spares::new(2 * writer_count as usize + 1, limits));
+    let turns = Arc::new(Turns::default());
     // One batch queued per writer at most: enough to keep the writers busy
     // while the reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(crate::connect::POOL_SIZE as usize);
@@ -140,6 +144,7 @@ fn start(
             ledger: Arc::clone(&ledger),
             control: Arc::clone(&control),
             spares: Arc::clone(&spares),
+            turns: Arc::clone(&turns),
         };
         let (sink, copy, receiver) = (sink.clone(), copy.clone(), Arc::clone(&receiver));
         writers.push(
@@ -154,7 +159,13 @@ fn start(
         max_line_bytes: options.max_line_bytes,
         max_rejects: options.max_rejects,
     };
-    let pending = Pending::new(sender, Arc::clone(&ledger), Arc::clone(&control), spares);
+    let pending = Pending::new(Pipeline {
+        sender,
+        ledger: Arc::clone(&ledger),
+        control: Arc::clone(&control),
+        spares,
+        turns,
+    });
     let reader = Reader::new(
         read_options,
         pending,

@@ -1,145 +1,178 @@
-//! The rows read but not handed to a writer yet: one batch per [`Timing`],
-//! handed over when full, or all at once before the reader may wait.
+//! The batch being filled by the reader: the lines of one input since the
+//! last batch, handed to the writers once full, at the end of the input, or
+//! before the reader may wait. Batches are numbered here, in input order;
+//! what the reader settles itself (dropped rows, a long line, input set
+//! aside) takes a number too, and waits for its turn.
 
 use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 
-use super::batch::{Batch, Origin, Spares, Timing};
+use super::batch::{Batch, Origin, Spares};
 use super::control::Control;
 use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger};
 use super::record::Finding;
+use super::turns::{Turn, Turns};
 
-/// When a batch is handed over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum When {
-    /// Once it is full.
-    Full,
-    /// Now, unless it is empty.
-    Now,
+/// Where the reader shares the pipeline with the writers.
+pub struct Pipeline {
+    pub sender: SyncSender<Batch>,
+    pub ledger: Arc<Ledger>,
+    pub control: Arc<Control>,
+    pub spares: Arc<Spares>,
+    pub turns: Arc<Turns>,
 }
 
 pub struct Pending {
-    timed: Batch,
-    untimed: Batch,
-    sender: SyncSender<Batch>,
-    ledger: Arc<Ledger>,
-    control: Arc<Control>,
-    spares: Arc<Spares>,
+    batch: Batch,
+    next_seq: u64,
+    pipeline: Pipeline,
 }
 
 impl Pending {
-    pub fn new(
-        sender: SyncSender<Batch>,
-        ledger: Arc<Ledger>,
-        control: Arc<Control>,
-        spares: Arc<Spares>,
-    ) -> Pending {
+    pub fn new(pipeline: Pipeline) -> Pending {
         Pending {
-            timed: spares.take(Timing::Timed),
-            untimed: spares.take(Timing::Untimed),
-            sender,
-            ledger,
-            control,
-            spares,
+            batch: pipeline.spares.take(),
+            next_seq: 0,
+            pipeline,
         }
     }
 
-    fn batch(&mut self, timing: Timing) -> &mut Batch {
-        match timing {
-            Timing::Timed => &mut self.timed,
-            Timing::Untimed => &mut self.untimed,
-        }
+    /// The next batch starts input `source` at (offset, line).
+    pub fn start_input(&mut self, source: usize, start: (u64, u64)) {
+        debug_assert_eq!(self.batch.lines, 0, "a batch holds lines of one input");
+        self.batch.source = source;
+        self.batch.end = start;
     }
 
-    /// Adds a finding read from `origin` (its line ends at byte `end`), and
-    /// hands its batch over once full. False when nothing more may be sent:
-    /// what was read is dropped.
+    /// Adds a finding read from `origin` (its line ends at `end`), and hands
+    /// the batch over once full. False when nothing more may be sent: what
+    /// was read is dropped.
     pub fn add(
         &mut self,
         finding: &Finding<'_>,
         origin: Origin,
-        end: u64,
+        end: (u64, u64),
         raw: &[u8],
         scratch: &mut Vec<u8>,
     ) -> bool {
-        let timing = Timing::of(finding);
-        let keep = self.ledger.keeps_lines().then_some(raw);
-        let ledger = Arc::clone(&self.ledger);
-        let batch = self.batch(timing);
-        if batch.rows.is_empty() {
-            ledger.track(|t| t.open_batch(origin.source, origin.offset, origin.line - 1));
-        }
-        batch.push(finding, origin, keep, scratch);
-        ledger.read_one();
-        // The tracker moves past the line only once its row is in a batch,
-        // and before the batch can be written and closed.
-        ledger.track(|t| t.read_to(origin.source, end, origin.line));
-        if self.send(timing, When::Full) {
-            true
+        let keep = self.pipeline.ledger.keeps_lines().then_some(raw);
+        self.batch.push(finding, origin, keep, scratch);
+        self.pipeline.ledger.read_one();
+        self.cover(end);
+        if self.batch.is_full(self.pipeline.spares.limits()) {
+            self.flush()
         } else {
-            self.drop_unsent();
-            false
+            true
         }
     }
 
-    /// Hands the batch of `timing` to the writers when `when` says so.
-    /// False when nothing more may be sent.
-    pub fn send(&mut self, timing: Timing, when: When) -> bool {
-        let limits = self.spares.limits();
-        let fresh = {
-            let batch = self.batch(timing);
-            if batch.rows.is_empty() || (when == When::Full && !batch.is_full(limits)) {
-                return true;
-            }
-            self.spares.take(timing)
-        };
-        let batch = std::mem::replace(self.batch(timing), fresh);
-        if self.control.interrupted() {
-            self.ledger
-                .give_up(&batch, Dropped::Interrupted, INTERRUPTED);
+    /// A line rejected by the reader, kept for the reject file.
+    pub fn reject(&mut self, raw: &[u8], end: (u64, u64)) {
+        if self.pipeline.ledger.keeps_lines() {
+            self.batch.reject(raw);
+        }
+        self.cover(end);
+    }
+
+    /// A line with nothing to write (blank, or too long without a reject
+    /// file): the batch covers it all the same.
+    pub fn skip(&mut self, end: (u64, u64)) {
+        self.cover(end);
+    }
+
+    /// Lines up to `end` were settled by the reader itself.
+    pub fn settled_to(&mut self, end: (u64, u64)) {
+        debug_assert_eq!(self.batch.lines, 0, "settled by the reader in its own turn");
+        self.batch.end = end;
+    }
+
+    fn cover(&mut self, end: (u64, u64)) {
+        self.batch.end = end;
+        self.batch.lines += 1;
+    }
+
+    /// A number for what the reader settles itself, in its turn.
+    pub fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    pub fn turns(&self) -> Arc<Turns> {
+        Arc::clone(&self.pipeline.turns)
+    }
+
+    /// Hands the batch to the writers, unless it covers no line. False when
+    /// nothing more may be sent: the batch is dropped.
+    pub fn send(&mut self) -> bool {
+        if self.batch.lines == 0 {
+            return true;
+        }
+        let mut fresh = self.pipeline.spares.take();
+        fresh.source = self.batch.source;
+        fresh.end = self.batch.end;
+        let mut batch = std::mem::replace(&mut self.batch, fresh);
+        batch.seq = self.next_seq;
+        self.next_seq += 1;
+        let control = &self.pipeline.control;
+        if control.interrupted() {
+            self.settle_dropped(&batch, Dropped::Interrupted, INTERRUPTED);
             return false;
         }
-        if self.control.failed() {
-            self.ledger.give_up(&batch, Dropped::Lost, FAILED_EARLIER);
+        if control.failed() {
+            self.settle_dropped(&batch, Dropped::Lost, FAILED_EARLIER);
             return false;
         }
-        match self.sender.send(batch) {
+        match self.pipeline.sender.send(batch) {
             Ok(()) => true,
             Err(returned) => {
                 // Only possible if every writer died: nothing may vanish.
-                self.ledger
-                    .give_up(&returned.0, Dropped::Lost, "not sent: no writer left");
+                self.settle_dropped(&returned.0, Dropped::Lost, "not sent: no writer left");
                 false
             }
         }
     }
 
-    /// Hands over every row read so far. False when nothing more may be sent.
-    pub fn send_all(&mut self) -> bool {
-        self.send(Timing::Timed, When::Now) && self.send(Timing::Untimed, When::Now)
-    }
-
-    /// Hands over every row read so far, or drops them when that cannot be.
+    /// Hands over what was read, or drops it when that cannot be.
     pub fn flush(&mut self) -> bool {
-        let sent = self.send_all();
-        if !sent {
-            self.drop_unsent();
+        if self.send() {
+            return true;
         }
-        sent
+        self.drop_unsent();
+        false
     }
 
     /// Drops what was read and not sent, when the run stops early.
     pub fn drop_unsent(&mut self) {
-        let (kind, reason) = if self.control.interrupted() {
+        if self.batch.lines == 0 {
+            return;
+        }
+        let mut batch = std::mem::replace(&mut self.batch, self.pipeline.spares.take());
+        self.batch.source = batch.source;
+        self.batch.end = batch.end;
+        batch.seq = self.next_seq;
+        self.next_seq += 1;
+        let (kind, reason) = if self.pipeline.control.interrupted() {
             (Dropped::Interrupted, INTERRUPTED)
         } else {
             (Dropped::Lost, FAILED_EARLIER)
         };
-        for timing in [Timing::Timed, Timing::Untimed] {
-            let ledger = Arc::clone(&self.ledger);
-            let batch = self.batch(timing);
-            ledger.give_up(batch, kind, reason);
-            batch.clear();
-        }
+        self.settle_dropped(&batch, kind, reason);
+        self.pipeline.spares.recycle(batch);
+    }
+
+    /// Settles a batch that will not be written, in its turn.
+    fn settle_dropped(&self, batch: &Batch, kind: Dropped, reason: &str) {
+        let turn = self.pipeline.turns.wait(batch.seq);
+        settle_dropped(&self.pipeline.ledger, batch, kind, reason, &turn);
+    }
+}
+
+/// Drops a batch in `turn`, or leaves it for the next run after a gap.
+fn settle_dropped(ledger: &Ledger, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
+    if turn.gap() {
+        ledger.left_for_next_run(batch, kind);
+    } else {
+        ledger.dropped(batch, kind, reason, turn);
     }
 }

@@ -6,9 +6,10 @@
 //! no rows (it hands over everything before it waits), so the writers can
 //! end the run without it.
 
+use std::cell::{Cell, RefCell};
 use std::io::{self, BufReader, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, MutexGuard};
 
 use anyhow::{Context, Result};
 
@@ -19,6 +20,8 @@ use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
 use super::set_aside::{Unread, set_aside};
+use super::turns::Turn;
+use crate::rejects::Rejects;
 
 /// How the reader reads.
 #[derive(Debug, Clone, Copy)]
@@ -185,10 +188,13 @@ impl Reader {
                 Flow::Stop => return Ok(()),
                 Flow::SetAside(current) => {
                     let rest = sources.map(|(index, source)| Unread::new(index, source));
+                    let turns = self.pending.turns();
+                    let turn = turns.wait(self.pending.take_seq());
                     set_aside(
                         std::iter::once(current).chain(rest),
                         &self.ledger,
                         &self.control,
+                        &turn,
                     );
                     return Ok(());
                 }
@@ -202,16 +208,17 @@ impl Reader {
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
-        let mut reader = BufReader::with_capacity(256 * 1024, source.input);
+        let mut reader = BufReader::with_capacity(256 * 1024, source.input.into_reader());
         self.position.set(index, cursor.line);
-        self.ledger.track(|t| t.start_input(index));
+        self.pending
+            .start_input(index, (cursor.offset, cursor.line));
         loop {
             match self.must_stop() {
                 Some(Halt::Stop) => return Ok(Flow::Stop),
                 Some(Halt::SetAside) => return Ok(Flow::SetAside(Unread::new_at(reader, cursor))),
                 None => {}
             }
-            let next = match self.next_line(&mut reader, cursor.may_wait) {
+            let next = match self.next_line(&mut reader, &cursor) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
@@ -246,9 +253,12 @@ impl Reader {
                 return Ok(Flow::Stop);
             }
         }
-        let (offset, line) = (cursor.offset, cursor.line);
-        self.ledger.track(|t| t.end_input(index, offset, line));
-        Ok(Flow::Next)
+        // A batch holds lines of one input.
+        Ok(if self.pending.flush() {
+            Flow::Next
+        } else {
+            Flow::Stop
+        })
     }
 
     /// Whether reading must stop before the next line, and how.
@@ -272,39 +282,77 @@ impl Reader {
 
     /// Reads the next line into `self.line`. None when the rows read could
     /// not be handed over before a wait: nothing more may be sent.
+    ///
+    /// A line too long to hold goes to the reject file in pieces as it is
+    /// read, in a turn of the reader's own (after every batch before it),
+    /// holding the reject file until its end so that no other line lands in
+    /// between.
     fn next_line(
         &mut self,
         reader: &mut BufReader<Box<dyn Read + Send>>,
-        may_wait: bool,
+        cursor: &Cursor,
     ) -> io::Result<Option<Line>> {
-        let (ledger, control, pending) = (&*self.ledger, &*self.control, &mut self.pending);
-        let mut held = None;
-        let mut handed_over = true;
+        let ledger = Arc::clone(&self.ledger);
+        let control = &*self.control;
+        let turns = self.pending.turns();
+        let pending = RefCell::new(&mut self.pending);
+        let mut spill: Option<Spill<'_>> = None;
+        let handed_over = Cell::new(true);
         let next = next_line(
             reader,
             &mut self.line,
             self.options.max_line_bytes,
-            // A long line goes to the reject file in pieces: hold the file
-            // until its end, so no other line lands in between.
             &mut |bytes| {
-                if let Some(rejects) = held.get_or_insert_with(|| ledger.hold_rejects()) {
-                    rejects.append(bytes);
+                if !ledger.keeps_lines() {
+                    return;
                 }
+                let spill = spill.get_or_insert_with(|| {
+                    let mut pending = pending.borrow_mut();
+                    handed_over.set(pending.flush() && handed_over.get());
+                    let turn = turns.wait(pending.take_seq());
+                    let rejects = ledger.hold_rejects().expect("a reject file is kept");
+                    let before = rejects.len();
+                    Spill {
+                        turn,
+                        rejects,
+                        before,
+                    }
+                });
+                spill.rejects.append(bytes);
             },
             // About to wait for a writer on the other end of a pipe: hand
             // over every row read so far, so none waits in memory, and say
             // so, so that a stop need not wait for more input.
             &mut || {
-                if may_wait {
-                    handed_over &= pending.send_all();
+                if cursor.may_wait {
+                    handed_over.set(pending.borrow_mut().send() && handed_over.get());
                     control.set_reader_idle(true);
                 }
             },
         );
-        drop(held);
         control.set_reader_idle(false);
-        if !handed_over {
-            pending.drop_unsent();
+        if let Some(Spill {
+            turn,
+            mut rejects,
+            before,
+        }) = spill
+        {
+            match &next {
+                Ok(Line::TooLong { consumed, .. }) => {
+                    drop(rejects);
+                    let end = (cursor.offset + consumed, cursor.line + 1);
+                    ledger.written(cursor.index, end, &turn);
+                }
+                // Not a whole line: it goes, the next run reads it again.
+                _ => {
+                    if let Err(err) = rejects.cut_to(before) {
+                        log::error!("{err:#}");
+                    }
+                }
+            }
+        }
+        if !handed_over.get() {
+            self.pending.drop_unsent();
             return Ok(None);
         }
         next.map(Some)
@@ -313,19 +361,28 @@ impl Reader {
     /// Takes the line just read, which started at byte `start`. False when
     /// nothing more may be sent.
     fn take(&mut self, next: &Line, cursor: &Cursor, start: u64) -> bool {
-        let (index, number, offset) = (cursor.index, cursor.line, cursor.offset);
-        let ledger = &*self.ledger;
+        let (index, number) = (cursor.index, cursor.line);
+        let end = (cursor.offset, cursor.line);
         match classify(next, &self.line, start == 0) {
             Kind::TooLong { length } => {
                 let reason = format!(
                     "line of {length} bytes is longer than --max-line-bytes ({})",
                     self.options.max_line_bytes
                 );
-                ledger.drop_read(index, number, Dropped::Invalid, &reason, None);
+                self.ledger
+                    .drop_read(index, number, Dropped::Invalid, &reason);
+                if self.ledger.keeps_lines() {
+                    // Settled as it was written to the reject file.
+                    self.pending.settled_to(end);
+                } else {
+                    self.pending.skip(end);
+                }
             }
-            Kind::Blank => {}
+            Kind::Blank => self.pending.skip(end),
             Kind::Invalid { raw, reason } => {
-                ledger.drop_read(index, number, Dropped::Invalid, &reason, Some(raw));
+                self.ledger
+                    .drop_read(index, number, Dropped::Invalid, &reason);
+                self.pending.reject(raw, end);
             }
             Kind::Finding { raw, finding } => {
                 let origin = Origin {
@@ -335,12 +392,19 @@ impl Reader {
                 };
                 return self
                     .pending
-                    .add(&finding, origin, offset, raw, &mut self.scratch);
+                    .add(&finding, origin, end, raw, &mut self.scratch);
             }
         }
-        ledger.track(|t| t.read_to(index, offset, number));
         true
     }
+}
+
+/// A long line being written to the reject file, in the reader's turn.
+struct Spill<'t> {
+    turn: Turn<'t>,
+    rejects: MutexGuard<'t, Rejects>,
+    /// The reject file's length before the line.
+    before: u64,
 }
 
 #[cfg(test)]

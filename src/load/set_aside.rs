@@ -9,6 +9,7 @@ use super::control::Control;
 use super::input::Source;
 use super::ledger::Ledger;
 use super::reader::Cursor;
+use super::turns::Turn;
 use crate::rejects::Rejects;
 
 /// An input not read to its end when the database failed for good.
@@ -23,7 +24,7 @@ impl Unread {
     pub fn new(index: usize, source: Source) -> Unread {
         let cursor = Cursor::start(index, &source);
         Unread {
-            reader: BufReader::new(source.input),
+            reader: BufReader::new(source.input.into_reader()),
             cursor,
         }
     }
@@ -35,15 +36,20 @@ impl Unread {
 }
 
 /// Copies each input's rest to the reject file, until a signal says stop.
-pub fn set_aside(rest: impl Iterator<Item = Unread>, ledger: &Ledger, control: &Control) {
-    if !ledger.keeps_lines() {
+pub fn set_aside(
+    rest: impl Iterator<Item = Unread>,
+    ledger: &Ledger,
+    control: &Control,
+    turn: &Turn<'_>,
+) {
+    if !ledger.keeps_lines() || turn.gap() {
         return;
     }
     for unread in rest {
         if unread.cursor.may_wait {
             continue;
         }
-        set_aside_one(unread, ledger, control);
+        set_aside_one(unread, ledger, control, turn);
         if control.interrupted() {
             break;
         }
@@ -92,7 +98,7 @@ impl Copied {
     }
 }
 
-fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control) {
+fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control, turn: &Turn<'_>) {
     let cursor = unread.cursor;
     let mut copied = Copied::default();
     let result = {
@@ -120,8 +126,8 @@ fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control) {
         );
     }
     ledger.set_aside(copied.findings);
-    let (offset, line) = (cursor.offset + copied.bytes, cursor.line + copied.lines);
-    ledger.track(|t| t.end_input(cursor.index, offset, line));
+    let end = (cursor.offset + copied.bytes, cursor.line + copied.lines);
+    ledger.written(cursor.index, end, turn);
 }
 
 fn copy_rest(

@@ -10,8 +10,11 @@
 //! one that only grew.
 //!
 //! The file is JSON, replaced atomically (temp file, fsync, rename) and only
-//! with offsets that committed transactions cover. A lock file beside it
-//! keeps a second run from loading the same lines at the same time.
+//! with offsets that committed transactions cover. Between two saves each
+//! batch is recorded in a journal beside it ([`journal`]) before it
+//! commits, so that a run killed at any moment is settled exactly by the
+//! next one ([`StateFile::recover`]). A lock file beside it keeps a second
+//! run from loading the same lines at the same time.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,9 +29,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::{Status, WithStatus};
 
-mod tracker;
+mod journal;
+mod progress;
 
-pub use tracker::Tracker;
+pub use journal::Entry;
+pub use progress::{Progress, Settled};
 
 /// Where one input file stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +56,27 @@ pub struct Mark {
 struct Contents {
     /// "device:inode" -> mark.
     files: BTreeMap<String, Mark>,
+    /// While a run is loading: the reject file and how long it is with every
+    /// line the marks pass over in it. What a killed run appended beyond
+    /// that is cut off by the next run. None once a run ended cleanly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rejects: Option<RejectsMark>,
+}
+
+/// The length a reject file is known to have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectsMark {
+    pub path: PathBuf,
+    /// "device:inode", to be sure it is the same file.
+    pub key: String,
+    pub len: u64,
+}
+
+/// What the server says of a transaction of a killed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxStatus {
+    Committed,
+    Aborted,
 }
 
 /// Bytes before the offset kept as a fingerprint.
@@ -62,6 +88,9 @@ const FORGET_AFTER: u64 = 90 * 24 * 3600;
 pub struct StateFile {
     path: PathBuf,
     contents: Contents,
+    journal: journal::Journal,
+    /// Entries a killed run left in the journal, to be settled.
+    unsettled: Vec<Entry>,
     /// Held for the whole run; the lock goes with it.
     _lock: File,
 }
@@ -88,7 +117,8 @@ impl StateFile {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .with_context(|| format!("cannot open lock file {}", lock_path.display()))?;
+            .with_context(|| format!("cannot open lock file {}", lock_path.display()))
+            .status(Status::CantCreate)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
@@ -115,9 +145,12 @@ impl StateFile {
                     .with_context(|| format!("cannot read state file {}", path.display()));
             }
         };
+        let (journal, unsettled) = journal::Journal::open(path).status(Status::CantCreate)?;
         Ok(StateFile {
             path: path.to_owned(),
             contents,
+            journal,
+            unsettled,
             _lock: lock,
         })
     }
@@ -177,29 +210,79 @@ impl StateFile {
         Ok(Resume { key, mark, probe })
     }
 
-    /// Records new marks and replaces the file atomically.
-    pub(crate) fn save(&mut self, marks: impl IntoIterator<Item = (String, Mark)>) -> Result<()> {
-        let mut changed = false;
-        for (key, mark) in marks {
-            if self.contents.files.get(&key) != Some(&mark) {
-                self.contents.files.insert(key, mark);
-                changed = true;
+    /// Whether a killed run left batches to settle.
+    pub fn needs_recovery(&self) -> bool {
+        !self.unsettled.is_empty() || self.contents.rejects.is_some()
+    }
+
+    /// Settles what a killed run left: each journal entry whose transaction
+    /// committed (by `status`), or that had nothing to commit, moves its
+    /// mark; the reject file is cut back to the length the last of them
+    /// recorded. Saves the result and empties the journal.
+    pub fn recover(&mut self, mut status: impl FnMut(i64) -> Result<TxStatus>) -> Result<usize> {
+        let mut applied = 0;
+        for entry in std::mem::take(&mut self.unsettled) {
+            if let Some(txid) = entry.txid
+                && status(txid)? == TxStatus::Aborted
+            {
+                continue;
             }
+            self.apply(&entry);
+            applied += 1;
         }
+        if let Some(rejects) = self.contents.rejects.take() {
+            cut_rejects(&rejects)?;
+        }
+        self.save()?;
+        Ok(applied)
+    }
+
+    /// Applies a settled entry in memory: the next save writes it.
+    pub fn apply(&mut self, entry: &Entry) {
+        if let (Some(key), Some(mark)) = (&entry.key, &entry.mark) {
+            self.contents.files.insert(key.clone(), mark.clone());
+        }
+        if let (Some(len), Some(rejects)) = (entry.rejects, &mut self.contents.rejects) {
+            rejects.len = len;
+        }
+    }
+
+    /// Records a batch in the journal (synced), before its commit.
+    pub fn journal(&mut self, entry: &Entry) -> Result<()> {
+        self.journal.append(entry)
+    }
+
+    /// From now on, the reject file's length is recorded with each batch.
+    pub fn watch_rejects(&mut self, mark: Option<RejectsMark>) -> Result<()> {
+        self.contents.rejects = mark;
+        self.save()
+    }
+
+    /// Replaces the file atomically with what is applied, then empties the
+    /// journal.
+    pub fn save(&mut self) -> Result<()> {
+        self.write()?;
+        self.journal.clear()
+    }
+
+    /// Replaces the file, keeping the journal: it holds a batch whose
+    /// outcome only the server knows, for the next run to settle.
+    pub fn save_keeping_journal(&mut self) -> Result<()> {
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<()> {
         let now = now();
-        let before = self.contents.files.len();
         self.contents
             .files
             .retain(|_, mark| now.saturating_sub(mark.seen) < FORGET_AFTER);
-        if !changed && before == self.contents.files.len() {
-            return Ok(());
-        }
         let temp = sibling(&self.path, ".tmp");
         let context = || format!("cannot write state file {}", self.path.display());
         let mut file = File::create(&temp).with_context(context)?;
         serde_json::to_writer_pretty(&mut file, &self.contents).with_context(context)?;
         file.write_all(b"\n").with_context(context)?;
         file.sync_all().with_context(context)?;
+        crate::crash::at("state-written");
         fs::rename(&temp, &self.path).with_context(context)?;
         // The rename itself is durable once the directory is synced.
         if let Some(dir) = self.path.parent() {
@@ -231,7 +314,36 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// Cuts the reject file back to the length recorded, when it is still the
+/// same file: what is beyond was appended by a run that was killed before
+/// it recorded it, and is written again by this one.
+fn cut_rejects(mark: &RejectsMark) -> Result<()> {
+    let file = match OpenOptions::new().write(true).open(&mark.path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => {
+            return Err(err)
+                .with_context(|| format!("cannot open reject file {}", mark.path.display()));
+        }
+    };
+    let meta = file.metadata()?;
+    if format!("{}:{}", meta.dev(), meta.ino()) != mark.key {
+        return Ok(());
+    }
+    if meta.len() > mark.len {
+        log::warn!(
+            "{}: cutting {} bytes written by a run that was stopped before recording them",
+            mark.path.display(),
+            meta.len() - mark.len
+        );
+        file.set_len(mark.len)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot cut reject file {}", mark.path.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)

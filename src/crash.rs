@@ -1,0 +1,54 @@
+//! Named points where the test suite can stop the process dead, as kill -9
+//! would, to check that the next run settles exactly what was done:
+//! `PGSENSE_PG_CRASH_AT=POINT[:N]` stops the N-th time (default the first)
+//! the run reaches POINT. Without the variable this does nothing.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The variable that arms a point.
+const VARIABLE: &str = "PGSENSE_PG_CRASH_AT";
+
+struct Armed {
+    point: String,
+    nth: u64,
+    reached: AtomicU64,
+}
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let value = std::env::var(VARIABLE).ok()?;
+            let (point, nth) = match value.split_once(':') {
+                Some((point, nth)) => (point.to_owned(), nth.parse().ok()?),
+                None => (value, 1),
+            };
+            Some(Armed {
+                point,
+                nth,
+                reached: AtomicU64::new(0),
+            })
+        })
+        .as_ref()
+}
+
+/// Whether the run stops at this point, this time.
+pub fn due(point: &str) -> bool {
+    armed().is_some_and(|armed| {
+        armed.point == point && armed.reached.fetch_add(1, Ordering::SeqCst) + 1 == armed.nth
+    })
+}
+
+/// Stops the process with SIGKILL when the point is due.
+pub fn at(point: &str) {
+    if due(point) {
+        die();
+    }
+}
+
+/// Stops the process with SIGKILL: no destructor runs, nothing is flushed.
+pub fn die() -> ! {
+    let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
+    std::process::abort()
+}

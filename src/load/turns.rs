@@ -1,0 +1,116 @@
+//! Turns: batches are settled (their dropped lines appended to the reject
+//! file, their progress recorded, their transaction committed) strictly in
+//! input order, whichever writer wrote them, so that what the state file
+//! and the reject file say is always a prefix of the input.
+//!
+//! Once a batch could not be settled (its outcome unknown, or its lines
+//! recorded nowhere), the turns carry a gap: no later batch may commit,
+//! since the state file could not say so.
+
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lock;
+
+#[derive(Default)]
+struct Order {
+    /// The sequence number whose turn it is.
+    next: u64,
+    gap: bool,
+}
+
+#[derive(Default)]
+pub struct Turns {
+    order: Mutex<Order>,
+    changed: Condvar,
+}
+
+/// Held while it is a batch's turn; the next one's turn comes when it is
+/// dropped.
+pub struct Turn<'a> {
+    turns: &'a Turns,
+    seq: u64,
+}
+
+/// How long a wait goes before it is logged.
+const SAY_AFTER: Duration = Duration::from_secs(10);
+
+impl Turns {
+    /// Waits until every batch before `seq` is settled. The wait is bounded
+    /// by theirs: each ends within --retry-for, or on a stop.
+    pub fn wait(&self, seq: u64) -> Turn<'_> {
+        let started = Instant::now();
+        let mut said = false;
+        let mut order = lock(&self.order);
+        while order.next != seq {
+            let (next, _) = self
+                .changed
+                .wait_timeout(order, Duration::from_secs(1))
+                .unwrap_or_else(|e| e.into_inner());
+            order = next;
+            if !said && started.elapsed() > SAY_AFTER {
+                log::info!(
+                    "batch {seq} is waiting for batch {} to be settled",
+                    order.next
+                );
+                said = true;
+            }
+        }
+        Turn { turns: self, seq }
+    }
+}
+
+impl Turn<'_> {
+    /// Whether an earlier batch could not be settled.
+    pub fn gap(&self) -> bool {
+        lock(&self.turns.order).gap
+    }
+
+    /// This batch could not be settled: none after it may commit.
+    pub fn open_gap(&self) {
+        lock(&self.turns.order).gap = true;
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut order = lock(&self.turns.order);
+        order.next = self.seq + 1;
+        drop(order);
+        self.turns.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn turns_come_in_sequence_whatever_the_threads() {
+        let turns = Arc::new(Turns::default());
+        let settled = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..6u64)
+            .rev()
+            .map(|seq| {
+                let (turns, settled) = (Arc::clone(&turns), Arc::clone(&settled));
+                std::thread::spawn(move || {
+                    let _turn = turns.wait(seq);
+                    lock(&settled).push(seq);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("no panic");
+        }
+        assert_eq!(*lock(&settled), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_gap_is_seen_by_every_later_turn() {
+        let turns = Turns::default();
+        assert!(!turns.wait(0).gap());
+        turns.wait(1).open_gap();
+        assert!(turns.wait(2).gap());
+    }
+}

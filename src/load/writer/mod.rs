@@ -1,0 +1,386 @@
+//! The writers: each takes batches off the queue and writes each in one
+//! transaction of its own, on one pool connection, then settles it in its
+//! turn (see `turns`).
+//!
+//! - A row the server refuses drops only itself: each COPY runs under a
+//!   savepoint, PostgreSQL names the failing line, and the rows around it
+//!   are sent again; without a line number the rows are bisected. The batch
+//!   still commits once.
+//! - A transient failure (connection lost, server restarting, too many
+//!   connections, deadlock) is retried on a new connection with exponential
+//!   backoff and jitter, for up to --retry-for.
+//! - Before COMMIT, in its turn, the batch's dropped lines are appended to
+//!   the reject file and its progress recorded in the state journal with
+//!   its transaction id; a COMMIT whose answer was lost is looked up with
+//!   txid_status() instead of guessed, now or by the next run.
+
+mod session;
+
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::batch::{Batch, Rows, Spares, Timing};
+use super::control::{Control, POLL};
+use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refused};
+use super::lock;
+use super::sink::Sink;
+use super::turns::{Turn, Turns};
+use crate::table;
+use session::{Commit, Failure, Session, backoff};
+
+/// The COPY statements of the table, and how long to retry.
+#[derive(Clone)]
+pub struct Copy {
+    timed: String,
+    untimed: String,
+    retry_for: Duration,
+}
+
+impl Copy {
+    pub fn new(qualified_table: &str, retry_for: Duration) -> Copy {
+        Copy {
+            timed: table::copy_sql(qualified_table, true),
+            untimed: table::copy_sql(qualified_table, false),
+            retry_for,
+        }
+    }
+
+    fn sql(&self, timing: Timing) -> &str {
+        match timing {
+            Timing::Timed => &self.timed,
+            Timing::Untimed => &self.untimed,
+        }
+    }
+}
+
+/// What every writer shares with the rest of the load.
+pub struct Shares {
+    pub ledger: Arc<Ledger>,
+    pub control: Arc<Control>,
+    pub spares: Arc<Spares>,
+    pub turns: Arc<Turns>,
+}
+
+/// A writer's life: batches until the reader is done, or until the run is
+/// interrupted and the reader holds nothing more to send.
+pub fn run(sink: Sink, copy: Copy, shares: &Shares, receiver: &Mutex<Receiver<Batch>>) {
+    let mut writer = match sink {
+        Sink::Database(pool) => Some(Writer {
+            session: Session::new(pool, &shares.control),
+            copy,
+            ledger: &shares.ledger,
+            control: &shares.control,
+            turns: &shares.turns,
+        }),
+        Sink::DryRun => None,
+    };
+    loop {
+        let next = lock(receiver).recv_timeout(POLL);
+        match next {
+            Ok(batch) => {
+                match &mut writer {
+                    Some(writer) => writer.write(&batch),
+                    None => count(&batch, shares),
+                }
+                shares.spares.recycle(batch);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if shares.control.stopped_while_waiting() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// A dry run: the rows count as inserted.
+fn count(batch: &Batch, shares: &Shares) {
+    let turn = shares.turns.wait(batch.seq);
+    match shares.ledger.prepare(batch, &[], None, &turn) {
+        Ok(prepared) => shares.ledger.committed(batch, &[], prepared),
+        Err(err) => log::error!("{err:#}"),
+    }
+}
+
+/// What finally happened to a batch the writer could not commit.
+enum GaveUp {
+    /// Not committed, for sure: the database failed.
+    Lost(String),
+    Interrupted,
+    /// COMMIT was sent and the server could not be asked how it ended.
+    Uncertain(String),
+    /// An earlier batch could not be settled, or this one's progress could
+    /// not be recorded: left for the next run.
+    Gap,
+}
+
+/// Writes batches on one connection of the pool.
+struct Writer<'a> {
+    session: Session<'a>,
+    copy: Copy,
+    ledger: &'a Ledger,
+    control: &'a Control,
+    turns: &'a Turns,
+}
+
+impl<'a> Writer<'a> {
+    /// Writes and settles a batch.
+    fn write(&mut self, batch: &Batch) {
+        let mut turn = None;
+        let gave_up = if self.control.failed() {
+            GaveUp::Lost(FAILED_EARLIER.into())
+        } else {
+            match self.try_write(batch, &mut turn) {
+                Ok(()) => return,
+                Err(gave_up) => gave_up,
+            }
+        };
+        let turn = turn.unwrap_or_else(|| self.turns.wait(batch.seq));
+        let kind = if self.control.interrupted() {
+            Dropped::Interrupted
+        } else {
+            Dropped::Lost
+        };
+        match gave_up {
+            _ if turn.gap() => self.ledger.left_for_next_run(batch, kind),
+            GaveUp::Gap => self.ledger.left_for_next_run(batch, kind),
+            GaveUp::Lost(reason) => {
+                let reason = match reason.as_str() {
+                    FAILED_EARLIER => reason,
+                    _ => format!("not inserted: {reason}"),
+                };
+                self.ledger.dropped(batch, Dropped::Lost, &reason, &turn);
+            }
+            GaveUp::Interrupted => {
+                self.ledger
+                    .dropped(batch, Dropped::Interrupted, INTERRUPTED, &turn);
+            }
+            GaveUp::Uncertain(reason) => {
+                let reason = format!("may or may not be in the table: {reason}");
+                self.ledger.unknown_outcome(batch, &reason, &turn);
+            }
+        }
+    }
+
+    /// Writes a batch, retrying transient failures until --retry-for has
+    /// passed since the first one.
+    fn try_write(&mut self, batch: &Batch, turn: &mut Option<Turn<'a>>) -> Result<(), GaveUp> {
+        // The retry window opens at the first failure, however long the
+        // first attempt took.
+        let mut first_failure = None;
+        let mut attempt = 0u32;
+        loop {
+            let reason = match self.attempt(batch, turn) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Gap) => return Err(GaveUp::Gap),
+                Err(Attempt::Failed(Failure::Permanent(reason))) => {
+                    log::error!("{reason}");
+                    self.control.fail();
+                    return Err(GaveUp::Lost(reason));
+                }
+                Err(Attempt::Failed(failure)) => describe_failure(failure),
+                Err(Attempt::Unknown(unresolved)) => {
+                    let Unresolved {
+                        txid,
+                        reason,
+                        refused,
+                        prepared,
+                    } = *unresolved;
+                    let since = *first_failure.get_or_insert_with(Instant::now);
+                    match self.session.resolve(txid, since + self.copy.retry_for) {
+                        Some(true) => {
+                            self.ledger.committed(batch, &refused, prepared);
+                            return Ok(());
+                        }
+                        Some(false) => {
+                            self.ledger.unprepare(prepared);
+                            reason
+                        }
+                        None => {
+                            let when = if self.control.interrupted() {
+                                "interrupted before the outcome of COMMIT"
+                            } else {
+                                "the outcome of COMMIT"
+                            };
+                            let tail = if self.control.interrupted() {
+                                "was known"
+                            } else {
+                                "could not be learned within --retry-for"
+                            };
+                            log::error!("{reason}; {when} (transaction {txid}) {tail}");
+                            self.control.fail();
+                            return Err(GaveUp::Uncertain(format!(
+                                "{reason}; {when} (transaction {txid}) {tail}"
+                            )));
+                        }
+                    }
+                }
+            };
+            if self.control.interrupted() {
+                return Err(GaveUp::Interrupted);
+            }
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            let left = self.copy.retry_for.saturating_sub(since.elapsed());
+            if left.is_zero() {
+                let window = self.copy.retry_for.as_secs_f64();
+                let reason = if window > 0.0 {
+                    format!(
+                        "database failure, still failing after retrying for {window:.0} s: {reason}"
+                    )
+                } else {
+                    format!("database failure: {reason}")
+                };
+                log::error!("{reason}");
+                self.control.fail();
+                return Err(GaveUp::Lost(reason));
+            }
+            let delay = backoff(attempt).min(left);
+            log::warn!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
+            self.control.sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: BEGIN, COPY each part, then in turn record and COMMIT.
+    fn attempt(&mut self, batch: &Batch, turn: &mut Option<Turn<'a>>) -> Result<(), Attempt> {
+        let mut refused = Vec::new();
+        let txid = if batch.rows() == 0 {
+            None
+        } else {
+            let txid = self.session.begin()?;
+            for rows in batch.parts() {
+                if let Err(failure) = self.copy_rows(rows, &mut refused) {
+                    self.session.rollback();
+                    return Err(failure.into());
+                }
+            }
+            Some(txid)
+        };
+        let turn = turn.get_or_insert_with(|| self.turns.wait(batch.seq));
+        if turn.gap() {
+            self.session.rollback();
+            return Err(Attempt::Gap);
+        }
+        let prepared = match self.ledger.prepare(batch, &refused, txid, turn) {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                self.session.rollback();
+                log::error!("{err:#}");
+                self.ledger.cannot_record(err, turn);
+                self.control.fail();
+                return Err(Attempt::Gap);
+            }
+        };
+        let Some(txid) = txid else {
+            self.ledger.committed(batch, &refused, prepared);
+            return Ok(());
+        };
+        match self.session.commit() {
+            Commit::Done => {
+                crate::crash::at("committed");
+                self.ledger.committed(batch, &refused, prepared);
+                Ok(())
+            }
+            Commit::Refused(failure) => {
+                self.ledger.unprepare(prepared);
+                Err(failure.into())
+            }
+            Commit::Unknown(reason) => Err(Attempt::Unknown(Box::new(Unresolved {
+                txid,
+                reason,
+                refused,
+                prepared,
+            }))),
+        }
+    }
+
+    /// COPY of every row of `rows`, but for those the server refuses, which
+    /// are added to `refused`.
+    fn copy_rows(&mut self, rows: &Rows, refused: &mut Vec<Refused>) -> Result<(), Failure> {
+        let sql = self.copy.sql(rows.timing).to_owned();
+        let mut pending = Vec::new();
+        pending.push(0..rows.len());
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            match self.session.copy(&sql, rows.row_bytes(range.clone())) {
+                Ok(()) => {}
+                Err(Failure::Row { line, reason }) => {
+                    isolate(rows.timing, &mut pending, range, line, reason, refused);
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How one attempt at a batch failed.
+enum Attempt {
+    Failed(Failure),
+    /// Not to be committed: left for the next run.
+    Gap,
+    /// COMMIT was sent and its answer lost.
+    Unknown(Box<Unresolved>),
+}
+
+/// A COMMIT whose answer was lost; the rejects and journal entry written
+/// for it stand until its outcome is known.
+struct Unresolved {
+    txid: i64,
+    reason: String,
+    refused: Vec<Refused>,
+    prepared: Prepared,
+}
+
+impl From<Failure> for Attempt {
+    fn from(failure: Failure) -> Attempt {
+        Attempt::Failed(failure)
+    }
+}
+
+/// The reason of a failure worth retrying.
+fn describe_failure(failure: Failure) -> String {
+    match failure {
+        Failure::Transient(reason) | Failure::Permanent(reason) => reason,
+        Failure::Row { reason, .. } => reason,
+    }
+}
+
+/// Marks the row the server refused and queues the rows around it.
+fn isolate(
+    timing: Timing,
+    pending: &mut Vec<Range<usize>>,
+    rows: Range<usize>,
+    line: Option<usize>,
+    reason: String,
+    refused: &mut Vec<Refused>,
+) {
+    let bad = match line {
+        Some(line) if (1..=rows.len()).contains(&line) => rows.start + line - 1,
+        // No line number: bisect.
+        _ if rows.len() > 1 => {
+            let middle = rows.start + rows.len() / 2;
+            pending.push(middle..rows.end);
+            pending.push(rows.start..middle);
+            return;
+        }
+        _ => rows.start,
+    };
+    refused.push(Refused {
+        timing,
+        index: bad,
+        reason,
+    });
+    // COPY stops at the first bad row, so the rest is untested: when bad
+    // rows are dense, resending all of it after each one would be
+    // quadratic; probe with a chunk sized by how far the last attempt got.
+    let probe = (bad + 1 + 2 * (bad - rows.start).max(8)).min(rows.end);
+    pending.push(probe..rows.end);
+    pending.push(bad + 1..probe);
+    pending.push(rows.start..bad);
+}

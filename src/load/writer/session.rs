@@ -1,0 +1,271 @@
+//! One writer's connection: open it from the pool, run a transaction on it
+//! (BEGIN with its id, COPY under a savepoint, COMMIT), ask a new one how a
+//! COMMIT whose answer was lost ended, and sort server errors by what can
+//! be done about them.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use super::super::control::Control;
+use crate::connect::{Connection, Pool};
+use crate::pg_error::describe;
+
+/// Backoff bounds between retries.
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Why rows could not be written.
+pub enum Failure {
+    /// The server refused a row: its 1-based line in the COPY, when known.
+    Row { line: Option<usize>, reason: String },
+    /// Worth retrying on a new connection.
+    Transient(String),
+    /// Retrying cannot help: say what to fix.
+    Permanent(String),
+}
+
+/// How a COMMIT ended.
+pub enum Commit {
+    Done,
+    /// The server answered with an ERROR: not committed.
+    Refused(Failure),
+    /// No answer, or a FATAL one: only the server knows.
+    Unknown(String),
+}
+
+/// A connection from the pool, opened when first needed and again after it
+/// was lost.
+pub struct Session<'a> {
+    pool: Pool,
+    connection: Option<Connection>,
+    control: &'a Control,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(pool: Pool, control: &'a Control) -> Session<'a> {
+        Session {
+            pool,
+            connection: None,
+            control,
+        }
+    }
+
+    /// The connection, opened (or reopened) from the pool.
+    fn connect(&mut self) -> Result<&mut Connection, Failure> {
+        if self.connection.as_mut().is_some_and(|c| c.is_closed()) {
+            self.connection = None;
+        }
+        if self.connection.is_none() {
+            let client = self.pool.get().map_err(|e| {
+                Failure::Transient(match crate::connect::last_error() {
+                    Some(cause) => format!("cannot connect: {cause}"),
+                    None => format!("cannot connect: {e}"),
+                })
+            })?;
+            self.control.on_stop_cancel(client.cancel_token());
+            self.connection = Some(client);
+        }
+        Ok(self.connection.as_mut().expect("just connected"))
+    }
+
+    /// BEGIN, and the transaction id that later tells whether it
+    /// committed. The commit is durable before it is acknowledged, and
+    /// deferred constraints are checked row by row, where a refused row can
+    /// be told apart.
+    pub fn begin(&mut self) -> Result<i64, Failure> {
+        let client = self.connect()?;
+        let messages = client
+            .simple_query(
+                "BEGIN; SET LOCAL synchronous_commit = on; SET CONSTRAINTS ALL IMMEDIATE; \
+                 SELECT txid_current()",
+            )
+            .map_err(|e| classify(&e))?;
+        messages
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .ok_or_else(|| Failure::Permanent("txid_current() returned no transaction id".into()))
+    }
+
+    /// COPY of `data` under a savepoint: a refused row undoes only this.
+    pub fn copy(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+        let client = self.connect()?;
+        client
+            .batch_execute("SAVEPOINT rows")
+            .map_err(|e| classify(&e))?;
+        match copy_in(client, sql, data) {
+            Ok(()) => client
+                .batch_execute("RELEASE SAVEPOINT rows")
+                .map_err(|e| classify(&e)),
+            Err(failure @ Failure::Row { .. }) => {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT rows")
+                    .map_err(|e| classify(&e))?;
+                Err(failure)
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    pub fn commit(&mut self) -> Commit {
+        let Some(client) = self.connection.as_mut().filter(|c| !c.is_closed()) else {
+            self.connection = None;
+            return Commit::Refused(Failure::Transient(
+                "the connection was lost before COMMIT".into(),
+            ));
+        };
+        match client.batch_execute("COMMIT") {
+            Ok(()) => Commit::Done,
+            Err(err) if err.as_db_error().is_some_and(|db| db.severity() == "ERROR") => {
+                self.rollback();
+                Commit::Refused(classify(&err))
+            }
+            Err(err) => {
+                self.connection = None;
+                Commit::Unknown(describe(&err))
+            }
+        }
+    }
+
+    /// Ends a failed transaction so the connection can be reused, or drops
+    /// the connection when that fails.
+    pub fn rollback(&mut self) {
+        if let Some(client) = &mut self.connection
+            && client.batch_execute("ROLLBACK").is_err()
+        {
+            self.connection = None;
+        }
+    }
+
+    /// Asks a new connection whether transaction `txid` committed. None when
+    /// that could not be learned before `deadline` or a stop.
+    pub fn resolve(&mut self, txid: i64, deadline: Instant) -> Option<bool> {
+        let mut attempt = 0;
+        loop {
+            let status = self.connect().ok().and_then(|client| {
+                client
+                    .query_one("SELECT txid_status($1)", &[&txid])
+                    .ok()
+                    .map(|row| row.get::<_, Option<String>>(0))
+            });
+            match status.flatten().as_deref() {
+                Some("committed") => return Some(true),
+                Some("aborted") => return Some(false),
+                // "in progress": the old backend has not noticed yet.
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.control.interrupted() || left.is_zero() {
+                return None;
+            }
+            self.connection = None;
+            self.control.sleep(backoff(attempt).min(left));
+            attempt += 1;
+        }
+    }
+}
+
+/// COPY FROM STDIN of `data`.
+fn copy_in(client: &mut Connection, sql: &str, data: &[u8]) -> Result<(), Failure> {
+    let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
+    // In pieces: the driver buffers what it is given whole, and megabyte
+    // buffers per batch would fragment the heap.
+    let written = data
+        .chunks(64 * 1024)
+        .try_for_each(|piece| writer.write_all(piece));
+    if let Err(err) = written {
+        // The driver wraps its own error in an io::Error.
+        return Err(
+            match err
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<postgres::Error>())
+            {
+                Some(pg) => classify(pg),
+                None => Failure::Transient(err.to_string()),
+            },
+        );
+    }
+    writer.finish().map(drop).map_err(|e| classify(&e))
+}
+
+/// Exponential backoff with jitter: 100 ms doubling to 5 s, each delay
+/// drawn between half and all of its step.
+pub fn backoff(attempt: u32) -> Duration {
+    let step = FIRST_DELAY
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_DELAY);
+    let jitter = RandomState::new().hash_one(attempt) % 1000;
+    step / 2 + step / 2 * jitter as u32 / 1000
+}
+
+/// Sorts a driver error by what can be done about it, by SQLSTATE class.
+fn classify(err: &postgres::Error) -> Failure {
+    let Some(db) = err.as_db_error() else {
+        // No answer from the server: the connection is gone.
+        return Failure::Transient(describe(err));
+    };
+    let code = db.code().code();
+    let class = &code[..2];
+    match class {
+        // Data exceptions, integrity violations, trigger and routine
+        // exceptions, program limits (an over-long index entry): the row is
+        // at fault.
+        "22" | "23" | "P0" | "2F" | "38" | "39" | "54" => Failure::Row {
+            line: db.where_().and_then(copy_line),
+            reason: format!("{} (SQLSTATE {code})", db.message()),
+        },
+        // Connection exceptions, insufficient resources (too many
+        // connections), operator intervention (shutdown, restart,
+        // pg_terminate_backend, a cancel), transaction rollback (deadlock,
+        // serialization), system errors, object not available (a lock
+        // waited for longer than lock_timeout).
+        "08" | "53" | "57" | "40" | "58" | "55" => Failure::Transient(describe(err)),
+        _ => Failure::Permanent(describe(err)),
+    }
+}
+
+/// The line number in a COPY error's context, "COPY findings, line 3, ...".
+fn copy_line(context: &str) -> Option<usize> {
+    let line = context.lines().rev().find(|l| l.starts_with("COPY "))?;
+    let rest = line.split(", line ").nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_line_numbers() {
+        assert_eq!(
+            copy_line("COPY findings, line 3, column lsn: \"x\""),
+            Some(3)
+        );
+        assert_eq!(
+            copy_line("PL/pgSQL function f() line 4 at RAISE\nCOPY findings, line 12"),
+            Some(12)
+        );
+        assert_eq!(copy_line("SQL statement \"SELECT 1\""), None);
+    }
+
+    #[test]
+    fn backoff_doubles_from_100_ms_to_a_5_s_cap_with_jitter() {
+        let bounds_ms = [(0, 50, 100), (1, 100, 200), (2, 200, 400), (5, 1600, 3200)];
+        for (attempt, low, high) in bounds_ms {
+            for _ in 0..20 {
+                let ms = backoff(attempt).as_millis();
+                assert!((low..=high).contains(&ms), "attempt {attempt}: {ms} ms");
+            }
+        }
+        for attempt in [6, 10, 16, 17, 40, u32::MAX] {
+            let ms = backoff(attempt).as_millis();
+            assert!((2500..=5000).contains(&ms), "attempt {attempt}: {ms} ms");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The journal beside the state file (`STATE.journal`): one JSON line per
+//! settled batch, synced to disk before the batch commits. It holds the
+//! transaction id that commits the batch, where the batch ends in its
+//! input, and how long the reject file is with the batch's dropped lines in
+//! it. A run that was killed leaves it behind; the next run asks the server
+//! which of those transactions committed ([`super::StateFile::recover`]).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::Mark;
+
+/// One settled batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The transaction that commits the batch; None when the batch has
+    /// nothing to commit (its lines are all in the reject file, or blank).
+    pub txid: Option<i64>,
+    /// The input's key in the state file, and where the batch ends in it;
+    /// None for an input the state file does not track (standard input).
+    pub key: Option<String>,
+    pub mark: Option<Mark>,
+    /// The reject file's length with the batch's dropped lines in it.
+    #[serde(default)]
+    pub rejects: Option<u64>,
+}
+
+/// The open journal.
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Whether anything was appended since it was last cleared.
+    dirty: bool,
+}
+
+impl Journal {
+    /// Opens (creating) the journal of the state file at `state`, with the
+    /// entries a previous run left. A last line cut short by a crash was
+    /// never synced, so its batch never committed: it is ignored.
+    pub fn open(state: &Path) -> Result<(Journal, Vec<Entry>)> {
+        let path = super::sibling(state, ".journal");
+        let context = || format!("cannot open state journal {}", path.display());
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .with_context(context)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).with_context(context)?;
+        let entries =
+            parse(&text).with_context(|| format!("state journal {} is damaged", path.display()))?;
+        let dirty = !entries.is_empty();
+        Ok((Journal { path, file, dirty }, entries))
+    }
+
+    /// Appends an entry and syncs it to disk.
+    pub fn append(&mut self, entry: &Entry) -> Result<()> {
+        let mut line = serde_json::to_vec(entry).expect("an entry serializes");
+        line.push(b'\n');
+        let context = || format!("cannot write state journal {}", self.path.display());
+        self.dirty = true;
+        self.file.write_all(&line).with_context(context)?;
+        self.file.sync_data().with_context(context)
+    }
+
+    /// Empties the journal, once the state file holds what it said.
+    pub fn clear(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let context = || format!("cannot clear state journal {}", self.path.display());
+        self.file.set_len(0).with_context(context)?;
+        self.file.sync_data().with_context(context)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// The entries of a journal's text; a last line without its newline is
+/// dropped, any other bad line is an error.
+fn parse(text: &[u8]) -> Result<Vec<Entry>> {
+    let whole = match memchr::memrchr(b'\n', text) {
+        Some(end) => &text[..=end],
+        None => &[][..],
+    };
+    whole
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .enumerate()
+        .map(|(index, line)| {
+            serde_json::from_slice(line).with_context(|| format!("line {}", index + 1))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(txid: Option<i64>, offset: u64) -> Entry {
+        Entry {
+            txid,
+            key: Some("1:2".into()),
+            mark: Some(Mark {
+                path: "/x".into(),
+                offset,
+                line: offset / 10,
+                tail: String::new(),
+                seen: 0,
+            }),
+            rejects: Some(offset / 2),
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored() {
+        let mut text = Vec::new();
+        for e in [entry(Some(7), 100), entry(None, 200)] {
+            text.extend(serde_json::to_vec(&e).expect("serializes"));
+            text.push(b'\n');
+        }
+        let whole = text.len();
+        text.extend_from_slice(br#"{"txid":9,"key":"1:2","ma"#);
+        let entries = parse(&text).expect("parses");
+        assert_eq!(entries, [entry(Some(7), 100), entry(None, 200)]);
+        assert_eq!(parse(&text[..whole - 1]).expect("parses").len(), 1);
+        assert!(parse(b"garbage\n{}\n").is_err());
+    }
+
+    #[test]
+    fn entries_survive_reopening_until_cleared() {
+        let dir = std::env::temp_dir().join(format!("pgsense-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let state = dir.join("state");
+        let (mut journal, old) = Journal::open(&state).expect("open");
+        assert!(old.is_empty());
+        journal.append(&entry(Some(1), 10)).expect("append");
+        journal.append(&entry(Some(2), 20)).expect("append");
+        drop(journal);
+        let (mut journal, old) = Journal::open(&state).expect("reopen");
+        assert_eq!(old, [entry(Some(1), 10), entry(Some(2), 20)]);
+        journal.clear().expect("clear");
+        journal
+            .append(&entry(None, 30))
+            .expect("append after clear");
+        drop(journal);
+        let (_, old) = Journal::open(&state).expect("reopen");
+        assert_eq!(old, [entry(None, 30)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,217 @@
+//! kill -9 at any moment, then the same command again (issue 10): every
+//! line of the input ends up exactly once in the table or the reject file,
+//! and the reject file holds only whole lines. The loader is stopped dead
+//! at named points (PGSENSE_PG_CRASH_AT) and at moments picked by time.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::markers::{each_once_after, file_markers, finding, table_markers};
+use crate::support::process::send_signal;
+use crate::support::run::{Outcome, Pgsense, init};
+use crate::support::{PgServer, Scratch, TABLE, shared};
+
+const ROWS: u64 = 30_000;
+const BATCH_ROWS: &str = "500";
+
+/// Lines the loader rejects as invalid (a bad severity: still JSON with a
+/// marker, so the reject file can be read back).
+fn invalid(marker: u64) -> bool {
+    marker.is_multiple_of(97)
+}
+
+/// Lines the server refuses (a CHECK constraint).
+fn refused(marker: u64) -> bool {
+    marker.is_multiple_of(89) && !invalid(marker)
+}
+
+fn line(marker: u64) -> String {
+    if invalid(marker) {
+        finding(marker).replace("\"HIGH\"", "\"NOPE\"")
+    } else if refused(marker) {
+        finding(marker).replace("ja****om", "refuse-me")
+    } else {
+        finding(marker)
+    }
+}
+
+struct Setup {
+    scratch: Scratch,
+    db: String,
+    input: PathBuf,
+}
+
+impl Setup {
+    fn new(server: &PgServer) -> Setup {
+        let db = server.new_database();
+        init(server, &db);
+        server.execute(
+            &db,
+            &format!("ALTER TABLE {TABLE} ADD CHECK (masked_sample <> 'refuse-me')"),
+        );
+        let scratch = Scratch::new();
+        let text: String = (1..=ROWS).map(|m| line(m) + "\n").collect();
+        let input = scratch.write("findings.ndjson", text);
+        Setup { scratch, db, input }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    /// The same command every time: state file, reject file, small batches.
+    fn load(&self, server: &PgServer) -> Pgsense {
+        server
+            .pgsense(&self.db)
+            .arg("load")
+            .args(["--batch-rows", BATCH_ROWS])
+            .arg("--state-file")
+            .arg(self.path("state"))
+            .arg("--reject-file")
+            .arg(self.path("rejects.ndjson"))
+            .arg(&self.input)
+    }
+
+    /// After a last, complete run: each line once, in the table or in the
+    /// reject file, whichever its kind says.
+    #[track_caller]
+    fn assert_exactly_once(&self, server: &PgServer, last: &Outcome) {
+        let rejects = self.path("rejects.ndjson");
+        let in_table = each_once_after(&table_markers(server, &self.db), "the table", Some(last));
+        let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(last));
+        let expect_table: BTreeSet<u64> =
+            (1..=ROWS).filter(|&m| !invalid(m) && !refused(m)).collect();
+        let expect_rejected: BTreeSet<u64> =
+            (1..=ROWS).filter(|&m| invalid(m) || refused(m)).collect();
+        assert_eq!(
+            in_table.len(),
+            expect_table.len(),
+            "rows in the table\n{}",
+            last.describe()
+        );
+        assert!(in_table == expect_table, "the table\n{}", last.describe());
+        assert!(
+            rejected == expect_rejected,
+            "the reject file\n{}",
+            last.describe()
+        );
+        let bytes = std::fs::read(&rejects).expect("read the reject file");
+        assert!(bytes.ends_with(b"\n"), "the reject file ends mid-line");
+    }
+}
+
+/// Runs the command to its end after some were killed: 65 for the lines
+/// it rejected, or 0 when the killed run had settled everything already.
+fn complete(setup: &Setup, server: &PgServer) -> Outcome {
+    let last = setup.load(server).run();
+    assert!(
+        matches!(last.code, Some(0 | 65)),
+        "the last run\n{}",
+        last.describe()
+    );
+    last
+}
+
+fn killed(out: &Outcome) {
+    assert_eq!(out.code, None, "expected a kill\n{}", out.describe());
+}
+
+fn crash_at(point: &str) {
+    let server = shared();
+    let setup = Setup::new(server);
+    let out = setup.load(server).env("PGSENSE_PG_CRASH_AT", point).run();
+    killed(&out);
+    let last = complete(&setup, server);
+    setup.assert_exactly_once(server, &last);
+}
+
+#[test]
+fn killed_after_the_rejects_of_a_batch_are_written() {
+    crash_at("rejects-written:5");
+}
+
+#[test]
+fn killed_while_writing_the_rejects_of_a_batch() {
+    crash_at("rejects-half-written:4");
+}
+
+#[test]
+fn killed_between_the_journal_and_commit() {
+    crash_at("journaled:6");
+}
+
+#[test]
+fn killed_between_commit_and_anything_else() {
+    crash_at("committed:7");
+}
+
+#[test]
+fn killed_while_the_state_file_is_replaced() {
+    crash_at("state-written:2");
+}
+
+#[test]
+fn killed_in_the_first_batch_and_again_in_the_rerun() {
+    let server = shared();
+    let setup = Setup::new(server);
+    killed(
+        &setup
+            .load(server)
+            .env("PGSENSE_PG_CRASH_AT", "journaled:1")
+            .run(),
+    );
+    killed(
+        &setup
+            .load(server)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    let last = complete(&setup, server);
+    setup.assert_exactly_once(server, &last);
+}
+
+/// kill -9 from outside, at moments picked by time, several times over the
+/// same load.
+#[test]
+fn killed_at_many_moments_then_completed() {
+    let server = shared();
+    let setup = Setup::new(server);
+    for delay_ms in [30, 120, 250, 400, 700, 1000] {
+        let load = setup.load(server).spawn();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        send_signal(load.id(), "KILL");
+        let out = load.wait();
+        if out.code.is_some() {
+            // Finished before the kill: nothing left to interrupt.
+            break;
+        }
+    }
+    let last = complete(&setup, server);
+    setup.assert_exactly_once(server, &last);
+}
+
+/// A reject file a killed run left with a half line is never appended to
+/// blindly, with or without a state file.
+#[test]
+fn a_half_line_left_in_the_reject_file_is_cut_before_appending() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let rejects = scratch.write(
+        "rejects.ndjson",
+        format!("{}\n{{\"database\":\"pr", line(97)),
+    );
+    let input = scratch.write("in.ndjson", format!("{}\n{}\n", line(194), finding(1)));
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .run();
+    out.assert_code(65)
+        .assert_stderr_contains("cutting 15 bytes of a last line without its end");
+    assert_eq!(file_markers(&rejects), [97, 194]);
+}
