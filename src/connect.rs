@@ -6,9 +6,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use native_tls::TlsConnector;
@@ -35,7 +36,10 @@ pub type Connection = r2d2::PooledConnection<Manager>;
 /// (refused, authentication, no such database) instead of r2d2's bare
 /// "timed out", then hands that same connection to the pool: the pool never
 /// holds more than [`POOL_SIZE`] connections, the first one included.
-pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
+///
+/// A server that is starting up, shutting down or has too many clients is
+/// tried again, with backoff, for up to `retry_for`.
+pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Manager)> {
     let config = pg_config(settings);
     let tls = LazyTls::new(&settings.tls);
     let manager = Manager {
@@ -45,9 +49,8 @@ pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
         seed: Mutex::new(None),
     };
     let timeout = settings.connect_timeout;
-    let client = manager
-        .connect_bounded(timeout)
-        .map_err(|failure| match failure {
+    let client =
+        connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
             ConnectFailure::Driver(err) => anyhow!(explain(&err, settings)),
             ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \
@@ -58,6 +61,52 @@ pub fn connect(settings: &Settings) -> Result<(Client, Manager)> {
             ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
         })?;
     Ok((client, manager))
+}
+
+/// The first connection, tried again for up to `retry_for` while the
+/// server says it cannot take one now.
+fn connect_retrying(
+    manager: &Manager,
+    timeout: Duration,
+    retry_for: Duration,
+) -> Result<Client, ConnectFailure> {
+    let started = Instant::now();
+    let mut said = None;
+    for attempt in 0u32.. {
+        let err = match manager.connect_bounded(timeout) {
+            Err(ConnectFailure::Driver(err)) if busy(&err) => err,
+            done => return done,
+        };
+        let left = retry_for.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(ConnectFailure::Driver(err));
+        }
+        if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
+            log::warn!(
+                "{}; trying again for up to {} s",
+                describe(&err),
+                left.as_secs()
+            );
+            said = Some(Instant::now());
+        }
+        let step = Duration::from_millis(100).saturating_mul(1 << attempt.min(6));
+        std::thread::sleep(step.min(Duration::from_secs(5)).min(left));
+    }
+    unreachable!("the loop above returns")
+}
+
+/// How often a failure that goes on is said again.
+pub const SAY_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether the server refused a connection only for now: too many clients,
+/// starting up, shutting down.
+fn busy(err: &postgres::Error) -> bool {
+    err.as_db_error().is_some_and(|db| {
+        matches!(
+            db.code().code(),
+            "53300" | "53000" | "57P03" | "57P01" | "57P02"
+        )
+    })
 }
 
 /// Builds the pool around `manager`, seeded with `first`.
@@ -268,10 +317,36 @@ enum ConnectFailure {
 /// Why the pool's last connection attempt failed: r2d2 itself reports only
 /// that it timed out. One pool per process, so one slot.
 static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// How many of the pool's connection attempts failed.
+static FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// Why the pool's last connection attempt failed, if one did.
 pub fn last_error() -> Option<String> {
     LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A connection from the pool, after at most one attempt to open one: r2d2
+/// alone would retry for --connect-timeout, outside --retry-for. The error
+/// says why the attempt failed.
+pub fn checkout(pool: &Pool) -> Result<Connection, String> {
+    let failed_before = FAILURES.load(Ordering::SeqCst);
+    let started = Instant::now();
+    loop {
+        match pool.get_timeout(Duration::from_millis(50)) {
+            Ok(connection) => return Ok(connection),
+            Err(_) if FAILURES.load(Ordering::SeqCst) > failed_before => {
+                let cause = last_error().unwrap_or_else(|| "unknown error".into());
+                return Err(format!("cannot connect: {cause}"));
+            }
+            Err(_) if started.elapsed() >= pool.connection_timeout() => {
+                return Err(format!(
+                    "cannot connect: no answer within {} s",
+                    pool.connection_timeout().as_secs()
+                ));
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 impl ManageConnection for Manager {
@@ -290,6 +365,7 @@ impl ManageConnection for Manager {
                 let text = describe(err);
                 log::debug!("connection attempt failed: {text}");
                 *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+                FAILURES.fetch_add(1, Ordering::SeqCst);
             }),
         }
     }

@@ -89,7 +89,7 @@ fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Si
     if args.dry_run {
         return Ok(Sink::DryRun);
     }
-    let (mut client, manager) = super::connect(settings)?;
+    let (mut client, manager) = super::connect(settings, Duration::from_secs(args.retry_for))?;
     for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
         log::info!("{line}");
     }

@@ -5,6 +5,8 @@ mod init;
 mod load;
 mod recovery;
 
+use std::time::Duration;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
@@ -23,10 +25,14 @@ pub fn run(cli: &Cli) -> Result<Status> {
     }
 }
 
-/// Connects one client for the bootstrap, saying where to.
-fn connect(settings: &Settings) -> Result<(postgres::Client, connect::Manager)> {
+/// Connects one client for the bootstrap, saying where to; a server that
+/// is busy is tried again for up to `retry_for`.
+fn connect(
+    settings: &Settings,
+    retry_for: Duration,
+) -> Result<(postgres::Client, connect::Manager)> {
     log::info!("connecting to {}", settings.target());
-    connect::connect(settings)
+    connect::connect(settings, retry_for)
         .map_err(|err| err.context(format!("cannot connect to {}", settings.target())))
         .status(Status::Unavailable)
 }

@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -38,15 +39,19 @@ pub struct Source {
 pub enum Input {
     /// A regular file, which a state file can position.
     File(PathBuf, File),
+    /// A named pipe, opened when its turn comes.
+    Fifo(PathBuf),
     Stream(Box<dyn Read + Send>),
 }
 
 impl Input {
-    pub fn into_reader(self) -> Box<dyn Read + Send> {
-        match self {
+    /// The bytes, opening a named pipe (which waits for its writer).
+    pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
+        Ok(match self {
             Input::File(_, file) => Box::new(file),
+            Input::Fifo(path) => Box::new(File::open(path)?),
             Input::Stream(stream) => stream,
-        }
+        })
     }
 }
 
@@ -66,48 +71,90 @@ pub fn resume(sources: &mut [Source], state: &StateFile) -> Result<()> {
 }
 
 /// Opens every input before anything connects, so that a missing file costs
-/// nothing. No FILE, or `-`, is standard input.
+/// nothing. No FILE, or `-`, is standard input. A named pipe is only checked
+/// here, and opened when its turn comes: its writer may be waiting for an
+/// earlier one to be read. A file named twice (by another path, a hard
+/// link or a symbolic link) is read once.
 pub fn open_inputs(files: &[PathBuf], tracking: Tracking) -> Result<Vec<Source>> {
     if files.is_empty() {
         return Ok(vec![stdin_source()]);
     }
-    files
-        .iter()
-        .map(|path| {
-            if path == Path::new("-") {
-                return Ok(stdin_source());
-            }
-            let file =
-                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-            let meta = file
-                .metadata()
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            anyhow::ensure!(
-                !meta.is_dir(),
-                "cannot open {}: it is a directory",
-                path.display()
+    let mut sources: Vec<Source> = Vec::new();
+    for path in files {
+        let source = if path == Path::new("-") {
+            stdin_source()
+        } else {
+            open_path(path, tracking)?
+        };
+        if let Some(first) = sources
+            .iter()
+            .find(|s| s.identity.is_some() && s.identity == source.identity)
+        {
+            log::warn!(
+                "{} is the same file as {}: reading it once",
+                source.name,
+                first.name
             );
-            if tracking == Tracking::StateFile && !meta.is_file() {
-                log::warn!(
-                    "{} is not a regular file: the state file cannot track it",
-                    path.display()
-                );
-            }
-            let input = if meta.is_file() && tracking == Tracking::StateFile {
-                Input::File(path.clone(), file)
-            } else {
-                Input::Stream(Box::new(file))
-            };
-            Ok(Source {
-                name: path.display().to_string(),
-                input,
-                may_wait: !meta.is_file(),
-                resume: None,
-                size: meta.is_file().then_some(meta.len()),
-                identity: Some((meta.dev(), meta.ino())),
-            })
-        })
-        .collect()
+            continue;
+        }
+        sources.push(source);
+    }
+    Ok(sources)
+}
+
+fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
+    let context = || format!("cannot open {}", path.display());
+    let meta = std::fs::metadata(path).with_context(context)?;
+    anyhow::ensure!(
+        !meta.is_dir(),
+        "cannot open {}: it is a directory",
+        path.display()
+    );
+    if tracking == Tracking::StateFile && !meta.is_file() {
+        log::warn!(
+            "{} is not a regular file: the state file cannot track it",
+            path.display()
+        );
+    }
+    if meta.file_type().is_fifo() {
+        check_readable(path).with_context(context)?;
+        return Ok(Source {
+            name: path.display().to_string(),
+            input: Input::Fifo(path.to_owned()),
+            may_wait: true,
+            resume: None,
+            size: None,
+            identity: Some((meta.dev(), meta.ino())),
+        });
+    }
+    let file = File::open(path).with_context(context)?;
+    let meta = file.metadata().with_context(context)?;
+    let input = if meta.is_file() && tracking == Tracking::StateFile {
+        Input::File(path.to_owned(), file)
+    } else {
+        Input::Stream(Box::new(file))
+    };
+    Ok(Source {
+        name: path.display().to_string(),
+        input,
+        may_wait: !meta.is_file(),
+        resume: None,
+        size: meta.is_file().then_some(meta.len()),
+        identity: Some((meta.dev(), meta.ino())),
+    })
+}
+
+/// Whether this process may open `path` for reading, without opening it
+/// (opening a named pipe waits for its writer).
+fn check_readable(path: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: access() reads a NUL-terminated path and keeps no pointer.
+    match unsafe { libc::access(name.as_ptr(), libc::R_OK) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 fn stdin_source() -> Source {
@@ -140,30 +187,53 @@ pub enum Line {
     End,
 }
 
+/// How long a file that ends mid-line is given to grow to the line's end
+/// (the scanner may be writing it right now), in steps.
+pub const LINE_END_WAIT: Duration = Duration::from_secs(1);
+const LINE_END_STEP: Duration = Duration::from_millis(25);
+
+/// How [`next_line`] treats an input that ends mid-line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtEnd {
+    /// The end is final (a pipe whose writer closed it).
+    Final,
+    /// A file that may still grow: wait up to [`LINE_END_WAIT`] for the
+    /// rest of the line before taking it as it is.
+    MayGrow,
+}
+
 /// Reads one line into `buf`, holding at most `max` bytes of it (plus one
 /// read's worth): a longer line is skipped to its end without being kept,
 /// and handed to `spill` piece by piece (newline-terminated) instead.
 /// `before_wait` runs whenever the next read may block, that is when what
 /// was read ahead is used up, except while a long line is being skipped.
+/// A read that ends mid-line never splits a line in two: what follows is
+/// read into the same line.
 pub fn next_line<R: Read>(
     reader: &mut BufReader<R>,
     buf: &mut Vec<u8>,
     max: u64,
+    at_end: AtEnd,
     spill: &mut dyn FnMut(&[u8]),
     before_wait: &mut dyn FnMut(),
 ) -> io::Result<Line> {
     buf.clear();
+    let mut waited = Duration::ZERO;
     loop {
         if reader.buffer().is_empty() {
             before_wait();
         }
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok(if buf.is_empty() {
-                Line::End
-            } else {
-                Line::Text
-            });
+            if buf.is_empty() {
+                return Ok(Line::End);
+            }
+            if at_end == AtEnd::MayGrow && waited < LINE_END_WAIT {
+                std::thread::sleep(LINE_END_STEP);
+                waited += LINE_END_STEP;
+                continue;
+            }
+            return Ok(Line::Text);
         }
         let (take, terminated) = match memchr::memchr(b'\n', available) {
             Some(end) => (end + 1, true),
@@ -238,6 +308,7 @@ mod tests {
                 &mut reader,
                 &mut buf,
                 8,
+                AtEnd::Final,
                 &mut |b| spilled.extend_from_slice(b),
                 &mut || {},
             ) {
@@ -254,6 +325,43 @@ mod tests {
         assert_eq!(
             spilled, b"0123456789abcdef\n",
             "kept whole for the reject file"
+        );
+    }
+
+    /// A reader that hands out its parts one read at a time; an empty part
+    /// is an end of input for now.
+    struct Trickle(std::collections::VecDeque<&'static [u8]>);
+
+    impl Read for Trickle {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let Some(part) = self.0.pop_front() else {
+                return Ok(0);
+            };
+            out[..part.len()].copy_from_slice(part);
+            Ok(part.len())
+        }
+    }
+
+    fn lines(parts: &[&'static [u8]], at_end: AtEnd) -> Vec<String> {
+        let mut reader = BufReader::new(Trickle(parts.iter().copied().collect()));
+        let mut buf = Vec::new();
+        let mut seen = Vec::new();
+        while let Line::Text =
+            next_line(&mut reader, &mut buf, 100, at_end, &mut |_| {}, &mut || {}).expect("reads")
+        {
+            seen.push(String::from_utf8(buf.clone()).expect("utf-8"));
+        }
+        seen
+    }
+
+    #[test]
+    fn a_read_that_ends_mid_line_does_not_split_it() {
+        let parts: &[&[u8]] = &[b"{\"a\":", b"", b"1}\n{\"b\"", b"", b":2}\n"];
+        assert_eq!(lines(parts, AtEnd::MayGrow), ["{\"a\":1}\n", "{\"b\":2}\n"]);
+        assert_eq!(lines(&[b"last"], AtEnd::MayGrow), ["last"]);
+        assert_eq!(
+            lines(&[b"x\ny", b"", b"z\n"], AtEnd::Final),
+            ["x\n", "y", "z\n"]
         );
     }
 

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{Line, Source, next_line, trim_line};
+use super::input::{AtEnd, Line, Source, next_line, trim_line};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -187,7 +187,7 @@ impl Reader {
                 Flow::Next => {}
                 Flow::Stop => return Ok(()),
                 Flow::SetAside(current) => {
-                    let rest = sources.map(|(index, source)| Unread::new(index, source));
+                    let rest = sources.filter_map(|(index, source)| Unread::new(index, source));
                     let turns = self.pending.turns();
                     let turn = turns.wait(self.pending.take_seq());
                     set_aside(
@@ -208,7 +208,12 @@ impl Reader {
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
-        let mut reader = BufReader::with_capacity(256 * 1024, source.input.into_reader());
+        let name = source.name.clone();
+        let input = source
+            .input
+            .into_reader()
+            .with_context(|| format!("cannot open {name}"))?;
+        let mut reader = BufReader::with_capacity(256 * 1024, input);
         self.position.set(index, cursor.line);
         self.pending
             .start_input(index, (cursor.offset, cursor.line));
@@ -231,6 +236,16 @@ impl Reader {
             let start = cursor.offset;
             match next {
                 Line::End => break,
+                // The writer of a pipe was stopped mid-line with the run.
+                Line::Text
+                    if self.line.last() != Some(&b'\n') && self.interrupted_mid_line(&cursor) =>
+                {
+                    let reason = "not loaded: interrupted in the middle of the line";
+                    self.ledger
+                        .drop_read(index, cursor.line + 1, Dropped::Interrupted, &reason);
+                    self.pending.drop_unsent();
+                    return Ok(Flow::Stop);
+                }
                 // The scanner may be writing this line right now: leave it
                 // for the next run.
                 Line::Text if cursor.tracked && self.line.last() != Some(&b'\n') => {
@@ -259,6 +274,16 @@ impl Reader {
         } else {
             Flow::Stop
         })
+    }
+
+    /// Whether an input that ended mid-line was cut by the signal that
+    /// stops the run: a Ctrl-C reaches the writer of a pipe and the loader
+    /// together, and the end of the pipe may come first.
+    fn interrupted_mid_line(&self, cursor: &Cursor) -> bool {
+        if cursor.may_wait && !self.control.interrupted() {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        self.control.interrupted()
     }
 
     /// Whether reading must stop before the next line, and how.
@@ -298,10 +323,16 @@ impl Reader {
         let pending = RefCell::new(&mut self.pending);
         let mut spill: Option<Spill<'_>> = None;
         let handed_over = Cell::new(true);
+        let at_end = if cursor.may_wait {
+            AtEnd::Final
+        } else {
+            AtEnd::MayGrow
+        };
         let next = next_line(
             reader,
             &mut self.line,
             self.options.max_line_bytes,
+            at_end,
             &mut |bytes| {
                 if !ledger.keeps_lines() {
                     return;

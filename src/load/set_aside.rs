@@ -20,13 +20,18 @@ pub struct Unread {
 }
 
 impl Unread {
-    /// An input not started.
-    pub fn new(index: usize, source: Source) -> Unread {
+    /// An input not started; None for one that may wait for a writer,
+    /// which is left alone.
+    pub fn new(index: usize, source: Source) -> Option<Unread> {
         let cursor = Cursor::start(index, &source);
-        Unread {
-            reader: BufReader::new(source.input.into_reader()),
-            cursor,
+        if cursor.may_wait {
+            return None;
         }
+        let reader = source.input.into_reader().ok()?;
+        Some(Unread {
+            reader: BufReader::new(reader),
+            cursor,
+        })
     }
 
     /// An input read up to `cursor`.

@@ -27,6 +27,7 @@ use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refu
 use super::lock;
 use super::sink::Sink;
 use super::turns::{Turn, Turns};
+use crate::connect::SAY_EVERY;
 use crate::table;
 use session::{Commit, Failure, Session, backoff};
 
@@ -172,6 +173,8 @@ impl<'a> Writer<'a> {
         // first attempt took.
         let mut first_failure = None;
         let mut attempt = 0u32;
+        // Said at the first failure, then every few seconds while it goes on.
+        let mut said = None;
         loop {
             let reason = match self.attempt(batch, turn) {
                 Ok(()) => return Ok(()),
@@ -237,9 +240,11 @@ impl<'a> Writer<'a> {
                 self.control.fail();
                 return Err(GaveUp::Lost(reason));
             }
-            let delay = backoff(attempt).min(left);
-            log::warn!("{reason}; retrying in {:.1} s", delay.as_secs_f64());
-            self.control.sleep(delay);
+            if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
+                log::warn!("{reason}; retrying for up to {} s", left.as_secs().max(1));
+                said = Some(Instant::now());
+            }
+            self.control.sleep(backoff(attempt).min(left));
             attempt += 1;
         }
     }

@@ -57,12 +57,7 @@ impl<'a> Session<'a> {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let client = self.pool.get().map_err(|e| {
-                Failure::Transient(match crate::connect::last_error() {
-                    Some(cause) => format!("cannot connect: {cause}"),
-                    None => format!("cannot connect: {e}"),
-                })
-            })?;
+            let client = crate::connect::checkout(&self.pool).map_err(Failure::Transient)?;
             self.control.on_stop_cancel(client.cancel_token());
             self.connection = Some(client);
         }
