@@ -25,6 +25,7 @@ mod tls;
 // Faults: nothing lost, nothing twice.
 mod commit_outcome;
 mod crash;
+mod inputs;
 mod permanent_errors;
 mod reject_file;
 mod restart;

@@ -1,0 +1,228 @@
+//! How inputs are read (issue 10): a file named twice, named pipes written
+//! one after the other, a file appended to while it is read, a half line
+//! at a stop, and output paths checked before anything connects.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::markers::{assert_table_holds, finding, findings, table_markers};
+use crate::support::process::{run_ok, send_signal};
+use crate::support::run::{init, pgsense};
+use crate::support::wait::wait_during;
+use crate::support::{Scratch, SilentServer, TABLE, shared};
+
+#[test]
+fn the_same_file_under_three_names_is_loaded_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let input = scratch.write("a.ndjson", findings(1..=30));
+    let link = scratch.path().join("b.ndjson");
+    std::fs::hard_link(&input, &link).expect("hard link");
+    let symlink = scratch.path().join("c.ndjson");
+    std::os::unix::fs::symlink(&input, &symlink).expect("symbolic link");
+    let out = server
+        .pgsense(&db)
+        .current_dir(scratch.path())
+        .arg("load")
+        .arg("a.ndjson")
+        .arg("./a.ndjson")
+        .arg(&link)
+        .arg(&symlink)
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("./a.ndjson is the same file as a.ndjson: reading it once")
+        .assert_stderr_contains("30 read, 30 inserted");
+    assert_table_holds(server, &db, 1..=30);
+}
+
+/// Two named pipes whose writer fills one after the other: the second is
+/// opened only once the first is read to its end, so nothing waits forever.
+#[test]
+fn two_named_pipes_written_one_after_the_other_are_both_loaded() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let (first, second) = (scratch.path().join("fa"), scratch.path().join("fb"));
+    for fifo in [&first, &second] {
+        run_ok(
+            Command::new("mkfifo").arg(fifo),
+            Duration::from_secs(10),
+            "mkfifo",
+        );
+    }
+    let one = scratch.write("one.ndjson", findings(1..=40));
+    let two = scratch.write("two.ndjson", findings(41..=80));
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(r#"cat "$1" > "$2" && cat "$3" > "$4""#)
+        .args(["sh".as_ref(), one.as_os_str(), first.as_os_str()])
+        .args([two.as_os_str(), second.as_os_str()])
+        .spawn()
+        .expect("start the writer");
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&first)
+        .arg(&second)
+        .timeout(Duration::from_secs(30))
+        .run();
+    let _ = writer.wait();
+    out.assert_code(0)
+        .assert_stderr_contains("80 read, 80 inserted");
+    assert_table_holds(server, &db, 1..=80);
+}
+
+/// A named pipe that cannot be read is refused before connecting.
+#[test]
+fn an_unreadable_named_pipe_is_refused_before_connecting() {
+    let scratch = Scratch::new();
+    let fifo = scratch.path().join("fifo");
+    run_ok(
+        Command::new("mkfifo").args(["-m", "000"]).arg(&fifo),
+        Duration::from_secs(10),
+        "mkfifo",
+    );
+    let silent = SilentServer::new();
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .arg("load")
+        .arg(&fifo)
+        .arg(scratch.path().join("missing.ndjson"))
+        .run();
+    // As root the pipe is readable whatever its mode: the missing file
+    // after it is what stops the run then.
+    out.assert_code(66).assert_stderr_contains("cannot open");
+    assert!(!silent.was_contacted(), "{}", out.describe());
+}
+
+/// A tiny, repeatable generator of chunk sizes and pauses.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// A file appended to in chunks that end anywhere, while it is loaded
+/// without a state file: no finding is split in two, none is rejected, and
+/// what was loaded is the file's first lines, each once.
+#[test]
+fn a_file_appended_in_random_chunks_while_loaded_splits_no_line() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = scratch.write("growing.ndjson", "");
+    let text = findings(1..=400);
+    let writer = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            let mut file = OpenOptions::new().append(true).open(&input).expect("open");
+            let mut random = Lcg(7);
+            let mut bytes = text.as_bytes();
+            while !bytes.is_empty() {
+                let take = (1 + random.below(300) as usize).min(bytes.len());
+                file.write_all(&bytes[..take]).expect("append");
+                bytes = &bytes[take..];
+                std::thread::sleep(Duration::from_millis(random.below(15)));
+            }
+        })
+    };
+    let mut runs = Vec::new();
+    while !writer.is_finished() {
+        runs.push(server.pgsense(&db).arg("load").arg(&input).run());
+    }
+    writer.join().expect("the writer");
+    for out in &runs {
+        let (read, inserted, dropped) = out.summary();
+        assert_eq!(
+            (inserted, dropped),
+            (read, 0),
+            "a line was split:\n{}",
+            out.describe()
+        );
+        assert_eq!(out.code, Some(0), "{}", out.describe());
+    }
+    // Every run read the file from its start: its rows are a prefix of it.
+    let mut markers = table_markers(server, &db);
+    markers.sort_unstable();
+    let mut expected: Vec<u64> = Vec::new();
+    for out in &runs {
+        let (read, _, _) = out.summary();
+        expected.extend(1..=read);
+    }
+    expected.sort_unstable();
+    assert_eq!(markers, expected, "rows in {TABLE}");
+}
+
+/// A Ctrl-C that stops the writer of a pipe mid-line: the half line is
+/// reported as interrupted, not as invalid JSON, and goes nowhere.
+#[test]
+fn a_half_line_at_a_stop_is_interrupted_not_invalid() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let rejects = scratch.path().join("rejects.ndjson");
+    let mut load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--reject-file")
+        .arg(&rejects)
+        .spawn_piped();
+    load.stdin()
+        .write_all(findings(1..=10).as_bytes())
+        .expect("feed");
+    let half = finding(11);
+    load.stdin()
+        .write_all(&half.as_bytes()[..half.len() / 2])
+        .expect("feed");
+    load.stdin().flush().expect("flush");
+    let mut load = wait_during(load, "ten rows in", Duration::from_secs(20), || {
+        server.count(&db, TABLE) == 10
+    });
+    load.close_stdin();
+    send_signal(load.id(), "INT");
+    let out = load.wait();
+    out.assert_code(130)
+        .assert_stderr_contains("-:11: not loaded: interrupted in the middle of the line")
+        .assert_stderr_contains("11 read, 10 inserted, 1 dropped (0 invalid,");
+    assert_table_holds(server, &db, 1..=10);
+    assert_eq!(std::fs::read(&rejects).expect("reject file"), b"");
+}
+
+/// Every file a load writes is checked before it connects: one that
+/// cannot be created is 73, whichever flag named it, and nothing connects.
+#[test]
+fn every_output_path_is_checked_before_connecting() {
+    let scratch = Scratch::new();
+    let input = scratch.write("in.ndjson", findings(1..=3));
+    let missing = scratch.path().join("no-such-dir");
+    for flag in ["--metrics-file", "--state-file", "--reject-file"] {
+        let silent = SilentServer::new();
+        let started = Instant::now();
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+            .args(["--connect-timeout", "30"])
+            .arg("load")
+            .arg(flag)
+            .arg(missing.join("out"))
+            .arg(&input)
+            .run();
+        out.assert_code(73).assert_stderr_contains("no-such-dir");
+        assert!(!silent.was_contacted(), "{flag}: {}", out.describe());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{flag}: {}",
+            out.describe()
+        );
+    }
+}
