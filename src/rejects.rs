@@ -123,6 +123,21 @@ impl Rejects {
         }
     }
 
+    /// Hands what was appended so far to the kernel. Fails, now and ever
+    /// after, once a write has failed.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if self.failed.is_none()
+            && let Some(file) = &mut self.file
+            && let Err(err) = file.flush()
+        {
+            self.failed = Some(err);
+        }
+        match &self.failed {
+            Some(err) => Err(self.error(err)),
+            None => Ok(()),
+        }
+    }
+
     /// Flushes and fsyncs what was appended so far: afterwards those lines
     /// are on disk. Fails, now and ever after, once a write has failed.
     pub fn sync(&mut self) -> anyhow::Result<()> {

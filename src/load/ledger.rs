@@ -224,8 +224,12 @@ impl Ledger {
             for r in refused {
                 rejects.append(batch.part(r.timing).raw_line(r.index));
             }
+            // Written before the batch commits: on disk when a state file
+            // relies on it.
             if self.progress.is_some() {
                 rejects.sync()?;
+            } else if !batch.rejects.is_empty() || !refused.is_empty() {
+                rejects.flush()?;
             }
         }
         crash::at("rejects-written");
@@ -444,8 +448,7 @@ impl From<Origin> for Shown {
 }
 
 /// Why rows after a batch that could not be settled are not loaded.
-pub const LEFT_FOR_NEXT_RUN: &str =
-    "not loaded: left for the next run (an earlier batch could not be recorded as settled)";
+pub const LEFT_FOR_NEXT_RUN: &str = "not loaded: an earlier batch could not be settled (the same command with --state-file loads it again)";
 
 #[cfg(test)]
 mod tests {
