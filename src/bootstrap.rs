@@ -9,7 +9,7 @@
 //! error, not one failure per row).
 
 use anyhow::{Context, Result, bail};
-use postgres::Client;
+use postgres::{Client, Transaction};
 
 use crate::config::Settings;
 use crate::pg_error::db_error;
@@ -23,6 +23,42 @@ const LOCK_CLASS: i32 = 0x7067_7370;
 
 /// Runs the bootstrap on `client`.
 pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
+    in_transaction(client, Ending::Commit, |tx| bootstrap_in(tx, settings))
+}
+
+/// Everything `load` needs, checked without writing anything: for
+/// `pgsense-pg check`.
+pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
+    in_transaction(client, Ending::Rollback, |tx| preflight_in(tx, settings))
+}
+
+/// How a transaction of the bootstrap ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Commit,
+    Rollback,
+}
+
+/// Runs `work` in one transaction: behind a transaction-pooling PgBouncer a
+/// statement is prepared and run on the same server connection only inside
+/// one, and settings made with SET LOCAL hold only there.
+fn in_transaction<T>(
+    client: &mut Client,
+    ending: Ending,
+    work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut tx = client.transaction().map_err(db_error)?;
+    tx.batch_execute(&crate::connect::session_settings(None))
+        .map_err(db_error)?;
+    let done = work(&mut tx)?;
+    match ending {
+        Ending::Commit => tx.commit().map_err(db_error)?,
+        Ending::Rollback => tx.rollback().map_err(db_error)?,
+    }
+    Ok(done)
+}
+
+fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<BootstrapReport> {
     let (schema, table) = (&settings.schema.value, &settings.table.value);
     let qualified = format!("{schema}.{table}");
     let mut report = BootstrapReport::new();
@@ -122,7 +158,7 @@ impl Check {
 
 /// Checks that the existing table can take every row the loader writes, and
 /// that this role may write it: the first problem is the error.
-fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
+fn check_table(client: &mut Transaction<'_>, settings: &Settings) -> Result<()> {
     for check in table_checks(client, settings)? {
         if let Some(problem) = check.problem {
             bail!("{problem}");
@@ -131,9 +167,7 @@ fn check_table(client: &mut Client, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Everything `load` needs, checked without writing anything: for
-/// `pgsense-pg check`.
-pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
+fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec<Check>> {
     let (schema, user) = (&settings.schema.value, &settings.username.value);
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
@@ -200,7 +234,7 @@ pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>>
 }
 
 /// The checks of an existing table: kind, grants, columns.
-fn table_checks(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
+fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec<Check>> {
     let relation = Relation::inspect(client, settings)?;
     let mut checks = Vec::new();
     if relation.read_only {
@@ -261,7 +295,7 @@ impl Relation {
          WHERE n.nspname = $1 AND c.relname = $2
          ORDER BY s.oid NULLS LAST LIMIT 1";
 
-    fn inspect(client: &mut Client, settings: &Settings) -> Result<Relation> {
+    fn inspect(client: &mut Transaction<'_>, settings: &Settings) -> Result<Relation> {
         let (schema, table) = (&settings.schema.value, &settings.table.value);
         let row = client
             .query_one(Relation::SQL, &[schema, table])
@@ -343,7 +377,7 @@ struct TableColumn {
 }
 
 impl TableColumn {
-    fn read(client: &mut Client, oid: u32, qualified: &str) -> Result<Vec<TableColumn>> {
+    fn read(client: &mut Transaction<'_>, oid: u32, qualified: &str) -> Result<Vec<TableColumn>> {
         let rows = client
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull,

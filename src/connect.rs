@@ -126,6 +126,24 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
         .build_unchecked(manager)
 }
 
+/// The settings every transaction makes for itself, with SET LOCAL: no
+/// startup option (PgBouncer refuses them) and nothing that outlives the
+/// transaction (a pooler hands the server connection to others). A lock
+/// held by someone else (a long ALTER, a LOCK TABLE) must not hold the run
+/// forever: waiting fails after a while, and the batch is retried within
+/// --retry-for. With `schema`, the findings schema comes first in
+/// search_path, for triggers and defaults that name things unqualified.
+pub fn session_settings(schema: Option<&str>) -> String {
+    let mut sql = format!("SET LOCAL lock_timeout = '{}s'", LOCK_TIMEOUT.as_secs());
+    if let Some(schema) = schema {
+        sql.push_str(&format!(
+            "; SET LOCAL search_path = \"{}\", public",
+            schema.replace('"', "\"\"")
+        ));
+    }
+    sql
+}
+
 fn pg_config(settings: &Settings) -> postgres::Config {
     let mut config = postgres::Config::new();
     config
@@ -134,17 +152,6 @@ fn pg_config(settings: &Settings) -> postgres::Config {
         .dbname(&settings.dbname.value)
         .user(&settings.username.value)
         .application_name("pgsense-pg")
-        // The pool's connections all start with the findings schema first in
-        // search_path: set at connection start-up, so it costs no round trip
-        // and holds for every checkout.
-        // A lock held by someone else (a long ALTER, a LOCK TABLE) must not
-        // hold the run forever: waiting fails after a while, and the batch
-        // is retried within --retry-for.
-        .options(&format!(
-            "-c search_path=\"{}\" -c lock_timeout={}s",
-            settings.schema,
-            LOCK_TIMEOUT.as_secs()
-        ))
         .connect_timeout(settings.connect_timeout)
         // A peer that vanishes mid-run must end the run, not hang it: data
         // left unacknowledged (mid-COPY, where keepalives are not sent), or

@@ -22,9 +22,7 @@ pub fn recover(state: &mut StateFile, client: &mut postgres::Client) -> Result<(
 fn status(client: &mut postgres::Client, txid: i64) -> Result<TxStatus> {
     let started = Instant::now();
     loop {
-        let status: Option<String> = client
-            .query_one("SELECT txid_status($1)", &[&txid])
-            .and_then(|row| row.try_get(0))
+        let status = crate::load::txid_status(client, txid)
             .with_context(|| {
                 format!(
                     "cannot ask the server whether transaction {txid} of the last run committed"

@@ -49,6 +49,7 @@ pub use control::StopReason;
 pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
+pub use writer::txid_status;
 
 /// How a load runs.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +138,7 @@ fn start(
     // while the reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(crate::connect::POOL_SIZE as usize);
     let receiver = Arc::new(Mutex::new(receiver));
-    let copy = Copy::new(&settings.qualified_table(), options.retry_for);
+    let copy = Copy::new(settings, options.retry_for);
     let mut writers = Vec::new();
     for index in 0..writer_count {
         let shares = Shares {

@@ -16,6 +16,8 @@
 
 mod session;
 
+pub use session::txid_status;
+
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -27,23 +29,28 @@ use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refu
 use super::lock;
 use super::sink::Sink;
 use super::turns::{Turn, Turns};
-use crate::connect::SAY_EVERY;
+use crate::config::Settings;
+use crate::connect::{SAY_EVERY, session_settings};
 use crate::table;
 use session::{Commit, Failure, Session, backoff};
 
-/// The COPY statements of the table, and how long to retry.
+/// The COPY statements of the table, what each transaction sets first, and
+/// how long to retry.
 #[derive(Clone)]
 pub struct Copy {
     timed: String,
     untimed: String,
+    settings: String,
     retry_for: Duration,
 }
 
 impl Copy {
-    pub fn new(qualified_table: &str, retry_for: Duration) -> Copy {
+    pub fn new(settings: &Settings, retry_for: Duration) -> Copy {
+        let qualified_table = settings.qualified_table();
         Copy {
-            timed: table::copy_sql(qualified_table, true),
-            untimed: table::copy_sql(qualified_table, false),
+            timed: table::copy_sql(&qualified_table, true),
+            untimed: table::copy_sql(&qualified_table, false),
+            settings: session_settings(Some(&settings.schema.value)),
             retry_for,
         }
     }
@@ -255,7 +262,7 @@ impl<'a> Writer<'a> {
         let txid = if batch.rows() == 0 {
             None
         } else {
-            let txid = self.session.begin()?;
+            let txid = self.session.begin(&self.copy.settings)?;
             for rows in batch.parts() {
                 if let Err(failure) = self.copy_rows(rows, &mut refused) {
                     self.session.rollback();

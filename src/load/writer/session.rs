@@ -68,13 +68,13 @@ impl<'a> Session<'a> {
     /// committed. The commit is durable before it is acknowledged, and
     /// deferred constraints are checked row by row, where a refused row can
     /// be told apart.
-    pub fn begin(&mut self) -> Result<i64, Failure> {
+    pub fn begin(&mut self, settings: &str) -> Result<i64, Failure> {
         let client = self.connect()?;
         let messages = client
-            .simple_query(
-                "BEGIN; SET LOCAL synchronous_commit = on; SET CONSTRAINTS ALL IMMEDIATE; \
-                 SELECT txid_current()",
-            )
+            .simple_query(&format!(
+                "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
+                 SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current()"
+            ))
             .map_err(|e| classify(&e))?;
         messages
             .iter()
@@ -140,12 +140,10 @@ impl<'a> Session<'a> {
     pub fn resolve(&mut self, txid: i64, deadline: Instant) -> Option<bool> {
         let mut attempt = 0;
         loop {
-            let status = self.connect().ok().and_then(|client| {
-                client
-                    .query_one("SELECT txid_status($1)", &[&txid])
-                    .ok()
-                    .map(|row| row.get::<_, Option<String>>(0))
-            });
+            let status = self
+                .connect()
+                .ok()
+                .and_then(|client| txid_status(client, txid).ok());
             match status.flatten().as_deref() {
                 Some("committed") => return Some(true),
                 Some("aborted") => return Some(false),
@@ -161,6 +159,24 @@ impl<'a> Session<'a> {
             attempt += 1;
         }
     }
+}
+
+/// What the server says of transaction `txid`: "committed", "aborted", "in
+/// progress", or None when it is too old to know. A simple query: behind a
+/// transaction-pooling PgBouncer, a prepared statement could be run on
+/// another server connection than the one that prepared it.
+pub fn txid_status(
+    client: &mut postgres::Client,
+    txid: i64,
+) -> Result<Option<String>, postgres::Error> {
+    let messages = client.simple_query(&format!("SELECT txid_status({txid})"))?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .flatten())
 }
 
 /// COPY FROM STDIN of `data`.
