@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::markers::{assert_table_holds_after, write_findings};
-use crate::support::proxy::{CommitCutter, CutAt};
+use crate::support::proxy::{After, CommitCutter, CutAt};
 use crate::support::run::init;
 use crate::support::{Scratch, shared};
 
@@ -61,4 +61,49 @@ fn a_commit_that_never_arrives_is_resent_without_loss() {
 #[test]
 fn a_fatal_error_right_after_a_commit_does_not_resend_the_batch() {
     commit_cut(CutAt::FatalAfterAnswer);
+}
+
+/// The answer to a batch's COMMIT is lost and the server then looks gone
+/// for longer than --retry-for: with a state file the batch is neither
+/// resent nor written to the reject file, and the next run asks the server
+/// whether it committed (issue 10).
+#[test]
+fn an_unknown_commit_outcome_is_settled_by_the_next_run() {
+    const COUNT: u64 = 6_000;
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", COUNT);
+    let state = scratch.path().join("state");
+    let rejects = scratch.path().join("rejects.ndjson");
+    let load = |port: u16| {
+        server
+            .pgsense(&db)
+            .args(["--port", &port.to_string(), "--connect-timeout", "2"])
+            .arg("load")
+            .args(["--batch-rows", "500", "--retry-for", "2"])
+            .arg("--state-file")
+            .arg(&state)
+            .arg("--reject-file")
+            .arg(&rejects)
+            .arg(&input)
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let proxy = CommitCutter::start_then(server.port(), CutAt::AnswerLost, After::Refuse);
+    let cut = load(proxy.port);
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", cut.describe());
+    cut.assert_code(75)
+        .assert_stderr_contains("may or may not be in the table");
+    assert_eq!(
+        std::fs::read(&rejects).expect("reject file"),
+        b"",
+        "lines of unknown outcome were written to the reject file\n{}",
+        cut.describe()
+    );
+    let again = load(server.port());
+    again.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=COUNT, Some(&again));
+    assert_eq!(std::fs::read(&rejects).expect("reject file"), b"");
 }

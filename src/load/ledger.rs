@@ -329,6 +329,9 @@ impl Ledger {
     /// Settles lines the reader wrote to the reject file itself (a long
     /// line, or input set aside), up to `end` of input `source`.
     pub fn written(&self, source: usize, end: (u64, u64), turn: &Turn<'_>) {
+        if turn.gap() {
+            return;
+        }
         let synced = match (&self.rejects, &self.progress) {
             (Some(rejects), Some(_)) => lock(rejects).sync(),
             _ => Ok(()),

@@ -341,15 +341,19 @@ impl Reader {
                     let mut pending = pending.borrow_mut();
                     handed_over.set(pending.flush() && handed_over.get());
                     let turn = turns.wait(pending.take_seq());
-                    let rejects = ledger.hold_rejects().expect("a reject file is kept");
-                    let before = rejects.len();
+                    // After a batch that could not be settled, nothing more
+                    // is written: the next run reads the line again.
+                    let rejects = (!turn.gap()).then(|| ledger.hold_rejects()).flatten();
+                    let before = rejects.as_ref().map_or(0, |r| r.len());
                     Spill {
                         turn,
                         rejects,
                         before,
                     }
                 });
-                spill.rejects.append(bytes);
+                if let Some(rejects) = &mut spill.rejects {
+                    rejects.append(bytes);
+                }
             },
             // About to wait for a writer on the other end of a pipe: hand
             // over every row read so far, so none waits in memory, and say
@@ -364,7 +368,7 @@ impl Reader {
         control.set_reader_idle(false);
         if let Some(Spill {
             turn,
-            mut rejects,
+            rejects: Some(mut rejects),
             before,
         }) = spill
         {
@@ -430,10 +434,11 @@ impl Reader {
     }
 }
 
-/// A long line being written to the reject file, in the reader's turn.
+/// A long line being written to the reject file, in the reader's turn
+/// (not written after a batch that could not be settled).
 struct Spill<'t> {
     turn: Turn<'t>,
-    rejects: MutexGuard<'t, Rejects>,
+    rejects: Option<MutexGuard<'t, Rejects>>,
     /// The reject file's length before the line.
     before: u64,
 }

@@ -39,8 +39,21 @@ pub struct CommitCutter {
 pub const SSL_REQUEST: u32 = 80_877_103;
 pub const GSSENC_REQUEST: u32 = 80_877_104;
 
+/// What the proxy does with connections after its cut.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Relays them unchanged.
+    Relay,
+    /// Refuses them: the server looks gone for good.
+    Refuse,
+}
+
 impl CommitCutter {
     pub fn start(upstream: u16, at: CutAt) -> CommitCutter {
+        CommitCutter::start_then(upstream, at, After::Relay)
+    }
+
+    pub fn start_then(upstream: u16, at: CutAt, after: After) -> CommitCutter {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
             .set_nonblocking(true)
@@ -50,7 +63,8 @@ impl CommitCutter {
         let stop = Arc::new(AtomicBool::new(false));
         let (accepted_cuts, accepting) = (Arc::clone(&cuts), Arc::clone(&stop));
         thread::spawn(move || {
-            while !accepting.load(Ordering::SeqCst) {
+            let cut = || accepted_cuts.load(Ordering::SeqCst) > 0;
+            while !accepting.load(Ordering::SeqCst) && !(after == After::Refuse && cut()) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let cuts = Arc::clone(&accepted_cuts);
