@@ -63,8 +63,11 @@ impl CommitCutter {
         let stop = Arc::new(AtomicBool::new(false));
         let (accepted_cuts, accepting) = (Arc::clone(&cuts), Arc::clone(&stop));
         thread::spawn(move || {
-            let cut = || accepted_cuts.load(Ordering::SeqCst) > 0;
-            while !accepting.load(Ordering::SeqCst) && !(after == After::Refuse && cut()) {
+            let done = || {
+                accepting.load(Ordering::SeqCst)
+                    || (after == After::Refuse && accepted_cuts.load(Ordering::SeqCst) > 0)
+            };
+            while !done() {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let cuts = Arc::clone(&accepted_cuts);
