@@ -226,3 +226,38 @@ fn every_output_path_is_checked_before_connecting() {
         );
     }
 }
+
+/// `-` is standard input for inputs, but an output named `-` would be a
+/// file called "-": refused (issue 12).
+#[test]
+fn an_output_named_dash_is_refused() {
+    let scratch = Scratch::new();
+    let input = scratch.write("in.ndjson", findings(1..=2));
+    for flag in ["--reject-file", "--state-file", "--metrics-file"] {
+        let out = pgsense()
+            .current_dir(scratch.path())
+            .arg("load")
+            .args([flag, "-"])
+            .arg(&input)
+            .run();
+        out.assert_code(2).assert_stderr_contains("name a file");
+        assert!(
+            !scratch.path().join("-").exists(),
+            "{flag} created a file named -"
+        );
+    }
+}
+
+/// A file whose lines end with CR alone reads as one line: the reason says
+/// how to convert it (issue 12).
+#[test]
+fn cr_only_line_endings_get_a_hint() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let input = scratch.write("mac.ndjson", findings(1..=3).replace('\n', "\r"));
+    let out = server.pgsense(&db).arg("load").arg(&input).run();
+    out.assert_code(65)
+        .assert_stderr_contains("mac.ndjson:1: ")
+        .assert_stderr_contains("convert it first");
+}

@@ -2,6 +2,7 @@
 //! the load, and report how it ended (also for a run that never started).
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -45,6 +46,18 @@ struct Files {
 /// Opens the state file, the inputs and the reject file, and checks that
 /// the metrics file can be written: a mistake in any costs nothing yet.
 fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
+    for (flag, path) in [
+        ("--reject-file", &args.reject_file),
+        ("--state-file", &args.state_file),
+        ("--metrics-file", &args.metrics_file),
+    ] {
+        if path.as_deref() == Some(Path::new("-")) {
+            return Err(anyhow::anyhow!(
+                "{flag} - would write to a file named \"-\", not to standard output: name a file"
+            ))
+            .status(Status::Usage);
+        }
+    }
     let state = match &args.state_file {
         Some(path) if !args.dry_run => Some(StateFile::open(path)?),
         _ => None,
@@ -185,7 +198,11 @@ fn finish_summary(
         seconds: started.elapsed().as_secs_f64(),
         status,
     };
-    if let Some(path) = &args.metrics_file
+    // `-` was refused as a metrics file: nothing is written there.
+    if let Some(path) = args
+        .metrics_file
+        .as_deref()
+        .filter(|p| *p != Path::new("-"))
         && let Err(err) = summary.write_metrics(path)
     {
         exit::print_error(&err);

@@ -415,6 +415,7 @@ impl Reader {
             }
             Kind::Blank => self.pending.skip(end),
             Kind::Invalid { raw, reason } => {
+                let reason = with_hint(raw, reason.0);
                 self.ledger
                     .drop_read(index, number, Dropped::Invalid, &reason);
                 self.pending.reject(raw, end);
@@ -431,6 +432,20 @@ impl Reader {
             }
         }
         true
+    }
+}
+
+/// The reason a line is invalid, with a hint when its line endings are
+/// CR alone (old Mac style), which makes the whole file one line.
+fn with_hint(raw: &[u8], reason: String) -> String {
+    let text = trim_line(raw);
+    if memchr::memchr(b'\r', text).is_some() {
+        format!(
+            "{reason} (the line holds carriage returns: if the file ends lines with CR alone, \
+             convert it first, e.g. with tr '\\r' '\\n')"
+        )
+    } else {
+        reason
     }
 }
 
