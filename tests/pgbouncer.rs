@@ -5,15 +5,17 @@
 //! fault guarantees through it (server backends killed behind it, PgBouncer
 //! itself restarted mid-load).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
 use postgres::SimpleQueryMessage;
 
-use crate::support::markers::{assert_table_holds_after, findings};
+use crate::support::markers::{assert_table_holds_after, findings, write_findings};
 use crate::support::pgbouncer::{self, PgBouncer, PoolMode};
-use crate::support::run::init;
+use crate::support::run::{Outcome, Pgsense, init};
+use crate::support::wait::wait_during;
 use crate::support::{PgServer, Scratch, TABLE, shared};
 
 /// Findings in the ordinary loads: with [`SMALL_BATCH`], a hundred
@@ -243,4 +245,165 @@ fn init_and_check_work_through_pgbouncer_in_transaction_pooling() {
         "no ok line names {TABLE}\n{}",
         out.describe()
     );
+}
+
+/// Findings in the fault loads: enough that the load lasts a few seconds
+/// through PgBouncer, so faults land in the middle of it.
+const FAULT_FINDINGS: u64 = 100_000;
+
+/// Rows per batch in the fault loads.
+const FAULT_BATCH: &str = "500";
+
+/// A bound on a run that faults slow down, generous for a busy machine.
+const FAULT_RUN: Duration = Duration::from_secs(240);
+
+/// The fault loads' command: a state file, so that a run that gives up is
+/// completed by the same command again.
+fn fault_load(bouncer: &PgBouncer, db: &str, input: &Path, state: &Path) -> Pgsense {
+    bouncer
+        .pgsense(db)
+        .arg("load")
+        .args(["--batch-rows", FAULT_BATCH])
+        .arg("--state-file")
+        .arg(state)
+        .arg(input)
+        .timeout(FAULT_RUN)
+}
+
+/// A run that a fault made give up (75) is followed by the same command
+/// again, which must end the load; the last run's outcome.
+fn completed(first: Outcome, again: impl FnOnce() -> Outcome) -> Outcome {
+    match first.code {
+        Some(0) => first,
+        Some(75) => {
+            let out = again();
+            out.assert_code(0);
+            out
+        }
+        _ => panic!("expected 0, or 75 and a second run\n{}", first.describe()),
+    }
+}
+
+/// The loader's server-side backends, behind a transaction-pooling
+/// PgBouncer, terminated again and again mid-load: PgBouncer cuts the
+/// client whose server connection died, the writers reconnect through it,
+/// ask txid_status (a simple query, on whichever server connection) and
+/// resend, and every finding is in the table exactly once.
+#[test]
+fn server_backends_killed_behind_pgbouncer_lose_and_duplicate_nothing() {
+    const KILLS: usize = 10;
+    let server = shared();
+    let db = server.new_database();
+    let Some((bouncer, _)) = bouncer(server, PoolMode::Transaction, 2) else {
+        return;
+    };
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", FAULT_FINDINGS);
+    let state = scratch.path().join("state");
+    let load = fault_load(&bouncer, &db, &input, &state).spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(60), || {
+        server.count(&db, TABLE) > 0
+    });
+    let stop = AtomicBool::new(false);
+    let killed = AtomicUsize::new(0);
+    let first = thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) && killed.load(Ordering::SeqCst) < KILLS {
+                let terminated = server.query_one(
+                    &db,
+                    "select count(*) filter (where pg_terminate_backend(pid)) \
+                     from pg_stat_activity \
+                     where application_name = 'pgsense-pg' and datname = current_database()",
+                );
+                let terminated: usize = terminated.and_then(|n| n.parse().ok()).expect("a count");
+                killed.fetch_add(terminated, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let out = load.wait();
+        stop.store(true, Ordering::SeqCst);
+        out
+    });
+    let killed = killed.into_inner();
+    assert!(
+        killed >= 2,
+        "only {killed} backends were terminated before the load ended: nothing was tested\n{}",
+        first.describe()
+    );
+    let last = completed(first, || fault_load(&bouncer, &db, &input, &state).run());
+    assert_table_holds_after(server, &db, 1..=FAULT_FINDINGS, Some(&last));
+}
+
+/// PgBouncer itself stopped (SIGTERM: every client and server connection
+/// cut) and started again on the same port, twice, in the middle of a
+/// load: the writers reconnect once it is back and every finding is in the
+/// table exactly once.
+#[test]
+fn pgbouncer_restarted_mid_load_loses_and_duplicates_nothing() {
+    let server = shared();
+    let db = server.new_database();
+    let Some((bouncer, binary)) = bouncer(server, PoolMode::Transaction, 2) else {
+        return;
+    };
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", FAULT_FINDINGS);
+    let state = scratch.path().join("state");
+    let load = fault_load(&bouncer, &db, &input, &state).spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(60), || {
+        server.count(&db, TABLE) > 0
+    });
+    bouncer.restart(&binary);
+    let after_first = server.count(&db, TABLE);
+    let mut load = wait_during(
+        load,
+        "more rows after the restart",
+        Duration::from_secs(60),
+        || server.count(&db, TABLE) > after_first,
+    );
+    bouncer.restart(&binary);
+    // Still running once the second restart is over: its connections were
+    // cut under it twice.
+    let spanned = !load.has_exited();
+    let first = load.wait();
+    assert!(
+        spanned,
+        "the load was over before the restarts ended: nothing was tested\n{}",
+        first.describe()
+    );
+    let last = completed(first, || fault_load(&bouncer, &db, &input, &state).run());
+    assert_table_holds_after(server, &db, 1..=FAULT_FINDINGS, Some(&last));
+}
+
+/// A run killed between journaling a batch's transaction and its COMMIT,
+/// and one killed right after a COMMIT, behind a transaction-pooling
+/// PgBouncer: the next run asks txid_status for the journaled transaction
+/// through PgBouncer, on whichever server connection it is handed, and
+/// resends exactly what did not commit.
+#[test]
+fn a_run_killed_behind_pgbouncer_is_completed_once_by_the_next() {
+    let server = shared();
+    let db = server.new_database();
+    let Some((bouncer, _)) = bouncer(server, PoolMode::Transaction, 2) else {
+        return;
+    };
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", FINDINGS);
+    let state = scratch.path().join("state");
+    for point in ["journaled:3", "committed:5"] {
+        let out = fault_load(&bouncer, &db, &input, &state)
+            .env("PGSENSE_PG_CRASH_AT", point)
+            .run();
+        assert_eq!(
+            out.code,
+            None,
+            "expected a kill at {point}\n{}",
+            out.describe()
+        );
+    }
+    let last = fault_load(&bouncer, &db, &input, &state).run();
+    last.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=FINDINGS, Some(&last));
 }
