@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod init;
 mod load;
+mod pgbouncer;
 mod resources;
 mod tls;
 

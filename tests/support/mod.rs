@@ -1,10 +1,11 @@
-//! The test harness: a throwaway PostgreSQL server ([`pg`]), the binary run
-//! in a scrubbed environment ([`run`]), made-up findings and the rows they
-//! must become ([`findings`]), findings with markers for the fault tests
-//! ([`markers`]), bounded child processes ([`process`]) and waits
-//! ([`wait`]), what a run reports ([`report`], [`prometheus`]), a proxy
-//! that cuts a COMMIT ([`proxy`]), TLS material ([`tls`]) and scratch
-//! directories for input and config files ([`Scratch`]).
+//! The test harness: a throwaway PostgreSQL server ([`pg`]) and a PgBouncer
+//! in front of one ([`pgbouncer`]), the binary run in a scrubbed
+//! environment ([`run`]), made-up findings and the rows they must become
+//! ([`findings`]), findings with markers for the fault tests ([`markers`]),
+//! bounded child processes ([`process`]) and waits ([`wait`]), what a run
+//! reports ([`report`], [`prometheus`]), a proxy that cuts a COMMIT
+//! ([`proxy`]), TLS material ([`tls`]) and scratch directories for input
+//! and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
 // not called by today's tests is not dead.
@@ -13,6 +14,7 @@
 pub mod findings;
 pub mod markers;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

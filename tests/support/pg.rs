@@ -484,7 +484,7 @@ fn assert_traversable_by_others(dir: &Path) {
 }
 
 /// (uid, gid) of `nobody` when we run as root, None otherwise.
-fn unprivileged_user() -> Option<(u32, u32)> {
+pub fn unprivileged_user() -> Option<(u32, u32)> {
     let id = |args: &[&str]| -> u32 {
         let out = process::run_ok(Command::new("id").args(args), Duration::from_secs(10), "id");
         out.stdout
