@@ -28,6 +28,7 @@ mod crash;
 mod permanent_errors;
 mod reject_file;
 mod restart;
+mod retry;
 mod signals;
 mod state_file;
 
