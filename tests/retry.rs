@@ -1,16 +1,18 @@
 //! `--retry-for` is the whole budget (issue 10): from the first failure of a
 //! batch to giving up, connects included, with a warning at the first
-//! failure and then every few seconds. Tests that stop a server take a
-//! private one.
+//! failure and then every few seconds; and the transient failures of many
+//! loaders at once (too many clients, at startup and mid-run) are retried
+//! within it. Tests that stop or reconfigure a server take a private one.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::markers::{finding, findings};
-use crate::support::run::{Outcome, init};
-use crate::support::wait::wait_during;
-use crate::support::{TABLE, private};
+use crate::support::markers::{assert_table_holds, finding, findings};
+use crate::support::run::{Outcome, Started, init};
+use crate::support::wait::{wait_during, wait_until};
+use crate::support::{Scratch, TABLE, private, private_with};
 
 /// The --connect-timeout of the runs below: the budget may overrun
 /// --retry-for by one connect at most.
@@ -113,4 +115,91 @@ fn retry_for_0_gives_up_after_one_attempt() {
         "--retry-for 0 retries nothing\n{}",
         out.describe()
     );
+}
+
+/// Twenty loaders started together against max_connections = 10, each
+/// with findings of its own for the same table: "sorry, too many clients
+/// already", at startup and for a writer's second connection, is retried
+/// within --retry-for (60 s by default), every loader exits 0, and the
+/// table holds every finding once.
+///
+/// The loaders start against a server with three free slots, the others
+/// held by the test until the server has turned a loader away; then they
+/// are all freed at once, and twenty loaders that want two connections
+/// each share ten.
+#[test]
+fn many_loaders_at_once_against_few_connections_each_load_everything_once() {
+    const LOADERS: u64 = 20;
+    const EACH: u64 = 2000;
+    const MAX_CONNECTIONS: usize = 10;
+    // Not fewer: the backends of the harness's own connections so far may
+    // still be on their way out.
+    const FREE: usize = 3;
+    let server = private_with(&[&format!("max_connections = {MAX_CONNECTIONS}")]);
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let inputs: Vec<PathBuf> = (0..LOADERS)
+        .map(|i| {
+            let markers = i * EACH + 1..=(i + 1) * EACH;
+            scratch.write(&format!("findings-{i}.ndjson"), findings(markers))
+        })
+        .collect();
+    let held: Vec<_> = (0..MAX_CONNECTIONS - FREE)
+        .map(|_| server.client(&db))
+        .collect();
+    let loads: Vec<Started> = inputs
+        .iter()
+        .map(|input| {
+            server
+                .pgsense(&db)
+                .arg("load")
+                .args(["--batch-rows", "200"])
+                .arg(input)
+                .timeout(Duration::from_secs(90))
+                .spawn()
+        })
+        .collect();
+    wait_until(
+        "loader turned away for too many clients",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(server.log_file())
+                .is_ok_and(|log| log.contains("too many clients"))
+        },
+    );
+    drop(held);
+    let outs: Vec<Outcome> = loads.into_iter().map(Started::wait).collect();
+    let failed: Vec<String> = outs
+        .iter()
+        .enumerate()
+        .filter(|(_, out)| out.code != Some(0))
+        .map(|(i, out)| {
+            let last = out.stderr.lines().last().unwrap_or_default();
+            format!(
+                "loader {i}: exit {:?} after {:?}: {last}",
+                out.code, out.elapsed
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {LOADERS} loaders failed:\n{}\n--- the first of them ---\n{}",
+        failed.len(),
+        failed.join("\n"),
+        outs.iter()
+            .find(|out| out.code != Some(0))
+            .map(Outcome::describe)
+            .unwrap_or_default()
+    );
+    for out in &outs {
+        out.assert_stderr_contains(&format!("{EACH} read, {EACH} inserted, 0 dropped"));
+    }
+    assert!(
+        outs.iter()
+            .any(|out| out.stderr.contains("too many clients")),
+        "no loader said it was turned away for too many clients and tried again\n{}",
+        outs[0].describe()
+    );
+    assert_table_holds(&server, &db, 1..=LOADERS * EACH);
 }

@@ -25,7 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use findings::{Finding, Shape};
-pub use pg::{PgServer, private, shared};
+pub use pg::{PgServer, private, private_with, shared};
 pub use run::pgsense;
 
 /// The findings table, where the tests leave schema and table at their
