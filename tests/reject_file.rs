@@ -1,14 +1,19 @@
 //! `--reject-file` (issue 4, "Tests"): every dropped line as read, a long
 //! line never split by others, a reject file that is an input refused, one
-//! that cannot be written failing the run.
+//! that cannot be written failing the run, and (issue 10) one whose disk
+//! fills committing nothing it cannot record.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::markers::{each_once, finding, finding_with_sample, findings, table_markers};
+use crate::support::markers::{
+    each_once, each_once_after, file_markers, finding, finding_with_sample, findings, table_markers,
+};
 use crate::support::run::{Outcome, init};
+use crate::support::tmpfs::Tmpfs;
 use crate::support::wait::wait_during;
 use crate::support::{Scratch, TABLE, shared};
 
@@ -347,4 +352,117 @@ fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
         "the state moved past a dropped line the reject file does not hold\n{}",
         out.describe()
     );
+}
+
+/// The markers of the whole lines of a reject file, leaving out a last line
+/// without its newline (what a failed write may leave).
+fn whole_line_markers(path: &Path) -> BTreeSet<u64> {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    bytes
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|line| line.ends_with(b"\n"))
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_slice(line)
+                .unwrap_or_else(|e| panic!("not a finding ({e}): {}", show(line)));
+            json["lsn"].as_u64().expect("every finding has an lsn")
+        })
+        .collect()
+}
+
+/// Asserts that `what` holds exactly the findings `expected`.
+#[track_caller]
+fn assert_holds(what: &str, holds: &BTreeSet<u64>, expected: &BTreeSet<u64>, out: &Outcome) {
+    let missing: Vec<_> = expected.difference(holds).take(10).collect();
+    let extra: Vec<_> = holds.difference(expected).take(10).collect();
+    assert!(
+        holds == expected,
+        "{what} holds {} findings, expected {}; missing for example {missing:?}, \
+         unexpected for example {extra:?}\n{}",
+        holds.len(),
+        expected.len(),
+        out.describe()
+    );
+}
+
+/// The reject file on a disk that fills during a run with a state file
+/// (issue 10): the run fails naming the reject file, and commits no batch
+/// whose dropped lines the file does not hold. Once there is room again,
+/// the same command completes the picture: every line once, in the table
+/// or in the reject file, which holds whole lines only.
+#[test]
+fn a_reject_file_on_a_full_disk_commits_nothing_unrecorded_and_the_rerun_completes_it() {
+    const LINES: u64 = 15_000;
+    // Every third line is invalid (a bad severity, still JSON with its
+    // marker): some 5000 dropped lines of about 370 bytes, where the disk
+    // has room for a megabyte.
+    let invalid = |marker: u64| marker.is_multiple_of(3);
+    let Some(disk) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let filler = disk.path().join("filler");
+    fs::write(&filler, vec![0u8; 7 << 20]).expect("fill the tmpfs but a megabyte");
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let text: String = (1..=LINES)
+        .map(|m| {
+            if invalid(m) {
+                finding(m).replace("\"HIGH\"", "\"NOPE\"") + "\n"
+            } else {
+                finding(m) + "\n"
+            }
+        })
+        .collect();
+    let input = scratch.write("findings.ndjson", text);
+    let rejects = disk.path().join("rejects.ndjson");
+    let load = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--batch-rows", "500"])
+            .arg("--state-file")
+            .arg(scratch.path().join("state"))
+            .arg("--reject-file")
+            .arg(&rejects)
+            .arg(&input)
+            .run()
+    };
+
+    let full = load();
+    full.assert_code(1)
+        .assert_stderr_contains(&format!("cannot write reject file {}", rejects.display()));
+    let in_table = each_once_after(&table_markers(server, &db), "the table", Some(&full));
+    let last = in_table.last().copied().unwrap_or(0);
+    assert!(
+        last > 0 && in_table.len() < (1..=LINES).filter(|&m| !invalid(m)).count(),
+        "the disk did not fill in the middle of the run: {} rows committed\n{}",
+        in_table.len(),
+        full.describe()
+    );
+    // Batches settle in input order: every invalid line before the last
+    // committed row belongs to a committed batch.
+    let recorded = whole_line_markers(&rejects);
+    let unrecorded: Vec<u64> = (1..last)
+        .filter(|&m| invalid(m) && !recorded.contains(&m))
+        .collect();
+    assert!(
+        unrecorded.is_empty(),
+        "rows up to line {last} were committed though {} dropped lines before it are not \
+         in the reject file, for example {:?}\n{}",
+        unrecorded.len(),
+        &unrecorded[..unrecorded.len().min(10)],
+        full.describe()
+    );
+
+    fs::remove_file(&filler).expect("free the tmpfs");
+    let rerun = load();
+    rerun.assert_code(65);
+    let in_table = each_once_after(&table_markers(server, &db), "the table", Some(&rerun));
+    let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(&rerun));
+    let (bad, good): (BTreeSet<u64>, BTreeSet<u64>) = (1..=LINES).partition(|&m| invalid(m));
+    assert_holds("the table", &in_table, &good, &rerun);
+    assert_holds("the reject file", &rejected, &bad, &rerun);
+    let bytes = fs::read(&rejects).expect("read the reject file");
+    assert!(bytes.ends_with(b"\n"), "the reject file ends mid-line");
 }

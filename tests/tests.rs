@@ -30,6 +30,7 @@ mod inputs;
 mod permanent_errors;
 mod reject_file;
 mod restart;
+mod retry;
 mod signals;
 mod state_file;
 

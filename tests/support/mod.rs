@@ -4,8 +4,8 @@
 //! ([`findings`]), findings with markers for the fault tests ([`markers`]),
 //! bounded child processes ([`process`]) and waits ([`wait`]), what a run
 //! reports ([`report`], [`prometheus`]), a proxy that cuts a COMMIT
-//! ([`proxy`]), TLS material ([`tls`]) and scratch directories for input
-//! and config files ([`Scratch`]).
+//! ([`proxy`]), TLS material ([`tls`]), a small disk to fill ([`tmpfs`])
+//! and scratch directories for input and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
 // not called by today's tests is not dead.
@@ -21,13 +21,14 @@ pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod tls;
+pub mod tmpfs;
 pub mod wait;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use findings::{Finding, Shape};
-pub use pg::{PgServer, private, shared};
+pub use pg::{PgServer, private, private_with, shared};
 pub use run::pgsense;
 
 /// The findings table, where the tests leave schema and table at their

@@ -37,13 +37,20 @@ const PG_CTL_SECONDS: u64 = 30;
 /// The server shared by every test of this binary, started on first use.
 pub fn shared() -> &'static PgServer {
     static SHARED: OnceLock<PgServer> = OnceLock::new();
-    SHARED.get_or_init(PgServer::start_new)
+    SHARED.get_or_init(|| PgServer::start_new(&[]))
 }
 
 /// A server of the test's own, for tests that stop, restart or reconfigure
 /// it. Stopped and removed on Drop.
 pub fn private() -> PgServer {
-    PgServer::start_new()
+    PgServer::start_new(&[])
+}
+
+/// A [`private`] server started with these lines added to its
+/// postgresql.conf (`"max_connections = 10"`): settings that only a
+/// restart would change, set before the first start.
+pub fn private_with(settings: &[&str]) -> PgServer {
+    PgServer::start_new(settings)
 }
 
 /// Names unique within this process (databases, directories).
@@ -69,7 +76,7 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    fn start_new() -> PgServer {
+    fn start_new(settings: &[&str]) -> PgServer {
         let bin = server_binaries();
         let run_as = unprivileged_user();
         let temp = std::env::temp_dir();
@@ -90,7 +97,7 @@ impl PgServer {
             bin,
             run_as,
         };
-        server.initdb();
+        server.initdb(settings);
         // Another process may take the free port between our probe and the
         // server's bind: try a few ports before giving up.
         let mut last_error = String::new();
@@ -158,7 +165,9 @@ impl PgServer {
         cmd
     }
 
-    fn initdb(&self) {
+    /// initdb, then the harness's settings and the test's `extra` ones
+    /// (later lines win) appended to postgresql.conf.
+    fn initdb(&self, extra: &[&str]) {
         let data = self.data_dir();
         process::run_ok(
             self.pg_command("initdb")
@@ -169,7 +178,7 @@ impl PgServer {
             Duration::from_secs(PG_CTL_SECONDS + 30),
             "initdb",
         );
-        let settings = format!(
+        let mut settings = format!(
             "\n# Added by the pgsense-pg test harness.\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = '{}'\n\
@@ -182,6 +191,10 @@ impl PgServer {
              log_connections = off\n",
             self.root.display()
         );
+        for line in extra {
+            settings.push_str(line);
+            settings.push('\n');
+        }
         let conf = data.join("postgresql.conf");
         let mut text = fs::read_to_string(&conf).expect("initdb writes postgresql.conf");
         text.push_str(&settings);

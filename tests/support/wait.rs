@@ -30,3 +30,17 @@ pub fn wait_during(
     }
     load
 }
+
+/// Waits, polling, until `done`; panics saying `what` never happened when
+/// `timeout` passes.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {timeout:?} of waiting"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
