@@ -332,6 +332,13 @@ pub fn last_error() -> Option<String> {
     LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// How many of the pool's attempts to open a connection failed so far: a
+/// writer that sees it grow while it waits knows another one cannot get a
+/// connection.
+pub fn failed_attempts() -> u64 {
+    FAILURES.load(Ordering::SeqCst)
+}
+
 /// A connection from the pool, after at most one attempt to open one: r2d2
 /// alone would retry for --connect-timeout, outside --retry-for. The error
 /// says why the attempt failed.

@@ -6,6 +6,7 @@
 //! once. After a stop, statements still in flight get a few seconds, then
 //! are cancelled.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -62,8 +63,8 @@ pub struct Control {
     read_all: AtomicBool,
     /// The writers are done: ends the progress line and the canceller.
     writers_done: AtomicBool,
-    /// Cancel tokens of the writers' connections.
-    cancels: Mutex<Vec<postgres::CancelToken>>,
+    /// Cancel tokens of the writers' connections, by writer.
+    cancels: Mutex<BTreeMap<usize, postgres::CancelToken>>,
 }
 
 /// How long statements in flight may run on after a stop before they are
@@ -166,8 +167,8 @@ impl Control {
 
     /// Remembers how to cancel what a writer's connection is doing, for a
     /// stop that in-flight statements would otherwise delay.
-    pub fn on_stop_cancel(&self, token: postgres::CancelToken) {
-        lock(&self.cancels).push(token);
+    pub fn on_stop_cancel(&self, writer: usize, token: postgres::CancelToken) {
+        lock(&self.cancels).insert(writer, token);
     }
 
     /// Once a signal has asked for a stop, gives statements in flight a few
@@ -185,7 +186,7 @@ impl Control {
             return;
         }
         let tokens = std::mem::take(&mut *lock(&self.cancels));
-        for token in tokens {
+        for token in tokens.into_values() {
             if let Err(err) = token.cancel_query(postgres::NoTls) {
                 log::debug!("cannot cancel a statement in flight: {err}");
             }

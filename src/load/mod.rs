@@ -151,7 +151,7 @@ fn start(
         writers.push(
             std::thread::Builder::new()
                 .name(format!("writer-{index}"))
-                .spawn(move || writer::run(sink, copy, &shares, &receiver))
+                .spawn(move || writer::run(index as usize, sink, copy, &shares, &receiver))
                 .context("cannot start a writer thread")?,
         );
     }

@@ -60,6 +60,26 @@ impl Turns {
     }
 }
 
+impl Turns {
+    /// [`Turns::wait`], unless `yield_now` says, while waiting, that the
+    /// waiter should let go of what it holds (its connection, which an
+    /// earlier batch's writer may be waiting for): then None.
+    pub fn wait_unless(&self, seq: u64, yield_now: impl Fn() -> bool) -> Option<Turn<'_>> {
+        let mut order = lock(&self.order);
+        while order.next != seq {
+            if yield_now() {
+                return None;
+            }
+            let (next, _) = self
+                .changed
+                .wait_timeout(order, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+            order = next;
+        }
+        Some(Turn { turns: self, seq })
+    }
+}
+
 impl Turn<'_> {
     /// Whether an earlier batch could not be settled.
     pub fn gap(&self) -> bool {
@@ -104,6 +124,17 @@ mod tests {
             thread.join().expect("no panic");
         }
         assert_eq!(*lock(&settled), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_waiter_told_to_yield_gets_no_turn() {
+        let turns = Turns::default();
+        assert!(turns.wait_unless(1, || true).is_none());
+        assert!(
+            turns.wait_unless(0, || true).is_some(),
+            "its turn: nothing to yield"
+        );
+        assert!(turns.wait_unless(1, || false).is_some());
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -39,12 +39,19 @@ pub struct CommitCutter {
 pub const SSL_REQUEST: u32 = 80_877_103;
 pub const GSSENC_REQUEST: u32 = 80_877_104;
 
+/// The client connections of a proxy that ends them all at its cut.
+pub type Open = Arc<Mutex<Vec<TcpStream>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the proxy does with connections after its cut.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum After {
     /// Relays them unchanged.
     Relay,
-    /// Refuses them: the server looks gone for good.
+    /// Refuses them, and ends those open: the server looks gone for good.
     Refuse,
 }
 
@@ -62,6 +69,9 @@ impl CommitCutter {
         let cuts = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (accepted_cuts, accepting) = (Arc::clone(&cuts), Arc::clone(&stop));
+        // With After::Refuse, every client connection, to be ended at the
+        // cut: a connection opened before it must not answer either.
+        let open: Open = Arc::default();
         thread::spawn(move || {
             let done = || {
                 accepting.load(Ordering::SeqCst)
@@ -71,7 +81,13 @@ impl CommitCutter {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let cuts = Arc::clone(&accepted_cuts);
-                        thread::spawn(move || relay(client, upstream, at, &cuts));
+                        let others = (after == After::Refuse).then(|| {
+                            if let Ok(clone) = client.try_clone() {
+                                lock(&open).push(clone);
+                            }
+                            Arc::clone(&open)
+                        });
+                        thread::spawn(move || relay(client, upstream, at, &cuts, others));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         thread::sleep(Duration::from_millis(10));
@@ -96,7 +112,13 @@ impl Drop for CommitCutter {
 
 /// Relays one client connection to the server until either side closes, or
 /// until the cut.
-pub fn relay(client: TcpStream, upstream: u16, at: CutAt, cuts: &AtomicUsize) {
+pub fn relay(
+    client: TcpStream,
+    upstream: u16,
+    at: CutAt,
+    cuts: &AtomicUsize,
+    others: Option<Open>,
+) {
     let _ = client.set_nonblocking(false);
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
@@ -133,7 +155,7 @@ pub fn relay(client: TcpStream, upstream: u16, at: CutAt, cuts: &AtomicUsize) {
             let _ = to.shutdown(Shutdown::Both);
         })
     };
-    let _ = forward_requests(&client, &server, at, cuts, &muted);
+    let _ = forward_requests(&client, &server, at, cuts, &muted, others.as_ref());
     // A FIN, not a reset: the server reads everything sent before it (the
     // COMMIT included), then the end of the connection.
     let _ = server.shutdown(Shutdown::Write);
@@ -148,6 +170,7 @@ pub fn forward_requests(
     at: CutAt,
     cuts: &AtomicUsize,
     muted: &AtomicBool,
+    others: Option<&Open>,
 ) -> io::Result<()> {
     let mut from = BufReader::new(client.try_clone()?);
     let mut to = server.try_clone()?;
@@ -174,6 +197,13 @@ pub fn forward_requests(
                     .is_ok() =>
             {
                 muted.store(true, Ordering::SeqCst);
+                if let Some(others) = others {
+                    for other in lock(others).iter() {
+                        if other.peer_addr().ok() != client.peer_addr().ok() {
+                            let _ = other.shutdown(Shutdown::Both);
+                        }
+                    }
+                }
                 match at {
                     CutAt::AnswerLost => {
                         to.write_all(&message)?;

@@ -63,6 +63,10 @@ impl Copy {
     }
 }
 
+/// How long a writer that let go of its connection waits before trying
+/// again.
+const YIELD_FOR: Duration = Duration::from_millis(200);
+
 /// What every writer shares with the rest of the load.
 pub struct Shares {
     pub ledger: Arc<Ledger>,
@@ -73,10 +77,16 @@ pub struct Shares {
 
 /// A writer's life: batches until the reader is done, or until the run is
 /// interrupted and the reader holds nothing more to send.
-pub fn run(sink: Sink, copy: Copy, shares: &Shares, receiver: &Mutex<Receiver<Batch>>) {
+pub fn run(
+    index: usize,
+    sink: Sink,
+    copy: Copy,
+    shares: &Shares,
+    receiver: &Mutex<Receiver<Batch>>,
+) {
     let mut writer = match sink {
         Sink::Database(pool) => Some(Writer {
-            session: Session::new(pool, &shares.control),
+            session: Session::new(pool, &shares.control, index),
             copy,
             ledger: &shares.ledger,
             control: &shares.control,
@@ -91,6 +101,12 @@ pub fn run(sink: Sink, copy: Copy, shares: &Shares, receiver: &Mutex<Receiver<Ba
                 match &mut writer {
                     Some(writer) => writer.write(&batch),
                     None => count(&batch, shares),
+                }
+                // Between batches the connection goes back to the pool,
+                // where the other writer finds it when the server has
+                // none to spare.
+                if let Some(writer) = &mut writer {
+                    writer.session.release();
                 }
                 shares.spares.recycle(batch);
             }
@@ -186,6 +202,11 @@ impl<'a> Writer<'a> {
             let reason = match self.attempt(batch, turn) {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
+                Err(Attempt::Yield) => {
+                    // Not a failure: the retry window stays closed.
+                    self.control.sleep(YIELD_FOR);
+                    continue;
+                }
                 Err(Attempt::Failed(Failure::Permanent(reason))) => {
                     log::error!("{reason}");
                     self.control.fail();
@@ -271,7 +292,24 @@ impl<'a> Writer<'a> {
             }
             Some(txid)
         };
-        let turn = turn.get_or_insert_with(|| self.turns.wait(batch.seq));
+        if turn.is_none() {
+            // Holding a transaction (and a connection) open for the turn:
+            // when the other writer cannot get a connection meanwhile, it
+            // may be the one whose turn comes first. Let go, and redo this.
+            let failed = crate::connect::failed_attempts();
+            match self
+                .turns
+                .wait_unless(batch.seq, || crate::connect::failed_attempts() > failed)
+            {
+                Some(now) => *turn = Some(now),
+                None => {
+                    self.session.rollback();
+                    self.session.release();
+                    return Err(Attempt::Yield);
+                }
+            }
+        }
+        let turn = turn.as_ref().expect("the turn was just taken");
         if turn.gap() {
             self.session.rollback();
             return Err(Attempt::Gap);
@@ -336,6 +374,8 @@ enum Attempt {
     Failed(Failure),
     /// Not to be committed: left for the next run.
     Gap,
+    /// Let go of the connection while waiting for the turn: try again.
+    Yield,
     /// COMMIT was sent and its answer lost.
     Unknown(Box<Unresolved>),
 }

@@ -40,15 +40,24 @@ pub struct Session<'a> {
     pool: Pool,
     connection: Option<Connection>,
     control: &'a Control,
+    /// Which writer: its connection's cancel token is kept under it.
+    writer: usize,
 }
 
 impl<'a> Session<'a> {
-    pub fn new(pool: Pool, control: &'a Control) -> Session<'a> {
+    pub fn new(pool: Pool, control: &'a Control, writer: usize) -> Session<'a> {
         Session {
             pool,
             connection: None,
             control,
+            writer,
         }
+    }
+
+    /// Hands the connection back to the pool, for the other writer when it
+    /// cannot open one (the server has no connection to spare).
+    pub fn release(&mut self) {
+        self.connection = None;
     }
 
     /// The connection, opened (or reopened) from the pool.
@@ -58,7 +67,8 @@ impl<'a> Session<'a> {
         }
         if self.connection.is_none() {
             let client = crate::connect::checkout(&self.pool).map_err(Failure::Transient)?;
-            self.control.on_stop_cancel(client.cancel_token());
+            self.control
+                .on_stop_cancel(self.writer, client.cancel_token());
             self.connection = Some(client);
         }
         Ok(self.connection.as_mut().expect("just connected"))
