@@ -127,7 +127,11 @@ fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            bail!("missing \"=\" after {keyword:?} in the connection string");
+            // Not the word itself: it may be the tail of an unquoted password.
+            bail!(
+                "missing \"=\" after keyword number {} of the connection string",
+                pairs.len() + 1
+            );
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -267,6 +271,8 @@ mod tests {
         );
         assert_eq!(pairs("host=''"), owned(&[("host", "")]));
         assert!(parse("host", Whole::DbnameFlag).is_err());
+        let err = parse("password=two words", Whole::DbnameFlag).unwrap_err();
+        assert!(!format!("{err:#}").contains("words"), "{err:#}");
         let err = parse("password='secret", Whole::DbnameFlag).unwrap_err();
         assert!(!format!("{err:#}").contains("secret"), "{err:#}");
         assert!(parse("hots=db", Whole::DbnameFlag).is_err());
