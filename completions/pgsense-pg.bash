@@ -47,7 +47,7 @@ _pgsense__pg() {
 
     case "${cmd}" in
         pgsense__pg)
-            opts="-c -v -q -h -V --config --verbose --quiet --host --port --dbname --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help --version load init check help"
+            opts="-c -v -q -h -V --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help --version load init check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,6 +92,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -183,7 +187,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__check)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -228,6 +232,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -389,7 +397,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__init)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -434,6 +442,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -525,7 +537,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__load)
-            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -639,6 +651,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

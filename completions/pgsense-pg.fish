@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pgsense_pg_global_optspecs
-    string join \n c/config= v/verbose q/quiet host= port= dbname= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= h/help V/version
+    string join \n c/config= v/verbose q/quiet host= port= dbname= service= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= h/help V/version
 end
 
 function __fish_pgsense_pg_needs_command
@@ -25,9 +25,10 @@ function __fish_pgsense_pg_using_subcommand
 end
 
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
@@ -41,7 +42,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslcert -d 'Clien
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l table -d 'Name of the findings table [config: table, default: findings]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -60,9 +61,10 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l retry-for
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-rows -d 'Send at most this many rows in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-bytes -d 'Send at most about this many bytes of row data in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
@@ -76,15 +78,16 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslcert -
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way, and connect to nothing (--state-file and --reject-file are left untouched)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
@@ -98,14 +101,15 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslcert -
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l table -d 'Name of the findings table [config: table, default: findings]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l host -d 'Server host name, IP address, or Unix socket directory [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l port -d 'Server port [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l dbname -d 'Database holding the findings table [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
@@ -119,7 +123,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslcert 
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslkey -d 'Private key of --sslcert (PEM: PKCS#8, or PKCS#1 RSA) [config: tls.client_key, env: PGSSLKEY]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l table -d 'Name of the findings table [config: table, default: findings]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) after this many seconds' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -120,19 +120,29 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// Server host name, IP address, or Unix socket directory [config: host,
-    /// env: PGHOST, default: localhost].
-    #[arg(long, global = true, value_name = "HOST", value_hint = clap::ValueHint::Hostname)]
+    /// Server host name, IP address, or Unix socket directory; a comma-separated
+    /// list is tried in order, as libpq does, and an empty entry is the default
+    /// [config: host, env: PGHOST, default: localhost].
+    #[arg(long, global = true, value_name = "HOST[,HOST...]",
+          value_hint = clap::ValueHint::Hostname)]
     pub host: Option<String>,
 
-    /// Server port [config: port, env: PGPORT, default: 5432].
-    #[arg(long, global = true, value_name = "PORT")]
-    pub port: Option<u16>,
+    /// Server port, or one port per host, comma-separated; an empty entry is
+    /// the default [config: port, env: PGPORT, default: 5432].
+    #[arg(long, global = true, value_name = "PORT[,PORT...]", value_parser = parse_ports)]
+    pub port: Option<Ports>,
 
-    /// Database holding the findings table [config: dbname, env: PGDATABASE,
-    /// default: postgres].
-    #[arg(long, global = true, value_name = "NAME")]
+    /// Database holding the findings table, or a libpq connection string
+    /// (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`),
+    /// as psql takes; the other flags override its parts [config: dbname, env:
+    /// PGDATABASE, default: postgres].
+    #[arg(long, global = true, value_name = "NAME|CONNINFO")]
     pub dbname: Option<String>,
+
+    /// A service of libpq's pg_service.conf whose settings are used (after
+    /// the flags, the config file and --dbname's) [env: PGSERVICE].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub service: Option<String>,
 
     /// Role to connect as [config: username, env: PGUSER, default: postgres].
     #[arg(long, global = true, value_name = "NAME")]
@@ -172,11 +182,36 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub table: Option<String>,
 
-    /// Give up connecting (TCP, TLS and authentication) after this many
-    /// seconds.
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10,
+    /// Give up connecting (TCP, TLS and authentication) to a host after this
+    /// many seconds [env: PGCONNECT_TIMEOUT, default: 10].
+    #[arg(long, global = true, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
-    pub connect_timeout: u64,
+    pub connect_timeout: Option<u64>,
+}
+
+/// Ports, one for every host or one per host; as libpq, an empty entry is
+/// the default port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+/// The default port.
+pub const DEFAULT_PORT: u16 = 5432;
+
+/// `5432`, `5432,5433`, `,5433`: libpq's port list. Port 0 is refused (the
+/// kernel would pick any port).
+pub fn parse_ports(text: &str) -> Result<Ports, String> {
+    text.split(',')
+        .map(|entry| match entry.trim() {
+            "" => Ok(DEFAULT_PORT),
+            entry => match entry.parse::<u16>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "{entry:?} is not a port: ports are numbers from 1 to 65535"
+                )),
+                Ok(port) => Ok(port),
+            },
+        })
+        .collect::<Result<_, _>>()
+        .map(Ports)
 }
 
 /// libpq's sslmode values. The raw flag value and the resolved setting are

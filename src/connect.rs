@@ -48,19 +48,28 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
         tls,
         seed: Mutex::new(None),
     };
-    let timeout = settings.connect_timeout;
+    let timeout = whole_attempt(settings);
     let client =
         connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
             ConnectFailure::Driver(err) => anyhow!(explain(&err, settings)),
             ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \
                  did not complete): check that the server is up and reachable, or raise \
-                 --connect-timeout",
-                timeout.as_secs()
+                 --connect-timeout ({} s per host, from {})",
+                timeout.as_secs(),
+                settings.connect_timeout.value.as_secs(),
+                settings.connect_timeout.origin
             ),
             ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
         })?;
     Ok((client, manager))
+}
+
+/// How long one connection attempt may take: the connect timeout for each
+/// host, as libpq applies it, since the hosts are tried one after the other.
+fn whole_attempt(settings: &Settings) -> Duration {
+    let hosts = u32::try_from(settings.hosts.value.len()).unwrap_or(u32::MAX);
+    settings.connect_timeout.value.saturating_mul(hosts.max(1))
 }
 
 /// The first connection, tried again for up to `retry_for` while the
@@ -115,7 +124,7 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
     r2d2::Pool::builder()
         .max_size(POOL_SIZE)
         .min_idle(Some(0))
-        .connection_timeout(settings.connect_timeout)
+        .connection_timeout(whole_attempt(settings))
         // Each writer holds its connection for the whole run and notices a
         // broken one by its own failed query: no extra round trip per checkout.
         .test_on_check_out(false)
@@ -146,13 +155,21 @@ pub fn session_settings(schema: Option<&str>) -> String {
 
 fn pg_config(settings: &Settings) -> postgres::Config {
     let mut config = postgres::Config::new();
+    for host in &settings.hosts.value {
+        config.host(host);
+    }
+    for port in &settings.ports.value {
+        config.port(*port);
+    }
+    if let Some(options) = &settings.options {
+        config.options(&options.value);
+    }
     config
-        .host(&settings.host.value)
-        .port(settings.port.value)
         .dbname(&settings.dbname.value)
         .user(&settings.username.value)
-        .application_name("pgsense-pg")
-        .connect_timeout(settings.connect_timeout)
+        .application_name(&settings.application_name.value)
+        .target_session_attrs(settings.target_session_attrs.value)
+        .connect_timeout(settings.connect_timeout.value)
         // A peer that vanishes mid-run must end the run, not hang it: data
         // left unacknowledged (mid-COPY, where keepalives are not sent), or
         // an idle connection that stops answering.
@@ -179,7 +196,7 @@ fn driver_ssl_mode(settings: &Settings) -> postgres::config::SslMode {
         if mode != SslMode::Disable {
             log::info!(
                 "sslmode {mode} does not apply to the Unix socket in {}: connecting without TLS",
-                settings.host.value
+                settings.hosts.value.join(",")
             );
         }
         return Driver::Disable;

@@ -128,6 +128,7 @@ const RULES: &[Rule] = &[
     rule(Server,  &[NO_HBA_ENTRY, &["no encryption"]],        When::SslDisabled,   hostssl_only),
     rule(Server,  &[&["password authentication failed"]],     When::Always,        password_refused),
     rule(Server,  &[&["password missing"]],                   When::Always,        password_missing),
+    rule(Server,  &[&["does not allow writes"]],              When::Always,        read_only),
 ];
 
 const HOSTNAME_MISMATCH: &[&str] = &["hostname mismatch", "ip address mismatch"];
@@ -182,12 +183,28 @@ fn client_origin(settings: &Settings) -> &str {
         .map_or("", |client| client.origin.as_str())
 }
 
+fn read_only(settings: &Settings) -> String {
+    let attrs = &settings.target_session_attrs;
+    format!(
+        "every host is read-only (a standby, or default_transaction_read_only on for the \
+         role or database) and target_session_attrs is read-write (from {}): connect to the \
+         primary, or turn default_transaction_read_only off",
+        attrs.origin
+    )
+}
+
 fn hostname_mismatch(settings: &Settings) -> String {
     format!(
-        "the server's certificate is not valid for host {:?} (hostname mismatch; {}): \
+        "the server's certificate is not valid for host {} (hostname mismatch; {}): \
          connect with {} set to a name or address the certificate lists in its \
          subjectAltName, or set {} verify-ca to check only that a trusted CA signed it",
-        settings.host.value,
+        settings
+            .hosts
+            .value
+            .iter()
+            .map(|host| format!("{host:?}"))
+            .collect::<Vec<_>>()
+            .join(" or "),
         mode(settings),
         setting::HOST.flag,
         setting::SSLMODE.flag

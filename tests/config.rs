@@ -257,8 +257,20 @@ fn malformed_or_mistyped_config_is_a_config_error() {
     assert_config_error("[alerts.postgres\nhost = ", &[], "config.toml");
     // A wrongly typed value is located by file and line.
     assert_config_error(&format!("{VALID}dbname = 5\n"), &[], "config.toml:4");
+    // A port as a string is libpq's list (issue 12); one that is no port
+    // is named with its setting.
     assert_config_error(
-        "[alerts.postgres]\nhost = \"127.0.0.1\"\nport = \"SILENT_PORT\"\n",
+        "[alerts.postgres]\nhost = \"127.0.0.1\"\nport = \"SILENT_PORT,x\"\n",
+        &[],
+        "in [alerts.postgres]: \"x\" is not a port",
+    );
+    assert_config_error(
+        "[alerts.postgres]\nhost = \"127.0.0.1\"\nport = 0\n",
+        &[],
+        "port in [alerts.postgres] is 0",
+    );
+    assert_config_error(
+        "[alerts.postgres]\nhost = \"127.0.0.1\"\nport = [1]\n",
         &[],
         "config.toml:3",
     );

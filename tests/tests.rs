@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod connection;
 mod init;
+mod libpq;
 mod load;
 mod pgbouncer;
 mod resources;

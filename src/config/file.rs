@@ -26,13 +26,24 @@ pub struct PostgresSection {
     #[allow(dead_code, reason = "the scanner's channel name; accepted, not used")]
     name: Option<String>,
     pub host: Option<String>,
-    pub port: Option<u16>,
+    pub port: Option<PortValue>,
     pub dbname: Option<String>,
     pub username: Option<String>,
     pub password: Option<PasswordSource>,
     pub schema: Option<String>,
     pub table: Option<String>,
     pub tls: Option<TlsSection>,
+}
+
+/// `port = 5432`, or libpq's list as a string: `port = "5432,5433"`.
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "port must be a number, or a string of comma-separated numbers"
+)]
+pub enum PortValue {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]

@@ -8,11 +8,14 @@
 //! and checked here ([`tls`]), so that a missing or malformed one is a
 //! configuration error before anything connects.
 
+mod conninfo;
+mod env;
 mod file;
 mod password;
 mod pem;
 mod pgpass;
 mod secret;
+mod service;
 pub mod setting;
 mod source;
 mod tls;
@@ -20,27 +23,43 @@ mod tls;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use postgres::config::TargetSessionAttrs;
 
-use crate::cli::GlobalArgs;
 pub use crate::cli::SslMode;
-use file::PostgresSection;
+use crate::cli::{DEFAULT_PORT, GlobalArgs, Ports, parse_ports};
+pub use env::PgEnv;
+use file::{PortValue, PostgresSection};
 pub use password::Password;
-use source::Precedence;
 pub use source::Sourced;
+use source::{Origin, Params, Precedence, Whole};
 pub use tls::{Roots, Tls};
+
+/// The default host.
+const DEFAULT_HOST: &str = "localhost";
+/// The default application_name, seen in pg_stat_activity.
+const APPLICATION_NAME: &str = "pgsense-pg";
+/// The default --connect-timeout, in seconds.
+const CONNECT_TIMEOUT: u64 = 10;
 
 /// Everything needed to reach the findings table; each value remembers the
 /// setting it came from.
 pub struct Settings {
-    pub host: Sourced<String>,
-    pub port: Sourced<u16>,
+    /// The hosts, tried in order; never empty, no entry empty.
+    pub hosts: Sourced<Vec<String>>,
+    /// One port for every host, or one per host.
+    pub ports: Sourced<Vec<u16>>,
     pub dbname: Sourced<String>,
     pub username: Sourced<String>,
     pub password: Option<Password>,
     pub schema: Sourced<String>,
     pub table: Sourced<String>,
     pub tls: Tls,
-    pub connect_timeout: Duration,
+    /// For each host in turn.
+    pub connect_timeout: Sourced<Duration>,
+    pub application_name: Sourced<String>,
+    pub target_session_attrs: Sourced<TargetSessionAttrs>,
+    /// Server options sent at startup (PGOPTIONS), when set.
+    pub options: Option<Sourced<String>>,
 }
 
 impl Settings {
@@ -52,51 +71,93 @@ impl Settings {
 
     /// Where the connection goes, for messages: never the password.
     pub fn target(&self) -> String {
-        format!(
-            "{}@{}:{}/{}",
-            self.username, self.host, self.port, self.dbname
-        )
+        let endpoints: Vec<String> = self
+            .endpoints()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect();
+        format!("{}@{}/{}", self.username, endpoints.join(","), self.dbname)
     }
 
-    /// Whether `host` is a Unix socket directory (as libpq, a leading `/`).
+    /// Each host with its port, in the order tried.
+    pub fn endpoints(&self) -> impl Iterator<Item = (&str, u16)> {
+        endpoints(&self.hosts.value, &self.ports.value)
+    }
+
+    /// Whether every host is a Unix socket directory (as libpq, a leading
+    /// `/`).
     pub fn is_unix_socket(&self) -> bool {
-        self.host.value.starts_with('/')
+        self.hosts.value.iter().all(|host| host.starts_with('/'))
     }
 }
 
-/// The libpq variables this tool honours as fallbacks.
+/// The libpq keywords that hold settings, strongest first: a connection
+/// string in --dbname, one in the config file's dbname, a service.
 #[derive(Default)]
-pub struct PgEnv {
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub dbname: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub passfile: Option<String>,
-    pub sslmode: Option<String>,
-    pub sslrootcert: Option<String>,
-    pub sslcert: Option<String>,
-    pub sslkey: Option<String>,
-    /// HOME, for ~/.pgpass.
-    pub home: Option<String>,
+pub struct Parts {
+    pub flag: Option<Params>,
+    pub file: Option<Params>,
+    pub service: Option<Params>,
 }
 
-impl PgEnv {
-    pub fn from_process() -> PgEnv {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        PgEnv {
-            host: var("PGHOST"),
-            port: var("PGPORT"),
-            dbname: var("PGDATABASE"),
-            user: var("PGUSER"),
-            password: var("PGPASSWORD"),
-            passfile: var("PGPASSFILE"),
-            sslmode: var("PGSSLMODE"),
-            sslrootcert: var("PGSSLROOTCERT"),
-            sslcert: var("PGSSLCERT"),
-            sslkey: var("PGSSLKEY"),
-            home: var("HOME"),
+impl Parts {
+    /// The connection strings of `--dbname` and `dbname`, and the service
+    /// they, --service or PGSERVICE name.
+    fn gather(args: &GlobalArgs, file_dbname: Option<&String>, env: &PgEnv) -> Result<Parts> {
+        let conninfo = |text: Option<&String>, whole| {
+            text.filter(|text| conninfo::is_conninfo(text))
+                .map(|text| conninfo::parse(text, whole).with_context(|| whole.to_string()))
+                .transpose()
+        };
+        let mut parts = Parts {
+            flag: conninfo(args.dbname.as_ref(), Whole::DbnameFlag)?,
+            file: conninfo(file_dbname, Whole::DbnameFile)?,
+            service: None,
+        };
+        let name = Precedence::of(&setting::SERVICE)
+            .flag(args.service.clone())
+            .part(parts.flag.as_ref(), |v| v)
+            .part(parts.file.as_ref(), |v| v)
+            .env(env.service.clone())
+            .get();
+        if let Some(name) = name {
+            let places = service::Places {
+                servicefile: env.servicefile.as_deref(),
+                sysconfdir: env.sysconfdir.as_deref(),
+                home: env.home.as_deref(),
+            };
+            let params = service::lookup(&name.value, &places)
+                .with_context(|| format!("service from {}", name.origin))?;
+            parts.service = Some(params);
         }
+        Ok(parts)
+    }
+
+    /// Offers the three in order, after the flag and after the file.
+    fn text<T>(
+        &self,
+        precedence: Precedence<T>,
+        flag: Option<T>,
+        file: Option<T>,
+        map: impl Fn(String) -> T,
+    ) -> Precedence<T> {
+        precedence
+            .flag(flag)
+            .part(self.flag.as_ref(), &map)
+            .file(file)
+            .part(self.file.as_ref(), &map)
+            .part(self.service.as_ref(), &map)
+    }
+
+    /// The same with a parse for the keywords' values.
+    fn parsed<T>(
+        &self,
+        precedence: Precedence<T>,
+        parse: impl Fn(String, Origin) -> Result<T>,
+    ) -> Result<Precedence<T>> {
+        precedence
+            .try_part(self.flag.as_ref(), &parse)?
+            .try_part(self.file.as_ref(), &parse)?
+            .try_part(self.service.as_ref(), &parse)
     }
 }
 
@@ -116,56 +177,210 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(path) => file::read(path)?,
         None => PostgresSection::default(),
     };
-    let host = Precedence::of(&setting::HOST)
-        .flag(args.host.clone())
-        .file(host)
-        .env(env.host.clone())
-        .or_default("localhost".to_owned());
-    let port = Precedence::of(&setting::PORT)
-        .flag(args.port)
-        .file(port)
-        .try_env(env.port.clone(), |text, origin| {
-            text.parse()
-                .with_context(|| format!("{} is not a port number", origin.show_quoted(&text)))
-        })?
-        .or_default(5432);
-    let dbname = Precedence::of(&setting::DBNAME)
-        .flag(args.dbname.clone())
-        .file(dbname)
+    let parts = Parts::gather(args, dbname.as_ref(), env)?;
+    let plain = |text: Option<String>| text.filter(|text| !conninfo::is_conninfo(text));
+    let hosts = hosts(&parts, args.host.clone(), host, env);
+    let ports = ports(&parts, args.port.clone(), port, env)?;
+    check_counts(&hosts, &ports)?;
+    let dbname = parts
+        .text(
+            Precedence::of(&setting::DBNAME),
+            plain(args.dbname.clone()),
+            plain(dbname),
+            |v| v,
+        )
         .env(env.dbname.clone())
         .or_default("postgres".to_owned());
-    let username = Precedence::of(&setting::USERNAME)
-        .flag(args.username.clone())
-        .file(username)
+    let username = parts
+        .text(
+            Precedence::of(&setting::USERNAME),
+            args.username.clone(),
+            username,
+            |v| v,
+        )
         .env(env.user.clone())
         .or_default("postgres".to_owned());
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
-    let target = pgpass::Target {
-        host: &host.value,
-        port: port.value,
-        dbname: &dbname.value,
-        user: &username.value,
-    };
-    let password = password::resolve(args.password_file.as_deref(), password, env, &target)?;
+    let targets: Vec<pgpass::Target> = endpoints(&hosts.value, &ports.value)
+        .map(|(host, port)| pgpass::Target {
+            host,
+            port,
+            dbname: &dbname.value,
+            user: &username.value,
+        })
+        .collect();
+    let password = password::resolve(
+        args.password_file.as_deref(),
+        password,
+        &parts,
+        env,
+        &targets,
+    )?;
     match &password {
         Some(password) => log::debug!("password from {}", password.origin),
         None => log::debug!("no password set"),
     }
-    let tls = tls::resolve(args, tls.unwrap_or_default(), env)?;
+    let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env)?;
+    let session = session(args, &parts, env)?;
 
     Ok(Settings {
-        host,
-        port,
+        hosts,
+        ports,
         dbname,
         username,
         password,
         schema,
         table,
         tls,
-        connect_timeout: Duration::from_secs(args.connect_timeout),
+        connect_timeout: session.connect_timeout,
+        application_name: session.application_name,
+        target_session_attrs: session.target_session_attrs,
+        options: session.options,
     })
+}
+
+/// Each host with its port: one port for all, or one per host.
+fn endpoints<'a>(hosts: &'a [String], ports: &'a [u16]) -> impl Iterator<Item = (&'a str, u16)> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(move |(i, host)| (host.as_str(), ports[if ports.len() == 1 { 0 } else { i }]))
+}
+
+/// The host list, an empty entry standing for the default, as in libpq.
+fn hosts(
+    parts: &Parts,
+    flag: Option<String>,
+    file: Option<String>,
+    env: &PgEnv,
+) -> Sourced<Vec<String>> {
+    let list = parts
+        .text(Precedence::of(&setting::HOST), flag, file, |v| v)
+        .env(env.host.clone())
+        .or_default(DEFAULT_HOST.to_owned());
+    Sourced {
+        value: list
+            .value
+            .split(',')
+            .map(|host| match host.trim() {
+                "" => DEFAULT_HOST.to_owned(),
+                host => host.to_owned(),
+            })
+            .collect(),
+        origin: list.origin,
+    }
+}
+
+fn ports(
+    parts: &Parts,
+    flag: Option<Ports>,
+    file: Option<PortValue>,
+    env: &PgEnv,
+) -> Result<Sourced<Vec<u16>>> {
+    let text_ports = |text: String, origin: Origin| {
+        parse_ports(&text)
+            .map(|ports| ports.0)
+            .map_err(|err| anyhow::anyhow!("{}: {err}", origin.show_quoted(&text)))
+    };
+    let file_ports = |value: PortValue, origin: Origin| match value {
+        PortValue::Text(text) => text_ports(text, origin),
+        PortValue::Number(number) => match u16::try_from(number) {
+            Ok(port) if port > 0 => Ok(vec![port]),
+            _ => bail!("{origin} is {number}: ports are numbers from 1 to 65535"),
+        },
+    };
+    let precedence = Precedence::of(&setting::PORT)
+        .flag(flag.map(|ports| ports.0))
+        .try_part(parts.flag.as_ref(), text_ports)?
+        .try_file(file, file_ports)?
+        .try_part(parts.file.as_ref(), text_ports)?
+        .try_part(parts.service.as_ref(), text_ports)?;
+    Ok(precedence
+        .try_env(env.port.clone(), text_ports)?
+        .or_default(vec![DEFAULT_PORT]))
+}
+
+/// libpq's rule: one port for all hosts, or exactly one per host.
+fn check_counts(hosts: &Sourced<Vec<String>>, ports: &Sourced<Vec<u16>>) -> Result<()> {
+    let (h, p) = (hosts.value.len(), ports.value.len());
+    if p != 1 && p != h {
+        bail!(
+            "{} gives {p} ports for {h} host(s) from {}: give one port for all hosts, or one \
+             per host",
+            ports.origin,
+            hosts.origin
+        );
+    }
+    Ok(())
+}
+
+/// The settings of the session itself, which only libpq's keywords and
+/// variables set (and --connect-timeout).
+struct Session {
+    connect_timeout: Sourced<Duration>,
+    application_name: Sourced<String>,
+    target_session_attrs: Sourced<TargetSessionAttrs>,
+    options: Option<Sourced<String>>,
+}
+
+fn session(args: &GlobalArgs, parts: &Parts, env: &PgEnv) -> Result<Session> {
+    let flag_timeout = args.connect_timeout.map(Duration::from_secs);
+    let precedence = Precedence::of(&setting::CONNECT_TIMEOUT).flag(flag_timeout);
+    let connect_timeout = parts
+        .parsed(precedence, parse_timeout)?
+        .try_env(env.connect_timeout.clone(), parse_timeout)?
+        .or_default(Duration::from_secs(CONNECT_TIMEOUT));
+    let application_name = parts
+        .parsed(Precedence::of(&setting::APPLICATION_NAME), |v, _| Ok(v))?
+        .env(env.appname.clone())
+        .or_default(APPLICATION_NAME.to_owned());
+    let target_session_attrs = parts
+        .parsed(Precedence::of(&setting::TARGET_SESSION_ATTRS), parse_attrs)?
+        .try_env(env.target_session_attrs.clone(), parse_attrs)?
+        .or_default(TargetSessionAttrs::ReadWrite);
+    let options = parts
+        .parsed(Precedence::of(&setting::OPTIONS), |v, _| Ok(v))?
+        .env(env.options.clone())
+        .get();
+    Ok(Session {
+        connect_timeout,
+        application_name,
+        target_session_attrs,
+        options,
+    })
+}
+
+/// Whole seconds from 1: libpq waits forever on 0, and every wait here is
+/// bounded.
+fn parse_timeout(text: String, origin: Origin) -> Result<Duration> {
+    match text.trim().parse::<i64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds.unsigned_abs())),
+        Ok(_) => bail!(
+            "{}: libpq waits forever with 0, and pgsense-pg bounds every wait: give a \
+             number of seconds from 1 (unset, it is {CONNECT_TIMEOUT})",
+            origin.show_quoted(&text)
+        ),
+        Err(_) => bail!("{} is not a number of seconds", origin.show_quoted(&text)),
+    }
+}
+
+/// A loader writes: read-write (the default) or any; the modes that want a
+/// standby are refused.
+fn parse_attrs(text: String, origin: Origin) -> Result<TargetSessionAttrs> {
+    match text.as_str() {
+        "read-write" => Ok(TargetSessionAttrs::ReadWrite),
+        "any" => Ok(TargetSessionAttrs::Any),
+        "read-only" | "primary" | "standby" | "prefer-standby" => bail!(
+            "{}: pgsense-pg writes, and supports read-write (the default) or any",
+            origin.show_quoted(&text)
+        ),
+        _ => bail!(
+            "{} is not a target_session_attrs: use read-write or any",
+            origin.show_quoted(&text)
+        ),
+    }
 }
 
 /// A schema or table name: a flag, then the file, then the default (libpq
@@ -305,12 +520,12 @@ mod tests {
         let s = resolve(&global(&[]), &no_env()).unwrap();
         assert_eq!(
             (
-                s.host.value.as_str(),
-                s.port.value,
+                s.hosts.value.join(","),
+                s.ports.value[0],
                 s.dbname.value.as_str(),
                 s.username.value.as_str()
             ),
-            ("localhost", 5432, "postgres", "postgres")
+            ("localhost".to_owned(), 5432, "postgres", "postgres")
         );
         assert_eq!(
             (s.schema.value.as_str(), s.table.value.as_str()),
@@ -323,9 +538,12 @@ mod tests {
             ..no_env()
         };
         let s = resolve(&global(&["--host", "flaghost"]), &env).unwrap();
-        assert_eq!((s.host.value.as_str(), s.port.value), ("flaghost", 6543));
         assert_eq!(
-            (s.host.origin, s.port.origin),
+            (s.hosts.value.join(","), s.ports.value[0]),
+            ("flaghost".into(), 6543)
+        );
+        assert_eq!(
+            (s.hosts.origin, s.ports.origin),
             (Origin::Flag("--host"), Origin::Env("PGPORT"))
         );
     }
@@ -568,5 +786,93 @@ mod tests {
         assert!(resolve(&global(&[]), &env).unwrap().password.is_none());
         dir.write(".pgpass", "*:*:*:*:secret\n", 0o400);
         assert!(resolve(&global(&[]), &env).unwrap().password.is_some());
+    }
+}
+
+#[cfg(test)]
+mod libpq_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        let mut argv = vec!["pgsense-pg"];
+        argv.extend_from_slice(args);
+        argv.push("init");
+        crate::cli::Cli::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn several_hosts_with_one_port_or_one_each() {
+        let s = resolve(
+            &global(&["--host", "a,,c", "--port", "6432"]),
+            &PgEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(s.target(), "postgres@a:6432,localhost:6432,c:6432/postgres");
+        let env = PgEnv {
+            port: Some("5432,5433".into()),
+            ..PgEnv::default()
+        };
+        let s = resolve(&global(&["--host", "a,b"]), &env).unwrap();
+        assert_eq!(s.target(), "postgres@a:5432,b:5433/postgres");
+        let err = resolve(&global(&["--host", "a,b,c"]), &env).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("PGPORT gives 2 ports for 3 host(s)"),
+            "{err}"
+        );
+        assert!(crate::cli::Cli::try_parse_from(["pgsense-pg", "--port", "0", "init"]).is_err());
+        assert_eq!(s.target_session_attrs.value, TargetSessionAttrs::ReadWrite);
+    }
+
+    #[test]
+    fn a_conninfo_in_dbname_is_overridden_by_flags() {
+        let uri = "postgresql://loader:s3cret@db1,db2:5433/findings?application_name=x";
+        let s = resolve(
+            &global(&["--dbname", uri, "--username", "admin"]),
+            &PgEnv::default(),
+        )
+        .unwrap();
+        assert_eq!(s.target(), "admin@db1:5432,db2:5433/findings");
+        assert_eq!(s.password.unwrap().secret.expose(), "s3cret");
+        assert_eq!(s.application_name.value, "x");
+        assert_eq!(
+            s.dbname.origin.to_string(),
+            "dbname in the connection string of --dbname"
+        );
+        let env = PgEnv {
+            host: Some("envhost".into()),
+            port: Some("7000".into()),
+            ..PgEnv::default()
+        };
+        let s = resolve(&global(&["--dbname", "dbname=f user=u"]), &env).unwrap();
+        assert_eq!(s.target(), "u@envhost:7000/f");
+    }
+
+    #[test]
+    fn connect_timeout_and_attrs_from_the_environment() {
+        let env = PgEnv {
+            connect_timeout: Some("3".into()),
+            target_session_attrs: Some("any".into()),
+            appname: Some("mine".into()),
+            ..PgEnv::default()
+        };
+        let s = resolve(&global(&[]), &env).unwrap();
+        assert_eq!(s.connect_timeout.value, Duration::from_secs(3));
+        assert_eq!(s.target_session_attrs.value, TargetSessionAttrs::Any);
+        assert_eq!(s.application_name.value, "mine");
+        let s = resolve(&global(&["--connect-timeout", "5"]), &env).unwrap();
+        assert_eq!(s.connect_timeout.value, Duration::from_secs(5));
+        let s = resolve(&global(&[]), &PgEnv::default()).unwrap();
+        assert_eq!(s.connect_timeout.value, Duration::from_secs(10));
+        assert_eq!(s.application_name.value, "pgsense-pg");
+        for (timeout, attrs) in [("0", "any"), ("x", "any"), ("3", "standby")] {
+            let env = PgEnv {
+                connect_timeout: Some(timeout.into()),
+                target_session_attrs: Some(attrs.into()),
+                ..PgEnv::default()
+            };
+            assert!(resolve(&global(&[]), &env).is_err(), "{timeout} {attrs}");
+        }
     }
 }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::PgEnv;
 use super::file::{PasswordFile, PasswordSource};
 use super::pgpass;
 use super::secret::{Secret, warn_if_readable_by_others};
 use super::setting;
 use super::source::{Origin, Precedence, Sourced};
+use super::{Parts, PgEnv};
 
 /// A password and where it came from (for messages; never the value).
 pub struct Password {
@@ -23,12 +23,17 @@ pub struct Password {
 pub fn resolve(
     flag: Option<&Path>,
     in_config: Option<PasswordSource>,
+    parts: &Parts,
     env: &PgEnv,
-    target: &pgpass::Target,
+    targets: &[pgpass::Target],
 ) -> Result<Option<Password>> {
-    let chosen = Precedence::of(&setting::PASSWORD)
-        .flag(flag.map(|file| PasswordSource::File(PasswordFile { file: file.into() })))
-        .file(in_config)
+    let chosen = parts
+        .text(
+            Precedence::of(&setting::PASSWORD),
+            flag.map(|file| PasswordSource::File(PasswordFile { file: file.into() })),
+            in_config,
+            PasswordSource::Inline,
+        )
         .env(env.password.clone().map(PasswordSource::Inline))
         .get();
     match chosen {
@@ -43,7 +48,7 @@ pub fn resolve(
             secret: Secret::new(text),
             origin: origin.to_string(),
         })),
-        None => Ok(from_passfile(env, target)),
+        None => Ok(from_passfile(parts, env, targets)),
     }
 }
 
@@ -56,16 +61,30 @@ fn file_origin(origin: Origin) -> String {
     }
 }
 
-/// libpq's last resort: PGPASSFILE, else ~/.pgpass.
-fn from_passfile(env: &PgEnv, target: &pgpass::Target) -> Option<Password> {
-    let passfile = match (&env.passfile, &env.home) {
-        (Some(path), _) => PathBuf::from(path),
+/// libpq's last resort: passfile (in a connection string or service), else
+/// PGPASSFILE, else ~/.pgpass. libpq looks a password up for each host as
+/// it tries it; here one password serves every host, so it is the line that
+/// matches the first host that has one.
+fn from_passfile(parts: &Parts, env: &PgEnv, targets: &[pgpass::Target]) -> Option<Password> {
+    let named = parts
+        .text(
+            Precedence::of(&setting::PASSFILE_SETTING),
+            None,
+            None,
+            |v| v,
+        )
+        .env(env.passfile.clone())
+        .get();
+    let passfile = match (named, &env.home) {
+        (Some(path), _) => PathBuf::from(path.value),
         (None, Some(home)) => Path::new(home).join(".pgpass"),
         (None, None) => return None,
     };
-    pgpass::lookup(&passfile, target).map(|(text, line)| Password {
-        secret: Secret::new(text),
-        origin: format!("{}, line {line}", passfile.display()),
+    targets.iter().find_map(|target| {
+        pgpass::lookup(&passfile, target).map(|(text, line)| Password {
+            secret: Secret::new(text),
+            origin: format!("{}, line {line}", passfile.display()),
+        })
     })
 }
 

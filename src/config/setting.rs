@@ -31,6 +31,8 @@ pub struct Setting {
     pub section: Section,
     /// The libpq variable, for the settings libpq has one for.
     pub env: Option<&'static str>,
+    /// libpq's keyword for it in a connection string or service file.
+    pub keyword: Option<&'static str>,
 }
 
 const fn setting(
@@ -38,34 +40,95 @@ const fn setting(
     key: &'static str,
     section: Section,
     env: Option<&'static str>,
+    keyword: Option<&'static str>,
 ) -> Setting {
     Setting {
         flag,
         key,
         section,
         env,
+        keyword,
     }
+}
+
+/// A libpq parameter that has neither a flag nor a config key here: only a
+/// connection string, a service or the variable set it.
+const fn libpq_only(env: &'static str, keyword: &'static str) -> Setting {
+    setting("", "", Postgres, Some(env), Some(keyword))
 }
 
 use Section::{Postgres, Tls};
 
-pub const HOST: Setting = setting("--host", "host", Postgres, Some("PGHOST"));
-pub const PORT: Setting = setting("--port", "port", Postgres, Some("PGPORT"));
-pub const DBNAME: Setting = setting("--dbname", "dbname", Postgres, Some("PGDATABASE"));
-pub const USERNAME: Setting = setting("--username", "username", Postgres, Some("PGUSER"));
-pub const PASSWORD: Setting = setting("--password-file", "password", Postgres, Some("PGPASSWORD"));
-pub const SCHEMA: Setting = setting("--schema", "schema", Postgres, None);
-pub const TABLE: Setting = setting("--table", "table", Postgres, None);
+pub const HOST: Setting = setting("--host", "host", Postgres, Some("PGHOST"), Some("host"));
+pub const PORT: Setting = setting("--port", "port", Postgres, Some("PGPORT"), Some("port"));
+pub const DBNAME: Setting = setting(
+    "--dbname",
+    "dbname",
+    Postgres,
+    Some("PGDATABASE"),
+    Some("dbname"),
+);
+pub const USERNAME: Setting = setting(
+    "--username",
+    "username",
+    Postgres,
+    Some("PGUSER"),
+    Some("user"),
+);
+pub const PASSWORD: Setting = setting(
+    "--password-file",
+    "password",
+    Postgres,
+    Some("PGPASSWORD"),
+    Some("password"),
+);
+pub const SCHEMA: Setting = setting("--schema", "schema", Postgres, None, None);
+pub const TABLE: Setting = setting("--table", "table", Postgres, None, None);
 /// `enabled` in the same table is the scanner's older spelling of `mode`.
-pub const SSLMODE: Setting = setting("--sslmode", "mode", Tls, Some("PGSSLMODE"));
+pub const SSLMODE: Setting = setting("--sslmode", "mode", Tls, Some("PGSSLMODE"), Some("sslmode"));
 pub const SSLROOTCERT: Setting = setting(
     "--sslrootcert",
     "trusted_root_certs",
     Tls,
     Some("PGSSLROOTCERT"),
+    Some("sslrootcert"),
 );
-pub const SSLCERT: Setting = setting("--sslcert", "client_cert", Tls, Some("PGSSLCERT"));
-pub const SSLKEY: Setting = setting("--sslkey", "client_key", Tls, Some("PGSSLKEY"));
+pub const SSLCERT: Setting = setting(
+    "--sslcert",
+    "client_cert",
+    Tls,
+    Some("PGSSLCERT"),
+    Some("sslcert"),
+);
+pub const SSLKEY: Setting = setting(
+    "--sslkey",
+    "client_key",
+    Tls,
+    Some("PGSSLKEY"),
+    Some("sslkey"),
+);
+/// No config key: the scanner's file has none, and a timeout is a property
+/// of the machine that runs the loader.
+pub const CONNECT_TIMEOUT: Setting = setting(
+    "--connect-timeout",
+    "",
+    Postgres,
+    Some("PGCONNECT_TIMEOUT"),
+    Some("connect_timeout"),
+);
+pub const APPLICATION_NAME: Setting = libpq_only("PGAPPNAME", "application_name");
+pub const TARGET_SESSION_ATTRS: Setting =
+    libpq_only("PGTARGETSESSIONATTRS", "target_session_attrs");
+pub const OPTIONS: Setting = libpq_only("PGOPTIONS", "options");
+pub const PASSFILE_SETTING: Setting = libpq_only("PGPASSFILE", "passfile");
+/// No config key: a service is the config file's alternative.
+pub const SERVICE: Setting = setting(
+    "--service",
+    "",
+    Postgres,
+    Some("PGSERVICE"),
+    Some("service"),
+);
 
 /// Every setting, for tests that hold the table to the flags.
 #[cfg(test)]
@@ -94,7 +157,13 @@ impl Setting {
 
     /// The ways to set it, flag first.
     pub fn ways(&self) -> Vec<String> {
-        let mut ways = vec![self.flag.to_owned(), self.key_in_section()];
+        let mut ways = Vec::new();
+        if !self.flag.is_empty() {
+            ways.push(self.flag.to_owned());
+        }
+        if !self.key.is_empty() {
+            ways.push(self.key_in_section());
+        }
         ways.extend(self.env.map(str::to_owned));
         ways
     }

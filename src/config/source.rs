@@ -1,6 +1,9 @@
 //! Precedence, once for every setting: a flag beats the config file, which
-//! beats the libpq variable, which beats the default. The value chosen
-//! remembers where it came from ([`Origin`]), for messages.
+//! beats the libpq variable, which beats the default. A connection string
+//! in `--dbname` (or in `dbname` of the config file) comes right after the
+//! explicit settings of the same layer, and a pg_service.conf service after
+//! the config file, before the variables, as libpq orders them. The value
+//! chosen remembers where it came from ([`Origin`]), for messages.
 
 use std::fmt;
 
@@ -15,6 +18,9 @@ pub enum Origin {
     Flag(&'static str),
     /// A key of the config file.
     File { key: &'static str, section: Section },
+    /// A keyword of a connection string or of a service, e.g. `host` in
+    /// `--dbname 'host=db dbname=findings'`.
+    Part { keyword: &'static str, of: Whole },
     /// A libpq variable, e.g. `PGSSLMODE`.
     Env(&'static str),
     /// Nothing set it.
@@ -28,12 +34,64 @@ impl fmt::Display for Origin {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
             Origin::File { key, section } => write!(f, "{key} in {section}"),
+            Origin::Part { keyword, of } => write!(f, "{keyword} in {of}"),
             Origin::Env(name) => f.write_str(name),
             Origin::Default => f.write_str("the default"),
         }
     }
 }
 
+/// What holds a set of libpq keywords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whole {
+    /// A connection string or URI given to `--dbname`.
+    DbnameFlag,
+    /// A connection string or URI in `dbname` of the config file.
+    DbnameFile,
+    /// A service of a pg_service.conf: "service \"name\" of PATH". Leaked
+    /// once per run, so that origins stay `Copy`.
+    Service(&'static str),
+}
+
+impl fmt::Display for Whole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Whole::DbnameFlag => f.write_str("the connection string of --dbname"),
+            Whole::DbnameFile => {
+                f.write_str("the connection string of dbname in [alerts.postgres]")
+            }
+            Whole::Service(service) => f.write_str(service),
+        }
+    }
+}
+
+impl Whole {
+    fn layer(self) -> Layer {
+        match self {
+            Whole::DbnameFlag => Layer::FlagPart,
+            Whole::DbnameFile => Layer::FilePart,
+            Whole::Service(_) => Layer::Service,
+        }
+    }
+}
+
+/// The libpq keywords of one connection string or service, in the order
+/// written (a keyword given twice: the last one counts, as in libpq).
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub whole: Whole,
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Params {
+    pub fn get(&self, keyword: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == keyword)
+            .map(|(_, v)| v.as_str())
+    }
+}
 impl Origin {
     /// The setting with its value, as the user wrote it: "--sslcert
     /// /c.pem", "client_cert = \"/c.pem\" in [alerts.postgres.tls]",
@@ -42,6 +100,7 @@ impl Origin {
         match self {
             Origin::Flag(flag) => format!("{flag} {value}"),
             Origin::Env(name) => format!("{name}={value}"),
+            Origin::Part { keyword, of } => format!("{keyword}={value} in {of}"),
             Origin::File { .. } | Origin::Default => self.show_quoted(value),
         }
     }
@@ -53,6 +112,7 @@ impl Origin {
             Origin::Flag(flag) => format!("{flag} {value:?}"),
             Origin::File { key, section } => format!("{key} = {value:?} in {section}"),
             Origin::Env(name) => format!("{name}={value:?}"),
+            Origin::Part { keyword, of } => format!("{keyword}={value:?} in {of}"),
             Origin::Default => format!("{value:?} (the default)"),
         }
     }
@@ -76,7 +136,10 @@ impl<T: fmt::Display> fmt::Display for Sourced<T> {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Layer {
     Flag,
+    FlagPart,
     File,
+    FilePart,
+    Service,
     Env,
 }
 
@@ -123,6 +186,33 @@ impl<T> Precedence<T> {
     ) -> Result<Precedence<T>> {
         let origin = self.file_origin(self.setting.key);
         self.try_offer(Layer::File, origin, raw, parse)
+    }
+
+    /// The setting's keyword in `params`, taken as it is.
+    pub fn part(self, params: Option<&Params>, map: impl FnOnce(String) -> T) -> Precedence<T> {
+        self.try_part(params, |text, _| Ok(map(text)))
+            .expect("taking a value as it is cannot fail")
+    }
+
+    /// The setting's keyword in `params` (if any), parsed when it wins.
+    pub fn try_part(
+        self,
+        params: Option<&Params>,
+        parse: impl FnOnce(String, Origin) -> Result<T>,
+    ) -> Result<Precedence<T>> {
+        let Some(params) = params else {
+            return Ok(self);
+        };
+        let keyword = self
+            .setting
+            .keyword
+            .expect("only settings with a libpq keyword are offered parts");
+        let origin = Origin::Part {
+            keyword,
+            of: params.whole,
+        };
+        let value = params.get(keyword).map(str::to_owned);
+        self.try_offer(params.whole.layer(), origin, value, parse)
     }
 
     pub fn env(self, value: Option<T>) -> Precedence<T> {

@@ -11,12 +11,12 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use native_tls::{Certificate, Identity};
 
-use super::PgEnv;
 use super::file::TlsSection;
 use super::pem;
 use super::secret::warn_if_readable_by_others;
 use super::setting::{self, Setting};
 use super::source::{Origin, Precedence, Sourced};
+use super::{Parts, PgEnv};
 use crate::cli::{GlobalArgs, SslMode};
 
 /// TLS as resolved: libpq's sslmode and the certificates it uses.
@@ -71,7 +71,7 @@ impl fmt::Display for SslMode {
 }
 
 /// Resolves the TLS settings and loads the files they name.
-pub fn resolve(args: &GlobalArgs, section: TlsSection, env: &PgEnv) -> Result<Tls> {
+pub fn resolve(args: &GlobalArgs, section: TlsSection, parts: &Parts, env: &PgEnv) -> Result<Tls> {
     let TlsSection {
         enabled,
         mode,
@@ -79,10 +79,11 @@ pub fn resolve(args: &GlobalArgs, section: TlsSection, env: &PgEnv) -> Result<Tl
         client_cert,
         client_key,
     } = section;
-    let mode = sslmode(args.sslmode, mode, enabled, env)?;
+    let mode = sslmode(args.sslmode, mode, enabled, parts, env)?;
     log::debug!("sslmode {mode} (from {})", mode.origin);
     let root = PemSetting::pick(
         &setting::SSLROOTCERT,
+        parts,
         args.sslrootcert.as_ref(),
         trusted_root_certs,
         env.sslrootcert.as_ref(),
@@ -90,12 +91,14 @@ pub fn resolve(args: &GlobalArgs, section: TlsSection, env: &PgEnv) -> Result<Tl
     let roots = roots(root, mode)?;
     let cert = PemSetting::pick(
         &setting::SSLCERT,
+        parts,
         args.sslcert.as_ref(),
         client_cert,
         env.sslcert.as_ref(),
     );
     let key = PemSetting::pick(
         &setting::SSLKEY,
+        parts,
         args.sslkey.as_ref(),
         client_key,
         env.sslkey.as_ref(),
@@ -113,6 +116,7 @@ fn sslmode(
     flag: Option<SslMode>,
     mode: Option<String>,
     enabled: Option<bool>,
+    parts: &Parts,
     env: &PgEnv,
 ) -> Result<Sourced<SslMode>> {
     // The scanner's meaning of the two values.
@@ -125,8 +129,11 @@ fn sslmode(
     };
     Ok(Precedence::of(&setting::SSLMODE)
         .flag(flag)
+        .try_part(parts.flag.as_ref(), parse_sslmode)?
         .try_file(mode, parse_sslmode)?
         .file_key("enabled", enabled.map(scanner))
+        .try_part(parts.file.as_ref(), parse_sslmode)?
+        .try_part(parts.service.as_ref(), parse_sslmode)?
         .try_env(env.sslmode.clone(), parse_sslmode)?
         .or_default(SslMode::Prefer))
 }
@@ -239,13 +246,19 @@ impl PemSetting {
     /// The first of the flag, the config key and the variable that is set.
     fn pick(
         setting: &'static Setting,
+        parts: &Parts,
         flag: Option<&PathBuf>,
         config: Option<String>,
         env: Option<&String>,
     ) -> Option<PemSetting> {
-        let chosen = Precedence::of(setting)
-            .flag(flag.cloned().map(Pem::Path))
-            .file(config.map(Pem::from_config))
+        let path = |text: String| Pem::Path(PathBuf::from(text));
+        let chosen = parts
+            .text(
+                Precedence::of(setting),
+                flag.cloned().map(Pem::Path),
+                config.map(Pem::from_config),
+                path,
+            )
             .env(env.map(PathBuf::from).map(Pem::Path))
             .get()?;
         let origin = match (&chosen.value, chosen.origin) {

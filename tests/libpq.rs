@@ -1,0 +1,200 @@
+//! libpq's connection conventions (issue 12): a connection string or URI in
+//! --dbname, pg_service.conf, several hosts tried in order, and the PG*
+//! variables PGCONNECT_TIMEOUT, PGAPPNAME and the warning for the others.
+
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::findings::ndjson;
+use crate::support::pg::free_port;
+use crate::support::{Scratch, Shape, SilentServer, pgsense, shared};
+
+#[test]
+fn a_uri_or_a_connection_string_as_dbname() {
+    let server = shared();
+    let db = server.new_database();
+    let uri = format!("postgresql://postgres@127.0.0.1:{}/{db}", server.port());
+    pgsense()
+        .args(["--dbname", &uri, "load"])
+        .stdin(ndjson(0, 2, Shape::Object))
+        .run()
+        .assert_code(0);
+    // The string's port is wrong; the flag overrides it.
+    let conninfo = format!(
+        "host=127.0.0.1 port={} dbname='{db}' user=postgres",
+        free_port()
+    );
+    pgsense()
+        .args(["--dbname", &conninfo])
+        .args(["--port", &server.port().to_string(), "load"])
+        .stdin(ndjson(2, 3, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 5);
+}
+
+#[test]
+fn a_service_from_pgservicefile_or_service() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let file = scratch.write(
+        "services.conf",
+        format!(
+            "# findings store\n[other]\nhost=192.0.2.1\n\n[findings]\nhost=127.0.0.1\nport={}\n\
+             dbname={db}\nuser=postgres\n",
+            server.port()
+        ),
+    );
+    pgsense()
+        .env("PGSERVICEFILE", &file)
+        .env("PGSERVICE", "findings")
+        .arg("load")
+        .stdin(ndjson(0, 2, Shape::Object))
+        .run()
+        .assert_code(0);
+    pgsense()
+        .env("PGSERVICEFILE", &file)
+        .args(["--service", "findings", "load"])
+        .stdin(ndjson(2, 1, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 3);
+    // In ~/.pg_service.conf, via --dbname's service keyword.
+    scratch.write(".pg_service.conf", std::fs::read(&file).unwrap());
+    pgsense()
+        .env("HOME", scratch.path())
+        .args(["--dbname", "service=findings", "load"])
+        .stdin(ndjson(3, 1, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 4);
+}
+
+#[test]
+fn a_missing_service_is_a_config_error_naming_the_files() {
+    let scratch = Scratch::new();
+    let file = scratch.write("services.conf", "[elsewhere]\nhost=192.0.2.1\n");
+    let out = pgsense()
+        .env("PGSERVICEFILE", &file)
+        .env("PGSYSCONFDIR", scratch.path())
+        .args(["--service", "findings", "init"])
+        .run();
+    out.assert_code(78)
+        .assert_stderr_contains("service \"findings\" is not defined")
+        .assert_stderr_contains(&file.display().to_string())
+        .assert_stderr_contains(&scratch.path().join("pg_service.conf").display().to_string());
+}
+
+/// Nothing listens on the first port: libpq's way, the next host is tried.
+#[test]
+fn the_next_host_is_tried_when_the_first_refuses() {
+    let server = shared();
+    let db = server.new_database();
+    let ports = format!("{},{}", free_port(), server.port());
+    let out = pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1", "--port", &ports])
+        .args(["--dbname", &db, "--username", "postgres", "-v", "load"])
+        .stdin(ndjson(0, 2, Shape::Object))
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains(&format!("127.0.0.1:{}", server.port()));
+    pgsense()
+        .env("PGHOST", "127.0.0.1,127.0.0.1")
+        .env("PGPORT", &ports)
+        .args(["--dbname", &db, "--username", "postgres", "load"])
+        .stdin(ndjson(2, 1, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 3);
+}
+
+#[test]
+fn pgconnect_timeout_is_honoured() {
+    let silent = SilentServer::new();
+    let out = pgsense()
+        .env("PGCONNECT_TIMEOUT", "2")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &silent.port().to_string(),
+            "init",
+        ])
+        .timeout(Duration::from_secs(30))
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("from PGCONNECT_TIMEOUT");
+    assert!(
+        out.elapsed < Duration::from_secs(2 + 4),
+        "PGCONNECT_TIMEOUT=2, default 10\n{}",
+        out.describe()
+    );
+    let out = pgsense()
+        .env("PGCONNECT_TIMEOUT", "0")
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &silent.port().to_string(),
+            "init",
+        ])
+        .run();
+    out.assert_code(78).assert_stderr_contains("waits forever");
+}
+
+#[test]
+fn pgappname_is_the_application_name() {
+    let server = shared();
+    let db = server.new_database();
+    let mut load = server
+        .pgsense(&db)
+        .env("PGAPPNAME", "findings-loader-12")
+        .arg("load")
+        .spawn_piped();
+    load.stdin()
+        .write_all(ndjson(0, 1, Shape::Object).as_bytes())
+        .unwrap();
+    load.stdin().flush().unwrap();
+    let sql = format!(
+        "SELECT count(*)::text FROM pg_stat_activity \
+         WHERE datname = '{db}' AND application_name = 'findings-loader-12'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.query_one("postgres", &sql).as_deref() == Some("0") {
+        assert!(Instant::now() < deadline, "no session named by PGAPPNAME");
+        thread::sleep(Duration::from_millis(50));
+    }
+    load.close_stdin();
+    load.wait().assert_code(0);
+}
+
+#[test]
+fn an_unused_pg_variable_is_named_once() {
+    let server = shared();
+    let db = server.new_database();
+    let out = server
+        .pgsense(&db)
+        .env("PGGSSENCMODE", "disable")
+        .arg("init")
+        .run();
+    out.assert_code(0);
+    let warning = "PGGSSENCMODE is set but pgsense-pg does not use it";
+    assert_eq!(out.stderr.matches(warning).count(), 1, "{}", out.describe());
+}
+
+#[test]
+fn a_password_in_a_uri_never_shows() {
+    let server = shared();
+    let db = server.new_database();
+    let secret = "Sup3rSecretPw";
+    for port in [free_port(), server.port()] {
+        let uri = format!("postgresql://postgres:{secret}@127.0.0.1:{port}/{db}?sslmode=disable");
+        let out = pgsense().args(["--dbname", &uri, "-vvv", "init"]).run();
+        assert!(!out.stderr.contains(secret), "{}", out.describe());
+        assert!(!out.stdout.contains(secret), "{}", out.describe());
+        let code = if port == server.port() { 0 } else { 69 };
+        out.assert_code(code);
+    }
+}
