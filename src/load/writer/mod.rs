@@ -198,10 +198,17 @@ impl<'a> Writer<'a> {
         let mut attempt = 0u32;
         // Said at the first failure, then every few seconds while it goes on.
         let mut said = None;
+        // Whole first: a refused row is rare, and the savepoints that find
+        // it cost round trips.
+        let mut mode = Copying::Whole;
         loop {
-            let reason = match self.attempt(batch, turn) {
+            let reason = match self.attempt(batch, mode, turn) {
                 Ok(()) => return Ok(()),
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
+                Err(Attempt::RowRefused) => {
+                    mode = Copying::RowByRow;
+                    continue;
+                }
                 Err(Attempt::Yield) => {
                     // Not a failure: the retry window stays closed.
                     self.control.sleep(YIELD_FOR);
@@ -214,39 +221,10 @@ impl<'a> Writer<'a> {
                 }
                 Err(Attempt::Failed(failure)) => describe_failure(failure),
                 Err(Attempt::Unknown(unresolved)) => {
-                    let Unresolved {
-                        txid,
-                        reason,
-                        refused,
-                        prepared,
-                    } = *unresolved;
                     let since = *first_failure.get_or_insert_with(Instant::now);
-                    match self.session.resolve(txid, since + self.copy.retry_for) {
-                        Some(true) => {
-                            self.ledger.committed(batch, &refused, prepared);
-                            return Ok(());
-                        }
-                        Some(false) => {
-                            self.ledger.unprepare(prepared);
-                            reason
-                        }
-                        None => {
-                            let when = if self.control.interrupted() {
-                                "interrupted before the outcome of COMMIT"
-                            } else {
-                                "the outcome of COMMIT"
-                            };
-                            let tail = if self.control.interrupted() {
-                                "was known"
-                            } else {
-                                "could not be learned within --retry-for"
-                            };
-                            log::error!("{reason}; {when} (transaction {txid}) {tail}");
-                            self.control.fail();
-                            return Err(GaveUp::Uncertain(format!(
-                                "{reason}; {when} (transaction {txid}) {tail}"
-                            )));
-                        }
+                    match self.resolve(batch, *unresolved, since + self.copy.retry_for)? {
+                        Some(reason) => reason,
+                        None => return Ok(()),
                     }
                 }
             };
@@ -277,17 +255,66 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Learns from the server, before `deadline`, how a COMMIT whose answer
+    /// was lost ended: None when it committed (the batch is done), the
+    /// reason to try again when it did not.
+    fn resolve(
+        &mut self,
+        batch: &Batch,
+        unresolved: Unresolved,
+        deadline: Instant,
+    ) -> Result<Option<String>, GaveUp> {
+        let Unresolved {
+            txid,
+            reason,
+            refused,
+            prepared,
+        } = unresolved;
+        match self.session.resolve(txid, deadline) {
+            Some(true) => {
+                self.ledger.committed(batch, &refused, prepared);
+                Ok(None)
+            }
+            Some(false) => {
+                self.ledger.unprepare(prepared);
+                Ok(Some(reason))
+            }
+            None => {
+                let (when, tail) = if self.control.interrupted() {
+                    ("interrupted before the outcome of COMMIT", "was known")
+                } else {
+                    (
+                        "the outcome of COMMIT",
+                        "could not be learned within --retry-for",
+                    )
+                };
+                let reason = format!("{reason}; {when} (transaction {txid}) {tail}");
+                log::error!("{reason}");
+                self.control.fail();
+                Err(GaveUp::Uncertain(reason))
+            }
+        }
+    }
+
     /// One attempt: BEGIN, COPY each part, then in turn record and COMMIT.
-    fn attempt(&mut self, batch: &Batch, turn: &mut Option<Turn<'a>>) -> Result<(), Attempt> {
+    fn attempt(
+        &mut self,
+        batch: &Batch,
+        mode: Copying,
+        turn: &mut Option<Turn<'a>>,
+    ) -> Result<(), Attempt> {
         let mut refused = Vec::new();
         let txid = if batch.rows() == 0 {
             None
         } else {
             let txid = self.session.begin(&self.copy.settings)?;
-            for rows in batch.parts() {
-                if let Err(failure) = self.copy_rows(rows, &mut refused) {
+            for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
+                if let Err(failure) = self.copy_rows(rows, mode, &mut refused) {
                     self.session.rollback();
-                    return Err(failure.into());
+                    return Err(match failure {
+                        Failure::Row { .. } if mode == Copying::Whole => Attempt::RowRefused,
+                        failure => failure.into(),
+                    });
                 }
             }
             Some(txid)
@@ -349,15 +376,26 @@ impl<'a> Writer<'a> {
 
     /// COPY of every row of `rows`, but for those the server refuses, which
     /// are added to `refused`.
-    fn copy_rows(&mut self, rows: &Rows, refused: &mut Vec<Refused>) -> Result<(), Failure> {
+    fn copy_rows(
+        &mut self,
+        rows: &Rows,
+        mode: Copying,
+        refused: &mut Vec<Refused>,
+    ) -> Result<(), Failure> {
         let sql = self.copy.sql(rows.timing).to_owned();
+        if mode == Copying::Whole {
+            return self.session.copy(&sql, rows.row_bytes(0..rows.len()));
+        }
         let mut pending = Vec::new();
         pending.push(0..rows.len());
         while let Some(range) = pending.pop() {
             if range.is_empty() {
                 continue;
             }
-            match self.session.copy(&sql, rows.row_bytes(range.clone())) {
+            match self
+                .session
+                .copy_undoable(&sql, rows.row_bytes(range.clone()))
+            {
                 Ok(()) => {}
                 Err(Failure::Row { line, reason }) => {
                     isolate(rows.timing, &mut pending, range, line, reason, refused);
@@ -369,6 +407,15 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// How a batch's rows are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Copying {
+    /// Each part in one COPY.
+    Whole,
+    /// Under savepoints, so that a refused row is found and dropped alone.
+    RowByRow,
+}
+
 /// How one attempt at a batch failed.
 enum Attempt {
     Failed(Failure),
@@ -376,6 +423,9 @@ enum Attempt {
     Gap,
     /// Let go of the connection while waiting for the turn: try again.
     Yield,
+    /// The server refused a row of a batch copied whole: copy it again row
+    /// range by row range.
+    RowRefused,
     /// COMMIT was sent and its answer lost.
     Unknown(Box<Unresolved>),
 }

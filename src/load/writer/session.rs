@@ -95,8 +95,13 @@ impl<'a> Session<'a> {
             .ok_or_else(|| Failure::Permanent("txid_current() returned no transaction id".into()))
     }
 
-    /// COPY of `data` under a savepoint: a refused row undoes only this.
+    /// COPY of `data`, alone: a refused row aborts the transaction.
     pub fn copy(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+        copy_in(self.connect()?, sql, data)
+    }
+
+    /// COPY of `data` under a savepoint: a refused row undoes only this.
+    pub fn copy_undoable(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
         let client = self.connect()?;
         client
             .batch_execute("SAVEPOINT rows")
