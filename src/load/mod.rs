@@ -138,23 +138,14 @@ fn start(
     // while the reader fills the next ones, and memory bounded.
     let (sender, receiver) = sync_channel::<Batch>(crate::connect::POOL_SIZE as usize);
     let receiver = Arc::new(Mutex::new(receiver));
+    let shares = Shares {
+        ledger: Arc::clone(&ledger),
+        control: Arc::clone(&control),
+        spares: Arc::clone(&spares),
+        turns: Arc::clone(&turns),
+    };
     let copy = Copy::new(settings, options.retry_for);
-    let mut writers = Vec::new();
-    for index in 0..writer_count {
-        let shares = Shares {
-            ledger: Arc::clone(&ledger),
-            control: Arc::clone(&control),
-            spares: Arc::clone(&spares),
-            turns: Arc::clone(&turns),
-        };
-        let (sink, copy, receiver) = (sink.clone(), copy.clone(), Arc::clone(&receiver));
-        writers.push(
-            std::thread::Builder::new()
-                .name(format!("writer-{index}"))
-                .spawn(move || writer::run(index as usize, sink, copy, &shares, &receiver))
-                .context("cannot start a writer thread")?,
-        );
-    }
+    let writers = spawn_writers(&sink, &copy, &shares, &receiver)?;
     let position = Arc::new(Position::default());
     let read_options = ReadOptions {
         max_line_bytes: options.max_line_bytes,
@@ -203,6 +194,27 @@ fn start(
         reader_done,
         progress,
     })
+}
+
+/// One writer thread per connection of the sink.
+fn spawn_writers(
+    sink: &Sink,
+    copy: &Copy,
+    shares: &Shares,
+    receiver: &Arc<Mutex<Receiver<Batch>>>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut writers = Vec::new();
+    for index in 0..sink.writers() {
+        let shares = shares.clone();
+        let (sink, copy, receiver) = (sink.clone(), copy.clone(), Arc::clone(receiver));
+        writers.push(
+            std::thread::Builder::new()
+                .name(format!("writer-{index}"))
+                .spawn(move || writer::run(index as usize, sink, copy, &shares, &receiver))
+                .context("cannot start a writer thread")?,
+        );
+    }
+    Ok(writers)
 }
 
 /// Waits for the writers (and the reader, unless it waits for input after

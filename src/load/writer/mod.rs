@@ -68,6 +68,7 @@ impl Copy {
 const YIELD_FOR: Duration = Duration::from_millis(200);
 
 /// What every writer shares with the rest of the load.
+#[derive(Clone)]
 pub struct Shares {
     pub ledger: Arc<Ledger>,
     pub control: Arc<Control>,
