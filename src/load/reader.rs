@@ -20,7 +20,7 @@ use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
 use super::set_aside::{Unread, set_aside};
-use super::turns::Turn;
+use super::turns::{PanicGuard, Turn};
 use crate::rejects::Rejects;
 
 /// How the reader reads.
@@ -181,6 +181,8 @@ impl Reader {
 
     /// Reads every source in turn.
     pub fn run(mut self, sources: Vec<Source>) -> Result<()> {
+        let turns = self.pending.turns();
+        let _guard = PanicGuard(&turns);
         let mut sources = sources.into_iter().enumerate();
         while let Some((index, source)) = sources.next() {
             match self.read_input(index, source)? {

@@ -17,6 +17,9 @@ struct Order {
     /// The sequence number whose turn it is.
     next: u64,
     gap: bool,
+    /// A thread died holding a batch whose turn would never end: every
+    /// waiter gets its turn at once, after a gap.
+    poisoned: bool,
 }
 
 #[derive(Default)]
@@ -42,7 +45,7 @@ impl Turns {
         let started = Instant::now();
         let mut said = false;
         let mut order = lock(&self.order);
-        while order.next != seq {
+        while order.next != seq && !order.poisoned {
             let (next, _) = self
                 .changed
                 .wait_timeout(order, Duration::from_secs(1))
@@ -66,7 +69,7 @@ impl Turns {
     /// earlier batch's writer may be waiting for): then None.
     pub fn wait_unless(&self, seq: u64, yield_now: impl Fn() -> bool) -> Option<Turn<'_>> {
         let mut order = lock(&self.order);
-        while order.next != seq {
+        while order.next != seq && !order.poisoned {
             if yield_now() {
                 return None;
             }
@@ -77,6 +80,29 @@ impl Turns {
             order = next;
         }
         Some(Turn { turns: self, seq })
+    }
+}
+
+impl Turns {
+    /// A thread that was to settle a batch died: no turn after it would
+    /// ever come. Every waiter goes on, after a gap (nothing more commits).
+    pub fn poison(&self) {
+        let mut order = lock(&self.order);
+        order.poisoned = true;
+        order.gap = true;
+        drop(order);
+        self.changed.notify_all();
+    }
+}
+
+/// Poisons the turns if the thread holding it panics.
+pub struct PanicGuard<'a>(pub &'a Turns);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poison();
+        }
     }
 }
 
@@ -95,7 +121,7 @@ impl Turn<'_> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         let mut order = lock(&self.turns.order);
-        order.next = self.seq + 1;
+        order.next = order.next.max(self.seq + 1);
         drop(order);
         self.turns.changed.notify_all();
     }
@@ -135,6 +161,21 @@ mod tests {
             "its turn: nothing to yield"
         );
         assert!(turns.wait_unless(1, || false).is_some());
+    }
+
+    #[test]
+    fn a_thread_that_dies_with_a_batch_does_not_hold_the_others_forever() {
+        let turns = Arc::new(Turns::default());
+        let dying = {
+            let turns = Arc::clone(&turns);
+            std::thread::spawn(move || {
+                let _guard = PanicGuard(&turns);
+                panic!("a bug while writing batch 0");
+            })
+        };
+        assert!(dying.join().is_err());
+        let turn = turns.wait(1);
+        assert!(turn.gap(), "nothing commits after a lost batch");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::control::{Control, POLL};
 use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refused};
 use super::lock;
 use super::sink::Sink;
-use super::turns::{Turn, Turns};
+use super::turns::{PanicGuard, Turn, Turns};
 use crate::config::Settings;
 use crate::connect::{SAY_EVERY, session_settings};
 use crate::table;
@@ -85,6 +85,7 @@ pub fn run(
     shares: &Shares,
     receiver: &Mutex<Receiver<Batch>>,
 ) {
+    let _guard = PanicGuard(&shares.turns);
     let mut writer = match sink {
         Sink::Database(pool) => Some(Writer {
             session: Session::new(pool, &shares.control, index),
