@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use postgres::{Client, Transaction};
 
 use crate::config::Settings;
-use crate::pg_error::db_error;
+use crate::pg_error::{INSUFFICIENT_PRIVILEGE, db_error, sqlstate};
 use crate::table::{self, Column};
 
 /// What the bootstrap found or did, one line each, for `init` to print.
@@ -78,27 +78,28 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
         (schema_exists, table_exists) = lookup(&mut tx, settings)?;
         if !schema_exists {
             tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .map_err(db_error)
-                .with_context(|| {
-                    format!(
-                        "cannot create schema {schema} in database {}: connect once as a \
-                         role with CREATE on the database (`pgsense-pg init`), or create \
-                         the schema as an admin",
-                        settings.dbname
-                    )
+                .map_err(|err| {
+                    create_failed(err, &format!("cannot create schema {schema}"), || {
+                        format!(
+                            "connect once as a role with CREATE on database {} \
+                             (`pgsense-pg init`), or create the schema as an admin",
+                            settings.dbname
+                        )
+                    })
                 })?;
             report.push(format!("created schema {schema}"));
         }
         if !table_exists {
             tx.batch_execute(&create_table_sql(settings))
-                .map_err(db_error)
-                .with_context(|| {
-                    format!(
-                        "cannot create table {qualified}: connect once as a role with \
-                         CREATE on schema {schema} (`pgsense-pg init`), or run \
-                         `GRANT CREATE ON SCHEMA {schema} TO {}` as an admin",
-                        settings.username
-                    )
+                .map_err(|err| {
+                    create_failed(err, &format!("cannot create table {qualified}"), || {
+                        format!(
+                            "connect once as a role with CREATE on schema {schema} \
+                             (`pgsense-pg init`), or run `GRANT CREATE ON SCHEMA {schema} \
+                             TO {}` as an admin",
+                            settings.username
+                        )
+                    })
                 })?;
             report.push(format!("created table {qualified}"));
         }
@@ -112,6 +113,23 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
     }
     check_table(client, settings)?;
     Ok(report)
+}
+
+/// A CREATE the server refused: the GRANT that fixes it when the role
+/// lacks the privilege, else only the server's words, which name the cause
+/// (a timeout, a read-only session) and the next step.
+fn create_failed(
+    err: postgres::Error,
+    what: &str,
+    grant: impl FnOnce() -> String,
+) -> anyhow::Error {
+    let denied = sqlstate(&err) == Some(INSUFFICIENT_PRIVILEGE);
+    let err = db_error(err);
+    if denied {
+        err.context(format!("{what}: {}", grant()))
+    } else {
+        err.context(what.to_owned())
+    }
 }
 
 /// The table exactly as the scanner's channel creates it.

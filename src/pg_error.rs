@@ -6,17 +6,29 @@
 use crate::config::{Settings, SslMode, setting};
 use Kind::{Server, Tls};
 
-/// One line for a driver error: the server's own message and hint when the
-/// server sent one, else the driver's text followed by its causes.
+/// One line for a driver error: the server's own message, hint and
+/// SQLSTATE when the server sent one, with the next step when the SQLSTATE
+/// names a known cause; else the driver's text followed by its causes.
+///
+/// An ERROR's severity is left out: the log line that prints it already
+/// says ERROR or WARN. FATAL and PANIC stay: they say the session ended.
 pub fn describe(err: &postgres::Error) -> String {
     match err.as_db_error() {
         Some(db) => {
-            let mut text = format!("{}: {}", db.severity(), db.message());
+            let mut text = match db.severity() {
+                "ERROR" => db.message().to_owned(),
+                severity => format!("{severity}: {}", db.message()),
+            };
             if let Some(detail) = db.detail() {
                 text.push_str(&format!(" ({detail})"));
             }
             if let Some(hint) = db.hint() {
                 text.push_str(&format!("; hint: {hint}"));
+            }
+            let code = db.code().code();
+            text.push_str(&format!(" (SQLSTATE {code})"));
+            if let Some(step) = next_step(code) {
+                text.push_str(&format!(": {step}"));
             }
             text
         }
@@ -30,6 +42,44 @@ pub fn describe(err: &postgres::Error) -> String {
             text
         }
     }
+}
+
+/// The SQLSTATE of a server's error, when the server sent one.
+pub fn sqlstate(err: &postgres::Error) -> Option<&str> {
+    err.as_db_error().map(|db| db.code().code())
+}
+
+/// SQLSTATE 42501, insufficient_privilege: the role lacks a GRANT.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// What to do about an error whose cause its SQLSTATE names, whatever the
+/// statement: the cause is the server's setting, not the statement.
+pub fn next_step(sqlstate: &str) -> Option<&'static str> {
+    Some(match sqlstate {
+        // query_canceled
+        "57014" => {
+            "the server cancelled the statement: statement_timeout (see `SHOW \
+             statement_timeout`; a role's or database's setting applies to every session), or \
+             pg_cancel_backend; raise or unset it, e.g. `ALTER ROLE ... RESET statement_timeout`"
+        }
+        // lock_not_available
+        "55P03" => {
+            "a lock was not granted within lock_timeout: another session holds it (see \
+             pg_locks); end that session's transaction, or run again later"
+        }
+        // read_only_sql_transaction
+        "25006" => {
+            "the session is read-only (a standby, or default_transaction_read_only on for the \
+             role or database): point --host at the primary, or connect as a role that may \
+             write (`ALTER ROLE ... SET default_transaction_read_only = off`)"
+        }
+        // undefined_table
+        "42P01" => {
+            "run `pgsense-pg init` to create the findings table, or check --schema, --table \
+             and the search_path of the role (a trigger's or rule's relation must be on it)"
+        }
+        _ => return None,
+    })
 }
 
 /// Wraps a driver error as one readable line.

@@ -44,3 +44,4 @@ mod progress;
 mod summary;
 
 mod isolation;
+mod messages;

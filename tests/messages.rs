@@ -1,0 +1,119 @@
+//! What the server's errors become on stderr (issue 12, "Messages"): one
+//! ERROR prefix, the real cause named (a timeout, a read-only role), and a
+//! next step.
+
+use crate::support::markers::findings;
+use crate::support::run::init;
+use crate::support::{TABLE, shared};
+
+/// A trigger that calls a missing function: the server's ERROR is printed
+/// once, not as "ERROR: ERROR:".
+#[test]
+fn a_server_error_has_one_error_prefix() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        &format!(
+            "CREATE FUNCTION pgsense.audit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN PERFORM no_such_function(); RETURN NEW; END $$;
+             CREATE TRIGGER audit BEFORE INSERT ON {TABLE}
+               FOR EACH ROW EXECUTE FUNCTION pgsense.audit();"
+        ),
+    );
+    let out = server.pgsense(&db).arg("load").stdin(findings(1..=3)).run();
+    out.assert_code(75)
+        .assert_stderr_contains("function no_such_function() does not exist");
+    assert!(
+        !out.stderr.contains("ERROR: ERROR"),
+        "a doubled prefix\n{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains("42883"),
+        "the SQLSTATE\n{}",
+        out.describe()
+    );
+}
+
+/// A relation the server cannot find: the next step is named.
+#[test]
+fn a_missing_relation_says_what_to_do() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    server.execute(
+        &db,
+        &format!(
+            "CREATE FUNCTION pgsense.audit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN INSERT INTO audit_log VALUES (NEW.id); RETURN NEW; END $$;
+             CREATE TRIGGER audit BEFORE INSERT ON {TABLE}
+               FOR EACH ROW EXECUTE FUNCTION pgsense.audit();"
+        ),
+    );
+    let out = server.pgsense(&db).arg("load").stdin(findings(1..=3)).run();
+    out.assert_code(75)
+        .assert_stderr_contains("relation \"audit_log\" does not exist")
+        .assert_stderr_contains("pgsense-pg init")
+        .assert_stderr_contains("search_path");
+    assert!(!out.stderr.contains("ERROR: ERROR"), "{}", out.describe());
+}
+
+/// A role whose statements time out at once, with no table yet: the advice
+/// is about statement_timeout, not about GRANT.
+#[test]
+fn a_statement_timeout_is_named_as_the_cause() {
+    let server = shared();
+    let db = server.new_database();
+    let role = format!("hasty_{db}");
+    server.execute(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT CREATE ON DATABASE {db} TO {role};
+             ALTER ROLE {role} SET statement_timeout = '1ms';"
+        ),
+    );
+    for command in ["init", "load"] {
+        let out = server
+            .pgsense_as(&db, &role)
+            .arg(command)
+            .stdin(findings(1..=3))
+            .run();
+        println!("{command}: {}", out.describe());
+        assert_ne!(out.code, Some(0), "{}", out.describe());
+        out.assert_stderr_contains("statement_timeout");
+        assert!(!out.stderr.contains("GRANT"), "{}", out.describe());
+    }
+    server.execute(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+/// A role whose transactions are read-only, with no table yet: the advice is
+/// to write through a primary or another role, not to GRANT.
+#[test]
+fn a_read_only_role_is_named_as_the_cause() {
+    let server = shared();
+    let db = server.new_database();
+    let role = format!("reader_{db}");
+    server.execute(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT CREATE ON DATABASE {db} TO {role};
+             ALTER ROLE {role} SET default_transaction_read_only = on;"
+        ),
+    );
+    for command in ["init", "load"] {
+        let out = server
+            .pgsense_as(&db, &role)
+            .arg(command)
+            .stdin(findings(1..=3))
+            .run();
+        println!("{command}: {}", out.describe());
+        assert_ne!(out.code, Some(0), "{}", out.describe());
+        out.assert_stderr_contains("read-only");
+        assert!(!out.stderr.contains("GRANT"), "{}", out.describe());
+    }
+    server.execute(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
