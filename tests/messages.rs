@@ -2,7 +2,9 @@
 //! ERROR prefix, the real cause named (a timeout, a read-only role), and a
 //! next step.
 
-use crate::support::markers::findings;
+use std::time::Duration;
+
+use crate::support::markers::{assert_table_holds, findings};
 use crate::support::run::init;
 use crate::support::{TABLE, shared};
 
@@ -81,7 +83,6 @@ fn a_statement_timeout_is_named_as_the_cause() {
             .arg(command)
             .stdin(findings(1..=3))
             .run();
-        println!("{command}: {}", out.describe());
         assert_ne!(out.code, Some(0), "{}", out.describe());
         out.assert_stderr_contains("statement_timeout");
         assert!(!out.stderr.contains("GRANT"), "{}", out.describe());
@@ -110,10 +111,56 @@ fn a_read_only_role_is_named_as_the_cause() {
             .arg(command)
             .stdin(findings(1..=3))
             .run();
-        println!("{command}: {}", out.describe());
         assert_ne!(out.code, Some(0), "{}", out.describe());
         out.assert_stderr_contains("read-only");
         assert!(!out.stderr.contains("GRANT"), "{}", out.describe());
     }
+    server.execute(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+/// A COPY cancelled by the role's statement_timeout while its rows are
+/// being sent (a trigger makes the first row ever slow), then retried: the
+/// warning names the cancel and its SQLSTATE, not an "unexpected message
+/// from server".
+#[test]
+fn a_cancelled_copy_is_retried_under_its_real_cause() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let role = format!("timed_{db}");
+    server.execute(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA pgsense TO {role};
+             GRANT SELECT, INSERT ON {TABLE} TO {role};
+             GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};
+             ALTER ROLE {role} SET statement_timeout = '300ms';
+             CREATE SEQUENCE pgsense.slow_once;
+             CREATE FUNCTION pgsense.slow_once() RETURNS trigger LANGUAGE plpgsql
+               SECURITY DEFINER AS $$ BEGIN
+                 -- A sequence is not rolled back: only the first try is slow.
+                 IF nextval('pgsense.slow_once') = 1 THEN PERFORM pg_sleep(2); END IF;
+                 RETURN NEW;
+               END $$;
+             CREATE TRIGGER slow_once BEFORE INSERT ON {TABLE}
+               FOR EACH ROW EXECUTE FUNCTION pgsense.slow_once();"
+        ),
+    );
+    let out = server
+        .pgsense_as(&db, &role)
+        .arg("load")
+        .stdin(findings(1..=3000))
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("canceling statement due to statement timeout (SQLSTATE 57014)")
+        .assert_stderr_contains("retrying");
+    assert!(
+        !out.stderr.contains("unexpected message"),
+        "{}",
+        out.describe()
+    );
+    assert_table_holds(server, &db, 1..=3000);
     server.execute(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
