@@ -497,3 +497,52 @@ fn tls_enabled_refuses_a_server_without_tls() {
         Some("t".to_owned())
     );
 }
+
+/// A config file that group or others can read and that holds a password
+/// inline gets a warning naming the file and the fix (issue 12); once it
+/// is mode 600, or the password is in a file of its own, none.
+#[test]
+fn a_readable_config_file_with_an_inline_password_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    let run = |contents: &str, mode: u32| {
+        let path = scratch.write(&crate::support::pg::unique("c-"), contents);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = pgsense()
+            .arg("-c")
+            .arg(&path)
+            .args(["load", "--dry-run"])
+            .stdin(ndjson(0, 1, Shape::Object))
+            .run();
+        out.assert_code(0);
+        (path.display().to_string(), out)
+    };
+    let inline = format!("{VALID}password = \"hunter2\"\n").replace("SILENT_PORT", "5432");
+    let (path, out) = run(&inline, 0o644);
+    out.assert_stderr_contains(&format!("config file {path} holds a password"))
+        .assert_stderr_contains("(mode 0644)")
+        .assert_stderr_contains(&format!("chmod 600 {path}"))
+        .assert_stderr_contains("password = { file = \"PATH\" }");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+    let (_, out) = run(&inline, 0o640);
+    out.assert_stderr_contains("readable by group or others (mode 0640)");
+    let (_, out) = run(&inline, 0o600);
+    assert!(
+        !out.stderr.contains("holds a password"),
+        "{}",
+        out.describe()
+    );
+    let from_file = scratch.write("pw", "hunter2\n");
+    std::fs::set_permissions(&from_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let by_file = format!(
+        "{VALID}password = {{ file = \"{}\" }}\n",
+        from_file.display()
+    )
+    .replace("SILENT_PORT", "5432");
+    let (_, out) = run(&by_file, 0o644);
+    assert!(
+        !out.stderr.contains("holds a password"),
+        "{}",
+        out.describe()
+    );
+}

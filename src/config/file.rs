@@ -93,7 +93,12 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
         }
     })?;
     match parsed.alerts.and_then(|a| a.postgres) {
-        Some(section) => Ok(section),
+        Some(section) => {
+            if let Some(PasswordSource::Inline(_)) = section.password {
+                super::secret::warn_if_inline_password_readable(path, "[alerts.postgres]");
+            }
+            Ok(section)
+        }
         None => bail!(
             "{} has no [alerts.postgres] section: add one (see `man pgsense-pg`), \
              or leave out --config to use flags and PG* variables",

@@ -1,5 +1,5 @@
-//! Secrets: the redacted [`Secret`], and the warning for a secret file that
-//! other users can read.
+//! Secrets: the redacted [`Secret`], and the warnings for a secret file, or
+//! a config file holding a password, that other users can read.
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
@@ -28,17 +28,34 @@ impl fmt::Debug for Secret {
 /// Warns when a secret file's mode grants any of `bits` (the group and
 /// others bits that are too many), naming `who` can read it.
 pub fn warn_if_readable_by_others(path: &Path, origin: &str, bits: u32, who: &str) {
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return;
-    };
-    let mode = metadata.permissions().mode() & 0o777;
-    if mode & bits != 0 {
+    if let Some(mode) = mode_granting(path, bits) {
         log::warn!(
             "{origin}: {} is readable by {who} (mode {mode:04o}): chmod 600 {}",
             path.display(),
             path.display()
         );
     }
+}
+
+/// Warns when a config file that holds a password inline can be read by
+/// group or others: the file is often shared or copied, the password with
+/// it.
+pub fn warn_if_inline_password_readable(path: &Path, section: &str) {
+    if let Some(mode) = mode_granting(path, 0o077) {
+        log::warn!(
+            "config file {} holds a password (password in {section}) and is readable by \
+             group or others (mode {mode:04o}): chmod 600 {}, or keep the password in a file \
+             of its own that only you can read, with password = {{ file = \"PATH\" }}",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+/// The permission bits of `path` when they grant any of `bits`.
+fn mode_granting(path: &Path, bits: u32) -> Option<u32> {
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & bits != 0).then_some(mode)
 }
 
 #[cfg(test)]
