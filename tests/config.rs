@@ -546,3 +546,18 @@ fn a_readable_config_file_with_an_inline_password_is_warned_about() {
         out.describe()
     );
 }
+
+/// A section given twice is named as a duplicate (issue 12).
+#[test]
+fn a_duplicated_section_is_named() {
+    assert_config_error(
+        &format!("{VALID}\n[alerts.postgres]\ndbname = \"x\"\n"),
+        &[],
+        "config.toml:5: duplicate section [alerts.postgres]",
+    );
+    assert_config_error(
+        &format!("{VALID}password = \"a\"\npassword = \"hunter2\"\n"),
+        &[],
+        "config.toml:5: duplicate key `password`",
+    );
+}

@@ -87,6 +87,10 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
             .span()
             .map(|span| text[..span.start].matches('\n').count() + 1);
         let message = err.message().trim_end();
+        let message = match err.span().filter(|_| message == "duplicate key") {
+            Some(span) => duplicate(&text, span),
+            None => message.to_owned(),
+        };
         match line {
             Some(line) => anyhow::anyhow!("{}:{line}: {message}", path.display()),
             None => anyhow::anyhow!("{}: {message}", path.display()),
@@ -104,5 +108,34 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
              or leave out --config to use flags and PG* variables",
             path.display()
         ),
+    }
+}
+
+/// What toml's "duplicate key" at `span` is: a section given twice
+/// (`[alerts.postgres]` twice), or a key given twice in one section. Only
+/// a header or a bare key is quoted, never a value: it may be a password.
+fn duplicate(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+    let end = text[start..].find('\n').map_or(text.len(), |at| start + at);
+    let line = text[start..end]
+        .split('#')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if line.starts_with('[') && line.ends_with(']') {
+        return format!(
+            "duplicate section {line}: the section is given twice; merge its keys into one \
+             {line}"
+        );
+    }
+    let key = text.get(span).unwrap_or_default().trim();
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        format!("duplicate key `{key}`: the key is given twice in its section; keep one")
+    } else {
+        "duplicate key: a key is given twice in its section; keep one".to_owned()
     }
 }
