@@ -79,7 +79,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslkey -d
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way, and connect to nothing (--state-file and --reject-file are left untouched)'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way (the lines a real load would insert as "would be inserted"), and connect to nothing (--state-file, --reject-file and --metrics-file are left untouched)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help (see more with \'--help\')'

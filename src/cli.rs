@@ -60,8 +60,9 @@ pub struct LoadArgs {
     pub reject_file: Option<PathBuf>,
 
     /// Parse and validate the input with the rules of a real load, report
-    /// the same way, and connect to nothing (--state-file and --reject-file
-    /// are left untouched).
+    /// the same way (the lines a real load would insert as "would be
+    /// inserted"), and connect to nothing (--state-file, --reject-file and
+    /// --metrics-file are left untouched).
     #[arg(long)]
     pub dry_run: bool,
 

@@ -51,8 +51,13 @@ impl Report {
     /// The closing line of a load.
     pub fn summary(&self) -> String {
         let c = &self.counts;
+        // A dry run inserts nothing: its rows only would be.
+        let inserted = match self.mode {
+            Mode::Load => "inserted",
+            Mode::DryRun => "would be inserted",
+        };
         let mut text = format!(
-            "{} read, {} inserted, {} dropped ({} invalid, {} refused by the server, {} lost to database failures",
+            "{} read, {} {inserted}, {} dropped ({} invalid, {} refused by the server, {} lost to database failures",
             c.read,
             c.inserted,
             c.dropped(),

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::support::findings::{assert_rows, ndjson, rows};
 use crate::support::pg::free_port;
+use crate::support::prometheus::read_metrics;
 use crate::support::report::json_summary;
 use crate::support::run::Outcome;
 use crate::support::{Finding, Scratch, Shape, SilentServer, TABLE, pgsense, shared};
@@ -63,8 +64,10 @@ fn bad_input() -> (Vec<u8>, Vec<Finding>, Vec<u64>) {
     (input, findings, vec![2, 5, 6, 7, 9, 10, 11, 12, 13, 14])
 }
 
-/// The summary line on stderr, without the `pgsense-pg: ` prefix and a dry
-/// run's `dry run, nothing written: ` (which a dry run must have).
+/// The summary line on stderr, without the `pgsense-pg: ` prefix, and of a
+/// dry run without its `dry run, nothing written: ` and with `would be
+/// inserted` made `inserted` (a dry run must say both: issue 12), so that
+/// it compares with a real run's.
 #[track_caller]
 fn summary_line(out: &Outcome, dry_run: bool) -> String {
     let line = out
@@ -74,9 +77,10 @@ fn summary_line(out: &Outcome, dry_run: bool) -> String {
         .find(|line| line.contains(" read, ") && line.contains(" inserted, "))
         .unwrap_or_else(|| panic!("no summary line\n{}", out.describe()));
     let line = line.strip_prefix("pgsense-pg: ").expect("prefixed");
+    let would = line.contains(" would be inserted, ");
     match line.strip_prefix("dry run, nothing written: ") {
-        Some(rest) if dry_run => rest.to_owned(),
-        None if !dry_run => line.to_owned(),
+        Some(rest) if dry_run && would => rest.replacen(" would be inserted, ", " inserted, ", 1),
+        None if !dry_run && !would => line.to_owned(),
         _ => panic!(
             "dry run {dry_run}, but the summary says otherwise\n{}",
             out.describe()
@@ -193,4 +197,44 @@ fn dry_run_of_good_input_exits_0_like_the_real_run() {
     assert!(real.stdout.is_empty(), "{}", real.describe());
     assert_eq!(summary_line(&offline, true), summary_line(&real, false));
     assert_eq!(server.count(&db, TABLE), 25);
+}
+
+/// A dry run leaves the metrics file of the last real run as it is, and
+/// says so once (issue 12).
+#[test]
+fn dry_run_leaves_the_metrics_file_of_real_runs() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let metrics = scratch.path().join("pgsense.prom");
+    let load = |count: u64, dry: bool| {
+        let mut cmd = server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--metrics-file")
+            .arg(&metrics);
+        if dry {
+            cmd = cmd.arg("--dry-run");
+        }
+        cmd.stdin(ndjson(0, count, Shape::Object)).run()
+    };
+    load(5, false).assert_code(0);
+    let real = std::fs::read_to_string(&metrics).expect("the real run's metrics");
+    assert_eq!(
+        read_metrics(&metrics).value("pgsense_pg_lines_read", &[]),
+        5.0
+    );
+    let dry = load(7, true);
+    dry.assert_code(0);
+    let said = format!(
+        "--metrics-file {}: not written by a dry run",
+        metrics.display()
+    );
+    assert_eq!(dry.stderr.matches(&said).count(), 1, "{}", dry.describe());
+    assert_eq!(
+        std::fs::read_to_string(&metrics).expect("still there"),
+        real,
+        "a dry run overwrote the metrics file"
+    );
+    assert!(!scratch.path().join("pgsense.prom.tmp").exists());
 }

@@ -83,8 +83,15 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         ))
         .status(Status::Usage);
     }
-    if let Some(path) = &args.metrics_file {
-        report::check_writable(path).status(Status::CantCreate)?;
+    match &args.metrics_file {
+        // The file holds the metrics of the last real run: a dry run's
+        // counts there would page someone, or hide a failure.
+        Some(path) if args.dry_run => log::warn!(
+            "--metrics-file {}: not written by a dry run; it keeps the last real run's metrics",
+            path.display()
+        ),
+        Some(path) => report::check_writable(path).status(Status::CantCreate)?,
+        None => {}
     }
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
@@ -198,11 +205,12 @@ fn finish_summary(
         seconds: started.elapsed().as_secs_f64(),
         status,
     };
-    // `-` was refused as a metrics file: nothing is written there.
+    // `-` was refused as a metrics file: nothing is written there; nor by a
+    // dry run.
     if let Some(path) = args
         .metrics_file
         .as_deref()
-        .filter(|p| *p != Path::new("-"))
+        .filter(|p| *p != Path::new("-") && !args.dry_run)
         && let Err(err) = summary.write_metrics(path)
     {
         exit::print_error(&err);
