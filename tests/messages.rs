@@ -114,6 +114,18 @@ fn a_read_only_role_is_named_as_the_cause() {
         assert_ne!(out.code, Some(0), "{}", out.describe());
         out.assert_stderr_contains("read-only");
         assert!(!out.stderr.contains("GRANT"), "{}", out.describe());
+        // Connecting to any server, it gets as far as the CREATE.
+        let out = server
+            .pgsense_as(&db, &role)
+            .env("PGTARGETSESSIONATTRS", "any")
+            .arg(command)
+            .stdin(findings(1..=3))
+            .run();
+        out.assert_code(69)
+            .assert_stderr_contains("cannot create schema pgsense")
+            .assert_stderr_contains("(SQLSTATE 25006): the session is read-only")
+            .assert_stderr_contains("point --host at the primary");
+        assert!(!out.stderr.contains("CREATE on"), "{}", out.describe());
     }
     server.execute(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
