@@ -11,6 +11,8 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
+use postgres::SimpleQueryMessage;
+
 use crate::support::markers::{assert_table_holds_after, file_markers, write_findings};
 use crate::support::run::{Outcome, init};
 use crate::support::standby::{Replicated, replicated};
@@ -132,4 +134,81 @@ fn assert_nothing_set_aside(rejects: &Path, runs: &[Outcome]) {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A COMMIT cut before any of its transaction reached the standby, and the
+/// new primary giving that transaction's id to another transaction before
+/// the loader asks about it: txid_status() then speaks of the other
+/// transaction, which committed. The batch must still be loaded once.
+///
+/// Made deterministic: the standby is cut off from the primary before the
+/// load starts (so its first COMMIT waits for the standby, and none of its
+/// transactions reaches it) and refuses the loader's connections; the
+/// primary crashes, the standby is promoted and runs committed transactions
+/// until it has handed out the waiting transaction's id; only then may the
+/// loader connect.
+#[test]
+fn a_lost_commit_whose_id_the_new_primary_reused_is_still_loaded_once() {
+    let pair = replicated();
+    let Replicated { primary, standby } = &pair;
+    let db = primary.new_database();
+    init(primary, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", FINDINGS);
+    let state = scratch.path().join("pgsense-pg.state");
+    let rejects = scratch.path().join("rejects.ndjson");
+    standby.set_hba(&["host all all 127.0.0.1/32 reject"]);
+    pair.cut_off_standby();
+    let load = pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1"])
+        .args(["--port", &format!("{},{}", primary.port(), standby.port())])
+        .args(["--dbname", &db, "--username", "postgres"])
+        .arg("load")
+        .args(["--batch-rows", &BATCH_ROWS.to_string()])
+        .arg("--state-file")
+        .arg(&state)
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .timeout(LOAD_TIMEOUT)
+        .spawn();
+    let waiting = "select backend_xid from pg_stat_activity \
+                   where wait_event = 'SyncRep' and application_name = 'pgsense-pg'";
+    let mut rows = Vec::new();
+    let load = wait_during(
+        load,
+        "a COMMIT waiting for the standby",
+        LOAD_TIMEOUT,
+        || {
+            rows = primary.query("postgres", waiting);
+            !rows.is_empty()
+        },
+    );
+    let xid: u64 = rows[0][0].as_deref().unwrap().parse().unwrap();
+    primary.stop_immediate();
+    pair.promote();
+    // Each a transaction of its own, committed.
+    let mut client = standby.client("postgres");
+    for _ in 0..=xid {
+        let rows = client.simple_query("select txid_current()").unwrap();
+        let current: Option<u64> = rows.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).and_then(|x| x.parse().ok()),
+            _ => None,
+        });
+        if current.unwrap() >= xid {
+            break;
+        }
+    }
+    assert_eq!(
+        standby
+            .query_one("postgres", &format!("select txid_status({xid})"))
+            .as_deref(),
+        Some("committed"),
+        "the new primary did not reuse transaction id {xid}: nothing was tested"
+    );
+    standby.set_hba(&["host all all 127.0.0.1/32 trust"]);
+    let out = load.wait();
+    out.assert_code(0);
+    assert_table_holds_after(standby, &db, 1..=FINDINGS, Some(&out));
+    assert_nothing_set_aside(&rejects, &[out]);
 }

@@ -100,6 +100,30 @@ fn base_backup_of(primary: &PgServer) -> PgServer {
 }
 
 impl Replicated {
+    /// Cuts the standby off from the primary (an empty primary_conninfo,
+    /// reloaded): from then on nothing more reaches it, and a COMMIT on the
+    /// primary that waits for it waits until the primary goes away.
+    /// Everything the primary wrote so far is replayed on the standby
+    /// first.
+    pub fn cut_off_standby(&self) {
+        let written = self
+            .primary
+            .query_one("postgres", "select pg_current_wal_lsn()")
+            .expect("an LSN");
+        let replayed = format!("select pg_last_wal_replay_lsn() >= '{written}'::pg_lsn");
+        wait_until("the standby replaying up to the primary", SYNC_WAIT, || {
+            self.standby.query_one("postgres", &replayed).as_deref() == Some("t")
+        });
+        self.standby
+            .execute("postgres", "ALTER SYSTEM SET primary_conninfo = ''");
+        self.standby.execute("postgres", "SELECT pg_reload_conf()");
+        wait_until("the standby cut off from the primary", SYNC_WAIT, || {
+            self.primary
+                .query_one("postgres", "select count(*) from pg_stat_replication")
+                == Some("0".into())
+        });
+    }
+
     /// `pg_ctl promote` on the standby, then waits until a new connection
     /// can write there.
     pub fn promote(&self) {
