@@ -27,6 +27,7 @@ mod tls;
 // Faults: nothing lost, nothing twice.
 mod commit_outcome;
 mod crash;
+mod failover;
 mod inputs;
 mod permanent_errors;
 mod reject_file;

@@ -4,8 +4,9 @@
 //! ([`findings`]), findings with markers for the fault tests ([`markers`]),
 //! bounded child processes ([`process`]) and waits ([`wait`]), what a run
 //! reports ([`report`], [`prometheus`]), a proxy that cuts a COMMIT
-//! ([`proxy`]), TLS material ([`tls`]), a small disk to fill ([`tmpfs`])
-//! and scratch directories for input and config files ([`Scratch`]).
+//! ([`proxy`]), TLS material ([`tls`]), a small disk to fill ([`tmpfs`]),
+//! a primary with a synchronous standby to fail over to ([`standby`]) and
+//! scratch directories for input and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
 // not called by today's tests is not dead.
@@ -20,6 +21,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod standby;
 pub mod tls;
 pub mod tmpfs;
 pub mod wait;

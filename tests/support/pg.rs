@@ -77,6 +77,16 @@ pub struct PgServer {
 
 impl PgServer {
     fn start_new(settings: &[&str]) -> PgServer {
+        let server = PgServer::unstarted();
+        server.initdb(settings);
+        server.start_on_a_free_port()
+    }
+
+    /// A server with its temporary directory made (owned by the user the
+    /// server runs as) and nothing in it yet: the caller puts a cluster in
+    /// [`Self::data_dir`] (initdb, pg_basebackup), then calls
+    /// [`Self::start_on_a_free_port`]. Removed on Drop.
+    pub(super) fn unstarted() -> PgServer {
         let bin = server_binaries();
         let run_as = unprivileged_user();
         let temp = std::env::temp_dir();
@@ -91,23 +101,27 @@ impl PgServer {
             std::os::unix::fs::chown(&root, Some(uid), Some(gid))
                 .unwrap_or_else(|e| panic!("cannot chown {}: {e}", root.display()));
         }
-        let mut server = PgServer {
+        PgServer {
             root,
             port: 0,
             bin,
             run_as,
-        };
-        server.initdb(settings);
+        }
+    }
+
+    /// Starts the cluster in [`Self::data_dir`] on a free port and waits
+    /// until it accepts connections.
+    pub(super) fn start_on_a_free_port(mut self) -> PgServer {
         // Another process may take the free port between our probe and the
         // server's bind: try a few ports before giving up.
         let mut last_error = String::new();
         for _ in 0..5 {
-            server.port = free_port();
-            match server.try_start() {
+            self.port = free_port();
+            match self.try_start() {
                 Ok(()) => {
-                    server.spawn_watchdog();
-                    server.wait_until_accepting();
-                    return server;
+                    self.spawn_watchdog();
+                    self.wait_until_accepting();
+                    return self;
                 }
                 Err(e) if e.contains("Address already in use") => last_error = e,
                 Err(e) => panic!("{e}"),
@@ -136,13 +150,14 @@ impl PgServer {
         self.root.join("postgres.log")
     }
 
-    fn data_dir(&self) -> PathBuf {
+    /// The cluster's data directory.
+    pub(super) fn data_dir(&self) -> PathBuf {
         self.root.join("data")
     }
 
     /// A command for a server binary, run as the unprivileged user when we
     /// are root.
-    fn pg_command(&self, program: &str) -> Command {
+    pub(super) fn pg_command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         let mut cmd = match self.run_as {
             Some((uid, gid)) => {
@@ -195,10 +210,17 @@ impl PgServer {
             settings.push_str(line);
             settings.push('\n');
         }
-        let conf = data.join("postgresql.conf");
-        let mut text = fs::read_to_string(&conf).expect("initdb writes postgresql.conf");
-        text.push_str(&settings);
-        fs::write(&conf, text).expect("write postgresql.conf");
+        self.append_to_conf(&settings);
+    }
+
+    /// Appends `text` to postgresql.conf (later lines win); read at the
+    /// next start.
+    pub(super) fn append_to_conf(&self, text: &str) {
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut contents =
+            fs::read_to_string(&conf).unwrap_or_else(|e| panic!("read {}: {e}", conf.display()));
+        contents.push_str(text);
+        fs::write(&conf, contents).unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
     }
 
     /// `pg_ctl start` on the current port; Err carries the log on failure.
