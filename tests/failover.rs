@@ -139,7 +139,9 @@ fn assert_nothing_set_aside(rejects: &Path, runs: &[Outcome]) {
 /// A COMMIT cut before any of its transaction reached the standby, and the
 /// new primary giving that transaction's id to another transaction before
 /// the loader asks about it: txid_status() then speaks of the other
-/// transaction, which committed. The batch must still be loaded once.
+/// transaction, which committed. The loader does not take that answer (the
+/// timeline changed): it looks for the rows its batch would have left, finds
+/// none, and sends the batch again, once.
 ///
 /// Made deterministic: the standby is cut off from the primary before the
 /// load starts (so its first COMMIT waits for the standby, and none of its
@@ -159,19 +161,7 @@ fn a_lost_commit_whose_id_the_new_primary_reused_is_still_loaded_once() {
     let rejects = scratch.path().join("rejects.ndjson");
     standby.set_hba(&["host all all 127.0.0.1/32 reject"]);
     pair.cut_off_standby();
-    let load = pgsense()
-        .args(["--host", "127.0.0.1,127.0.0.1"])
-        .args(["--port", &format!("{},{}", primary.port(), standby.port())])
-        .args(["--dbname", &db, "--username", "postgres"])
-        .arg("load")
-        .args(["--batch-rows", &BATCH_ROWS.to_string()])
-        .arg("--state-file")
-        .arg(&state)
-        .arg("--reject-file")
-        .arg(&rejects)
-        .arg(&input)
-        .timeout(LOAD_TIMEOUT)
-        .spawn();
+    let load = load_command(primary, standby, &db, &state, &rejects, &input).spawn();
     let waiting = "select backend_xid from pg_stat_activity \
                    where wait_event = 'SyncRep' and application_name = 'pgsense-pg'";
     let mut rows = Vec::new();
@@ -211,4 +201,27 @@ fn a_lost_commit_whose_id_the_new_primary_reused_is_still_loaded_once() {
     out.assert_code(0);
     assert_table_holds_after(standby, &db, 1..=FINDINGS, Some(&out));
     assert_nothing_set_aside(&rejects, &[out]);
+}
+
+/// The load command of the reuse test: both hosts, state and reject files.
+fn load_command(
+    primary: &crate::support::PgServer,
+    standby: &crate::support::PgServer,
+    db: &str,
+    state: &std::path::Path,
+    rejects: &std::path::Path,
+    input: &std::path::Path,
+) -> crate::support::run::Pgsense {
+    pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1"])
+        .args(["--port", &format!("{},{}", primary.port(), standby.port())])
+        .args(["--dbname", db, "--username", "postgres"])
+        .arg("load")
+        .args(["--batch-rows", &BATCH_ROWS.to_string()])
+        .arg("--state-file")
+        .arg(state)
+        .arg("--reject-file")
+        .arg(rejects)
+        .arg(input)
+        .timeout(LOAD_TIMEOUT)
 }

@@ -116,7 +116,7 @@ fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Si
     if let Some(state) = &mut files.state
         && state.needs_recovery()
     {
-        recovery::recover(state, &mut client)?;
+        recovery::recover(state, &mut client, &settings.qualified_table())?;
     }
     if let Some(rejects) = &mut files.rejects {
         rejects.cut_fragment().status(Status::CantCreate)?;

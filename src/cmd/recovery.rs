@@ -6,50 +6,53 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::exit::{Status, WithStatus};
-use crate::state::{StateFile, TxStatus};
+use crate::load::{TxnState, txn_state};
+use crate::state::{StateFile, Trace, TxStatus, Txn};
 
 /// How long a transaction of a killed run may stay in progress: its
 /// backend notices the lost connection at once, unless the host died.
 const IN_PROGRESS_FOR: Duration = Duration::from_secs(30);
 
-pub fn recover(state: &mut StateFile, client: &mut postgres::Client) -> Result<()> {
-    let applied = state.recover(|txid| status(client, txid))?;
+pub fn recover(state: &mut StateFile, client: &mut postgres::Client, table: &str) -> Result<()> {
+    let applied = state.recover(|txn, trace| status(client, txn, trace, table))?;
     log::info!("settled {applied} batches recorded by a run that was stopped");
     Ok(())
 }
 
-/// What became of transaction `txid`, waiting while it is in progress.
-fn status(client: &mut postgres::Client, txid: i64) -> Result<TxStatus> {
+/// What became of transaction `txn`, waiting while it is in progress.
+fn status(
+    client: &mut postgres::Client,
+    txn: &Txn,
+    trace: Option<&Trace>,
+    table: &str,
+) -> Result<TxStatus> {
     let started = Instant::now();
+    let id = txn.id;
     loop {
-        let status = crate::load::txid_status(client, txid)
+        let state = txn_state(client, txn, trace, table)
             .with_context(|| {
-                format!(
-                    "cannot ask the server whether transaction {txid} of the last run committed"
-                )
+                format!("cannot ask the server whether transaction {id} of the last run committed")
             })
             .status(Status::Unavailable)?;
-        match status.as_deref() {
-            Some("committed") => return Ok(TxStatus::Committed),
-            Some("aborted") => return Ok(TxStatus::Aborted),
-            Some(_) if started.elapsed() < IN_PROGRESS_FOR => {
+        match state {
+            TxnState::Committed => return Ok(TxStatus::Committed),
+            TxnState::Aborted => return Ok(TxStatus::Aborted),
+            TxnState::Unknowable(why) => return Ok(TxStatus::Unknowable(why)),
+            TxnState::InProgress if started.elapsed() < IN_PROGRESS_FOR => {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Some(_) => {
+            TxnState::InProgress => {
                 return Err(anyhow::anyhow!(
-                    "transaction {txid} of a run that was stopped is still in progress after {} s: \
+                    "transaction {id} of a run that was stopped is still in progress after {} s: \
                      try again once it has ended",
                     IN_PROGRESS_FOR.as_secs()
                 ))
                 .status(Status::TempFail);
             }
-            None => {
-                return Err(anyhow::anyhow!(
-                    "the server no longer knows transaction {txid} of the run that was stopped \
-                     (too old): the state file cannot tell whether its batch was loaded; check \
-                     the table and remove the state file's journal to go on"
-                ))
-                .status(Status::Failure);
+            TxnState::Forgotten => {
+                return Ok(TxStatus::Unknowable(
+                    "the server no longer knows the transaction (too old)".into(),
+                ));
             }
         }
     }

@@ -56,6 +56,8 @@ pub struct Rows {
 /// One row; it starts where the previous one ends, in `data` and in `raw`.
 pub struct Row {
     pub origin: Origin,
+    /// The finding's lsn, to recognise the row in the table.
+    pub lsn: i64,
     end: usize,
     raw_end: usize,
 }
@@ -168,6 +170,7 @@ impl Batch {
         }
         rows.rows.push(Row {
             origin,
+            lsn: finding.lsn,
             end: rows.data.len(),
             raw_end: rows.raw.len(),
         });

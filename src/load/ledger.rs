@@ -18,7 +18,7 @@ use super::turns::Turn;
 use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::{Entry, Progress, Settled};
+use crate::state::{Entry, Progress, Settled, Trace, Txn};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +208,7 @@ impl Ledger {
         &self,
         batch: &Batch,
         refused: &[Refused],
-        txid: Option<i64>,
+        txn: Option<&Txn>,
         _turn: &Turn<'_>,
     ) -> Result<Prepared> {
         let mut rejects_before = None;
@@ -233,7 +233,11 @@ impl Ledger {
             }
         }
         crash::at("rejects-written");
-        let entry = self.journal(batch.source, batch.end, txid)?;
+        let entry = self.journal(
+            batch.source,
+            batch.end,
+            txn.map(|t| (t, trace(batch, refused))),
+        )?;
         crash::at("journaled");
         Ok(Prepared {
             rejects_before,
@@ -376,13 +380,18 @@ impl Ledger {
     }
 
     /// Writes the journal entry of a batch ending at `end` of `source`.
-    fn journal(&self, source: usize, end: (u64, u64), txid: Option<i64>) -> Result<Option<Entry>> {
+    fn journal(
+        &self,
+        source: usize,
+        end: (u64, u64),
+        txn: Option<(&Txn, Option<Trace>)>,
+    ) -> Result<Option<Entry>> {
         let Some(progress) = &self.progress else {
             return Ok(None);
         };
         let rejects = self.rejects.as_ref().map(|r| lock(r).len());
         let mut progress = lock(progress);
-        let entry = progress.entry(source, end, txid, rejects)?;
+        let entry = progress.entry(source, end, txn, rejects)?;
         if let Some(entry) = &entry {
             progress.journal(entry)?;
         }
@@ -450,6 +459,25 @@ impl From<Origin> for Shown {
     }
 }
 
+/// What a batch leaves in the table once committed: its rows but those the
+/// server refused, one of them by its lsn. None when it leaves nothing.
+pub fn trace(batch: &Batch, refused: &[Refused]) -> Option<Trace> {
+    let kept = |rows: &super::batch::Rows, index: usize| {
+        !refused
+            .iter()
+            .any(|r| r.timing == rows.timing && r.index == index)
+    };
+    let lsn = batch.parts().into_iter().find_map(|rows| {
+        (0..rows.len())
+            .find(|&index| kept(rows, index))
+            .map(|index| rows.rows[index].lsn)
+    })?;
+    Some(Trace {
+        rows: (batch.rows() - refused.len()) as u64,
+        lsn,
+    })
+}
+
 /// Why rows after a batch that could not be settled are not loaded.
 pub const LEFT_FOR_NEXT_RUN: &str = "not loaded: an earlier batch could not be settled (the same command with --state-file loads it again)";
 
@@ -479,7 +507,15 @@ mod tests {
             reason: "no".into(),
         }];
         let prepared = ledger
-            .prepare(&batch, &refused, Some(1), &turn)
+            .prepare(
+                &batch,
+                &refused,
+                Some(&Txn {
+                    id: 1,
+                    timeline: None,
+                }),
+                &turn,
+            )
             .expect("prepare");
         ledger.committed(&batch, &refused, prepared);
         let counts = ledger.counts();
@@ -527,7 +563,15 @@ mod tests {
         // A first attempt whose COMMIT failed: its lines are taken back.
         let turn = turns.wait(0);
         let prepared = ledger
-            .prepare(&batch, &[], Some(1), &turn)
+            .prepare(
+                &batch,
+                &[],
+                Some(&Txn {
+                    id: 1,
+                    timeline: None,
+                }),
+                &turn,
+            )
             .expect("prepare");
         ledger.unprepare(prepared);
         ledger.dropped(&batch, Dropped::Lost, FAILED_EARLIER, &turn);

@@ -49,7 +49,7 @@ pub use control::StopReason;
 pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
-pub use writer::txid_status;
+pub use writer::{TxnState, txn_state};
 
 /// How a load runs.
 #[derive(Debug, Clone, Copy)]

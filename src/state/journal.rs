@@ -14,12 +14,36 @@ use serde::{Deserialize, Serialize};
 
 use super::Mark;
 
+/// A transaction, as the server that ran it knows it: its id, and the
+/// timeline of that server's WAL (a promoted standby starts a new one, and
+/// may hand out the same ids again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Txn {
+    pub id: i64,
+    pub timeline: Option<String>,
+}
+
+/// What a committed batch leaves in the table, to recognise it there when
+/// the server cannot say by its transaction id (after a failover): how many
+/// rows carry the transaction's id, and the lsn of one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trace {
+    pub rows: u64,
+    pub lsn: i64,
+}
+
 /// One settled batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The transaction that commits the batch; None when the batch has
     /// nothing to commit (its lines are all in the reject file, or blank).
     pub txid: Option<i64>,
+    /// The timeline of the server that ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<String>,
+    /// What it leaves in the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
     /// The input's key in the state file, and where the batch ends in it;
     /// None for an input the state file does not track (standard input).
     pub key: Option<String>,
@@ -106,6 +130,8 @@ mod tests {
     fn entry(txid: Option<i64>, offset: u64) -> Entry {
         Entry {
             txid,
+            timeline: None,
+            trace: None,
             key: Some("1:2".into()),
             mark: Some(Mark {
                 path: "/x".into(),

@@ -32,7 +32,7 @@ use crate::exit::{Status, WithStatus};
 mod journal;
 mod progress;
 
-pub use journal::Entry;
+pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
 
 /// Where one input file stands.
@@ -73,10 +73,13 @@ pub struct RejectsMark {
 }
 
 /// What the server says of a transaction of a killed run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxStatus {
     Committed,
     Aborted,
+    /// The server cannot tell (it is another primary since a failover):
+    /// why.
+    Unknowable(String),
 }
 
 /// Bytes before the offset kept as a fingerprint.
@@ -219,13 +222,22 @@ impl StateFile {
     /// committed (by `status`), or that had nothing to commit, moves its
     /// mark; the reject file is cut back to the length the last of them
     /// recorded. Saves the result and empties the journal.
-    pub fn recover(&mut self, mut status: impl FnMut(i64) -> Result<TxStatus>) -> Result<usize> {
+    pub fn recover(
+        &mut self,
+        mut status: impl FnMut(&Txn, Option<&Trace>) -> Result<TxStatus>,
+    ) -> Result<usize> {
         let mut applied = 0;
         for entry in std::mem::take(&mut self.unsettled) {
-            if let Some(txid) = entry.txid
-                && status(txid)? == TxStatus::Aborted
-            {
-                continue;
+            if let Some(id) = entry.txid {
+                let txn = Txn {
+                    id,
+                    timeline: entry.timeline.clone(),
+                };
+                match status(&txn, entry.trace.as_ref())? {
+                    TxStatus::Committed => {}
+                    TxStatus::Aborted => continue,
+                    TxStatus::Unknowable(why) => return Err(self.unknowable(&entry, &why)),
+                }
             }
             self.apply(&entry);
             applied += 1;
@@ -235,6 +247,25 @@ impl StateFile {
         }
         self.save()?;
         Ok(applied)
+    }
+
+    /// The error for a batch whose outcome no server can tell: which lines
+    /// to look for in the table, and how to go on.
+    fn unknowable(&self, entry: &Entry, why: &str) -> anyhow::Error {
+        let lines = match (&entry.key, &entry.mark) {
+            (Some(key), Some(mark)) => {
+                let from = self.contents.files.get(key).map_or(0, |m| m.line);
+                format!("lines {}-{} of {}", from + 1, mark.line, mark.path)
+            }
+            _ => "lines of standard input".into(),
+        };
+        anyhow::anyhow!(
+            "whether the batch of {lines} (transaction {}) was loaded cannot be learned: {why}; \
+             check the table for those findings, load them again if they are missing, then \
+             remove {} to go on",
+            entry.txid.unwrap_or_default(),
+            sibling(&self.path, ".journal").display()
+        )
     }
 
     /// Applies a settled entry in memory: the next save writes it.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::{Entry, Mark, Resume, StateFile, now, tail};
+use super::{Entry, Mark, Resume, StateFile, Trace, Txn, now, tail};
 
 /// Whether every batch of a run was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,14 +39,14 @@ impl Progress {
     }
 
     /// The journal entry saying that input `source` is settled up to byte
-    /// `offset` (after `line` lines), by transaction `txid` when there is
+    /// `offset` (after `line` lines), by transaction `txn` when there is
     /// one, with the reject file `rejects` bytes long. None when there is
     /// nothing to record.
     pub fn entry(
         &self,
         source: usize,
         (offset, line): (u64, u64),
-        txid: Option<i64>,
+        txn: Option<(&Txn, Option<Trace>)>,
         rejects: Option<u64>,
     ) -> Result<Option<Entry>> {
         let (key, mark) = match &self.inputs[source] {
@@ -64,7 +64,9 @@ impl Progress {
             None => (None, None),
         };
         Ok(Some(Entry {
-            txid,
+            txid: txn.map(|(t, _)| t.id),
+            timeline: txn.and_then(|(t, _)| t.timeline.clone()),
+            trace: txn.and_then(|(_, trace)| trace),
             key,
             mark,
             rejects,

@@ -16,7 +16,7 @@
 
 mod session;
 
-pub use session::txid_status;
+pub use session::{TxnState, txn_state};
 
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 
 use super::batch::{Batch, Rows, Spares, Timing};
 use super::control::{Control, POLL};
-use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refused};
+use super::ledger::{self, Dropped, FAILED_EARLIER, INTERRUPTED, Ledger, Prepared, Refused};
 use super::lock;
 use super::sink::Sink;
 use super::turns::{PanicGuard, Turn, Turns};
 use crate::config::Settings;
 use crate::connect::{SAY_EVERY, session_settings};
+use crate::state::Txn;
 use crate::table;
 use session::{Commit, Failure, Session, backoff};
 
@@ -38,6 +39,7 @@ use session::{Commit, Failure, Session, backoff};
 /// how long to retry.
 #[derive(Clone)]
 pub struct Copy {
+    table: String,
     timed: String,
     untimed: String,
     settings: String,
@@ -48,6 +50,7 @@ impl Copy {
     pub fn new(settings: &Settings, retry_for: Duration) -> Copy {
         let qualified_table = settings.qualified_table();
         Copy {
+            table: qualified_table.clone(),
             timed: table::copy_sql(&qualified_table, true),
             untimed: table::copy_sql(&qualified_table, false),
             settings: session_settings(Some(&settings.schema.value)),
@@ -267,30 +270,29 @@ impl<'a> Writer<'a> {
         deadline: Instant,
     ) -> Result<Option<String>, GaveUp> {
         let Unresolved {
-            txid,
+            txn,
             reason,
             refused,
             prepared,
         } = unresolved;
-        match self.session.resolve(txid, deadline) {
-            Some(true) => {
+        let trace = ledger::trace(batch, &refused);
+        match self
+            .session
+            .resolve(&txn, trace, &self.copy.table, deadline)
+        {
+            Ok(true) => {
                 self.ledger.committed(batch, &refused, prepared);
                 Ok(None)
             }
-            Some(false) => {
+            Ok(false) => {
                 self.ledger.unprepare(prepared);
                 Ok(Some(reason))
             }
-            None => {
-                let (when, tail) = if self.control.interrupted() {
-                    ("interrupted before the outcome of COMMIT", "was known")
-                } else {
-                    (
-                        "the outcome of COMMIT",
-                        "could not be learned within --retry-for",
-                    )
-                };
-                let reason = format!("{reason}; {when} (transaction {txid}) {tail}");
+            Err(why) => {
+                let reason = format!(
+                    "{reason}; the outcome of COMMIT (transaction {}) is not known: {why}",
+                    txn.id
+                );
                 log::error!("{reason}");
                 self.control.fail();
                 Err(GaveUp::Uncertain(reason))
@@ -306,10 +308,10 @@ impl<'a> Writer<'a> {
         turn: &mut Option<Turn<'a>>,
     ) -> Result<(), Attempt> {
         let mut refused = Vec::new();
-        let txid = if batch.rows() == 0 {
+        let txn = if batch.rows() == 0 {
             None
         } else {
-            let txid = self.session.begin(&self.copy.settings)?;
+            let txn = self.session.begin(&self.copy.settings)?;
             for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
                 if let Err(failure) = self.copy_rows(rows, mode, &mut refused) {
                     self.session.rollback();
@@ -319,7 +321,7 @@ impl<'a> Writer<'a> {
                     });
                 }
             }
-            Some(txid)
+            Some(txn)
         };
         if turn.is_none() {
             // Holding a transaction (and a connection) open for the turn:
@@ -343,7 +345,7 @@ impl<'a> Writer<'a> {
             self.session.rollback();
             return Err(Attempt::Gap);
         }
-        let prepared = match self.ledger.prepare(batch, &refused, txid, turn) {
+        let prepared = match self.ledger.prepare(batch, &refused, txn.as_ref(), turn) {
             Ok(prepared) => prepared,
             Err(err) => {
                 self.session.rollback();
@@ -353,7 +355,7 @@ impl<'a> Writer<'a> {
                 return Err(Attempt::Gap);
             }
         };
-        let Some(txid) = txid else {
+        let Some(txn) = txn else {
             self.ledger.committed(batch, &refused, prepared);
             return Ok(());
         };
@@ -368,7 +370,7 @@ impl<'a> Writer<'a> {
                 Err(failure.into())
             }
             Commit::Unknown(reason) => Err(Attempt::Unknown(Box::new(Unresolved {
-                txid,
+                txn,
                 reason,
                 refused,
                 prepared,
@@ -435,7 +437,7 @@ enum Attempt {
 /// A COMMIT whose answer was lost; the rejects and journal entry written
 /// for it stand until its outcome is known.
 struct Unresolved {
-    txid: i64,
+    txn: Txn,
     reason: String,
     refused: Vec<Refused>,
     prepared: Prepared,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::super::control::Control;
 use crate::connect::{Connection, Pool};
 use crate::pg_error::describe;
+use crate::state::{Trace, Txn};
 
 /// Backoff bounds between retries.
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -78,21 +79,25 @@ impl<'a> Session<'a> {
     /// committed. The commit is durable before it is acknowledged, and
     /// deferred constraints are checked row by row, where a refused row can
     /// be told apart.
-    pub fn begin(&mut self, settings: &str) -> Result<i64, Failure> {
+    pub fn begin(&mut self, settings: &str) -> Result<Txn, Failure> {
         let client = self.connect()?;
         let messages = client
             .simple_query(&format!(
                 "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
-                 SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current()"
+                 SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}"
             ))
             .map_err(|e| classify(&e))?;
-        messages
-            .iter()
-            .find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
-                _ => None,
-            })
-            .ok_or_else(|| Failure::Permanent("txid_current() returned no transaction id".into()))
+        let row = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        });
+        let id = row
+            .and_then(|row| row.get(0)?.parse().ok())
+            .ok_or_else(|| {
+                Failure::Permanent("txid_current() returned no transaction id".into())
+            })?;
+        let timeline = row.and_then(|row| row.get(1)).map(timeline_of);
+        Ok(Txn { id, timeline })
     }
 
     /// COPY of `data`, alone: a refused row aborts the transaction.
@@ -150,24 +155,38 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Asks a new connection whether transaction `txid` committed. None when
-    /// that could not be learned before `deadline` or a stop.
-    pub fn resolve(&mut self, txid: i64, deadline: Instant) -> Option<bool> {
+    /// Asks a new connection whether transaction `txn` committed: Ok(true)
+    /// or Ok(false), or why that could not be learned (before `deadline`, or
+    /// at all).
+    pub fn resolve(
+        &mut self,
+        txn: &Txn,
+        trace: Option<Trace>,
+        table: &str,
+        deadline: Instant,
+    ) -> Result<bool, String> {
         let mut attempt = 0;
         loop {
-            let status = self
+            let state = self
                 .connect()
                 .ok()
-                .and_then(|client| txid_status(client, txid).ok());
-            match status.flatten().as_deref() {
-                Some("committed") => return Some(true),
-                Some("aborted") => return Some(false),
+                .and_then(|c| txn_state(c, txn, trace.as_ref(), table).ok());
+            match state {
+                Some(TxnState::Committed) => return Ok(true),
+                Some(TxnState::Aborted) => return Ok(false),
+                Some(TxnState::Unknowable(why)) => return Err(why),
+                Some(TxnState::Forgotten) => {
+                    return Err("the server no longer knows it (too old)".into());
+                }
                 // "in progress": the old backend has not noticed yet.
-                _ => {}
+                Some(TxnState::InProgress) | None => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if self.control.interrupted() || left.is_zero() {
-                return None;
+            if self.control.interrupted() {
+                return Err("interrupted before it was known".into());
+            }
+            if left.is_zero() {
+                return Err("it could not be learned within --retry-for".into());
             }
             self.connection = None;
             self.control.sleep(backoff(attempt).min(left));
@@ -176,22 +195,119 @@ impl<'a> Session<'a> {
     }
 }
 
-/// What the server says of transaction `txid`: "committed", "aborted", "in
-/// progress", or None when it is too old to know. A simple query: behind a
-/// transaction-pooling PgBouncer, a prepared statement could be run on
-/// another server connection than the one that prepared it.
-pub fn txid_status(
+/// The current WAL timeline, or NULL on a standby.
+const TIMELINE: &str = "CASE WHEN pg_is_in_recovery() THEN NULL \
+     ELSE pg_walfile_name(pg_current_wal_lsn()) END";
+
+/// The timeline in a WAL file name: its first 8 hexadecimal digits.
+fn timeline_of(walfile: &str) -> String {
+    walfile.chars().take(8).collect()
+}
+
+/// What a server says of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnState {
+    Committed,
+    /// Aborted, or never seen by this server (its id is "in the future"):
+    /// not committed here.
+    Aborted,
+    InProgress,
+    /// Too old for the server to remember.
+    Forgotten,
+    /// This server cannot tell: why.
+    Unknowable(String),
+}
+
+/// What `client`'s server says of `txn`. Simple queries: behind a
+/// transaction-pooling PgBouncer, a prepared statement could run on another
+/// server connection than the one that prepared it.
+///
+/// A promoted standby is on a new timeline. A transaction of the old one
+/// that reached it keeps its id there; one that did not may see its id
+/// given to another transaction, and did not commit there. So "aborted",
+/// "in progress" and an id "in the future" all mean not committed; but
+/// "committed" may be about another transaction, and is checked against
+/// what the batch leaves in `table` (`trace`).
+pub fn txn_state(
     client: &mut postgres::Client,
-    txid: i64,
-) -> Result<Option<String>, postgres::Error> {
-    let messages = client.simple_query(&format!("SELECT txid_status({txid})"))?;
-    Ok(messages
-        .iter()
-        .find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
-            _ => None,
-        })
-        .flatten())
+    txn: &Txn,
+    trace: Option<&Trace>,
+    table: &str,
+) -> Result<TxnState, postgres::Error> {
+    let now =
+        first_value(&client.simple_query(&format!("SELECT {TIMELINE}"))?).map(|w| timeline_of(&w));
+    let status = match client.simple_query(&format!("SELECT txid_status({})", txn.id)) {
+        Ok(messages) => first_value(&messages),
+        Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
+            return Ok(TxnState::Aborted);
+        }
+        Err(err) => return Err(err),
+    };
+    if let (Some(then), Some(now)) = (&txn.timeline, &now)
+        && then != now
+    {
+        return match (status.as_deref(), trace) {
+            (Some("committed"), Some(trace)) => traced(client, txn, trace, table),
+            (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
+                "it ran on timeline {then} and the server is now on timeline {now} (a standby \
+                 was promoted since), which may have given its id to another transaction"
+            ))),
+            (None, _) => Ok(TxnState::Forgotten),
+            (Some(_), _) => Ok(TxnState::Aborted),
+        };
+    }
+    Ok(match status.as_deref() {
+        Some("committed") => TxnState::Committed,
+        Some("aborted") => TxnState::Aborted,
+        Some(_) => TxnState::InProgress,
+        None => TxnState::Forgotten,
+    })
+}
+
+/// Whether the rows a batch left carry the id of `txn`: all of them
+/// (committed), none (not committed), or some (another transaction's).
+fn traced(
+    client: &mut postgres::Client,
+    txn: &Txn,
+    trace: &Trace,
+    table: &str,
+) -> Result<TxnState, postgres::Error> {
+    // xmin holds the low 32 bits of the transaction id.
+    let xid = txn.id & 0xFFFF_FFFF;
+    let sql = format!(
+        "SELECT count(*), count(*) FILTER (WHERE lsn = {}) FROM {table} WHERE xmin = '{xid}'::xid",
+        trace.lsn
+    );
+    let messages = match client.simple_query(&sql) {
+        Ok(messages) => messages,
+        Err(err) if err.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            return Ok(TxnState::Unknowable(format!(
+                "after a failover, telling its rows apart needs SELECT on {table}"
+            )));
+        }
+        Err(err) => return Err(err),
+    };
+    let row = messages.iter().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(row) => Some((row.get(0), row.get(1))),
+        _ => None,
+    });
+    let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(match row.map(|(all, first)| (count(all), count(first))) {
+        Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
+        Some((0, _)) | None => TxnState::Aborted,
+        Some((all, _)) => TxnState::Unknowable(format!(
+            "after a failover its id is on {all} rows of {table}, not the {} it wrote",
+            trace.rows
+        )),
+    })
+}
+
+/// The first column of the first row of a simple query's answer.
+fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
+    messages.iter().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    })
 }
 
 /// COPY FROM STDIN of `data`.
