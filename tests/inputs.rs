@@ -194,7 +194,8 @@ fn a_half_line_at_a_stop_is_interrupted_not_invalid() {
     let out = load.wait();
     out.assert_code(130)
         .assert_stderr_contains("-:11: not loaded: interrupted in the middle of the line")
-        .assert_stderr_contains("11 read, 10 inserted, 1 dropped (0 invalid,");
+        .assert_stderr_contains("11 read, 10 inserted, 1 dropped (0 invalid,")
+        .assert_stderr_contains("stopped reading - after line 11");
     assert_table_holds(server, &db, 1..=10);
     assert_eq!(std::fs::read(&rejects).expect("reject file"), b"");
 }

@@ -243,6 +243,8 @@ impl Reader {
                     if self.line.last() != Some(&b'\n') && self.interrupted_mid_line(&cursor) =>
                 {
                     let reason = "not loaded: interrupted in the middle of the line";
+                    // Read, if not whole: where reading stopped says so too.
+                    self.position.set(index, cursor.line + 1);
                     self.ledger
                         .drop_read(index, cursor.line + 1, Dropped::Interrupted, &reason);
                     self.pending.drop_unsent();
