@@ -104,3 +104,79 @@ fn an_error_at_commit_without_a_line_number_is_bisected() {
         "refused at commit",
     );
 }
+
+/// Two neighbouring batches that hit one unique index with the same value:
+/// the later batch, copied first, holds the row the earlier one waits for,
+/// while it waits for the earlier one's turn to commit. It lets go after a
+/// while, the earlier batch commits, and the later one's row is refused: no
+/// stall until --retry-for runs out (issue 10).
+#[test]
+fn batches_hitting_one_unique_value_do_not_wait_on_each_other() {
+    use crate::support::markers::{each_once_after, finding, table_markers};
+    let server = crate::support::shared();
+    let db = server.new_database();
+    crate::support::run::init(server, &db);
+    server.execute(&db, "CREATE UNIQUE INDEX ON pgsense.findings (lsn)");
+    // The earlier batch is held at its first row until the later one is
+    // copied (it then holds the shared value) and waits for its turn.
+    server.execute(
+        &db,
+        "CREATE FUNCTION pgsense.gate() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF new.lsn = 1 THEN PERFORM pg_advisory_xact_lock_shared(4343); END IF;
+             RETURN new;
+         END $$;
+         CREATE TRIGGER gate BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.gate();",
+    );
+    let mut gate = server.client(&db);
+    gate.batch_execute("SELECT pg_advisory_lock(4343)")
+        .expect("close the gate");
+    let scratch = crate::support::Scratch::new();
+    // Line 20000 ends the first batch and line 20001 starts the second,
+    // both with marker 20001.
+    let text: String = (1..=40_000u64)
+        .map(|line| finding(if line == 20_000 { 20_001 } else { line }) + "\n")
+        .collect();
+    let input = scratch.write("findings.ndjson", text);
+    let started = std::time::Instant::now();
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--batch-rows", "20000", "--batch-bytes", "67108864"])
+        .arg(&input)
+        .timeout(std::time::Duration::from_secs(120))
+        .spawn();
+    let load = crate::support::wait::wait_during(
+        load,
+        "the later batch copied, waiting for its turn",
+        std::time::Duration::from_secs(60),
+        || {
+            server.count(
+                &db,
+                "pg_stat_activity where datname = current_database() \
+                 and application_name = 'pgsense-pg' and state = 'idle in transaction' \
+                 and now() - state_change > interval '500 ms'",
+            ) > 0
+                && server.count(
+                    &db,
+                    "pg_stat_activity where datname = current_database() \
+                     and application_name = 'pgsense-pg' and wait_event = 'advisory'",
+                ) > 0
+        },
+    );
+    gate.batch_execute("SELECT pg_advisory_unlock(4343)")
+        .expect("open the gate");
+    let out = load.wait();
+    let took = started.elapsed();
+    out.assert_code(65)
+        .assert_stderr_contains("40000 read, 39999 inserted, 1 dropped (0 invalid, 1 refused");
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "took {took:?}\n{}",
+        out.describe()
+    );
+    let markers = each_once_after(&table_markers(server, &db), "the table", Some(&out));
+    let expected: std::collections::BTreeSet<u64> = (1..=19_999).chain(20_001..=40_000).collect();
+    assert!(markers == expected, "{}", out.describe());
+}

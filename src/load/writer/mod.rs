@@ -66,6 +66,9 @@ impl Copy {
     }
 }
 
+/// How long a writer holds its transaction open waiting for its turn.
+const TURN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// How long a writer that let go of its connection waits before trying
 /// again.
 const YIELD_FOR: Duration = Duration::from_millis(200);
@@ -326,12 +329,14 @@ impl<'a> Writer<'a> {
         if turn.is_none() {
             // Holding a transaction (and a connection) open for the turn:
             // when the other writer cannot get a connection meanwhile, it
-            // may be the one whose turn comes first. Let go, and redo this.
+            // may be the one whose turn comes first; when the wait is long,
+            // it may be waiting for a row lock this transaction holds (a
+            // unique index both batches hit). Let go, and redo this.
             let failed = crate::connect::failed_attempts();
-            match self
-                .turns
-                .wait_unless(batch.seq, || crate::connect::failed_attempts() > failed)
-            {
+            let since = Instant::now();
+            let yield_now =
+                || crate::connect::failed_attempts() > failed || since.elapsed() > TURN_PATIENCE;
+            match self.turns.wait_unless(batch.seq, yield_now) {
                 Some(now) => *turn = Some(now),
                 None => {
                     self.session.rollback();
