@@ -3,13 +3,15 @@
 //! stopped for good, after which the reject and state files complete the
 //! table. Tests that stop or restart a server take a private one.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::markers::{
-    BATCH_ROWS, LARGE, append, assert_each_once_but, assert_table_holds_after, each_once_after,
-    file_markers, finding, overlap_of_unknown_outcome, table_markers, write_findings,
+    BATCH_ROWS, LARGE, append, assert_disjoint, assert_each_once_but, assert_table_holds_after,
+    each_once_after, file_markers, finding, overlap_of_unknown_outcome, table_markers,
+    write_findings,
 };
 use crate::support::report::stopped_after;
 use crate::support::run::init;
@@ -219,10 +221,11 @@ fn after_a_server_stopped_for_good_the_reject_and_state_files_complete_the_table
     let stopped = load.wait();
     stopped.assert_code(75);
     server.start();
+    // With a state file nothing is in both: a batch of unknown outcome is
+    // kept in the journal for the next run, not written to the reject file.
     let in_table = each_once_after(&table_markers(&server, &db), "the table", Some(&stopped));
     let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(&stopped));
-    let unknown =
-        overlap_of_unknown_outcome(&in_table, &rejected, &stopped, &input.display().to_string());
+    assert_disjoint(&in_table, &rejected);
 
     let replay = server.pgsense(&db).arg("load").arg(&rejects).run();
     replay.assert_code(0);
@@ -233,10 +236,12 @@ fn after_a_server_stopped_for_good_the_reject_and_state_files_complete_the_table
         .arg(&input)
         .run();
     resumed.assert_code(0);
+    // The next run settled the batch of unknown outcome with the server:
+    // every finding once, without exception (issue 10).
     assert_each_once_but(
         &table_markers(&server, &db),
         1..=LARGE + 1,
-        &unknown,
+        &BTreeSet::new(),
         "the table",
         &[&stopped, &replay, &resumed],
     );
