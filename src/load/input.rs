@@ -176,6 +176,35 @@ fn stdin_source() -> Source {
     }
 }
 
+/// Where reading is in one input.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor {
+    pub index: usize,
+    /// Byte offset of the next line, and lines before it.
+    pub offset: u64,
+    pub line: u64,
+    /// Reads may wait for a writer on the other end (a pipe).
+    pub may_wait: bool,
+    /// The state file tracks it.
+    pub tracked: bool,
+}
+
+impl Cursor {
+    pub fn start(index: usize, source: &Source) -> Cursor {
+        let (offset, line) = source
+            .resume
+            .as_ref()
+            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
+        Cursor {
+            index,
+            offset,
+            line,
+            may_wait: source.may_wait,
+            tracked: source.resume.is_some(),
+        }
+    }
+}
+
 /// What [`next_line`] read into the buffer.
 pub enum Line {
     /// A line, terminator included, is in the buffer.

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Line, Source, next_line, trim_line};
+use super::input::{AtEnd, Cursor, Line, Source, next_line, trim_line};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -101,35 +101,6 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
     match record::parse_line(text) {
         Ok(finding) => Kind::Finding { raw, finding },
         Err(reason) => Kind::Invalid { raw, reason },
-    }
-}
-
-/// Where reading is in one input.
-#[derive(Debug, Clone, Copy)]
-pub struct Cursor {
-    pub index: usize,
-    /// Byte offset of the next line, and lines before it.
-    pub offset: u64,
-    pub line: u64,
-    /// Reads may wait for a writer on the other end (a pipe).
-    pub may_wait: bool,
-    /// The state file tracks it.
-    pub tracked: bool,
-}
-
-impl Cursor {
-    pub fn start(index: usize, source: &Source) -> Cursor {
-        let (offset, line) = source
-            .resume
-            .as_ref()
-            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
-        Cursor {
-            index,
-            offset,
-            line,
-            may_wait: source.may_wait,
-            tracked: source.resume.is_some(),
-        }
     }
 }
 

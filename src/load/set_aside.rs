@@ -6,9 +6,8 @@
 use std::io::{BufRead, BufReader, Read};
 
 use super::control::Control;
-use super::input::Source;
+use super::input::{Cursor, Source};
 use super::ledger::Ledger;
-use super::reader::Cursor;
 use super::turns::Turn;
 use crate::rejects::Rejects;
 
