@@ -261,3 +261,46 @@ fn a_rotated_file_passed_too_gives_the_lines_added_before_the_rotation() {
         .assert_stderr_contains("50 read, 50 inserted, 0 dropped");
     assert_table_holds(server, &db, 1..=100);
 }
+
+/// The state file's disk fills up mid-run: the journal cannot record a
+/// batch, so that batch does not commit, nor any after it; the run fails
+/// (exit 1), and once there is room the same command loads the rest, each
+/// finding once (issue 10).
+#[test]
+fn a_full_disk_under_the_state_file_commits_nothing_unrecorded() {
+    const LINES: u64 = 30_000;
+    let Some(disk) = crate::support::tmpfs::Tmpfs::mount("1m") else {
+        return;
+    };
+    // Room for some hundred journal entries and a state file or two.
+    let filler = disk.path().join("filler");
+    fs::write(&filler, vec![0u8; (1 << 20) - (48 << 10)]).expect("fill the tmpfs");
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", LINES);
+    let state = disk.path().join("state");
+    let load = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--batch-rows", "50"])
+            .arg("--state-file")
+            .arg(&state)
+            .arg(&input)
+            .run()
+    };
+    let full = load();
+    full.assert_code(1).assert_stderr_contains("state");
+    let committed = server.count(&db, TABLE);
+    assert!(
+        committed > 0 && (committed as u64) < LINES,
+        "the disk did not fill in the middle of the run: {committed} rows\n{}",
+        full.describe()
+    );
+    fs::remove_file(&filler).expect("free the tmpfs");
+    let rerun = load();
+    rerun.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=LINES, Some(&rerun));
+}
