@@ -291,7 +291,7 @@ impl Ledger {
             }
             return;
         };
-        let written = {
+        {
             let mut rejects = lock(rejects);
             rejects.append(&batch.rejects);
             for rows in batch.parts() {
@@ -299,15 +299,8 @@ impl Ledger {
                     rejects.append(rows.raw_line(index));
                 }
             }
-            match &self.progress {
-                Some(_) => rejects.sync(),
-                None => Ok(()),
-            }
-        };
-        match written.and_then(|()| self.journal(batch.source, batch.end, None)) {
-            Ok(entry) => self.apply(entry),
-            Err(err) => self.cannot_record(err, turn),
         }
+        self.written(batch.source, batch.end, turn);
     }
 
     /// Settles a batch sent with a COMMIT whose outcome could not be
@@ -330,8 +323,9 @@ impl Ledger {
         self.count_rows(batch, kind, LEFT_FOR_NEXT_RUN);
     }
 
-    /// Settles lines the reader wrote to the reject file itself (a long
-    /// line, or input set aside), up to `end` of input `source`.
+    /// Settles lines written to the reject file (by the reader itself: a
+    /// long line, input set aside; or a dropped batch), up to `end` of input
+    /// `source`: on disk, then in the journal.
     pub fn written(&self, source: usize, end: (u64, u64), turn: &Turn<'_>) {
         if turn.gap() {
             return;
