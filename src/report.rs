@@ -75,6 +75,12 @@ impl Report {
             text.push_str(&format!(", {} not loaded when interrupted", c.interrupted));
         }
         text.push(')');
+        if c.left > 0 {
+            text.push_str(&format!(
+                "; {} left in their files for the next run",
+                c.left
+            ));
+        }
         if c.dropped() > SHOWN_DROPS {
             text.push_str(&format!(
                 "; {} dropped lines not shown",
