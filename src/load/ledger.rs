@@ -176,7 +176,7 @@ impl Ledger {
 
     /// The name of input `source`.
     pub fn name(&self, source: usize) -> String {
-        lock(&self.names)[source].clone()
+        lock(&self.names).get(source).cloned().unwrap_or_default()
     }
 
     /// Adds an input (a file found while following), tracked by the state
@@ -190,6 +190,13 @@ impl Ledger {
         let mark = lock(progress).add_input(path, file)?;
         names.push(name);
         Ok((names.len() - 1, mark))
+    }
+
+    /// Whether the file of `meta` is tracked and not loaded to its end.
+    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|progress| lock(progress).unfinished(meta))
     }
 
     /// Input `source` is done with, every batch of it settled: its file

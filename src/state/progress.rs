@@ -109,6 +109,18 @@ impl Progress {
         Ok(mark)
     }
 
+    /// Whether the file of `meta` is one the state file tracks, with bytes
+    /// beyond what is loaded (a rotated file a killed run did not finish).
+    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let key = format!("{}:{}", meta.dev(), meta.ino());
+        self.file
+            .contents
+            .files
+            .get(&key)
+            .is_some_and(|mark| mark.offset < meta.len())
+    }
+
     /// Input `source` has no batch left to settle: its file handle goes.
     pub fn release_input(&mut self, source: usize) {
         if let Some(input) = self.inputs.get_mut(source) {
