@@ -57,7 +57,13 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         }
     }
     let state = match &args.state_file {
-        Some(path) if !args.dry_run => Some(StateFile::open(path)?),
+        Some(path) if !args.dry_run => {
+            let mut state = StateFile::open(path)?;
+            if args.follow {
+                state.follow();
+            }
+            Some(state)
+        }
         _ => None,
     };
     let tracking = match state {
