@@ -187,9 +187,12 @@ impl Ledger {
             .as_ref()
             .context("following files needs a state file")?;
         let mut names = lock(&self.names);
-        let mark = lock(progress).add_input(path, file)?;
-        names.push(name);
-        Ok((names.len() - 1, mark))
+        let (index, mark) = lock(progress).add_input(path, file)?;
+        match names.get_mut(index) {
+            Some(slot) => *slot = name,
+            None => names.push(name),
+        }
+        Ok((index, mark))
     }
 
     /// Whether the file of `meta` is tracked and not loaded to its end.
