@@ -310,3 +310,48 @@ impl Open {
         len < self.cursor.offset || self.bytes_before(*offset) != *before
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn opened(path: &Path, offset: u64) -> Open {
+        let file = File::open(path).unwrap();
+        let mut open = Open {
+            reader: BufReader::new(file),
+            cursor: Cursor {
+                index: 0,
+                offset,
+                line: 1,
+                may_wait: false,
+                tracked: true,
+            },
+            id: (0, 0),
+            before: (0, Vec::new()),
+        };
+        open.remember_before();
+        open
+    }
+
+    #[test]
+    fn growth_is_not_a_rewrite_but_truncation_and_copying_over_are() {
+        let dir = std::env::temp_dir().join(format!("pgsense-pg-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("findings.jsonl");
+        std::fs::write(&path, "{\"lsn\":1}\n").unwrap();
+        let open = opened(&path, 10);
+        let mut appender = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        appender.write_all(b"{\"lsn\":2}\n").unwrap();
+        assert!(!open.rewritten(20), "appended to");
+        // Copied and truncated, then written again past the point read.
+        std::fs::write(&path, "{\"lsn\":3}\n{\"lsn\":4}\n").unwrap();
+        assert!(open.rewritten(20), "rewritten in place");
+        std::fs::write(&path, "").unwrap();
+        assert!(open.rewritten(0), "truncated");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
