@@ -51,8 +51,9 @@ pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> R
     let mut looked_at: Option<Instant> = None;
     loop {
         if looked_at.is_none_or(|at| at.elapsed() >= LOOK_EVERY) {
-            for name in &mut names {
-                name.look(&mut reader)?;
+            for index in 0..names.len() {
+                let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
+                names[index].look(&mut reader, &open)?;
             }
             looked_at = Some(Instant::now());
         }
@@ -107,8 +108,20 @@ struct Open {
 
 struct Rotated {
     file: Open,
+    /// Its length when last looked at.
+    len: u64,
     /// When it was rotated away or last grew.
     grew_at: Instant,
+}
+
+impl Rotated {
+    fn new(file: Open) -> Rotated {
+        Rotated {
+            len: file.len(),
+            file,
+            grew_at: Instant::now(),
+        }
+    }
 }
 
 impl Name {
@@ -155,17 +168,21 @@ impl Name {
                 path.display(),
                 self.path.display()
             );
-            let file = open(reader, &path)?;
-            self.rotated.push(Rotated {
-                file,
-                grew_at: Instant::now(),
-            });
+            self.rotated.push(Rotated::new(open(reader, &path)?));
         }
         Ok(())
     }
 
-    /// Looks at what the name stands for now.
-    fn look(&mut self, reader: &mut Reader) -> Result<()> {
+    /// The files open for this name.
+    fn ids(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let rotated = self.rotated.iter().map(|r| r.file.id);
+        self.current.iter().map(|c| c.id).chain(rotated)
+    }
+
+    /// Looks at what the name stands for now; a file in `open` is read
+    /// under another name already (a name given twice, or the name a file
+    /// was rotated to), and is not opened again.
+    fn look(&mut self, reader: &mut Reader, open_ids: &[(u64, u64)]) -> Result<()> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -199,7 +216,11 @@ impl Name {
             }
             _ => {
                 self.rotate();
-                self.current = Some(open(reader, &self.path)?);
+                if open_ids.contains(&id) {
+                    log::debug!("{}: read under another name", self.path.display());
+                } else {
+                    self.current = Some(open(reader, &self.path)?);
+                }
             }
         }
         if let Some(current) = &mut self.current {
@@ -211,26 +232,26 @@ impl Name {
     /// The current file was rotated away (renamed or deleted): read on.
     fn rotate(&mut self) {
         if let Some(file) = self.current.take() {
-            self.rotated.push(Rotated {
-                file,
-                grew_at: Instant::now(),
-            });
+            self.rotated.push(Rotated::new(file));
         }
     }
 
     /// Reads what is new, rotated files first. False when reading stops.
     fn read(&mut self, reader: &mut Reader) -> Result<bool> {
         for rotated in &mut self.rotated {
-            let before = rotated.file.cursor.offset;
-            if let Available::Stop = rotated.file.read(reader)? {
-                return Ok(false);
-            }
-            if rotated.file.cursor.offset != before {
+            let len = rotated.file.len();
+            if len != rotated.len {
+                rotated.len = len;
                 rotated.grew_at = Instant::now();
+            }
+            // A last line left without its end by a writer gone for good.
+            let finished = rotated.grew_at.elapsed() >= ROTATED_GRACE;
+            if let Available::Stop = rotated.file.read(reader, finished)? {
+                return Ok(false);
             }
         }
         if let Some(current) = &mut self.current
-            && let Available::Stop = current.read(reader)?
+            && let Available::Stop = current.read(reader, false)?
         {
             return Ok(false);
         }
@@ -276,16 +297,20 @@ fn open(reader: &Reader, path: &Path) -> Result<Open> {
 }
 
 impl Open {
-    fn read(&mut self, reader: &mut Reader) -> Result<Available> {
-        reader.read_available(&mut self.reader, &mut self.cursor)
+    fn read(&mut self, reader: &mut Reader, finished: bool) -> Result<Available> {
+        reader.read_available(&mut self.reader, &mut self.cursor, finished)
+    }
+
+    fn len(&self) -> u64 {
+        self.reader
+            .get_ref()
+            .metadata()
+            .map_or(0, |meta| meta.len())
     }
 
     /// Whether everything in the file was read.
     fn at_end(&self) -> bool {
-        self.reader
-            .get_ref()
-            .metadata()
-            .is_ok_and(|meta| meta.len() <= self.cursor.offset)
+        self.len() <= self.cursor.offset
     }
 
     /// The bytes just before `offset`, as the file holds them now.
