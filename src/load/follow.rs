@@ -42,10 +42,19 @@ const BUFFER: usize = 64 * 1024;
 pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
     let turns = reader.turns();
     let _guard = PanicGuard(&turns);
+    let followed = follow(&mut reader, paths, flush_interval);
+    if followed.is_err() {
+        // What was read before the failure still goes in.
+        reader.flush();
+    }
+    followed
+}
+
+fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
     let mut watch = Watch::new(paths);
     let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone())).collect();
     for name in &mut names {
-        name.find_unfinished(&reader)?;
+        name.find_unfinished(reader)?;
     }
     let mut held_since: Option<Instant> = None;
     let mut looked_at: Option<Instant> = None;
@@ -53,15 +62,15 @@ pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> R
         if looked_at.is_none_or(|at| at.elapsed() >= LOOK_EVERY) {
             for index in 0..names.len() {
                 let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
-                names[index].look(&mut reader, &open)?;
+                names[index].look(reader, &open)?;
             }
             looked_at = Some(Instant::now());
         }
         for name in &mut names {
-            if !name.read(&mut reader)? {
+            if !name.read(reader)? {
                 return Ok(());
             }
-            name.let_go_of_finished(&mut reader);
+            name.let_go_of_finished(reader);
         }
         if reader.control().stopping() || reader.ledger().stalled() {
             reader.stop();
