@@ -11,11 +11,11 @@ use std::io::{self, BufReader, Read};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Line, Source, next_line, trim_line};
+use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -108,6 +108,9 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
 enum Flow {
     /// Read to its end (or to an unfinished last line): go on.
     Next,
+    /// Could not be read to its end (damaged compressed data, say): the
+    /// lines before were taken; go on with the next input.
+    Failed(anyhow::Error),
     /// Stop reading.
     Stop,
     /// The database failed for good: set the rest aside.
@@ -150,15 +153,23 @@ impl Reader {
         }
     }
 
-    /// Reads every source in turn.
+    /// Reads every source in turn. An input that cannot be read to its end
+    /// does not keep the others from being read: the error is returned at
+    /// the end (the last one; any before it is printed).
     pub fn run(mut self, sources: Vec<Source>) -> Result<()> {
         let turns = self.pending.turns();
         let _guard = PanicGuard(&turns);
+        let mut failed: Option<anyhow::Error> = None;
         let mut sources = sources.into_iter().enumerate();
         while let Some((index, source)) = sources.next() {
             match self.read_input(index, source)? {
                 Flow::Next => {}
-                Flow::Stop => return Ok(()),
+                Flow::Failed(err) => {
+                    if let Some(earlier) = failed.replace(err) {
+                        crate::exit::print_error(&earlier);
+                    }
+                }
+                Flow::Stop => return failed.map_or(Ok(()), Err),
                 Flow::SetAside(current) => {
                     let rest = sources.filter_map(|(index, source)| Unread::new(index, source));
                     let turns = self.pending.turns();
@@ -169,23 +180,23 @@ impl Reader {
                         &self.control,
                         &turn,
                     );
-                    return Ok(());
+                    return failed.map_or(Ok(()), Err);
                 }
             }
         }
         if self.pending.flush() {
             self.control.read_all();
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         let name = source.name.clone();
-        let input = source
-            .input
-            .into_reader()
-            .with_context(|| format!("cannot open {name}"))?;
+        let input = match source.input.into_reader() {
+            Ok(input) => input,
+            Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
+        };
         let mut reader = BufReader::with_capacity(256 * 1024, input);
         self.position.set(index, cursor.line);
         self.pending
@@ -200,10 +211,12 @@ impl Reader {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
-                    self.pending.flush();
-                    let name = self.ledger.name(index);
-                    return Err(err)
-                        .with_context(|| format!("cannot read {name} after line {}", cursor.line));
+                    let err = read_error(err, self.ledger.name(index), cursor.line);
+                    return if self.pending.flush() {
+                        Ok(Flow::Failed(err))
+                    } else {
+                        Err(err)
+                    };
                 }
             };
             let start = cursor.offset;

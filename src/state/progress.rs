@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{Entry, Mark, Resume, StateFile, Trace, Txn, now, tail};
+use super::content::HEAD;
+use super::{Entry, Mark, Resume, StateFile, Trace, Txn, lock, now};
 
 /// Whether every batch of a run was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +50,11 @@ impl Progress {
         txn: Option<(&Txn, Option<Trace>)>,
         rejects: Option<u64>,
     ) -> Result<Option<Entry>> {
+        self.release_before(source);
         let (key, mark) = match &self.inputs[source] {
             Some(resume) => (
                 Some(resume.key.clone()),
-                Some(Mark {
-                    path: resume.mark.path.clone(),
-                    offset,
-                    line,
-                    tail: tail(&resume.probe, offset)?,
-                    seen: now(),
-                }),
+                Some(mark_at(resume, offset, line)?),
             ),
             None if rejects.is_none() => return Ok(None),
             None => (None, None),
@@ -71,6 +67,14 @@ impl Progress {
             mark,
             rejects,
         }))
+    }
+
+    /// Frees the decoders of the inputs before `source`: entries come in
+    /// input order, so they are done with.
+    fn release_before(&self, source: usize) {
+        for resume in self.inputs[..source].iter().flatten() {
+            lock(&resume.probe).release();
+        }
     }
 
     /// Writes an entry to the journal and syncs it: before the commit it
@@ -108,4 +112,29 @@ impl Progress {
             Settled::OutcomeUnknown => self.file.save_keeping_journal(),
         }
     }
+}
+
+/// The mark of an input loaded up to byte `offset`, after `line` lines.
+fn mark_at(resume: &Resume, offset: u64, line: u64) -> Result<Mark> {
+    let mut content = lock(&resume.probe);
+    let context = || format!("{}: shorter than where it was read to", resume.mark.path);
+    let tail = content.tail(offset)?.with_context(context)?;
+    // The head stays once it is whole.
+    let head = match resume.mark.head {
+        head if head.len == offset.min(HEAD) => head,
+        _ => content.head(offset.min(HEAD))?.with_context(context)?,
+    };
+    let ended = match content.format().is_compressed() && content.ends_at(offset)? {
+        true => Some(content.file_len()?),
+        false => None,
+    };
+    Ok(Mark {
+        path: resume.mark.path.clone(),
+        offset,
+        line,
+        tail,
+        head,
+        ended,
+        seen: now(),
+    })
 }
