@@ -37,6 +37,21 @@ fn damaged_after(out: &Outcome, name: &str, format: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {prefix:?} on stderr\n{}", out.describe()))
 }
 
+/// Asserts that the table holds the findings `expected` (ascending), each
+/// once.
+#[track_caller]
+fn assert_table_is(
+    server: &PgServer,
+    db: &str,
+    expected: impl Iterator<Item = u64>,
+    out: &Outcome,
+) {
+    let mut markers = table_markers(server, db);
+    markers.sort_unstable();
+    let expected: Vec<u64> = expected.collect();
+    assert_eq!(markers, expected, "{}", out.describe());
+}
+
 /// gzip and zstd files, one of them without a suffix and one of two gzip
 /// members, load as their text would: the format is told by the bytes.
 #[test]
@@ -117,11 +132,7 @@ fn a_truncated_gzip_file_loads_the_lines_before_the_cut() {
     out.assert_code(1);
     let lines = damaged_after(&out, &cut.display().to_string(), "gzip");
     assert!(lines > 0 && lines < 3000, "{}", out.describe());
-    let mut expected: Vec<u64> = (1..=lines).chain(5001..=5010).collect();
-    let mut markers = table_markers(server, &db);
-    markers.sort_unstable();
-    expected.sort_unstable();
-    assert_eq!(markers, expected, "{}", out.describe());
+    assert_table_is(server, &db, (1..=lines).chain(5001..=5010), &out);
 }
 
 /// A zstd file whose second frame is corrupt: the first frame's lines load,
@@ -143,11 +154,7 @@ fn a_corrupt_zstd_file_loads_the_lines_before_the_damage() {
         damaged_after(&out, &bad.display().to_string(), "zstd"),
         1000
     );
-    let mut expected: Vec<u64> = (1..=1000).chain(5001..=5010).collect();
-    let mut markers = table_markers(server, &db);
-    markers.sort_unstable();
-    expected.sort_unstable();
-    assert_eq!(markers, expected, "{}", out.describe());
+    assert_table_is(server, &db, (1..=1000).chain(5001..=5010), &out);
 }
 
 /// `load -v --state-file STATE FILE...`, run to its end.

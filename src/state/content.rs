@@ -8,7 +8,7 @@
 //! when asked for an offset behind that.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -157,12 +157,10 @@ impl Content {
             if len < offset {
                 return Ok(None);
             }
-            let file = self
-                .file
+            let mut file = (*self.file)
                 .try_clone()
                 .context("cannot duplicate a file handle")?;
-            let mut file = file;
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
+            file.seek(SeekFrom::Start(offset))
                 .context("cannot seek in the input")?;
             return Ok(Some(Positioned::File(file)));
         }
