@@ -155,7 +155,9 @@ impl Reader {
 
     /// Reads every source in turn. An input that cannot be read to its end
     /// does not keep the others from being read: the error is returned at
-    /// the end (the last one; any before it is printed).
+    /// the end (the last one; any before it is printed), or printed when
+    /// reading stops early for another reason, which the summary then
+    /// gives.
     pub fn run(mut self, sources: Vec<Source>) -> Result<()> {
         let turns = self.pending.turns();
         let _guard = PanicGuard(&turns);
@@ -169,7 +171,7 @@ impl Reader {
                         crate::exit::print_error(&earlier);
                     }
                 }
-                Flow::Stop => return failed.map_or(Ok(()), Err),
+                Flow::Stop => return stopped_early(failed),
                 Flow::SetAside(current) => {
                     let rest = sources.filter_map(|(index, source)| Unread::new(index, source));
                     let turns = self.pending.turns();
@@ -180,7 +182,7 @@ impl Reader {
                         &self.control,
                         &turn,
                     );
-                    return failed.map_or(Ok(()), Err);
+                    return stopped_early(failed);
                 }
             }
         }
@@ -421,6 +423,16 @@ impl Reader {
         }
         true
     }
+}
+
+/// Reading stopped early (the summary says why): the error of an input
+/// that could not be read to its end before is printed, not returned, so
+/// that it does not stand for the reason.
+fn stopped_early(failed: Option<anyhow::Error>) -> Result<()> {
+    if let Some(err) = failed {
+        crate::exit::print_error(&err);
+    }
+    Ok(())
 }
 
 /// The reason a line is invalid, with a hint when its line endings are
