@@ -393,3 +393,31 @@ fn a_compressed_copy_beside_its_original_is_read_once() {
         .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
     assert_each_line_once(server, &db, 120, &out);
 }
+
+/// kill -9 in the middle of a compressed file, after a batch was journaled
+/// and after one committed: the next run settles the journal and resumes
+/// in the decoded text, each line once.
+#[test]
+fn a_compressed_file_is_resumed_exactly_after_a_kill() {
+    let server = shared();
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.jsonl.gz", gzip(&findings(1..=20_000)));
+    for point in ["journaled:6", "committed:7"] {
+        let db = server.new_database();
+        let state = scratch.path().join(format!("state-{point}"));
+        let load = || {
+            server
+                .pgsense(&db)
+                .arg("load")
+                .args(["--batch-rows", "500"])
+                .arg("--state-file")
+                .arg(&state)
+                .arg(&input)
+        };
+        let out = load().env("PGSENSE_PG_CRASH_AT", point).run();
+        assert_eq!(out.code, None, "expected a kill\n{}", out.describe());
+        let out = load().run();
+        out.assert_code(0);
+        assert_each_line_once(server, &db, 20_000, &out);
+    }
+}
