@@ -7,7 +7,11 @@
 //! lines appended just before the rotation are not lost when it is passed
 //! too. A few bytes before the offset are kept as a fingerprint, which tells
 //! a file rewritten in place (copied and truncated, then grown again) from
-//! one that only grew.
+//! one that only grew; the first bytes are kept too, so that a copy of a
+//! tracked file (logrotate's copytruncate, or a compressed `.2.gz`) is
+//! recognised by its content and resumed where the original was loaded up
+//! to ([`standing`]). Offsets of a compressed file count its decoded bytes
+//! ([`content`]).
 //!
 //! The file is JSON, replaced atomically (temp file, fsync, rename) and only
 //! with offsets that committed transactions cover. Between two saves each
