@@ -45,6 +45,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// Files of findings, read in order; `-` or no FILE reads standard input.
+    /// gzip and zstd data is decoded (told by its first bytes).
     #[arg(value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
     pub files: Vec<PathBuf>,
 

@@ -123,8 +123,10 @@ pub const STATUSES: &[Documented] = &[
     Documented {
         codes: &[1],
         brief: "any other failure",
-        detail: "any other failure, such as an input file that cannot be read to its end, or \
-                 a reject, state or metrics file that cannot be written",
+        detail: "any other failure, such as an input file that cannot be read to its end (a \
+                 corrupt or truncated compressed file: its lines before the damage and the other \
+                 inputs are loaded, and the error names the file and the line), or a reject, \
+                 state or metrics file that cannot be written",
     },
 ];
 

@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod exit;
 
 mod bootstrap;
+mod compressed;
 mod config;
 mod connect;
 mod crash;

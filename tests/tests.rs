@@ -26,6 +26,7 @@ mod tls;
 
 // Faults: nothing lost, nothing twice.
 mod commit_outcome;
+mod compressed;
 mod crash;
 mod failover;
 mod inputs;

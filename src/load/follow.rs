@@ -15,7 +15,7 @@
 //! its own, so that the journal and the state file know each by its key.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use super::input::Cursor;
 use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
+use crate::state::Positioned;
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
@@ -54,7 +55,7 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
     let mut watch = Watch::new(paths);
     let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone())).collect();
     for name in &mut names {
-        name.find_unfinished(reader)?;
+        name.catch_up(reader, &[])?;
     }
     let mut held_since: Option<Instant> = None;
     let mut looked_at: Option<Instant> = None;
@@ -107,7 +108,12 @@ struct Name {
 
 /// An open file being read.
 struct Open {
-    reader: BufReader<File>,
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// A plain file: a handle on it that shares the reader's position. None
+    /// for a compressed one, read once to its end.
+    file: Option<File>,
+    /// A compressed file was read to its end (or to damage).
+    exhausted: bool,
     cursor: Cursor,
     /// Device and inode.
     id: (u64, u64),
@@ -142,11 +148,33 @@ impl Name {
         }
     }
 
-    /// Rotated files of this name that the state file tracks and a killed
-    /// run did not finish (`findings.jsonl.1` after a restart): read first.
-    fn find_unfinished(&mut self, reader: &Reader) -> Result<()> {
+    /// Opens the file under the name, after the files beside it that hold
+    /// lines of it not loaded yet, read first: a rotated file a killed run
+    /// did not finish (`findings.jsonl.1` after a restart), the copy of a
+    /// file truncated since it was read (copytruncate). Files in `open_ids`
+    /// are read already.
+    fn catch_up(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
+        let mut paths = self.unfinished_siblings(reader, open_ids);
+        for path in &paths {
+            log::info!(
+                "{}: holds lines of {} not loaded yet: loading them first",
+                path.display(),
+                self.path.display()
+            );
+        }
+        paths.push(self.path.clone());
+        let mut opened = open_all(reader, paths)?;
+        self.current = opened.pop().flatten();
+        self.rotated
+            .extend(opened.into_iter().flatten().map(Rotated::new));
+        Ok(())
+    }
+
+    /// Files beside this one whose names start with its name and that hold
+    /// lines of a tracked file not loaded yet, oldest first.
+    fn unfinished_siblings(&self, reader: &Reader, open_ids: &[(u64, u64)]) -> Vec<PathBuf> {
         let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
-            return Ok(());
+            return Vec::new();
         };
         let dir = if dir.as_os_str().is_empty() {
             Path::new(".")
@@ -154,7 +182,7 @@ impl Name {
             dir
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
+            return Vec::new();
         };
         let mut found = Vec::new();
         for entry in entries.flatten() {
@@ -164,22 +192,15 @@ impl Name {
                 let path = entry.path();
                 if let Ok(meta) = std::fs::metadata(&path)
                     && meta.is_file()
-                    && reader.ledger().unfinished(&meta)
+                    && !open_ids.contains(&(meta.dev(), meta.ino()))
+                    && reader.ledger().unfinished(&path)
                 {
                     found.push((meta.mtime(), path));
                 }
             }
         }
         found.sort();
-        for (_, path) in found {
-            log::info!(
-                "{}: rotated from {} and not loaded to its end: loading the rest first",
-                path.display(),
-                self.path.display()
-            );
-            self.rotated.push(Rotated::new(open(reader, &path)?));
-        }
-        Ok(())
+        found.into_iter().map(|(_, path)| path).collect()
     }
 
     /// The files open for this name.
@@ -214,7 +235,7 @@ impl Name {
                     if let Some(index) = old {
                         reader.after_settled(|ledger| ledger.release_input(index));
                     }
-                    self.current = Some(open(reader, &self.path)?);
+                    self.catch_up(reader, open_ids)?;
                 }
             }
             _ if !meta.is_file() => {
@@ -228,7 +249,7 @@ impl Name {
                 if open_ids.contains(&id) {
                     log::debug!("{}: read under another name", self.path.display());
                 } else {
-                    self.current = Some(open(reader, &self.path)?);
+                    self.current = open_all(reader, vec![self.path.clone()])?.pop().flatten();
                 }
             }
         }
@@ -282,51 +303,115 @@ impl Name {
     }
 }
 
-/// Opens `path` as a new input, positioned where the state file says.
-fn open(reader: &Reader, path: &Path) -> Result<Open> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let meta = file.metadata()?;
-    let name = path.display().to_string();
-    let (index, mark) = reader.ledger().add_input(name, path, &mut file)?;
-    let cursor = Cursor {
-        index,
-        offset: mark.offset,
-        line: mark.line,
-        may_wait: false,
-        tracked: true,
-    };
-    let mut open = Open {
-        reader: BufReader::with_capacity(BUFFER, file),
-        cursor,
-        id: (meta.dev(), meta.ino()),
-        before: (0, Vec::new()),
-    };
-    open.remember_before();
-    Ok(open)
+/// Opens `paths` (each that exists) as new inputs, positioned where the
+/// state file says, told apart from copies of each other; None for one with
+/// nothing to read in it.
+fn open_all(reader: &Reader, paths: Vec<PathBuf>) -> Result<Vec<Option<Open>>> {
+    let mut files = Vec::new();
+    let mut ids = Vec::new();
+    let mut present = Vec::new();
+    for path in paths {
+        match File::open(&path) {
+            Ok(file) => {
+                let meta = file.metadata()?;
+                ids.push((meta.dev(), meta.ino()));
+                files.push((path, file));
+                present.push(true);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => present.push(false),
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot open {}", path.display()));
+            }
+        }
+    }
+    let mut added = reader.ledger().add_inputs(files)?.into_iter().zip(ids);
+    let mut opened = Vec::new();
+    for present in present {
+        let open = match present.then(|| added.next()).flatten() {
+            Some((Some(input), id)) => Some(Open::new(input, id)?),
+            _ => None,
+        };
+        opened.push(open);
+    }
+    Ok(opened)
 }
 
 impl Open {
+    fn new(
+        (index, mark, input): (usize, crate::state::Mark, Positioned),
+        id: (u64, u64),
+    ) -> Result<Open> {
+        let cursor = Cursor {
+            index,
+            offset: mark.offset,
+            line: mark.line,
+            may_wait: false,
+            tracked: true,
+        };
+        let (input, file): (Box<dyn Read + Send>, _) = match input {
+            Positioned::File(file) => {
+                let handle = file.try_clone().context("cannot duplicate a file handle")?;
+                (Box::new(file), Some(handle))
+            }
+            Positioned::Content(content) => (content, None),
+        };
+        let mut open = Open {
+            reader: BufReader::with_capacity(BUFFER, input),
+            file,
+            exhausted: false,
+            cursor,
+            id,
+            before: (0, Vec::new()),
+        };
+        open.remember_before();
+        Ok(open)
+    }
+
+    /// Reads what is new; a file `finished` growing has a last line
+    /// without its end.
     fn read(&mut self, reader: &mut Reader, finished: bool) -> Result<Available> {
-        reader.read_available(&mut self.reader, &mut self.cursor, finished)
+        if self.exhausted {
+            return Ok(Available::Idle);
+        }
+        let rewind = self.file.as_ref().filter(|_| !finished);
+        match reader.read_available(&mut self.reader, &mut self.cursor, rewind) {
+            // Damage in a compressed file: the lines before it load.
+            Err(err) if self.file.is_none() => {
+                log::error!("{err:#}");
+                self.exhausted = true;
+                Ok(Available::Idle)
+            }
+            Ok(Available::Idle) if self.file.is_none() => {
+                self.exhausted = true;
+                Ok(Available::Idle)
+            }
+            read => read,
+        }
     }
 
     fn len(&self) -> u64 {
-        self.reader
-            .get_ref()
-            .metadata()
+        self.file
+            .as_ref()
+            .and_then(|file| file.metadata().ok())
             .map_or(0, |meta| meta.len())
     }
 
     /// Whether everything in the file was read.
     fn at_end(&self) -> bool {
-        self.len() <= self.cursor.offset
+        match self.file {
+            Some(_) => self.len() <= self.cursor.offset,
+            None => self.exhausted,
+        }
     }
 
     /// The bytes just before `offset`, as the file holds them now.
     fn bytes_before(&self, offset: u64) -> Vec<u8> {
+        let Some(file) = &self.file else {
+            return Vec::new();
+        };
         let start = offset.saturating_sub(CHECK_BYTES as u64);
         let mut bytes = vec![0; (offset - start) as usize];
-        match self.reader.get_ref().read_exact_at(&mut bytes, start) {
+        match file.read_exact_at(&mut bytes, start) {
             Ok(()) => bytes,
             Err(_) => Vec::new(),
         }
@@ -340,6 +425,9 @@ impl Open {
     /// Whether the file, now `len` bytes long, no longer holds what was
     /// read: it shrank, or what preceded a point read has changed.
     fn rewritten(&self, len: u64) -> bool {
+        if self.file.is_none() {
+            return false;
+        }
         let (offset, before) = &self.before;
         len < self.cursor.offset || self.bytes_before(*offset) != *before
     }
@@ -352,8 +440,11 @@ mod tests {
 
     fn opened(path: &Path, offset: u64) -> Open {
         let file = File::open(path).unwrap();
+        let handle = file.try_clone().unwrap();
         let mut open = Open {
-            reader: BufReader::new(file),
+            reader: BufReader::new(Box::new(file)),
+            file: Some(handle),
+            exhausted: false,
             cursor: Cursor {
                 index: 0,
                 offset,

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::state::{Resume, StateFile};
+use crate::compressed::{Damaged, Format, Sniffing};
+use crate::state::{Positioned, Resume, Start, StateFile};
 
 /// Whether a state file will track the inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,39 +36,82 @@ pub struct Source {
     pub identity: Option<(u64, u64)>,
 }
 
-/// Where an input's bytes come from.
+/// Where an input's bytes come from. Whatever it is, gzip or zstd data is
+/// decoded: it is recognised by its first bytes, not by the name.
 pub enum Input {
-    /// A regular file, which a state file can position.
+    /// A regular file, which a state file can position (plain, or
+    /// compressed while it is not positioned yet).
     File(PathBuf, File),
     /// A named pipe, opened when its turn comes.
     Fifo(PathBuf),
+    /// Bytes, compressed or not.
     Stream(Box<dyn Read + Send>),
+    /// A compressed file's decoded content, from where a state file
+    /// positioned it.
+    Content(Box<dyn Read + Send>),
 }
 
 impl Input {
-    /// The bytes, opening a named pipe (which waits for its writer).
+    /// The content, opening a named pipe (which waits for its writer).
     pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
         Ok(match self {
-            Input::File(_, file) => Box::new(file),
-            Input::Fifo(path) => Box::new(File::open(path)?),
-            Input::Stream(stream) => stream,
+            Input::File(_, file) => Format::of_file(&file)?.decode(Box::new(file))?,
+            Input::Fifo(path) => Box::new(Sniffing::new(Box::new(File::open(path)?))),
+            Input::Stream(stream) => Box::new(Sniffing::new(stream)),
+            Input::Content(content) => content,
         })
     }
 }
 
 /// Positions each regular file where the state file says the last run
-/// stopped, once the state file is settled.
-pub fn resume(sources: &mut [Source], state: &StateFile) -> Result<()> {
-    for source in sources {
-        if let Input::File(path, file) = &mut source.input {
-            let resume = state.resume(path, file)?;
-            if let Some(size) = &mut source.size {
-                *size = size.saturating_sub(resume.mark.offset);
+/// stopped (or the file it is a copy of), once the state file is settled.
+pub fn resume(sources: &mut [Source], state: &mut StateFile) -> Result<()> {
+    let mut files = Vec::new();
+    let mut tracked = Vec::new();
+    for source in sources.iter_mut() {
+        if let Input::File(..) = source.input {
+            let Input::File(path, file) = std::mem::replace(&mut source.input, nothing()) else {
+                unreachable!("matched just above");
+            };
+            files.push((path.clone(), file));
+            tracked.push((source, path));
+        }
+    }
+    for ((source, path), start) in tracked.into_iter().zip(state.resume(files)?) {
+        match start {
+            Start::Read { resume, input } => {
+                source.input = match input {
+                    Positioned::File(file) => Input::File(path, file),
+                    Positioned::Content(content) => Input::Content(content),
+                };
+                if let Some(size) = &mut source.size {
+                    *size = size.saturating_sub(resume.mark.offset);
+                }
+                source.resume = Some(resume);
             }
-            source.resume = Some(resume);
+            Start::Skip => source.size = Some(0),
         }
     }
     Ok(())
+}
+
+/// An input with nothing in it.
+fn nothing() -> Input {
+    Input::Content(Box::new(io::empty()))
+}
+
+/// The error for an input that could not be read to its end, after `line`
+/// lines: damaged compressed data says so, naming the file and the line.
+pub fn read_error(err: io::Error, name: &str, line: u64) -> anyhow::Error {
+    match Damaged::of(&err) {
+        Some(damage) => anyhow::anyhow!(
+            "{name}: corrupt or truncated {} data after line {line} ({}): the lines before it \
+             were read",
+            damage.format,
+            damage.cause()
+        ),
+        None => anyhow::Error::new(err).context(format!("cannot read {name} after line {line}")),
+    }
 }
 
 /// Opens every input before anything connects, so that a missing file costs
@@ -129,6 +173,11 @@ fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
     }
     let file = File::open(path).with_context(context)?;
     let meta = file.metadata().with_context(context)?;
+    // What is read of a compressed file is its content, of unknown size.
+    let compressed = meta.is_file()
+        && Format::of_file(&file)
+            .with_context(context)?
+            .is_compressed();
     let input = if meta.is_file() && tracking == Tracking::StateFile {
         Input::File(path.to_owned(), file)
     } else {
@@ -139,7 +188,7 @@ fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
         input,
         may_wait: !meta.is_file(),
         resume: None,
-        size: meta.is_file().then_some(meta.len()),
+        size: (meta.is_file() && !compressed).then_some(meta.len()),
         identity: Some((meta.dev(), meta.ino())),
     })
 }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,7 +20,7 @@ use super::turns::Turn;
 use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::{Entry, Mark, Progress, Settled, Trace, Txn};
+use crate::state::{Entry, Mark, Positioned, Progress, Settled, Trace, Txn};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,25 +186,36 @@ impl Ledger {
 
     /// Adds an input (a file found while following), tracked by the state
     /// file from where it says: its index and where to start reading.
-    pub fn add_input(&self, name: String, path: &Path, file: &mut File) -> Result<(usize, Mark)> {
+    /// None for a file with nothing to read in it. Files added together
+    /// are told apart from copies of each other.
+    pub fn add_inputs(
+        &self,
+        files: Vec<(PathBuf, File)>,
+    ) -> Result<Vec<Option<(usize, Mark, Positioned)>>> {
         let progress = self
             .progress
             .as_ref()
             .context("following files needs a state file")?;
         let mut names = lock(&self.names);
-        let (index, mark) = lock(progress).add_input(path, file)?;
-        match names.get_mut(index) {
-            Some(slot) => *slot = name,
-            None => names.push(name),
+        let paths: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
+        let added = lock(progress).add_inputs(files)?;
+        for (name, added) in paths.into_iter().zip(&added) {
+            if let Some((index, ..)) = added {
+                match names.get_mut(*index) {
+                    Some(slot) => *slot = name,
+                    None => names.push(name),
+                }
+            }
         }
-        Ok((index, mark))
+        Ok(added)
     }
 
-    /// Whether the file of `meta` is tracked and not loaded to its end.
-    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
+    /// Whether the file at `path` holds lines of a tracked file not loaded
+    /// yet.
+    pub fn unfinished(&self, path: &Path) -> bool {
         self.progress
             .as_ref()
-            .is_some_and(|progress| lock(progress).unfinished(meta))
+            .is_some_and(|progress| lock(progress).unfinished(path))
     }
 
     /// Input `source` is done with, every batch of it settled: its file

@@ -8,15 +8,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Line, Source, next_line, trim_line};
+use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -117,6 +117,9 @@ pub enum Available {
 enum Flow {
     /// Read to its end (or to an unfinished last line): go on.
     Next,
+    /// Could not be read to its end (damaged compressed data, say): the
+    /// lines before were taken; go on with the next input.
+    Failed(anyhow::Error),
     /// Stop reading.
     Stop,
     /// The database failed for good: set the rest aside.
@@ -159,15 +162,25 @@ impl Reader {
         }
     }
 
-    /// Reads every source in turn.
+    /// Reads every source in turn. An input that cannot be read to its end
+    /// does not keep the others from being read: the error is returned at
+    /// the end (the last one; any before it is printed), or printed when
+    /// reading stops early for another reason, which the summary then
+    /// gives.
     pub fn run(mut self, sources: Vec<Source>) -> Result<()> {
         let turns = self.pending.turns();
         let _guard = PanicGuard(&turns);
+        let mut failed: Option<anyhow::Error> = None;
         let mut sources = sources.into_iter().enumerate();
         while let Some((index, source)) = sources.next() {
             match self.read_input(index, source)? {
                 Flow::Next => {}
-                Flow::Stop => return Ok(()),
+                Flow::Failed(err) => {
+                    if let Some(earlier) = failed.replace(err) {
+                        crate::exit::print_error(&earlier);
+                    }
+                }
+                Flow::Stop => return stopped_early(failed),
                 Flow::SetAside(current) => {
                     let rest = sources.filter_map(|(index, source)| Unread::new(index, source));
                     let turns = self.pending.turns();
@@ -178,23 +191,23 @@ impl Reader {
                         &self.control,
                         &turn,
                     );
-                    return Ok(());
+                    return stopped_early(failed);
                 }
             }
         }
         if self.pending.flush() {
             self.control.read_all();
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         let name = source.name.clone();
-        let input = source
-            .input
-            .into_reader()
-            .with_context(|| format!("cannot open {name}"))?;
+        let input = match source.input.into_reader() {
+            Ok(input) => input,
+            Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
+        };
         let mut reader = BufReader::with_capacity(256 * 1024, input);
         self.position.set(index, cursor.line);
         self.pending
@@ -209,10 +222,12 @@ impl Reader {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
-                    self.pending.flush();
-                    let name = self.ledger.name(index);
-                    return Err(err)
-                        .with_context(|| format!("cannot read {name} after line {}", cursor.line));
+                    let err = read_error(err, &self.ledger.name(index), cursor.line);
+                    return if self.pending.flush() {
+                        Ok(Flow::Failed(err))
+                    } else {
+                        Err(err)
+                    };
                 }
             };
             let start = cursor.offset;
@@ -261,14 +276,15 @@ impl Reader {
     }
 
     /// Reads the lines of a followed file up to its end, or up to a line
-    /// not finished yet (left unread until it is, unless the file is
-    /// `finished`: then it is its last line). Batches are handed over when
+    /// not finished yet, left unread until it is: `rewind`, the file under
+    /// `reader`, is positioned back at its start. Without one (the file is
+    /// done growing) such a line is the last. Batches are handed over when
     /// full only: the caller flushes.
-    pub fn read_available(
+    pub fn read_available<R: Read>(
         &mut self,
-        reader: &mut BufReader<File>,
+        reader: &mut BufReader<R>,
         cursor: &mut Cursor,
-        finished: bool,
+        rewind: Option<&File>,
     ) -> Result<Available> {
         if self.pending.source() != Some(cursor.index) {
             if !self.pending.flush() {
@@ -287,15 +303,18 @@ impl Reader {
                 Ok(None) => return Ok(Available::Stop),
                 Err(err) => {
                     let name = self.ledger.name(cursor.index);
-                    return Err(err)
-                        .with_context(|| format!("cannot read {name} after line {}", cursor.line));
+                    return Err(read_error(err, &name, cursor.line));
                 }
             };
             let start = cursor.offset;
             match next {
                 Line::End => return Ok(Available::Idle),
-                Line::Text if self.line.last() != Some(&b'\n') && !finished => {
-                    reader.seek(SeekFrom::Start(cursor.offset))?;
+                Line::Text if self.line.last() != Some(&b'\n') && rewind.is_some() => {
+                    let ahead = reader.buffer().len();
+                    reader.consume(ahead);
+                    if let Some(mut file) = rewind {
+                        file.seek(SeekFrom::Start(cursor.offset))?;
+                    }
                     return Ok(Available::Idle);
                 }
                 Line::Text => cursor.offset += self.line.len() as u64,
@@ -508,6 +527,16 @@ impl Reader {
         }
         true
     }
+}
+
+/// Reading stopped early (the summary says why): the error of an input
+/// that could not be read to its end before is printed, not returned, so
+/// that it does not stand for the reason.
+fn stopped_early(failed: Option<anyhow::Error>) -> Result<()> {
+    if let Some(err) = failed {
+        crate::exit::print_error(&err);
+    }
+    Ok(())
 }
 
 /// The reason a line is invalid, with a hint when its line endings are

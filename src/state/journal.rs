@@ -138,6 +138,8 @@ mod tests {
                 offset,
                 line: offset / 10,
                 tail: String::new(),
+                head: Default::default(),
+                ended: None,
                 seen: 0,
             }),
             rejects: Some(offset / 2),

@@ -7,7 +7,11 @@
 //! lines appended just before the rotation are not lost when it is passed
 //! too. A few bytes before the offset are kept as a fingerprint, which tells
 //! a file rewritten in place (copied and truncated, then grown again) from
-//! one that only grew.
+//! one that only grew; the first bytes are kept too, so that a copy of a
+//! tracked file (logrotate's copytruncate, or a compressed `.2.gz`) is
+//! recognised by its content and resumed where the original was loaded up
+//! to ([`standing`]). Offsets of a compressed file count its decoded bytes
+//! ([`content`]).
 //!
 //! The file is JSON, replaced atomically (temp file, fsync, rename) and only
 //! with offsets that committed transactions cover. Between two saves each
@@ -18,10 +22,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -29,11 +33,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::{Status, WithStatus};
 
+mod content;
 mod journal;
 mod progress;
+mod standing;
 
+use content::Content;
+pub use content::{Head, Positioned};
 pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
+#[allow(unused_imports)]
+pub use standing::Known;
+pub use standing::Start;
 
 /// Where one input file stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,14 +52,25 @@ pub struct Mark {
     /// The name it was last loaded under, for people and for telling that a
     /// name now stands for another file.
     pub path: String,
-    /// Bytes loaded: the start of the first line not yet loaded.
+    /// Bytes loaded: the start of the first line not yet loaded (counted in
+    /// the decoded content, for a compressed file).
     pub offset: u64,
     /// Lines before `offset`, so line numbers stay those of the file.
     pub line: u64,
     /// The last bytes before `offset`, in hexadecimal.
     pub tail: String,
-    /// When it was last loaded (Unix seconds); marks unseen for long are
-    /// forgotten.
+    /// The first bytes of the content (up to 4 KiB, none past `offset`): a
+    /// copy of the file starts with them too. Absent from state files
+    /// written before copies were recognised.
+    #[serde(default)]
+    pub head: Head,
+    /// A compressed file read to its end: its size on disk then. While it
+    /// keeps that size, a run need not decode it to know it holds nothing
+    /// new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<u64>,
+    /// When it was last loaded or seen (Unix seconds); marks unseen for long
+    /// are forgotten.
     pub seen: u64,
 }
 
@@ -82,10 +104,11 @@ pub enum TxStatus {
     Unknowable(String),
 }
 
-/// Bytes before the offset kept as a fingerprint.
-const TAIL: u64 = 32;
 /// Marks of files not seen for this long are dropped.
 const FORGET_AFTER: u64 = 90 * 24 * 3600;
+/// The most marks kept: beyond, those seen least recently are dropped (the
+/// file is rewritten every second during a run).
+const MOST_MARKS: usize = 1000;
 
 /// An open, locked state file.
 pub struct StateFile {
@@ -108,9 +131,10 @@ pub struct Resume {
     /// The mark to start from (offset 0 for a new, truncated or rewritten
     /// file).
     pub mark: Mark,
-    /// A handle on the file, to take fingerprints when saving, whatever its
-    /// name is by then.
-    pub(crate) probe: Arc<File>,
+    /// The file's content, to take fingerprints when saving, whatever its
+    /// name is by then (decoded apart from the reader's, for a compressed
+    /// file).
+    pub(crate) probe: Arc<Mutex<Content>>,
 }
 
 impl StateFile {
@@ -159,61 +183,6 @@ impl StateFile {
             _lock: lock,
             following: false,
         })
-    }
-
-    /// Positions `file` (opened from `path`) where the last run stopped,
-    /// warning when it cannot.
-    pub fn resume(&self, path: &Path, file: &mut File) -> Result<Resume> {
-        let name = fs::canonicalize(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let meta = file.metadata()?;
-        let key = format!("{}:{}", meta.dev(), meta.ino());
-        let fresh = Mark {
-            path: name.clone(),
-            offset: 0,
-            line: 0,
-            tail: String::new(),
-            seen: now(),
-        };
-        let mark = match self.contents.files.get(&key) {
-            Some(old) if meta.len() < old.offset => {
-                log::warn!(
-                    "{}: loading from the start: it is shorter than what was loaded (truncated)",
-                    path.display()
-                );
-                fresh
-            }
-            Some(old) if tail(file, old.offset)? != old.tail => {
-                log::warn!(
-                    "{}: loading from the start: what was loaded has changed (rewritten in place, \
-                     or copied and truncated)",
-                    path.display()
-                );
-                fresh
-            }
-            Some(old) => Mark {
-                path: name,
-                ..old.clone()
-            },
-            None => {
-                if !self.following && self.contents.files.values().any(|m| m.path == name) {
-                    log::warn!(
-                        "{}: a new file since the last run (rotated?): loading it from the start; \
-                         lines added to the old file after the last run are loaded too if the \
-                         rotated file (such as {}.1) is passed as well",
-                        path.display(),
-                        path.display()
-                    );
-                }
-                fresh
-            }
-        };
-        file.seek(SeekFrom::Start(mark.offset))
-            .with_context(|| format!("cannot seek in {}", path.display()))?;
-        let probe = Arc::new(file.try_clone().context("cannot duplicate a file handle")?);
-        Ok(Resume { key, mark, probe })
     }
 
     /// Files will be followed (--follow): rotations are expected.
@@ -311,10 +280,7 @@ impl StateFile {
     }
 
     fn write(&mut self) -> Result<()> {
-        let now = now();
-        self.contents
-            .files
-            .retain(|_, mark| now.saturating_sub(mark.seen) < FORGET_AFTER);
+        forget_old(&mut self.contents.files, now());
         let temp = sibling(&self.path, ".tmp");
         let context = || format!("cannot write state file {}", self.path.display());
         let mut file = File::create(&temp).with_context(context)?;
@@ -338,13 +304,19 @@ impl StateFile {
     }
 }
 
-/// The last bytes before `offset`, in hexadecimal.
-pub(crate) fn tail(file: &File, offset: u64) -> Result<String> {
-    let start = offset.saturating_sub(TAIL);
-    let mut bytes = vec![0; (offset - start) as usize];
-    file.read_exact_at(&mut bytes, start)
-        .context("cannot read the input to check where it was loaded up to")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// Drops the marks not seen for [`FORGET_AFTER`], and beyond
+/// [`MOST_MARKS`] those seen least recently.
+fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64) {
+    files.retain(|_, mark| now.saturating_sub(mark.seen) < FORGET_AFTER);
+    if files.len() > MOST_MARKS {
+        let mut by_age: Vec<(u64, String)> =
+            files.iter().map(|(k, m)| (m.seen, k.clone())).collect();
+        // Most recently seen first.
+        by_age.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, key) in by_age.drain(MOST_MARKS..) {
+            files.remove(&key);
+        }
+    }
 }
 
 pub(crate) fn now() -> u64 {
@@ -382,8 +354,47 @@ fn cut_rejects(mark: &RejectsMark) -> Result<()> {
     Ok(())
 }
 
+/// Locks a mutex; a thread that panicked while holding a content probe left
+/// it usable (at worst, it decodes again from the start).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(seen: u64) -> Mark {
+        Mark {
+            path: format!("/{seen}"),
+            offset: 1,
+            line: 1,
+            tail: "0a".into(),
+            head: Head::default(),
+            ended: None,
+            seen,
+        }
+    }
+
+    #[test]
+    fn old_and_least_recently_seen_marks_are_forgotten() {
+        let now = 1_000_000_000;
+        let mut files: BTreeMap<String, Mark> = (0..1005)
+            .map(|n| (format!("1:{n}"), mark(now - 1005 + n)))
+            .collect();
+        files.insert("2:0".into(), mark(now - FORGET_AFTER));
+        forget_old(&mut files, now);
+        assert_eq!(files.len(), MOST_MARKS);
+        assert!(!files.contains_key("2:0"), "unseen for 90 days");
+        for n in 0..5 {
+            assert!(!files.contains_key(&format!("1:{n}")), "the oldest go");
+        }
+        assert!(files.contains_key("1:5") && files.contains_key("1:1004"));
+    }
 }

@@ -4,12 +4,13 @@
 //! says.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::{Entry, Mark, Resume, StateFile, Trace, Txn, now, tail};
+use super::content::HEAD;
+use super::{Entry, Known, Mark, Positioned, Resume, Start, StateFile, Trace, Txn, lock, now};
 
 /// Whether every batch of a run was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct Progress {
     /// Indexes of inputs let go of, for the next added ones: a run that
     /// follows files for months keeps as many as it has open.
     free: Vec<usize>,
+    /// Inputs are added as files are followed.
+    following: bool,
     last_save: Instant,
 }
 
@@ -40,6 +43,7 @@ impl Progress {
             file,
             inputs,
             free: Vec::new(),
+            following: false,
             last_save: Instant::now(),
         }
     }
@@ -55,16 +59,11 @@ impl Progress {
         txn: Option<(&Txn, Option<Trace>)>,
         rejects: Option<u64>,
     ) -> Result<Option<Entry>> {
+        self.release_before(source);
         let (key, mark) = match &self.inputs[source] {
             Some(resume) => (
                 Some(resume.key.clone()),
-                Some(Mark {
-                    path: resume.mark.path.clone(),
-                    offset,
-                    line,
-                    tail: tail(&resume.probe, offset)?,
-                    seen: now(),
-                }),
+                Some(mark_at(resume, offset, line)?),
             ),
             None if rejects.is_none() => return Ok(None),
             None => (None, None),
@@ -77,6 +76,18 @@ impl Progress {
             mark,
             rejects,
         }))
+    }
+
+    /// Frees the decoders of the inputs before `source`: entries come in
+    /// input order, so they are done with.
+    fn release_before(&self, source: usize) {
+        if self.following {
+            // Inputs are added and let go of in no order.
+            return;
+        }
+        for resume in self.inputs[..source].iter().flatten() {
+            lock(&resume.probe).release();
+        }
     }
 
     /// Writes an entry to the journal and syncs it: before the commit it
@@ -106,31 +117,45 @@ impl Progress {
 
     /// Tracks one more input (--follow found it): its index, and where to
     /// start reading it, after positioning `file` there.
-    pub fn add_input(&mut self, path: &Path, file: &mut File) -> Result<(usize, Mark)> {
-        let resume = self.file.resume(path, file)?;
-        let mark = resume.mark.clone();
+    /// None for a file with nothing to read in it. Files passed together
+    /// are told apart from copies of each other.
+    pub fn add_inputs(
+        &mut self,
+        files: Vec<(PathBuf, File)>,
+    ) -> Result<Vec<Option<(usize, Mark, Positioned)>>> {
+        self.following = true;
+        let starts = self.file.resume(files)?;
+        Ok(starts
+            .into_iter()
+            .map(|start| match start {
+                Start::Read { resume, input } => {
+                    let mark = resume.mark.clone();
+                    Some((self.slot(resume), mark, input))
+                }
+                Start::Skip => None,
+            })
+            .collect())
+    }
+
+    /// Where to keep a new input: its index.
+    fn slot(&mut self, resume: Resume) -> usize {
         match self.free.pop() {
             Some(index) => {
                 self.inputs[index] = Some(resume);
-                Ok((index, mark))
+                index
             }
             None => {
                 self.inputs.push(Some(resume));
-                Ok((self.inputs.len() - 1, mark))
+                self.inputs.len() - 1
             }
         }
     }
 
-    /// Whether the file of `meta` is one the state file tracks, with bytes
-    /// beyond what is loaded (a rotated file a killed run did not finish).
-    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let key = format!("{}:{}", meta.dev(), meta.ino());
-        self.file
-            .contents
-            .files
-            .get(&key)
-            .is_some_and(|mark| mark.offset < meta.len())
+    /// Whether the file at `path` is tracked, or a copy of a tracked file,
+    /// with lines not loaded yet (a rotated file a killed run did not
+    /// finish, the copy of a file truncated after it).
+    pub fn unfinished(&self, path: &Path) -> bool {
+        matches!(self.file.knows(path), Ok(Known::Partly))
     }
 
     /// Input `source` has no batch left to settle: its file handle goes,
@@ -149,7 +174,7 @@ impl Progress {
             .iter()
             .flatten()
             .map(|input| {
-                let len = input.probe.metadata().map_or(0, |m| m.len());
+                let len = lock(&input.probe).file_len().unwrap_or(0);
                 let loaded = self
                     .file
                     .contents
@@ -171,4 +196,29 @@ impl Progress {
             Settled::OutcomeUnknown => self.file.save_keeping_journal(),
         }
     }
+}
+
+/// The mark of an input loaded up to byte `offset`, after `line` lines.
+fn mark_at(resume: &Resume, offset: u64, line: u64) -> Result<Mark> {
+    let mut content = lock(&resume.probe);
+    let context = || format!("{}: shorter than where it was read to", resume.mark.path);
+    let tail = content.tail(offset)?.with_context(context)?;
+    // The head stays once it is whole.
+    let head = match resume.mark.head {
+        head if head.len == offset.min(HEAD) => head,
+        _ => content.head(offset.min(HEAD))?.with_context(context)?,
+    };
+    let ended = match content.format().is_compressed() && content.ends_at(offset)? {
+        true => Some(content.file_len()?),
+        false => None,
+    };
+    Ok(Mark {
+        path: resume.mark.path.clone(),
+        offset,
+        line,
+        tail,
+        head,
+        ended,
+        seen: now(),
+    })
 }

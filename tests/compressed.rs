@@ -1,0 +1,423 @@
+//! Compressed inputs (issue 11, "logrotate's compression"): gzip and zstd
+//! recognised by their first bytes, from files and standard input; damaged
+//! ones load the lines before the damage and say where; with --state-file,
+//! logrotate's `compress`, `delaycompress` and `copytruncate` rotations
+//! between cron runs load each line exactly once.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::support::markers::{
+    append, assert_table_holds, assert_table_holds_after, findings, table_markers,
+};
+use crate::support::run::Outcome;
+use crate::support::{PgServer, Scratch, TABLE, shared};
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn zstd(text: &str) -> Vec<u8> {
+    zstd::encode_all(text.as_bytes(), 3).expect("zstd")
+}
+
+/// The line number in "NAME: corrupt or truncated FORMAT data after line
+/// N", or a panic.
+#[track_caller]
+fn damaged_after(out: &Outcome, name: &str, format: &str) -> u64 {
+    let prefix = format!("{name}: corrupt or truncated {format} data after line ");
+    out.stderr
+        .lines()
+        .find_map(|line| line.split_once(&prefix))
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} on stderr\n{}", out.describe()))
+}
+
+/// Asserts that the table holds the findings `expected` (ascending), each
+/// once.
+#[track_caller]
+fn assert_table_is(
+    server: &PgServer,
+    db: &str,
+    expected: impl Iterator<Item = u64>,
+    out: &Outcome,
+) {
+    let mut markers = table_markers(server, db);
+    markers.sort_unstable();
+    let expected: Vec<u64> = expected.collect();
+    assert_eq!(markers, expected, "{}", out.describe());
+}
+
+/// gzip and zstd files, one of them without a suffix and one of two gzip
+/// members, load as their text would: the format is told by the bytes.
+#[test]
+fn gzip_and_zstd_files_load_whatever_their_name() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let gz = scratch.write("a.jsonl.gz", gzip(&findings(1..=100)));
+    let zst = scratch.write("b.jsonl.zst", zstd(&findings(101..=200)));
+    let bare = scratch.write("c", gzip(&findings(201..=300)));
+    let mut members = gzip(&findings(301..=350));
+    members.extend(gzip(&findings(351..=400)));
+    let two = scratch.write("d.gz", members);
+    let plain = scratch.write("e.jsonl", findings(401..=410));
+    server
+        .pgsense(&db)
+        .arg("load")
+        .args([&gz, &zst, &bare, &two, &plain])
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("410 read, 410 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=410);
+}
+
+/// Line numbers are those of the decoded text.
+#[test]
+fn line_numbers_count_the_decoded_lines() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let text = findings(1..=4) + "{\"lsn\": oops\n" + &findings(5..=6);
+    let gz = scratch.write("bad.jsonl.gz", gzip(&text));
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&gz)
+        .run()
+        .assert_code(65)
+        .assert_stderr_contains(&format!("{}:5: ", gz.display()))
+        .assert_stderr_contains("7 read, 6 inserted, 1 dropped");
+    assert_table_holds(server, &db, 1..=6);
+}
+
+#[test]
+fn compressed_standard_input_is_decoded() {
+    let server = shared();
+    let db = server.new_database();
+    server
+        .pgsense(&db)
+        .arg("load")
+        .stdin(gzip(&findings(1..=50)))
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("50 read, 50 inserted");
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg("-")
+        .stdin(zstd(&findings(51..=80)))
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("30 read, 30 inserted");
+    assert_table_holds(server, &db, 1..=80);
+}
+
+/// A gzip file cut short: the whole lines before the cut load, the error
+/// names the file and the line, the exit status is 1, and the input after
+/// it loads too.
+#[test]
+fn a_truncated_gzip_file_loads_the_lines_before_the_cut() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let whole = gzip(&findings(1..=3000));
+    let cut = scratch.write("cut.jsonl.gz", &whole[..whole.len() / 2]);
+    let after = scratch.write("after.jsonl", findings(5001..=5010));
+    let out = server.pgsense(&db).arg("load").arg(&cut).arg(&after).run();
+    out.assert_code(1);
+    let lines = damaged_after(&out, &cut.display().to_string(), "gzip");
+    assert!(lines > 0 && lines < 3000, "{}", out.describe());
+    assert_table_is(server, &db, (1..=lines).chain(5001..=5010), &out);
+}
+
+/// A zstd file whose second frame is corrupt: the first frame's lines load,
+/// and the error says where the damage is.
+#[test]
+fn a_corrupt_zstd_file_loads_the_lines_before_the_damage() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let mut bytes = zstd(&findings(1..=1000));
+    let mut second = zstd(&findings(1001..=2000));
+    second[..4].copy_from_slice(b"oops");
+    bytes.extend(second);
+    let bad = scratch.write("bad.jsonl.zst", bytes);
+    let after = scratch.write("after.jsonl.gz", gzip(&findings(5001..=5010)));
+    let out = server.pgsense(&db).arg("load").arg(&bad).arg(&after).run();
+    out.assert_code(1);
+    assert_eq!(
+        damaged_after(&out, &bad.display().to_string(), "zstd"),
+        1000
+    );
+    assert_table_is(server, &db, (1..=1000).chain(5001..=5010), &out);
+}
+
+/// `load -v --state-file STATE FILE...`, run to its end.
+fn cron(server: &PgServer, db: &str, state: &Path, files: &[PathBuf]) -> Outcome {
+    server
+        .pgsense(db)
+        .arg("-v")
+        .arg("load")
+        .arg("--state-file")
+        .arg(state)
+        .args(files)
+        .run()
+}
+
+/// What `findings.jsonl*` expands to in `dir`, as a shell sorts it.
+fn glob(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("findings.jsonl"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every row's lsn is distinct, and they are exactly `1..=last`.
+#[track_caller]
+fn assert_each_line_once(server: &PgServer, db: &str, last: u64, out: &Outcome) {
+    let rows = server.count(db, TABLE) as u64;
+    let distinct = server
+        .query_one(db, &format!("select count(distinct lsn) from {TABLE}"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("count");
+    assert_eq!(
+        (rows, distinct),
+        (last, last),
+        "rows and distinct lsn\n{}",
+        out.describe()
+    );
+    assert_table_holds_after(server, db, 1..=last, Some(out));
+}
+
+/// The scanner's side: appends findings `from..=to` to `path`.
+fn scan(path: &Path, from: u64, to: u64) {
+    append(path, &findings(from..=to));
+}
+
+/// logrotate's `compress` (with or without `delaycompress`), `rotate 4`:
+/// the numbered files move up, the file is renamed to `.1` and a new one
+/// created, and the `.1` (the one before, with delaycompress) becomes a
+/// `.2.gz` (`.1.gz`): a new file whose content is one already tracked.
+/// `late` runs just after the rename: the scanner writes to the renamed
+/// file a moment longer (without delaycompress, what it writes after the
+/// compression is lost: that is what delaycompress is for).
+fn rotate(dir: &Path, delay: bool, late: impl FnOnce()) {
+    let name = |suffix: &str| dir.join(format!("findings.jsonl{suffix}"));
+    for n in (1..4).rev() {
+        let from = name(&format!(".{n}.gz"));
+        if from.exists() {
+            fs::rename(&from, name(&format!(".{}.gz", n + 1))).expect("shift");
+        }
+    }
+    let compress = |plain: &Path, packed: &Path| {
+        let text = fs::read_to_string(plain).expect("read the rotated file");
+        fs::write(packed, gzip(&text)).expect("compress");
+        fs::remove_file(plain).expect("remove the compressed file");
+    };
+    if delay && name(".1").exists() {
+        compress(&name(".1"), &name(".2.gz"));
+    }
+    fs::rename(name(""), name(".1")).expect("rename");
+    fs::write(name(""), "").expect("create");
+    late();
+    if !delay {
+        compress(&name(".1"), &name(".1.gz"));
+    }
+}
+
+/// Cron runs between logrotate's rotations, with the scanner writing to the
+/// renamed file a moment after the rotation: each line loads once.
+fn logrotate_with_compress(delay: bool) {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let state = dir.join("state").join("pgsense-pg.state");
+    fs::create_dir(state.parent().expect("parent")).expect("state dir");
+    let live = dir.join("findings.jsonl");
+    fs::write(&live, "").expect("create");
+    let mut last = 0;
+    for round in 0..6u64 {
+        scan(&live, last + 1, last + 40 + round);
+        last += 40 + round;
+        let out = cron(server, &db, &state, &glob(dir));
+        out.assert_code(0);
+        assert_each_line_once(server, &db, last, &out);
+        scan(&live, last + 1, last + 7);
+        last += 7;
+        // The scanner still holds the renamed file for a moment.
+        let mut old = OpenOptions::new()
+            .append(true)
+            .open(&live)
+            .expect("the scanner's handle");
+        rotate(dir, delay, || {
+            old.write_all(findings(last + 1..=last + 3).as_bytes())
+                .expect("a late write");
+        });
+        last += 3;
+        if round % 2 == 1 {
+            let out = cron(server, &db, &state, &glob(dir));
+            out.assert_code(0);
+            assert_each_line_once(server, &db, last, &out);
+        }
+    }
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0);
+    assert_each_line_once(server, &db, last, &out);
+    // Nothing new: nothing read.
+    cron(server, &db, &state, &glob(dir))
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+}
+
+#[test]
+fn logrotate_compress_and_delaycompress_between_cron_runs_load_each_line_once() {
+    logrotate_with_compress(true);
+}
+
+#[test]
+fn logrotate_compress_between_cron_runs_loads_each_line_once() {
+    logrotate_with_compress(false);
+}
+
+/// logrotate's `copytruncate` (then `compress` of the copy): the copy is a
+/// new file whose start is what was loaded from the original; it resumes
+/// where the original was loaded up to, and the truncated original is read
+/// from its start.
+#[test]
+fn logrotate_copytruncate_between_cron_runs_loads_each_line_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let state = dir.join("state");
+    let live = dir.join("findings.jsonl");
+    fs::write(&live, findings(1..=50)).expect("create");
+    cron(server, &db, &state, &glob(dir)).assert_code(0);
+    scan(&live, 51, 60);
+    // copytruncate: copy, then truncate the file the scanner keeps open.
+    fs::copy(&live, dir.join("findings.jsonl.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    scan(&live, 61, 65);
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0)
+        .assert_stderr_contains("findings.jsonl.1: a copy of")
+        .assert_stderr_contains("loading it from line 51");
+    assert_each_line_once(server, &db, 65, &out);
+
+    // The next rotation compresses the copy, and copies again.
+    scan(&live, 66, 80);
+    let text = fs::read_to_string(dir.join("findings.jsonl.1")).expect("read");
+    fs::write(dir.join("findings.jsonl.2.gz"), gzip(&text)).expect("compress");
+    fs::remove_file(dir.join("findings.jsonl.1")).expect("remove");
+    fs::copy(&live, dir.join("findings.jsonl.1")).expect("copy");
+    fs::write(&live, "").expect("truncate");
+    scan(&live, 81, 90);
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0);
+    assert_each_line_once(server, &db, 90, &out);
+    cron(server, &db, &state, &glob(dir))
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+}
+
+/// A compressed file still being written (cut short now, whole later): the
+/// lines before the cut load, and the next run resumes after them.
+#[test]
+fn a_gzip_file_still_being_written_resumes_in_the_next_run() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state");
+    let whole = gzip(&findings(1..=3000));
+    let file = scratch.write("findings.jsonl.gz", &whole[..whole.len() / 2]);
+    let out = cron(server, &db, &state, std::slice::from_ref(&file));
+    out.assert_code(1);
+    let lines = damaged_after(&out, &file.display().to_string(), "gzip");
+    assert_table_holds(server, &db, 1..=lines);
+    // The writer finishes it, in place.
+    OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .and_then(|mut f| f.write_all(&whole))
+        .expect("finish the file");
+    let out = cron(server, &db, &state, std::slice::from_ref(&file));
+    out.assert_code(0);
+    assert_each_line_once(server, &db, 3000, &out);
+    cron(server, &db, &state, std::slice::from_ref(&file))
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+}
+
+/// A compressed copy of a file whose original this run reads too (logrotate
+/// still compressing it): read once, from the original.
+#[test]
+fn a_compressed_copy_beside_its_original_is_read_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let state = dir.join("state");
+    let rotated = scratch.write("findings.jsonl.1", findings(1..=100));
+    cron(server, &db, &state, &glob(dir)).assert_code(0);
+    scan(&rotated, 101, 120);
+    // Half written, then whole: neither loads a line twice.
+    let whole = gzip(&findings(1..=120));
+    let packed = scratch.write("findings.jsonl.2.gz", &whole[..whole.len() / 2]);
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0);
+    assert_each_line_once(server, &db, 120, &out);
+    fs::write(&packed, &whole).expect("finish compressing");
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    fs::remove_file(&rotated).expect("remove the compressed file");
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    assert_each_line_once(server, &db, 120, &out);
+}
+
+/// kill -9 in the middle of a compressed file, after a batch was journaled
+/// and after one committed: the next run settles the journal and resumes
+/// in the decoded text, each line once.
+#[test]
+fn a_compressed_file_is_resumed_exactly_after_a_kill() {
+    let server = shared();
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.jsonl.gz", gzip(&findings(1..=20_000)));
+    for point in ["journaled:6", "committed:7"] {
+        let db = server.new_database();
+        let state = scratch.path().join(format!("state-{point}"));
+        let load = || {
+            server
+                .pgsense(&db)
+                .arg("load")
+                .args(["--batch-rows", "500"])
+                .arg("--state-file")
+                .arg(&state)
+                .arg(&input)
+        };
+        let out = load().env("PGSENSE_PG_CRASH_AT", point).run();
+        assert_eq!(out.code, None, "expected a kill\n{}", out.describe());
+        let out = load().run();
+        out.assert_code(0);
+        assert_each_line_once(server, &db, 20_000, &out);
+    }
+}
