@@ -37,6 +37,16 @@ impl Pending {
         }
     }
 
+    /// `bytes` were read, right after the last line covered.
+    pub fn read_bytes(&mut self, bytes: &[u8]) {
+        self.batch.tail.push(bytes);
+    }
+
+    /// Bytes were read that the batch's tail did not see.
+    pub fn forget_tail(&mut self) {
+        self.batch.tail.forget();
+    }
+
     /// The input of the batch being filled, if it holds any line.
     pub fn source(&self) -> Option<usize> {
         (self.batch.lines > 0).then_some(self.batch.source)
@@ -52,6 +62,7 @@ impl Pending {
         debug_assert_eq!(self.batch.lines, 0, "a batch holds lines of one input");
         self.batch.source = source;
         self.batch.end = start;
+        self.batch.tail.forget();
     }
 
     /// Adds a finding read from `origin` (its line ends at `end`), and hands
@@ -121,6 +132,7 @@ impl Pending {
         let mut fresh = self.pipeline.spares.take();
         fresh.source = self.batch.source;
         fresh.end = self.batch.end;
+        fresh.tail = self.batch.tail;
         let mut batch = std::mem::replace(&mut self.batch, fresh);
         batch.seq = self.next_seq;
         self.next_seq += 1;
@@ -160,6 +172,7 @@ impl Pending {
         let mut batch = std::mem::replace(&mut self.batch, self.pipeline.spares.take());
         self.batch.source = batch.source;
         self.batch.end = batch.end;
+        self.batch.tail = batch.tail;
         batch.seq = self.next_seq;
         self.next_seq += 1;
         let (kind, reason) = if self.pipeline.control.interrupted() {

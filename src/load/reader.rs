@@ -470,7 +470,7 @@ impl Reader {
                 Ok(Line::TooLong { consumed, .. }) => {
                     drop(rejects);
                     let end = (cursor.offset + consumed, cursor.line + 1);
-                    ledger.written(cursor.index, end, &turn);
+                    ledger.written(cursor.index, end, None, &turn);
                 }
                 // Not a whole line: it goes, the next run reads it again.
                 _ => {
@@ -492,6 +492,10 @@ impl Reader {
     fn take(&mut self, next: &Line, cursor: &Cursor, start: u64) -> bool {
         let (index, number) = (cursor.index, cursor.line);
         let end = (cursor.offset, cursor.line);
+        match next {
+            Line::Text => self.pending.read_bytes(&self.line),
+            _ => self.pending.forget_tail(),
+        }
         match classify(next, &self.line, start == 0) {
             Kind::TooLong { length } => {
                 let reason = format!(

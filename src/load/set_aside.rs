@@ -131,7 +131,7 @@ fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control, turn: &
     }
     ledger.set_aside(copied.findings);
     let end = (cursor.offset + copied.bytes, cursor.line + copied.lines);
-    ledger.written(cursor.index, end, turn);
+    ledger.written(cursor.index, end, None, turn);
 }
 
 fn copy_rest(

@@ -49,6 +49,45 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The last bytes read before an offset, kept by the reader as it reads:
+/// a file truncated before its lines are settled (copytruncate) still
+/// gets its fingerprint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tail {
+    bytes: [u8; TAIL as usize],
+    len: usize,
+}
+
+impl Tail {
+    /// `read` was read right after what the tail holds.
+    pub fn push(&mut self, read: &[u8]) {
+        let keep = TAIL as usize;
+        if read.len() >= keep {
+            self.bytes.copy_from_slice(&read[read.len() - keep..]);
+            self.len = keep;
+            return;
+        }
+        let total = self.len + read.len();
+        if total > keep {
+            self.bytes.copy_within(total - keep..self.len, 0);
+            self.len = keep - read.len();
+        }
+        self.bytes[self.len..self.len + read.len()].copy_from_slice(read);
+        self.len += read.len();
+    }
+
+    /// Something was read that the tail did not see.
+    pub fn forget(&mut self) {
+        self.len = 0;
+    }
+
+    /// The bytes before `offset`, when the tail holds them all (it saw
+    /// every byte read since the input's start or the last 32).
+    pub fn before(&self, offset: u64) -> Option<&[u8]> {
+        (self.len as u64 == offset.min(TAIL)).then(|| &self.bytes[..self.len])
+    }
+}
+
 /// The bytes in hexadecimal, as tails are written in the state file.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -309,6 +348,27 @@ impl Read for Pread {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_tail_holds_the_last_bytes_read_once_it_saw_enough() {
+        let text = b"{\"lsn\":1}\n\n{\"lsn\":22}\n{\"lsn\":333}\n{\"lsn\":4444}\n";
+        let mut tail = Tail::default();
+        let mut offset = 0;
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            tail.push(line);
+            offset += line.len() as u64;
+            let start = offset.saturating_sub(TAIL) as usize;
+            assert_eq!(tail.before(offset), Some(&text[start..offset as usize]));
+        }
+        // Started after the beginning: unknown until 32 bytes were seen.
+        let mut late = Tail::default();
+        late.push(b"{\"lsn\":5}\n");
+        assert_eq!(late.before(200), None);
+        late.push(&[b'x'; 40]);
+        assert_eq!(late.before(250), Some(&[b'x'; 32][..]));
+        late.forget();
+        assert_eq!(late.before(250), None);
+    }
 
     #[test]
     fn fnv1a_is_the_published_function() {
