@@ -227,8 +227,9 @@ impl Name {
         match &self.current {
             Some(current) if current.id == id => {
                 if current.rewritten(meta.len()) {
-                    log::warn!(
-                        "{}: truncated or rewritten in place: loading it again from its start",
+                    log::info!(
+                        "{}: truncated or rewritten in place (copytruncate?): reading it again \
+                         from its start",
                         self.path.display()
                     );
                     let old = self.current.take().map(|open| open.cursor.index);

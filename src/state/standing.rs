@@ -153,9 +153,15 @@ impl StateFile {
                 return Ok(Start::Skip);
             }
             Standing::New(warning) => {
+                // Following, rotations and truncations are expected.
                 if let Some(warning) = warning {
-                    log::warn!("{path}: {warning}");
-                } else if self.contents.files.values().any(|m| m.path == input.name) {
+                    match self.following {
+                        true => log::info!("{path}: {warning}"),
+                        false => log::warn!("{path}: {warning}"),
+                    }
+                } else if !self.following
+                    && self.contents.files.values().any(|m| m.path == input.name)
+                {
                     log::warn!(
                         "{path}: a new file since the last run (rotated?): loading it from the \
                          start; lines added to the old file after the last run are loaded too \
