@@ -28,6 +28,7 @@ mod tls;
 mod commit_outcome;
 mod crash;
 mod failover;
+mod follow;
 mod inputs;
 mod permanent_errors;
 mod reject_file;
