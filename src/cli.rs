@@ -88,9 +88,25 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub state_file: Option<PathBuf>,
 
+    /// Keep running after the end of each FILE, loading lines as they are
+    /// appended, as `tail -F` does: a FILE replaced by rotation (rename and
+    /// create, or copy and truncate) is followed by name, after the lines
+    /// left in the old one; a FILE that does not exist yet is waited for.
+    /// Needs --state-file. The database is retried for as long as it takes
+    /// (the files hold the lines meanwhile). Stop with SIGTERM or SIGINT.
+    #[arg(long, requires = "state_file", conflicts_with = "dry_run")]
+    pub follow: bool,
+
+    /// With --follow, commit lines at most this many seconds after they
+    /// were appended (lines that come faster go in full batches anyway).
+    #[arg(long, value_name = "SECONDS", default_value = "0.5", requires = "follow",
+          value_parser = parse_interval)]
+    pub flush_interval: std::time::Duration,
+
     /// Retry a failing database (connection lost, server restarting, too
     /// many connections, deadlock) for up to this many seconds before
-    /// dropping the findings it holds; 0 disables retries.
+    /// dropping the findings it holds; 0 disables retries. --follow retries
+    /// without a limit.
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub retry_for: u64,
 
@@ -190,6 +206,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: Option<u64>,
+}
+
+/// A duration in seconds, decimals allowed, from 0.01 to 3600.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {text}"))?;
+    if !(0.01..=3600.0).contains(&seconds) {
+        return Err(format!("must be from 0.01 to 3600 seconds: {text}"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Ports, one for every host or one per host; as libpq, an empty entry is

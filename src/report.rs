@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::exit::Status;
-use crate::load::{Counts, Outcome, SHOWN_DROPS, Stopped};
+use crate::load::{Counts, Outcome, SHOWN_DROPS, Snapshot, Stopped};
 
 /// What a load did, as the user sees it.
 pub struct Report {
@@ -75,6 +75,12 @@ impl Report {
             text.push_str(&format!(", {} not loaded when interrupted", c.interrupted));
         }
         text.push(')');
+        if c.left > 0 {
+            text.push_str(&format!(
+                "; {} left in their files for the next run",
+                c.left
+            ));
+        }
         if c.dropped() > SHOWN_DROPS {
             text.push_str(&format!(
                 "; {} dropped lines not shown",
@@ -170,16 +176,49 @@ impl RunSummary<'_> {
     /// Prometheus text exposition, replaced atomically (temp file + rename)
     /// so node_exporter's textfile collector never reads half a file.
     pub fn write_metrics(&self, path: &Path) -> anyhow::Result<()> {
+        let mut text = self.metrics_text();
+        push_metric(
+            &mut text,
+            "pgsense_pg_last_run_exit_status",
+            "gauge",
+            "Exit status of the last run.",
+            &[("", f64::from(self.status.code()))],
+        );
+        replace(path, &text)
+    }
+
+    /// The metrics of a --follow run going on: its counts so far, what it
+    /// has not loaded yet and how long ago it last committed.
+    pub fn write_following(&self, path: &Path, snapshot: &Snapshot) -> anyhow::Result<()> {
+        let mut text = self.metrics_text();
+        push_metric(
+            &mut text,
+            "pgsense_pg_unloaded_bytes",
+            "gauge",
+            "Bytes of the followed files not loaded yet.",
+            &[("", snapshot.unloaded_bytes as f64)],
+        );
+        let since = snapshot
+            .since_last_commit
+            .map_or(self.seconds, |d| d.as_secs_f64());
+        push_metric(
+            &mut text,
+            "pgsense_pg_seconds_since_last_commit",
+            "gauge",
+            "Seconds since a batch last committed (since the start before the first).",
+            &[("", since)],
+        );
+        replace(path, &text)
+    }
+
+    fn metrics_text(&self) -> String {
         let r = &self.report.counts;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let mut text = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, value) in samples {
-                text.push_str(&format!("{name}{labels} {value}\n"));
-            }
+            push_metric(&mut text, name, kind, help, samples);
         };
         metric(
             "pgsense_alerts_total",
@@ -223,17 +262,23 @@ impl RunSummary<'_> {
             "When the last run ended, in seconds since the Unix epoch.",
             &[("", now)],
         );
-        metric(
-            "pgsense_pg_last_run_exit_status",
-            "gauge",
-            "Exit status of the last run.",
-            &[("", f64::from(self.status.code()))],
-        );
-        let temp = temp_path(path);
-        let context = || format!("cannot write metrics file {}", path.display());
-        let mut file = File::create(&temp).with_context(context)?;
-        file.write_all(text.as_bytes()).with_context(context)?;
-        file.sync_all().with_context(context)?;
-        std::fs::rename(&temp, path).with_context(context)
+        text
     }
+}
+
+fn push_metric(text: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        text.push_str(&format!("{name}{labels} {value}\n"));
+    }
+}
+
+/// Replaces the file at `path` with `text`, atomically.
+fn replace(path: &Path, text: &str) -> anyhow::Result<()> {
+    let temp = temp_path(path);
+    let context = || format!("cannot write metrics file {}", path.display());
+    let mut file = File::create(&temp).with_context(context)?;
+    file.write_all(text.as_bytes()).with_context(context)?;
+    file.sync_all().with_context(context)?;
+    std::fs::rename(&temp, path).with_context(context)
 }

@@ -20,6 +20,8 @@ use crate::state::{RejectsMark, StateFile};
 
 /// Inputs smaller than this load too fast to need a progress line.
 const PROGRESS_FROM: u64 = 4 << 20;
+/// How often --follow rewrites --metrics-file.
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
     let started = Instant::now();
@@ -27,11 +29,7 @@ pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<S
     if let Err(err) = &result {
         // Monitoring must see a run that never got going, too.
         let report = Report::empty(mode(args));
-        let mut files: Vec<_> = args.files.iter().map(|f| f.display().to_string()).collect();
-        if files.is_empty() {
-            files.push("-".into());
-        }
-        finish_summary(args, files, &report, started, exit::status_of(err));
+        finish_summary(args, names(args), &report, started, exit::status_of(err));
     }
     result
 }
@@ -59,14 +57,25 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         }
     }
     let state = match &args.state_file {
-        Some(path) if !args.dry_run => Some(StateFile::open(path)?),
+        Some(path) if !args.dry_run => {
+            let mut state = StateFile::open(path)?;
+            if args.follow {
+                state.follow();
+            }
+            Some(state)
+        }
         _ => None,
     };
     let tracking = match state {
         Some(_) => Tracking::StateFile,
         None => Tracking::None,
     };
-    let sources = load::open_inputs(&args.files, tracking).status(Status::NoInput)?;
+    let sources = if args.follow {
+        check_followed(&args.files)?;
+        Vec::new()
+    } else {
+        load::open_inputs(&args.files, tracking).status(Status::NoInput)?
+    };
     let rejects = match &args.reject_file {
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
         _ => None,
@@ -103,13 +112,55 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
     })
 }
 
+/// The files to follow: named, and regular files where they exist (one
+/// that does not is waited for).
+fn check_followed(files: &[std::path::PathBuf]) -> Result<()> {
+    if files.is_empty() {
+        return Err(anyhow::anyhow!(
+            "--follow needs the FILEs to follow: standard input cannot be followed"
+        ))
+        .status(Status::Usage);
+    }
+    for file in files {
+        if file == Path::new("-") {
+            return Err(anyhow::anyhow!(
+                "--follow cannot follow standard input (-): name files"
+            ))
+            .status(Status::Usage);
+        }
+        match std::fs::metadata(file) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(anyhow::anyhow!(
+                    "cannot follow {}: not a regular file",
+                    file.display()
+                ))
+                .status(Status::NoInput);
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                log::info!("{} does not exist yet: waiting for it", file.display());
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("cannot open {}", file.display())))
+                .status(Status::NoInput);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Connects and bootstraps (unless a dry run), settles what a killed run
 /// left, and positions the inputs where the state file says.
 fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Sink> {
     if args.dry_run {
         return Ok(Sink::DryRun);
     }
-    let (mut client, manager) = super::connect(settings, Duration::from_secs(args.retry_for))?;
+    let (mut client, manager) = if args.follow {
+        connect_patiently(settings)?
+    } else {
+        super::connect(settings, Duration::from_secs(args.retry_for))?
+    };
     for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
         log::info!("{line}");
     }
@@ -135,6 +186,31 @@ fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Si
     Ok(Sink::Database(connect::pool(settings, manager, client)))
 }
 
+/// --follow: connects however long the database takes to be reachable
+/// (the files hold the lines meanwhile).
+fn connect_patiently(settings: &Settings) -> Result<(postgres::Client, connect::Manager)> {
+    let mut delay = Duration::from_secs(1);
+    let mut said = false;
+    loop {
+        match super::connect(settings, load::ENDLESS) {
+            Err(err) if exit::status_of(&err) == Status::Unavailable => {
+                if !said {
+                    log::warn!("{err:#}; trying again until it answers");
+                    said = true;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            result => {
+                if said && result.is_ok() {
+                    log::warn!("connected: the database answers again");
+                }
+                return result;
+            }
+        }
+    }
+}
+
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
     let mut files = open_files(args, quiet)?;
     let sink = connect(settings, args, &mut files)?;
@@ -145,9 +221,11 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     } = files;
     // A progress line is for a person watching a big file being loaded.
     let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
-    let progress_of_bytes =
-        (!quiet && std::io::stderr().is_terminal() && input_bytes > PROGRESS_FROM)
-            .then_some(input_bytes);
+    let progress_of_bytes = (!quiet
+        && !args.follow
+        && std::io::stderr().is_terminal()
+        && input_bytes > PROGRESS_FROM)
+        .then_some(input_bytes);
     let options = load::Options {
         max_line_bytes: args.max_line_bytes,
         batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),
@@ -161,8 +239,18 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
             Verbosity::PerLine
         },
     };
-    let files: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
-    let outcome = load::load(sink, settings, sources, options, rejects, state)?;
+    let (files, inputs) = if args.follow {
+        let inputs = load::Inputs::Follow {
+            files: args.files.clone(),
+            flush_interval: args.flush_interval,
+        };
+        (names(args), inputs)
+    } else {
+        let files = sources.iter().map(|s| s.name.clone()).collect();
+        (files, load::Inputs::Sources(sources))
+    };
+    let tick = follow_metrics(args, &files, started);
+    let outcome = load::load(sink, settings, inputs, options, rejects, state, tick)?;
     let report = Report::of(&outcome, mode(args));
     if !quiet {
         report.print_summary();
@@ -180,6 +268,40 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         status = Status::Signal(signal);
     }
     Ok(finish_summary(args, files, &report, started, status))
+}
+
+/// The inputs as named on the command line.
+fn names(args: &LoadArgs) -> Vec<String> {
+    let mut files: Vec<_> = args.files.iter().map(|f| f.display().to_string()).collect();
+    if files.is_empty() {
+        files.push("-".into());
+    }
+    files
+}
+
+/// With --follow, --metrics-file is rewritten every few seconds.
+fn follow_metrics(args: &LoadArgs, files: &[String], started: Instant) -> Option<load::Tick> {
+    let path = args.metrics_file.clone().filter(|_| args.follow)?;
+    let files = files.to_vec();
+    Some(load::Tick {
+        every: METRICS_EVERY,
+        call: Box::new(move |snapshot| {
+            let report = Report {
+                counts: snapshot.counts,
+                mode: Mode::Load,
+                stopped: None,
+            };
+            let summary = RunSummary {
+                files: files.clone(),
+                report: &report,
+                seconds: started.elapsed().as_secs_f64(),
+                status: Status::Ok,
+            };
+            if let Err(err) = summary.write_following(&path, snapshot) {
+                log::warn!("{err:#}");
+            }
+        }),
+    })
 }
 
 fn mode(args: &LoadArgs) -> Mode {

@@ -63,6 +63,8 @@ pub struct Control {
     read_all: AtomicBool,
     /// The writers are done: ends the progress line and the canceller.
     writers_done: AtomicBool,
+    /// The database has been failing since a writer said so (--follow).
+    outage: AtomicBool,
     /// Cancel tokens of the writers' connections, by writer.
     cancels: Mutex<BTreeMap<usize, postgres::CancelToken>>,
 }
@@ -120,6 +122,16 @@ impl Control {
     /// Whether reading must stop: interrupted, or the database failed.
     pub fn stopping(&self) -> bool {
         self.interrupted() || self.failed()
+    }
+
+    /// Whether this failure is the first of an outage (to be said once).
+    pub fn outage_began(&self) -> bool {
+        !self.outage.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether an outage that was said has just ended.
+    pub fn outage_over(&self) -> bool {
+        self.outage.swap(false, Ordering::SeqCst)
     }
 
     pub fn hit_limit(&self) {

@@ -6,7 +6,9 @@
 //! its locks.
 
 use std::fmt;
+use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -18,7 +20,7 @@ use super::turns::Turn;
 use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::{Entry, Progress, Settled, Trace, Txn};
+use crate::state::{Entry, Mark, Progress, Settled, Trace, Txn};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub struct Counts {
     /// Of the lost lines, those copied unread to the reject file after the
     /// database failed.
     pub set_aside: u64,
+    /// Findings read but not loaded, left in their files for the next run
+    /// (--follow stopped): not dropped.
+    pub left: u64,
 }
 
 impl Counts {
@@ -119,8 +124,15 @@ pub struct Prepared {
 pub struct Ledger {
     counts: Mutex<Counts>,
     verbosity: Verbosity,
-    /// Input names by index, for messages.
-    names: Vec<String>,
+    /// Input names by index, for messages; --follow adds inputs as files
+    /// are rotated.
+    names: Mutex<Vec<String>>,
+    /// With --follow, lines not loaded because the run stops (or the
+    /// database failed for good) stay in their files for the next run
+    /// instead of going to the reject file: the files are the buffer.
+    leave_in_inputs: bool,
+    /// When a batch last committed.
+    last_commit: Mutex<Option<std::time::Instant>>,
     rejects: Option<Mutex<Rejects>>,
     /// With --state-file: the journal and the marks.
     progress: Option<Mutex<Progress>>,
@@ -146,7 +158,9 @@ impl Ledger {
         Ledger {
             counts: Mutex::new(Counts::default()),
             verbosity,
-            names,
+            names: Mutex::new(names),
+            leave_in_inputs: false,
+            last_commit: Mutex::new(None),
             rejects: rejects.map(Mutex::new),
             progress: progress.map(Mutex::new),
             unknown_outcome: AtomicBool::new(false),
@@ -154,9 +168,61 @@ impl Ledger {
         }
     }
 
+    /// Lines not loaded when the run stops stay in their inputs (--follow).
+    pub fn leaving_in_inputs(mut self) -> Ledger {
+        self.leave_in_inputs = true;
+        self
+    }
+
     /// The name of input `source`.
-    pub fn name(&self, source: usize) -> &str {
-        &self.names[source]
+    pub fn name(&self, source: usize) -> String {
+        lock(&self.names).get(source).cloned().unwrap_or_default()
+    }
+
+    /// Adds an input (a file found while following), tracked by the state
+    /// file from where it says: its index and where to start reading.
+    pub fn add_input(&self, name: String, path: &Path, file: &mut File) -> Result<(usize, Mark)> {
+        let progress = self
+            .progress
+            .as_ref()
+            .context("following files needs a state file")?;
+        let mut names = lock(&self.names);
+        let mark = lock(progress).add_input(path, file)?;
+        names.push(name);
+        Ok((names.len() - 1, mark))
+    }
+
+    /// Whether the file of `meta` is tracked and not loaded to its end.
+    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|progress| lock(progress).unfinished(meta))
+    }
+
+    /// Input `source` is done with, every batch of it settled: its file
+    /// handle is let go of.
+    pub fn release_input(&self, source: usize) {
+        if let Some(progress) = &self.progress {
+            lock(progress).release_input(source);
+        }
+    }
+
+    /// Bytes of the tracked inputs not loaded yet, as far as is known.
+    pub fn unloaded_bytes(&self) -> u64 {
+        self.progress
+            .as_ref()
+            .map_or(0, |progress| lock(progress).unloaded_bytes())
+    }
+
+    /// How long ago a batch last committed; None before the first.
+    pub fn since_last_commit(&self) -> Option<std::time::Duration> {
+        lock(&self.last_commit).map(|at| at.elapsed())
+    }
+
+    /// Whether nothing more can commit in this run: a batch's outcome is
+    /// unknown, or progress could not be recorded.
+    pub fn stalled(&self) -> bool {
+        self.unknown_outcome.load(Ordering::SeqCst) || lock(&self.record_error).is_some()
     }
 
     /// Whether lines as read are kept, for a reject file.
@@ -248,6 +314,7 @@ impl Ledger {
     /// After COMMIT: the rows are in, but for the refused ones.
     pub fn committed(&self, batch: &Batch, refused: &[Refused], prepared: Prepared) {
         self.inserted(batch.rows() - refused.len());
+        *lock(&self.last_commit) = Some(std::time::Instant::now());
         let mut shown = Vec::new();
         {
             let mut counts = lock(&self.counts);
@@ -284,6 +351,11 @@ impl Ledger {
     /// already rejected, and the state moves past them; without one, a
     /// state file stops before them (the next run loads them again).
     pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
+        if self.leave_in_inputs && matches!(kind, Dropped::Lost | Dropped::Interrupted) {
+            lock(&self.counts).left += batch.rows() as u64;
+            turn.open_gap();
+            return;
+        }
         self.count_rows(batch, kind, reason);
         let Some(rejects) = &self.rejects else {
             if self.progress.is_some() {
@@ -320,6 +392,10 @@ impl Ledger {
     /// Settles a batch after a gap: nothing is written, the next run loads
     /// it again.
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
+        if self.leave_in_inputs {
+            lock(&self.counts).left += batch.rows() as u64;
+            return;
+        }
         self.count_rows(batch, kind, LEFT_FOR_NEXT_RUN);
     }
 
@@ -435,7 +511,7 @@ impl Ledger {
     }
 
     fn say(&self, shown: &Shown, reason: &dyn fmt::Display) {
-        let name = &self.names[shown.source];
+        let name = self.name(shown.source);
         let _ = writeln!(
             std::io::stderr(),
             "pgsense-pg: {name}:{}: {reason}",

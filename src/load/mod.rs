@@ -16,6 +16,7 @@
 mod batch;
 mod control;
 mod copy;
+mod follow;
 mod input;
 mod ledger;
 mod pending;
@@ -25,10 +26,12 @@ mod record;
 mod set_aside;
 mod sink;
 mod turns;
+mod watch;
 mod writer;
 
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -49,7 +52,32 @@ pub use control::StopReason;
 pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
-pub use writer::{TxnState, txn_state};
+pub use writer::{ENDLESS, TxnState, txn_state};
+
+/// What a load reads.
+pub enum Inputs {
+    /// Each to its end, in order.
+    Sources(Vec<Source>),
+    /// These files, as they grow, until a signal stops the run (--follow).
+    Follow {
+        files: Vec<PathBuf>,
+        flush_interval: Duration,
+    },
+}
+
+/// What is known of a running load, for --metrics-file.
+pub struct Snapshot {
+    pub counts: Counts,
+    /// Bytes of the files followed not loaded yet.
+    pub unloaded_bytes: u64,
+    pub since_last_commit: Option<Duration>,
+}
+
+/// Something to do every so often while the load runs.
+pub struct Tick {
+    pub every: Duration,
+    pub call: Box<dyn FnMut(&Snapshot) + Send>,
+}
 
 /// How a load runs.
 #[derive(Debug, Clone, Copy)]
@@ -103,25 +131,56 @@ struct Threads {
 pub fn load(
     sink: Sink,
     settings: &Settings,
-    sources: Vec<Source>,
+    inputs: Inputs,
     options: Options,
     rejects: Option<Rejects>,
     state: Option<StateFile>,
+    tick: Option<Tick>,
 ) -> Result<Outcome> {
-    let progress =
-        state.map(|file| Progress::new(file, sources.iter().map(|s| s.resume.clone()).collect()));
-    let names = sources.iter().map(|s| s.name.clone()).collect();
-    let ledger = Arc::new(Ledger::new(names, options.verbosity, rejects, progress));
+    let ledger = match &inputs {
+        Inputs::Sources(sources) => {
+            let progress = state.map(|file| {
+                Progress::new(file, sources.iter().map(|s| s.resume.clone()).collect())
+            });
+            let names = sources.iter().map(|s| s.name.clone()).collect();
+            Ledger::new(names, options.verbosity, rejects, progress)
+        }
+        Inputs::Follow { .. } => {
+            let progress = state.map(|file| Progress::new(file, Vec::new()));
+            Ledger::new(Vec::new(), options.verbosity, rejects, progress).leaving_in_inputs()
+        }
+    };
+    let ledger = Arc::new(ledger);
     let control = Arc::new(Control::default());
     control.catch_signals()?;
-    let threads = start(sink, settings, sources, options, ledger, control)?;
+    let threads = start(sink, settings, inputs, options, ledger, control)?;
+    if let Some(tick) = tick {
+        let (ledger, control) = (Arc::clone(&threads.ledger), Arc::clone(&threads.control));
+        std::thread::spawn(move || ticks(tick, &ledger, &control));
+    }
     finish(threads, options)
+}
+
+/// Calls `tick` every so often until the writers are done.
+fn ticks(mut tick: Tick, ledger: &Ledger, control: &Control) {
+    let mut last = std::time::Instant::now();
+    while !control.is_done() {
+        std::thread::sleep(control::POLL);
+        if last.elapsed() >= tick.every && !control.is_done() {
+            (tick.call)(&Snapshot {
+                counts: ledger.counts(),
+                unloaded_bytes: ledger.unloaded_bytes(),
+                since_last_commit: ledger.since_last_commit(),
+            });
+            last = std::time::Instant::now();
+        }
+    }
 }
 
 fn start(
     sink: Sink,
     settings: &Settings,
-    sources: Vec<Source>,
+    inputs: Inputs,
     options: Options,
     ledger: Arc<Ledger>,
     control: Arc<Control>,
@@ -144,7 +203,11 @@ fn start(
         spares: Arc::clone(&spares),
         turns: Arc::clone(&turns),
     };
-    let copy = Copy::new(settings, options.retry_for);
+    let retry_for = match inputs {
+        Inputs::Sources(_) => Some(options.retry_for),
+        Inputs::Follow { .. } => None,
+    };
+    let copy = Copy::new(settings, retry_for);
     let writers = spawn_writers(&sink, &copy, &shares, &receiver)?;
     let position = Arc::new(Position::default());
     let read_options = ReadOptions {
@@ -171,7 +234,13 @@ fn start(
     std::thread::Builder::new()
         .name("reader".into())
         .spawn(move || {
-            let _ = done.send(reader.run(sources));
+            let _ = done.send(match inputs {
+                Inputs::Sources(sources) => reader.run(sources),
+                Inputs::Follow {
+                    files,
+                    flush_interval,
+                } => follow::run(reader, &files, flush_interval),
+            });
         })
         .context("cannot start the reader thread")?;
     let progress = options.progress_of_bytes.map(|total| {
@@ -254,7 +323,7 @@ fn finish(threads: Threads, options: Options) -> Result<Outcome> {
             let (source, line) = position.at();
             Stopped {
                 reason,
-                input: ledger.name(source).to_owned(),
+                input: ledger.name(source),
                 line,
             }
         });

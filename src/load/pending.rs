@@ -37,6 +37,16 @@ impl Pending {
         }
     }
 
+    /// The input of the batch being filled, if it holds any line.
+    pub fn source(&self) -> Option<usize> {
+        (self.batch.lines > 0).then_some(self.batch.source)
+    }
+
+    /// Whether lines read wait to be handed over.
+    pub fn holds_lines(&self) -> bool {
+        self.batch.lines > 0
+    }
+
     /// The next batch starts input `source` at (offset, line).
     pub fn start_input(&mut self, source: usize, start: (u64, u64)) {
         debug_assert_eq!(self.batch.lines, 0, "a batch holds lines of one input");

@@ -7,7 +7,8 @@
 //! end the run without it.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, BufReader, Read};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
@@ -102,6 +103,14 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
         Ok(finding) => Kind::Finding { raw, finding },
         Err(reason) => Kind::Invalid { raw, reason },
     }
+}
+
+/// How reading a followed file ended.
+pub enum Available {
+    /// At its end, or at a line not finished yet.
+    Idle,
+    /// Stop reading.
+    Stop,
 }
 
 /// How reading one input ended.
@@ -251,6 +260,95 @@ impl Reader {
         })
     }
 
+    /// Reads the lines of a followed file up to its end, or up to a line
+    /// not finished yet (left unread until it is). Batches are handed over
+    /// when full only: the caller flushes.
+    pub fn read_available(
+        &mut self,
+        reader: &mut BufReader<File>,
+        cursor: &mut Cursor,
+    ) -> Result<Available> {
+        if self.pending.source() != Some(cursor.index) {
+            if !self.pending.flush() {
+                return Ok(Available::Stop);
+            }
+            self.pending
+                .start_input(cursor.index, (cursor.offset, cursor.line));
+        }
+        self.position.set(cursor.index, cursor.line);
+        loop {
+            if self.must_stop().is_some() {
+                return Ok(Available::Stop);
+            }
+            let next = match self.next_line(reader, cursor) {
+                Ok(Some(next)) => next,
+                Ok(None) => return Ok(Available::Stop),
+                Err(err) => {
+                    let name = self.ledger.name(cursor.index);
+                    return Err(err)
+                        .with_context(|| format!("cannot read {name} after line {}", cursor.line));
+                }
+            };
+            let start = cursor.offset;
+            match next {
+                Line::End => return Ok(Available::Idle),
+                Line::Text if self.line.last() != Some(&b'\n') => {
+                    reader.seek(SeekFrom::Start(cursor.offset))?;
+                    return Ok(Available::Idle);
+                }
+                Line::Text => cursor.offset += self.line.len() as u64,
+                Line::TooLong { consumed, .. } => cursor.offset += consumed,
+            }
+            self.position
+                .bytes
+                .fetch_add(cursor.offset - start, Ordering::Relaxed);
+            cursor.line += 1;
+            self.position.set(cursor.index, cursor.line);
+            if !self.take(&next, cursor, start) {
+                return Ok(Available::Stop);
+            }
+        }
+    }
+
+    /// The run stops: what was read and not handed over is dropped (with
+    /// --follow, left in its file).
+    pub fn stop(&mut self) {
+        self.pending.drop_unsent();
+    }
+
+    pub fn turns(&self) -> std::sync::Arc<super::turns::Turns> {
+        self.pending.turns()
+    }
+
+    /// Hands over what was read. False when nothing more may be sent.
+    pub fn flush(&mut self) -> bool {
+        self.pending.flush()
+    }
+
+    /// Whether rows read wait to be handed over.
+    pub fn holds_rows(&self) -> bool {
+        self.pending.holds_lines()
+    }
+
+    /// Waits until every batch handed over so far is settled, then runs
+    /// `then` in that turn (after flushing what was read).
+    pub fn after_settled<T>(&mut self, then: impl FnOnce(&Ledger) -> T) -> Option<T> {
+        if !self.pending.flush() {
+            return None;
+        }
+        let turns = self.pending.turns();
+        let turn = turns.wait(self.pending.take_seq());
+        (!turn.gap()).then(|| then(&self.ledger))
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
     /// Whether an input that ended mid-line was cut by the signal that
     /// stops the run: a Ctrl-C reaches the writer of a pipe and the loader
     /// together, and the end of the pipe may come first.
@@ -287,9 +385,9 @@ impl Reader {
     /// read, in a turn of the reader's own (after every batch before it),
     /// holding the reject file until its end so that no other line lands in
     /// between.
-    fn next_line(
+    fn next_line<R: Read>(
         &mut self,
-        reader: &mut BufReader<Box<dyn Read + Send>>,
+        reader: &mut BufReader<R>,
         cursor: &Cursor,
     ) -> io::Result<Option<Line>> {
         let ledger = Arc::clone(&self.ledger);

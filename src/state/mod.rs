@@ -96,6 +96,8 @@ pub struct StateFile {
     unsettled: Vec<Entry>,
     /// Held for the whole run; the lock goes with it.
     _lock: File,
+    /// --follow: a new file under a known name is a rotation, not news.
+    following: bool,
 }
 
 /// Where to start reading one input.
@@ -155,6 +157,7 @@ impl StateFile {
             journal,
             unsettled,
             _lock: lock,
+            following: false,
         })
     }
 
@@ -195,7 +198,7 @@ impl StateFile {
                 ..old.clone()
             },
             None => {
-                if self.contents.files.values().any(|m| m.path == name) {
+                if !self.following && self.contents.files.values().any(|m| m.path == name) {
                     log::warn!(
                         "{}: a new file since the last run (rotated?): loading it from the start; \
                          lines added to the old file after the last run are loaded too if the \
@@ -211,6 +214,11 @@ impl StateFile {
             .with_context(|| format!("cannot seek in {}", path.display()))?;
         let probe = Arc::new(file.try_clone().context("cannot duplicate a file handle")?);
         Ok(Resume { key, mark, probe })
+    }
+
+    /// Files will be followed (--follow): rotations are expected.
+    pub fn follow(&mut self) {
+        self.following = true;
     }
 
     /// Whether a killed run left batches to settle.

@@ -3,6 +3,8 @@
 //! is rewritten from time to time (and at the end) with what the journal
 //! says.
 
+use std::fs::File;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -96,6 +98,52 @@ impl Progress {
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
         self.file.save()
+    }
+
+    /// Tracks one more input (--follow found it): where to start reading
+    /// it, after positioning `file` there.
+    pub fn add_input(&mut self, path: &Path, file: &mut File) -> Result<Mark> {
+        let resume = self.file.resume(path, file)?;
+        let mark = resume.mark.clone();
+        self.inputs.push(Some(resume));
+        Ok(mark)
+    }
+
+    /// Whether the file of `meta` is one the state file tracks, with bytes
+    /// beyond what is loaded (a rotated file a killed run did not finish).
+    pub fn unfinished(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let key = format!("{}:{}", meta.dev(), meta.ino());
+        self.file
+            .contents
+            .files
+            .get(&key)
+            .is_some_and(|mark| mark.offset < meta.len())
+    }
+
+    /// Input `source` has no batch left to settle: its file handle goes.
+    pub fn release_input(&mut self, source: usize) {
+        if let Some(input) = self.inputs.get_mut(source) {
+            *input = None;
+        }
+    }
+
+    /// Bytes of the tracked inputs beyond what is loaded.
+    pub fn unloaded_bytes(&self) -> u64 {
+        self.inputs
+            .iter()
+            .flatten()
+            .map(|input| {
+                let len = input.probe.metadata().map_or(0, |m| m.len());
+                let loaded = self
+                    .file
+                    .contents
+                    .files
+                    .get(&input.key)
+                    .map_or(input.mark.offset, |mark| mark.offset);
+                len.saturating_sub(loaded)
+            })
+            .sum()
     }
 
     /// The end of a run. With every batch settled, nothing is left to cut

@@ -44,17 +44,24 @@ pub struct Copy {
     untimed: String,
     settings: String,
     retry_for: Duration,
+    /// --follow: retry without end, saying once that the database is gone
+    /// and once that it is back.
+    endless: bool,
 }
 
+/// What "without end" means to a clock.
+pub const ENDLESS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Copy {
-    pub fn new(settings: &Settings, retry_for: Duration) -> Copy {
+    pub fn new(settings: &Settings, retry_for: Option<Duration>) -> Copy {
         let qualified_table = settings.qualified_table();
         Copy {
             table: qualified_table.clone(),
             timed: table::copy_sql(&qualified_table, true),
             untimed: table::copy_sql(&qualified_table, false),
             settings: session_settings(Some(&settings.schema.value)),
-            retry_for,
+            retry_for: retry_for.unwrap_or(ENDLESS),
+            endless: retry_for.is_none(),
         }
     }
 
@@ -211,7 +218,12 @@ impl<'a> Writer<'a> {
         let mut mode = Copying::Whole;
         loop {
             let reason = match self.attempt(batch, mode, turn) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if self.copy.endless && self.control.outage_over() {
+                        log::warn!("the database is back: loading again");
+                    }
+                    return Ok(());
+                }
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
                 Err(Attempt::RowRefused) => {
                     mode = Copying::RowByRow;
@@ -254,7 +266,13 @@ impl<'a> Writer<'a> {
                 self.control.fail();
                 return Err(GaveUp::Lost(reason));
             }
-            if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
+            if self.copy.endless {
+                if self.control.outage_began() {
+                    log::warn!(
+                        "{reason}; retrying until the database is back (the files keep the lines meanwhile)"
+                    );
+                }
+            } else if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
                 log::warn!("{reason}; retrying for up to {} s", left.as_secs().max(1));
                 said = Some(Instant::now());
             }
