@@ -304,10 +304,14 @@ pub fn wait_while_running(
             let out = load.wait();
             panic!("the loader ended before {what}\n{}", out.describe());
         }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {timeout:?} of waiting"
-        );
+        if Instant::now() >= deadline {
+            send_signal(load.id(), "KILL");
+            let out = load.wait();
+            panic!(
+                "no {what} within {timeout:?} of waiting; killed the loader\n{}",
+                out.describe()
+            );
+        }
         step();
         thread::sleep(Duration::from_millis(10));
     }
