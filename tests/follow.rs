@@ -9,6 +9,7 @@
 //! Every line is a finding whose lsn is its number, so the table must hold
 //! exactly the lsns 1..=N, each once.
 
+use std::cell::RefCell;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::follow::{
     Appender, Followed, Rng, Table, cpu_time, holds_open, kill, open_files, stop,
-    wait_while_running,
+    wait_while_running, wait_while_running_for,
 };
 use crate::support::markers::{assert_table_holds_after, findings};
 use crate::support::prometheus::{Exposition, read_metrics};
@@ -29,15 +30,28 @@ use crate::support::{PgServer, Scratch, SilentServer, private, shared};
 /// a busy 2-core machine.
 const LOAD_BOUND: Duration = Duration::from_secs(30);
 
-/// Waits until every finding `1..=last` is in the table.
+/// Waits until every finding `1..=last` is in the table; says which are
+/// missing when they never all are.
 #[track_caller]
 fn loaded_through(load: Started, table: &mut Table, last: u64) -> Started {
-    wait_while_running(
+    let missing = RefCell::new(Vec::new());
+    wait_while_running_for(
         load,
-        &format!("findings 1..={last} in the table"),
+        || {
+            format!(
+                "findings 1..={last} in the table (missing at the last look, the first 20: {:?})",
+                missing.borrow()
+            )
+        },
         LOAD_BOUND,
         || {},
-        || table.holds_through(last),
+        || {
+            if table.holds_through(last) {
+                return true;
+            }
+            *missing.borrow_mut() = table.missing(last);
+            false
+        },
     )
 }
 
@@ -125,6 +139,84 @@ fn rename_and_create_rotations_while_the_writer_lingers_load_each_line_once() {
 #[test]
 fn copytruncate_rotations_load_each_line_once() {
     rotate_while_following(Appender::copytruncate);
+}
+
+/// The loader killed (-9) with lines it has not loaded yet, the file
+/// rotated with `rotate` while it is down and more lines written to the new
+/// one, three times over: each time the restarted loader first loads what
+/// the rotated file holds beyond what was loaded, then the new file, each
+/// line once.
+fn rotate_while_the_loader_is_down(rotate: impl Fn(&mut Appender)) {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    let mut table = Table::new(server, &setup.db);
+    for _ in 0..3 {
+        writer.append_lines(20);
+        let load = setup
+            .command(server)
+            .args(["--flush-interval", "0.2"])
+            .spawn();
+        let load = loaded_through(load, &mut table, writer.written());
+        writer.append_in_pieces(10, 700, Duration::ZERO);
+        kill(load);
+        rotate(&mut writer);
+        writer.append_lines(5);
+    }
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+#[test]
+fn rename_and_create_while_the_loader_is_down_loads_each_line_once() {
+    rotate_while_the_loader_is_down(|writer| {
+        writer.rename_and_create(Duration::from_millis(200));
+    });
+}
+
+#[test]
+fn copytruncate_while_the_loader_is_down_loads_each_line_once() {
+    rotate_while_the_loader_is_down(Appender::copytruncate);
+}
+
+/// SIGTERM while the loader holds lines it has read but not sent (a long
+/// flush interval): it exits with 143 within seconds, and the same command
+/// run again loads every line once.
+#[test]
+fn sigterm_with_lines_held_then_the_same_command_loads_each_line_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(50);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "60"])
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let (load, _) = metrics_when(load, &metrics, "50 lines read in the metrics", |m| {
+        m.value("pgsense_pg_lines_read", &[]) >= 50.0
+    });
+    stop(load, "TERM", 143);
+    let mut table = Table::new(server, &setup.db);
+    eprintln!(
+        "{} of the 50 lines held were committed on SIGTERM",
+        table.distinct()
+    );
+    writer.append_lines(10);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, 60);
+    let second = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=60, Some(&second));
 }
 
 /// A writer thread appends until `during` returns, then stops; the loader

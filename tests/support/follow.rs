@@ -274,6 +274,21 @@ impl Table {
         found == last
     }
 
+    /// The first (up to 20) findings of `1..=last` not in the table.
+    pub fn missing(&mut self, last: u64) -> Vec<u64> {
+        let last = i64::try_from(last).expect("markers fit a BIGINT");
+        let sql = format!(
+            "select m from generate_series(1, $1::bigint) m \
+             where not exists (select 1 from {TABLE} where lsn = m) order by m limit 20"
+        );
+        self.client
+            .query(&sql, &[&last])
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .iter()
+            .map(|row| u64::try_from(row.get::<_, i64>(0)).expect("a marker"))
+            .collect()
+    }
+
     /// How many distinct findings the table holds.
     pub fn distinct(&mut self) -> u64 {
         let sql = format!("select count(distinct lsn) from {TABLE}");
@@ -287,13 +302,26 @@ impl Table {
 }
 
 /// Waits, polling, until `done`, while `load` runs; panics with its output
-/// if it exits first, and when `timeout` passes. Unlike
+/// if it exits first, and when `timeout` passes (killing it). Unlike
 /// [`super::wait::wait_during`], `step` runs between polls (a writer that
 /// keeps appending while the test waits).
 #[track_caller]
 pub fn wait_while_running(
-    mut load: Started,
+    load: Started,
     what: &str,
+    timeout: Duration,
+    step: impl FnMut(),
+    done: impl FnMut() -> bool,
+) -> Started {
+    wait_while_running_for(load, || what.to_owned(), timeout, step, done)
+}
+
+/// [`wait_while_running`], with what it waits for said by `what` when it
+/// fails, once `done` has had its last look.
+#[track_caller]
+pub fn wait_while_running_for(
+    mut load: Started,
+    what: impl Fn() -> String,
     timeout: Duration,
     mut step: impl FnMut(),
     mut done: impl FnMut() -> bool,
@@ -302,13 +330,14 @@ pub fn wait_while_running(
     while !done() {
         if load.has_exited() {
             let out = load.wait();
-            panic!("the loader ended before {what}\n{}", out.describe());
+            panic!("the loader ended before {}\n{}", what(), out.describe());
         }
         if Instant::now() >= deadline {
             send_signal(load.id(), "KILL");
             let out = load.wait();
             panic!(
-                "no {what} within {timeout:?} of waiting; killed the loader\n{}",
+                "no {} within {timeout:?} of waiting; killed the loader\n{}",
+                what(),
                 out.describe()
             );
         }
