@@ -192,10 +192,7 @@ impl Name {
                 }
             }
             _ if !meta.is_file() => {
-                anyhow::bail!(
-                    "{}: not a regular file: cannot follow it",
-                    self.path.display()
-                )
+                anyhow::bail!("{}: not a regular file: cannot follow it", self.path.display())
             }
             _ => {
                 self.rotate();
@@ -240,9 +237,10 @@ impl Name {
     /// Lets go of the rotated files read to their end that stopped growing,
     /// once their batches are settled.
     fn let_go_of_finished(&mut self, reader: &mut Reader) {
-        let (done, kept): (Vec<Rotated>, Vec<Rotated>) = std::mem::take(&mut self.rotated)
-            .into_iter()
-            .partition(|r| r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end());
+        let (done, kept): (Vec<Rotated>, Vec<Rotated>) =
+            std::mem::take(&mut self.rotated).into_iter().partition(|r| {
+                r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end()
+            });
         self.rotated = kept;
         for rotated in done {
             let index = rotated.file.cursor.index;
