@@ -537,7 +537,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__load)
-            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +598,10 @@ _pgsense__pg() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o filenames
                     fi
+                    return 0
+                    ;;
+                --flush-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --retry-for)

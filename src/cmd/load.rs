@@ -141,8 +141,9 @@ fn check_followed(files: &[std::path::PathBuf]) -> Result<()> {
                 log::info!("{} does not exist yet: waiting for it", file.display());
             }
             Err(err) => {
-                return Err(anyhow::Error::new(err)
-                    .context(format!("cannot open {}", file.display())))
+                return Err(
+                    anyhow::Error::new(err).context(format!("cannot open {}", file.display()))
+                )
                 .status(Status::NoInput);
             }
         }
@@ -221,11 +222,9 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     } = files;
     // A progress line is for a person watching a big file being loaded.
     let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
-    let progress_of_bytes = (!quiet
-        && !args.follow
-        && std::io::stderr().is_terminal()
-        && input_bytes > PROGRESS_FROM)
-        .then_some(input_bytes);
+    let progress_of_bytes =
+        (!quiet && !args.follow && std::io::stderr().is_terminal() && input_bytes > PROGRESS_FROM)
+            .then_some(input_bytes);
     let options = load::Options {
         max_line_bytes: args.max_line_bytes,
         batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),

@@ -42,25 +42,35 @@ const BUFFER: usize = 64 * 1024;
 pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
     let turns = reader.turns();
     let _guard = PanicGuard(&turns);
+    let followed = follow(&mut reader, paths, flush_interval);
+    if followed.is_err() {
+        // What was read before the failure still goes in.
+        reader.flush();
+    }
+    followed
+}
+
+fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
     let mut watch = Watch::new(paths);
     let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone())).collect();
     for name in &mut names {
-        name.find_unfinished(&reader)?;
+        name.find_unfinished(reader)?;
     }
     let mut held_since: Option<Instant> = None;
     let mut looked_at: Option<Instant> = None;
     loop {
         if looked_at.is_none_or(|at| at.elapsed() >= LOOK_EVERY) {
-            for name in &mut names {
-                name.look(&mut reader)?;
+            for index in 0..names.len() {
+                let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
+                names[index].look(reader, &open)?;
             }
             looked_at = Some(Instant::now());
         }
         for name in &mut names {
-            if !name.read(&mut reader)? {
+            if !name.read(reader)? {
                 return Ok(());
             }
-            name.let_go_of_finished(&mut reader);
+            name.let_go_of_finished(reader);
         }
         if reader.control().stopping() || reader.ledger().stalled() {
             reader.stop();
@@ -107,8 +117,20 @@ struct Open {
 
 struct Rotated {
     file: Open,
+    /// Its length when last looked at.
+    len: u64,
     /// When it was rotated away or last grew.
     grew_at: Instant,
+}
+
+impl Rotated {
+    fn new(file: Open) -> Rotated {
+        Rotated {
+            len: file.len(),
+            file,
+            grew_at: Instant::now(),
+        }
+    }
 }
 
 impl Name {
@@ -155,17 +177,21 @@ impl Name {
                 path.display(),
                 self.path.display()
             );
-            let file = open(reader, &path)?;
-            self.rotated.push(Rotated {
-                file,
-                grew_at: Instant::now(),
-            });
+            self.rotated.push(Rotated::new(open(reader, &path)?));
         }
         Ok(())
     }
 
-    /// Looks at what the name stands for now.
-    fn look(&mut self, reader: &mut Reader) -> Result<()> {
+    /// The files open for this name.
+    fn ids(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let rotated = self.rotated.iter().map(|r| r.file.id);
+        self.current.iter().map(|c| c.id).chain(rotated)
+    }
+
+    /// Looks at what the name stands for now; a file in `open` is read
+    /// under another name already (a name given twice, or the name a file
+    /// was rotated to), and is not opened again.
+    fn look(&mut self, reader: &mut Reader, open_ids: &[(u64, u64)]) -> Result<()> {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -192,11 +218,18 @@ impl Name {
                 }
             }
             _ if !meta.is_file() => {
-                anyhow::bail!("{}: not a regular file: cannot follow it", self.path.display())
+                anyhow::bail!(
+                    "{}: not a regular file: cannot follow it",
+                    self.path.display()
+                )
             }
             _ => {
                 self.rotate();
-                self.current = Some(open(reader, &self.path)?);
+                if open_ids.contains(&id) {
+                    log::debug!("{}: read under another name", self.path.display());
+                } else {
+                    self.current = Some(open(reader, &self.path)?);
+                }
             }
         }
         if let Some(current) = &mut self.current {
@@ -208,26 +241,26 @@ impl Name {
     /// The current file was rotated away (renamed or deleted): read on.
     fn rotate(&mut self) {
         if let Some(file) = self.current.take() {
-            self.rotated.push(Rotated {
-                file,
-                grew_at: Instant::now(),
-            });
+            self.rotated.push(Rotated::new(file));
         }
     }
 
     /// Reads what is new, rotated files first. False when reading stops.
     fn read(&mut self, reader: &mut Reader) -> Result<bool> {
         for rotated in &mut self.rotated {
-            let before = rotated.file.cursor.offset;
-            if let Available::Stop = rotated.file.read(reader)? {
-                return Ok(false);
-            }
-            if rotated.file.cursor.offset != before {
+            let len = rotated.file.len();
+            if len != rotated.len {
+                rotated.len = len;
                 rotated.grew_at = Instant::now();
+            }
+            // A last line left without its end by a writer gone for good.
+            let finished = rotated.grew_at.elapsed() >= ROTATED_GRACE;
+            if let Available::Stop = rotated.file.read(reader, finished)? {
+                return Ok(false);
             }
         }
         if let Some(current) = &mut self.current
-            && let Available::Stop = current.read(reader)?
+            && let Available::Stop = current.read(reader, false)?
         {
             return Ok(false);
         }
@@ -237,10 +270,9 @@ impl Name {
     /// Lets go of the rotated files read to their end that stopped growing,
     /// once their batches are settled.
     fn let_go_of_finished(&mut self, reader: &mut Reader) {
-        let (done, kept): (Vec<Rotated>, Vec<Rotated>) =
-            std::mem::take(&mut self.rotated).into_iter().partition(|r| {
-                r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end()
-            });
+        let (done, kept): (Vec<Rotated>, Vec<Rotated>) = std::mem::take(&mut self.rotated)
+            .into_iter()
+            .partition(|r| r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end());
         self.rotated = kept;
         for rotated in done {
             let index = rotated.file.cursor.index;
@@ -274,16 +306,20 @@ fn open(reader: &Reader, path: &Path) -> Result<Open> {
 }
 
 impl Open {
-    fn read(&mut self, reader: &mut Reader) -> Result<Available> {
-        reader.read_available(&mut self.reader, &mut self.cursor)
+    fn read(&mut self, reader: &mut Reader, finished: bool) -> Result<Available> {
+        reader.read_available(&mut self.reader, &mut self.cursor, finished)
+    }
+
+    fn len(&self) -> u64 {
+        self.reader
+            .get_ref()
+            .metadata()
+            .map_or(0, |meta| meta.len())
     }
 
     /// Whether everything in the file was read.
     fn at_end(&self) -> bool {
-        self.reader
-            .get_ref()
-            .metadata()
-            .is_ok_and(|meta| meta.len() <= self.cursor.offset)
+        self.len() <= self.cursor.offset
     }
 
     /// The bytes just before `offset`, as the file holds them now.
@@ -306,5 +342,50 @@ impl Open {
     fn rewritten(&self, len: u64) -> bool {
         let (offset, before) = &self.before;
         len < self.cursor.offset || self.bytes_before(*offset) != *before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn opened(path: &Path, offset: u64) -> Open {
+        let file = File::open(path).unwrap();
+        let mut open = Open {
+            reader: BufReader::new(file),
+            cursor: Cursor {
+                index: 0,
+                offset,
+                line: 1,
+                may_wait: false,
+                tracked: true,
+            },
+            id: (0, 0),
+            before: (0, Vec::new()),
+        };
+        open.remember_before();
+        open
+    }
+
+    #[test]
+    fn growth_is_not_a_rewrite_but_truncation_and_copying_over_are() {
+        let dir = std::env::temp_dir().join(format!("pgsense-pg-follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("findings.jsonl");
+        std::fs::write(&path, "{\"lsn\":1}\n").unwrap();
+        let open = opened(&path, 10);
+        let mut appender = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        appender.write_all(b"{\"lsn\":2}\n").unwrap();
+        assert!(!open.rewritten(20), "appended to");
+        // Copied and truncated, then written again past the point read.
+        std::fs::write(&path, "{\"lsn\":3}\n{\"lsn\":4}\n").unwrap();
+        assert!(open.rewritten(20), "rewritten in place");
+        std::fs::write(&path, "").unwrap();
+        assert!(open.rewritten(0), "truncated");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,8 +43,10 @@ pub const FAILED_EARLIER: &str = "not sent: the database failed earlier in this 
 /// The reason for lines read but not written because a signal stopped the run.
 pub const INTERRUPTED: &str = "not inserted: interrupted";
 
-/// Per-line messages shown before the rest are only counted.
+/// Per-line messages shown before the rest are only counted (with
+/// --follow: in each [`SHOWN_WINDOW`]).
 pub const SHOWN_DROPS: u64 = 100;
+const SHOWN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What became of the lines read so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,8 @@ pub struct Ledger {
     leave_in_inputs: bool,
     /// When a batch last committed.
     last_commit: Mutex<Option<std::time::Instant>>,
+    /// --follow: when the hour of shown drops began, and how many.
+    shown_window: Mutex<(std::time::Instant, u64)>,
     rejects: Option<Mutex<Rejects>>,
     /// With --state-file: the journal and the marks.
     progress: Option<Mutex<Progress>>,
@@ -161,6 +165,7 @@ impl Ledger {
             names: Mutex::new(names),
             leave_in_inputs: false,
             last_commit: Mutex::new(None),
+            shown_window: Mutex::new((std::time::Instant::now(), 0)),
             rejects: rejects.map(Mutex::new),
             progress: progress.map(Mutex::new),
             unknown_outcome: AtomicBool::new(false),
@@ -187,9 +192,12 @@ impl Ledger {
             .as_ref()
             .context("following files needs a state file")?;
         let mut names = lock(&self.names);
-        let mark = lock(progress).add_input(path, file)?;
-        names.push(name);
-        Ok((names.len() - 1, mark))
+        let (index, mark) = lock(progress).add_input(path, file)?;
+        match names.get_mut(index) {
+            Some(slot) => *slot = name,
+            None => names.push(name),
+        }
+        Ok((index, mark))
     }
 
     /// Whether the file of `meta` is tracked and not loaded to its end.
@@ -507,7 +515,19 @@ impl Ledger {
     /// Counts a dropped line; whether it is to be shown.
     fn count_drop(&self, counts: &mut Counts, kind: Dropped) -> bool {
         counts.drop_one(kind);
-        self.verbosity == Verbosity::PerLine && counts.dropped() <= SHOWN_DROPS
+        if self.verbosity != Verbosity::PerLine {
+            return false;
+        }
+        if !self.leave_in_inputs {
+            return counts.dropped() <= SHOWN_DROPS;
+        }
+        // A run that follows files for days shows some every hour.
+        let mut window = lock(&self.shown_window);
+        if window.0.elapsed() >= SHOWN_WINDOW {
+            *window = (std::time::Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= SHOWN_DROPS
     }
 
     fn say(&self, shown: &Shown, reason: &dyn fmt::Display) {

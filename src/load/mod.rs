@@ -29,9 +29,9 @@ mod turns;
 mod watch;
 mod writer;
 
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::path::PathBuf;
 use std::thread::JoinHandle;
 use std::time::Duration;
 

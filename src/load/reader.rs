@@ -261,12 +261,14 @@ impl Reader {
     }
 
     /// Reads the lines of a followed file up to its end, or up to a line
-    /// not finished yet (left unread until it is). Batches are handed over
-    /// when full only: the caller flushes.
+    /// not finished yet (left unread until it is, unless the file is
+    /// `finished`: then it is its last line). Batches are handed over when
+    /// full only: the caller flushes.
     pub fn read_available(
         &mut self,
         reader: &mut BufReader<File>,
         cursor: &mut Cursor,
+        finished: bool,
     ) -> Result<Available> {
         if self.pending.source() != Some(cursor.index) {
             if !self.pending.flush() {
@@ -292,7 +294,7 @@ impl Reader {
             let start = cursor.offset;
             match next {
                 Line::End => return Ok(Available::Idle),
-                Line::Text if self.line.last() != Some(&b'\n') => {
+                Line::Text if self.line.last() != Some(&b'\n') && !finished => {
                     reader.seek(SeekFrom::Start(cursor.offset))?;
                     return Ok(Available::Idle);
                 }

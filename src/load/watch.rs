@@ -145,7 +145,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("findings.jsonl");
         let mut watch = Watch::new(std::slice::from_ref(&file));
-        assert!(!watch.wait(Duration::from_millis(50)), "nothing changed yet");
+        assert!(
+            !watch.wait(Duration::from_millis(50)),
+            "nothing changed yet"
+        );
         std::fs::write(&file, b"{}\n").unwrap();
         let woke = watch.wait(Duration::from_secs(5));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -28,6 +28,9 @@ pub struct Progress {
     /// Per input (by index): its key and handle; None for an input the
     /// state file does not track.
     inputs: Vec<Option<Resume>>,
+    /// Indexes of inputs let go of, for the next added ones: a run that
+    /// follows files for months keeps as many as it has open.
+    free: Vec<usize>,
     last_save: Instant,
 }
 
@@ -36,6 +39,7 @@ impl Progress {
         Progress {
             file,
             inputs,
+            free: Vec::new(),
             last_save: Instant::now(),
         }
     }
@@ -100,13 +104,21 @@ impl Progress {
         self.file.save()
     }
 
-    /// Tracks one more input (--follow found it): where to start reading
-    /// it, after positioning `file` there.
-    pub fn add_input(&mut self, path: &Path, file: &mut File) -> Result<Mark> {
+    /// Tracks one more input (--follow found it): its index, and where to
+    /// start reading it, after positioning `file` there.
+    pub fn add_input(&mut self, path: &Path, file: &mut File) -> Result<(usize, Mark)> {
         let resume = self.file.resume(path, file)?;
         let mark = resume.mark.clone();
-        self.inputs.push(Some(resume));
-        Ok(mark)
+        match self.free.pop() {
+            Some(index) => {
+                self.inputs[index] = Some(resume);
+                Ok((index, mark))
+            }
+            None => {
+                self.inputs.push(Some(resume));
+                Ok((self.inputs.len() - 1, mark))
+            }
+        }
     }
 
     /// Whether the file of `meta` is one the state file tracks, with bytes
@@ -121,10 +133,13 @@ impl Progress {
             .is_some_and(|mark| mark.offset < meta.len())
     }
 
-    /// Input `source` has no batch left to settle: its file handle goes.
+    /// Input `source` has no batch left to settle: its file handle goes,
+    /// and its index may serve another.
     pub fn release_input(&mut self, source: usize) {
-        if let Some(input) = self.inputs.get_mut(source) {
-            *input = None;
+        if let Some(input) = self.inputs.get_mut(source)
+            && input.take().is_some()
+        {
+            self.free.push(source);
         }
     }
 
