@@ -219,9 +219,10 @@ fn sigterm_with_lines_held_then_the_same_command_loads_each_line_once() {
     assert_table_holds_after(server, &setup.db, 1..=60, Some(&second));
 }
 
-/// A writer thread appends until `during` returns, then stops; the loader
-/// follows throughout and must then load every line once and end on
-/// SIGTERM with 143. `during` gets the running loader and hands it back.
+/// A writer thread appends while `during` runs, and stops when it returns;
+/// the loader follows throughout. `during` gets the running loader and
+/// hands it (or the one it started in its place) back; returned with the
+/// number of lines written, for the caller to check.
 fn while_lines_arrive(
     server: &PgServer,
     setup: &Followed,
@@ -232,11 +233,11 @@ fn while_lines_arrive(
     let load = setup.command(server).spawn();
     let mut table = Table::new(server, &setup.db);
     let load = loaded_through(load, &mut table, 5);
-    let writing = AtomicBool::new(false);
+    let enough = AtomicBool::new(false);
     let load = thread::scope(|scope| {
-        scope.spawn(|| writer.append_until(&writing, Duration::from_millis(50)));
+        scope.spawn(|| writer.append_until(&enough, Duration::from_millis(50)));
         let load = during(load);
-        writing.store(true, Ordering::SeqCst);
+        enough.store(true, Ordering::SeqCst);
         load
     });
     (load, writer.written())
