@@ -20,7 +20,7 @@ use crate::support::follow::{
     Appender, Followed, Rng, Table, cpu_time, holds_open, kill, open_files, stop,
     wait_while_running, wait_while_running_for,
 };
-use crate::support::markers::{assert_table_holds_after, findings};
+use crate::support::markers::{assert_table_holds_after, findings, table_markers};
 use crate::support::prometheus::{Exposition, read_metrics};
 use crate::support::run::Started;
 use crate::support::{PgServer, Scratch, SilentServer, private, shared};
@@ -139,6 +139,85 @@ fn rename_and_create_rotations_while_the_writer_lingers_load_each_line_once() {
 #[test]
 fn copytruncate_rotations_load_each_line_once() {
     rotate_while_following(Appender::copytruncate);
+}
+
+/// The writer goes on appending to the renamed file for three seconds after
+/// the rename, as a scanner that reopens its file late does: the loader
+/// reads the renamed file on for that long, and the new file too.
+#[test]
+fn a_renamed_file_written_to_for_seconds_after_the_rename_is_finished() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(10);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 10);
+    writer.rename_and_create(Duration::from_secs(3));
+    writer.append_in_pieces(10, 400, Duration::from_millis(20));
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+/// Two FILEs followed at once, appended to in turns and each rotated once
+/// (one by rename + create, one by copytruncate, once what they hold is
+/// loaded): every line of both once.
+#[test]
+fn two_files_followed_at_once_load_each_line_once() {
+    const SECOND: u64 = 1_000_000;
+    let server = shared();
+    let setup = Followed::new(server);
+    let other = setup.scratch.path().join("other.jsonl");
+    let mut first = Appender::new(&setup.input);
+    let mut second = Appender::starting_at(&other, SECOND + 1);
+    let mut load = setup
+        .command(server)
+        .arg(&other)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let mut all_loaded = |load: Started, first: &Appender, second: &Appender| {
+        let expected = first.written() + (second.written() - SECOND);
+        wait_while_running(
+            load,
+            &format!(
+                "findings 1..={} and {}..={} in the table",
+                first.written(),
+                SECOND + 1,
+                second.written()
+            ),
+            LOAD_BOUND,
+            || {},
+            || table.distinct() == expected,
+        )
+    };
+    for round in 0..20 {
+        first.append_in_pieces(5, 500, Duration::from_millis(10));
+        second.append_in_pieces(5, 500, Duration::from_millis(10));
+        if round == 10 {
+            load = all_loaded(load, &first, &second);
+            first.rename_and_create(Duration::from_millis(200));
+            second.copytruncate();
+        }
+    }
+    let load = all_loaded(load, &first, &second);
+    let out = stop(load, "TERM", 143);
+    let expected: Vec<u64> = (1..=first.written())
+        .chain(SECOND + 1..=second.written())
+        .collect();
+    let mut markers = table_markers(server, &setup.db);
+    markers.sort_unstable();
+    assert!(
+        markers == expected,
+        "the table holds {} findings, expected {}, each once\n{}",
+        markers.len(),
+        expected.len(),
+        out.describe()
+    );
 }
 
 /// The loader killed (-9) with lines it has not loaded yet, the file

@@ -82,17 +82,23 @@ pub struct Appender {
 impl Appender {
     /// A writer appending to `path`, created if missing.
     pub fn new(path: &Path) -> Appender {
+        Appender::starting_at(path, 1)
+    }
+
+    /// A writer whose first line has marker `first` (two writers to two
+    /// files need markers of their own).
+    pub fn starting_at(path: &Path, first: u64) -> Appender {
         Appender {
             path: path.to_owned(),
             file: open_append(path),
-            next: 1,
+            next: first,
             rotations: 0,
             rng: Rng::new(),
         }
     }
 
     /// The marker of the last whole line written, so the test expects
-    /// findings `1..=written()`.
+    /// findings `1..=written()` (of a writer that started at 1).
     pub fn written(&self) -> u64 {
         self.next - 1
     }
