@@ -73,7 +73,7 @@ fn appends_of_random_sizes_at_random_pauses_load_each_line_once() {
     let mut table = Table::new(server, &setup.db);
     let mut load = loaded_through(load, &mut table, 5);
     while writer.written() < LINES {
-        let count = writer.rng.range(1, 4);
+        let count = writer.rng.range(1, 4).min(LINES - writer.written());
         let max_pause = if writer.rng.range(1, 12) == 1 {
             Duration::from_millis(900)
         } else {
