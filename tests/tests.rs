@@ -29,6 +29,7 @@ mod commit_outcome;
 mod compressed;
 mod crash;
 mod failover;
+mod follow;
 mod inputs;
 mod permanent_errors;
 mod reject_file;

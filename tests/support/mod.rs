@@ -5,7 +5,8 @@
 //! bounded child processes ([`process`]) and waits ([`wait`]), what a run
 //! reports ([`report`], [`prometheus`]), a proxy that cuts a COMMIT
 //! ([`proxy`]), TLS material ([`tls`]), a small disk to fill ([`tmpfs`]),
-//! a primary with a synchronous standby to fail over to ([`standby`]) and
+//! a primary with a synchronous standby to fail over to ([`standby`]), a
+//! writer that appends to and rotates a followed file ([`follow`]) and
 //! scratch directories for input and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
@@ -13,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod findings;
+pub mod follow;
 pub mod markers;
 pub mod pg;
 pub mod pgbouncer;

@@ -1,0 +1,727 @@
+//! `load --follow` (issue 11): a file that keeps growing is loaded as it
+//! grows, through rotation by rename + create and by copytruncate, server
+//! restarts and outages, and kill -9, each line exactly once; a line is in
+//! the table about a second after it was written; the loader waits for a
+//! file that does not exist yet, keeps no descriptor of a finished rotated
+//! file, uses no CPU while idle, rewrites its metrics file as it goes, and
+//! ends on SIGTERM (143) or SIGINT (130) within seconds.
+//!
+//! Every line is a finding whose lsn is its number, so the table must hold
+//! exactly the lsns 1..=N, each once.
+
+use std::cell::RefCell;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::follow::{
+    Appender, Followed, Rng, Table, cpu_time, holds_open, kill, open_files, stop,
+    wait_while_running, wait_while_running_for,
+};
+use crate::support::markers::{assert_table_holds_after, findings, table_markers};
+use crate::support::prometheus::{Exposition, read_metrics};
+use crate::support::run::Started;
+use crate::support::{PgServer, Scratch, SilentServer, private, shared};
+
+/// How long lines already written may take to reach the table when the
+/// test is not measuring latency: far above the 1 s the issue asks for, for
+/// a busy 2-core machine.
+const LOAD_BOUND: Duration = Duration::from_secs(30);
+
+/// Waits until every finding `1..=last` is in the table; says which are
+/// missing when they never all are.
+#[track_caller]
+fn loaded_through(load: Started, table: &mut Table, last: u64) -> Started {
+    let missing = RefCell::new(Vec::new());
+    wait_while_running_for(
+        load,
+        || {
+            format!(
+                "findings 1..={last} in the table (missing at the last look, the first 20: {:?})",
+                missing.borrow()
+            )
+        },
+        LOAD_BOUND,
+        || {},
+        || {
+            if table.holds_through(last) {
+                return true;
+            }
+            *missing.borrow_mut() = table.missing(last);
+            false
+        },
+    )
+}
+
+/// Appends of random sizes at random pauses: lines split across writes, and
+/// now and then a half line left at the end of the file for up to a second
+/// while the loader flushes. Every line is in the table once, and SIGTERM
+/// ends the loader with 143.
+#[test]
+fn appends_of_random_sizes_at_random_pauses_load_each_line_once() {
+    const LINES: u64 = 400;
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(5);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let mut load = loaded_through(load, &mut table, 5);
+    while writer.written() < LINES {
+        let count = writer.rng.range(1, 4).min(LINES - writer.written());
+        let max_pause = if writer.rng.range(1, 12) == 1 {
+            Duration::from_millis(900)
+        } else {
+            Duration::from_millis(30)
+        };
+        writer.append_in_pieces(count, 700, max_pause);
+        thread::sleep(writer.rng.pause(Duration::from_millis(30)));
+        assert!(!load.has_exited(), "the loader exited while following");
+    }
+    let load = loaded_through(load, &mut table, LINES);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=LINES, Some(&out));
+}
+
+/// The loader follows while the writer appends and `rotate` rotates the
+/// file 30 times. Before each rotation the start of the current file is in
+/// the table (the loader knows the file), then a burst of lines goes in
+/// just before the rotation, which the loader has not read yet when the
+/// file is rotated.
+fn rotate_while_following(rotate: impl Fn(&mut Appender)) {
+    const ROTATIONS: u64 = 30;
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(3);
+    let mut load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    for _ in 0..ROTATIONS {
+        let first = writer.written() + 1;
+        writer.append_in_pieces(1, 400, Duration::from_millis(10));
+        load = wait_while_running(
+            load,
+            &format!("finding {first}, the first of the current file, in the table"),
+            LOAD_BOUND,
+            || writer.append_in_pieces(1, 400, Duration::from_millis(20)),
+            || table.holds_through(first),
+        );
+        let burst = writer.rng.range(1, 20);
+        writer.append_in_pieces(burst, 700, Duration::ZERO);
+        rotate(&mut writer);
+    }
+    writer.append_in_pieces(5, 400, Duration::from_millis(10));
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_eq!(writer.rotations(), ROTATIONS);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+/// Rename + create, the writer appending to the renamed file for 200 ms
+/// before it opens the new one: the renamed file is finished, the new one
+/// read from its start, every line once.
+#[test]
+fn rename_and_create_rotations_while_the_writer_lingers_load_each_line_once() {
+    rotate_while_following(|writer| writer.rename_and_create(Duration::from_millis(200)));
+}
+
+/// copytruncate, the writer appending with O_APPEND throughout: the lines
+/// the loader had not read before the copy are found in the copy, the
+/// truncated file is read from its start, every line once.
+#[test]
+fn copytruncate_rotations_load_each_line_once() {
+    rotate_while_following(Appender::copytruncate);
+}
+
+/// The writer goes on appending to the renamed file for three seconds after
+/// the rename, as a scanner that reopens its file late does: the loader
+/// reads the renamed file on for that long, and the new file too.
+#[test]
+fn a_renamed_file_written_to_for_seconds_after_the_rename_is_finished() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(10);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 10);
+    writer.rename_and_create(Duration::from_secs(3));
+    writer.append_in_pieces(10, 400, Duration::from_millis(20));
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+/// Two FILEs followed at once, appended to in turns and each rotated once
+/// (one by rename + create, one by copytruncate, once what they hold is
+/// loaded): every line of both once.
+#[test]
+fn two_files_followed_at_once_load_each_line_once() {
+    const SECOND: u64 = 1_000_000;
+    let server = shared();
+    let setup = Followed::new(server);
+    let other = setup.scratch.path().join("other.jsonl");
+    let mut first = Appender::new(&setup.input);
+    let mut second = Appender::starting_at(&other, SECOND + 1);
+    let mut load = setup
+        .command(server)
+        .arg(&other)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let mut all_loaded = |load: Started, first: &Appender, second: &Appender| {
+        let expected = first.written() + (second.written() - SECOND);
+        wait_while_running(
+            load,
+            &format!(
+                "findings 1..={} and {}..={} in the table",
+                first.written(),
+                SECOND + 1,
+                second.written()
+            ),
+            LOAD_BOUND,
+            || {},
+            || table.distinct() == expected,
+        )
+    };
+    for round in 0..20 {
+        first.append_in_pieces(5, 500, Duration::from_millis(10));
+        second.append_in_pieces(5, 500, Duration::from_millis(10));
+        if round == 10 {
+            load = all_loaded(load, &first, &second);
+            first.rename_and_create(Duration::from_millis(200));
+            second.copytruncate();
+        }
+    }
+    let load = all_loaded(load, &first, &second);
+    let out = stop(load, "TERM", 143);
+    let expected: Vec<u64> = (1..=first.written())
+        .chain(SECOND + 1..=second.written())
+        .collect();
+    let mut markers = table_markers(server, &setup.db);
+    markers.sort_unstable();
+    assert!(
+        markers == expected,
+        "the table holds {} findings, expected {}, each once\n{}",
+        markers.len(),
+        expected.len(),
+        out.describe()
+    );
+}
+
+/// The loader killed (-9) with lines it has not loaded yet, the file
+/// rotated with `rotate` while it is down and more lines written to the new
+/// one, three times over: each time the restarted loader first loads what
+/// the rotated file holds beyond what was loaded, then the new file, each
+/// line once.
+fn rotate_while_the_loader_is_down(rotate: impl Fn(&mut Appender)) {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    let mut table = Table::new(server, &setup.db);
+    for _ in 0..3 {
+        writer.append_lines(20);
+        let load = setup
+            .command(server)
+            .args(["--flush-interval", "0.2"])
+            .spawn();
+        let load = loaded_through(load, &mut table, writer.written());
+        writer.append_in_pieces(10, 700, Duration::ZERO);
+        kill(load);
+        rotate(&mut writer);
+        writer.append_lines(5);
+    }
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+#[test]
+fn rename_and_create_while_the_loader_is_down_loads_each_line_once() {
+    rotate_while_the_loader_is_down(|writer| {
+        writer.rename_and_create(Duration::from_millis(200));
+    });
+}
+
+#[test]
+fn copytruncate_while_the_loader_is_down_loads_each_line_once() {
+    rotate_while_the_loader_is_down(Appender::copytruncate);
+}
+
+/// SIGTERM while the loader holds lines it has read but not sent (a long
+/// flush interval): it exits with 143 within seconds, and the same command
+/// run again loads every line once.
+#[test]
+fn sigterm_with_lines_held_then_the_same_command_loads_each_line_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(50);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "60"])
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let (load, _) = metrics_when(load, &metrics, "50 lines read in the metrics", |m| {
+        m.value("pgsense_pg_lines_read", &[]) >= 50.0
+    });
+    stop(load, "TERM", 143);
+    let mut table = Table::new(server, &setup.db);
+    eprintln!(
+        "{} of the 50 lines held were committed on SIGTERM",
+        table.distinct()
+    );
+    writer.append_lines(10);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, 60);
+    let second = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=60, Some(&second));
+}
+
+/// A writer thread appends while `during` runs, and stops when it returns;
+/// the loader follows throughout. `during` gets the running loader and
+/// hands it (or the one it started in its place) back; returned with the
+/// number of lines written, for the caller to check.
+fn while_lines_arrive(
+    server: &PgServer,
+    setup: &Followed,
+    during: impl FnOnce(Started) -> Started,
+) -> (Started, u64) {
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(5);
+    let load = setup.command(server).spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 5);
+    let enough = AtomicBool::new(false);
+    let load = thread::scope(|scope| {
+        scope.spawn(|| writer.append_until(&enough, Duration::from_millis(50)));
+        let load = during(load);
+        enough.store(true, Ordering::SeqCst);
+        load
+    });
+    (load, writer.written())
+}
+
+/// Waits until the table gains `more` findings, while the loader runs.
+#[track_caller]
+fn gains(load: Started, server: &PgServer, db: &str, more: u64) -> Started {
+    let mut table = Table::new(server, db);
+    let before = table.distinct();
+    wait_while_running(
+        load,
+        &format!("{more} more findings in the table"),
+        Duration::from_secs(60),
+        || {},
+        || table.distinct() >= before + more,
+    )
+}
+
+/// A server restart (fast shutdown) while following and lines keep coming:
+/// the loader reconnects by itself, never exits, and loads each line once.
+#[test]
+fn a_server_restart_while_following_loses_and_duplicates_nothing() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let (load, written) = while_lines_arrive(&server, &setup, |load| {
+        let load = gains(load, &server, &setup.db, 10);
+        server.restart();
+        gains(load, &server, &setup.db, 20)
+    });
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, written);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=written, Some(&out));
+}
+
+/// The server stopped for 65 s, longer than the default --retry-for, while
+/// lines keep coming: the file is the buffer, the loader keeps retrying and
+/// never exits, and once the server is back every line is loaded once. It
+/// says that the database is unreachable and that it is back, not at each
+/// retry: its stderr stays short.
+#[test]
+fn an_outage_over_a_minute_while_lines_arrive_loses_and_duplicates_nothing() {
+    const OUTAGE: Duration = Duration::from_secs(65);
+    let server = private();
+    let setup = Followed::new(&server);
+    let (load, written) = while_lines_arrive(&server, &setup, |load| {
+        let load = gains(load, &server, &setup.db, 10);
+        server.stop();
+        let stopped = Instant::now();
+        let load = wait_while_running(
+            load,
+            "the end of the outage",
+            OUTAGE + Duration::from_secs(10),
+            || {},
+            || stopped.elapsed() >= OUTAGE,
+        );
+        server.start();
+        // Capped backoff: the next try may be some tens of seconds away.
+        gains(load, &server, &setup.db, 20)
+    });
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, written);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=written, Some(&out));
+    assert!(
+        out.stderr.lines().count() <= 20,
+        "a 65 s outage should be reported once when it starts and once when it ends\n{}",
+        out.describe()
+    );
+}
+
+/// kill -9 of the loader at random moments while lines keep coming, and the
+/// same command started again, six times: each line once in the end.
+#[test]
+fn kill_9_while_lines_arrive_then_restart_loads_each_line_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut moments = Rng::new();
+    let (load, written) = while_lines_arrive(server, &setup, |mut load| {
+        for _ in 0..6 {
+            let moment = Duration::from_millis(moments.range(200, 2500));
+            load = wait_while_running(
+                load,
+                "the moment to kill",
+                moment + Duration::from_secs(5),
+                || {},
+                {
+                    let started = Instant::now();
+                    move || started.elapsed() >= moment
+                },
+            );
+            kill(load);
+            load = setup
+                .command(server)
+                .args(["--flush-interval", "0.2"])
+                .spawn();
+        }
+        gains(load, server, &setup.db, 10)
+    });
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, written);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=written, Some(&out));
+}
+
+/// With the loader idle and following at the default flush interval, a line
+/// appended on its own is in the table within about a second (the issue's
+/// goal); the bounds leave room for a busy machine.
+#[test]
+fn a_line_appended_while_idle_is_in_the_table_within_about_a_second() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(1);
+    let load = setup.command(server).spawn();
+    let mut table = Table::new(server, &setup.db);
+    let mut load = loaded_through(load, &mut table, 1);
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(writer.rng.range(300, 1000)));
+        let appended = Instant::now();
+        writer.append_lines(1);
+        let last = writer.written();
+        load = wait_while_running(
+            load,
+            &format!("finding {last} in the table"),
+            Duration::from_secs(10),
+            || {},
+            || table.holds_through(last),
+        );
+        latencies.push(appended.elapsed());
+    }
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+    latencies.sort();
+    let median = (latencies[4] + latencies[5]) / 2;
+    let max = latencies[9];
+    eprintln!("latencies: {latencies:?}");
+    assert!(
+        median <= Duration::from_secs(2) && max <= Duration::from_secs(5),
+        "from append to table: median {median:?} (bound 2 s), max {max:?} (bound 5 s); \
+         all: {latencies:?}"
+    );
+}
+
+/// A FILE that does not exist when the loader starts is waited for, not an
+/// error, and loaded once it is created and as it grows. SIGINT ends the
+/// loader with 130.
+#[test]
+fn a_file_that_does_not_exist_yet_is_waited_for_then_loaded() {
+    let server = shared();
+    let setup = Followed::new(server);
+    assert!(!setup.input.exists());
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let started = Instant::now();
+    let load = wait_while_running(
+        load,
+        "two seconds of waiting for the file",
+        Duration::from_secs(10),
+        || {},
+        || started.elapsed() >= Duration::from_secs(2),
+    );
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(20);
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 20);
+    writer.append_in_pieces(10, 400, Duration::from_millis(20));
+    let load = loaded_through(load, &mut table, 30);
+    let out = stop(load, "INT", 130);
+    assert_table_holds_after(server, &setup.db, 1..=30, Some(&out));
+}
+
+/// 300 rotations by rename + create: once every line is loaded, the loader
+/// holds no more open files than before them, so none of a rotated file
+/// (after the few seconds it may keep one for a writer that lingers), and
+/// only a few more descriptors in all.
+#[test]
+fn no_descriptor_is_kept_for_rotated_files_after_300_rotations() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(2);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.1"])
+        .spawn();
+    let pid = load.id();
+    let mut table = Table::new(server, &setup.db);
+    let mut load = loaded_through(load, &mut table, 2);
+    let before = open_files(pid);
+    for _ in 0..300 {
+        writer.rename_and_create(Duration::ZERO);
+        let count = writer.rng.range(1, 3);
+        writer.append_lines(count);
+        // The loader must have found the new file before it is renamed
+        // away in turn (a file it never saw cannot be followed).
+        load = wait_while_running(
+            load,
+            "the loader opening the new file",
+            Duration::from_secs(10),
+            || {},
+            || holds_open(pid, &setup.input),
+        );
+    }
+    let load = loaded_through(load, &mut table, writer.written());
+    // Files of the scratch directory the loader has open (the followed file,
+    // the state file's lock and journal), and descriptors in all, which
+    // may count a second pooled connection (a socket and its event fds).
+    let files = |open: &[PathBuf]| {
+        open.iter()
+            .filter(|p| p.starts_with(setup.scratch.path()))
+            .count()
+    };
+    let settled = Instant::now();
+    let mut after = open_files(pid);
+    while (files(&after) > files(&before) || after.len() > before.len() + 8)
+        && settled.elapsed() < Duration::from_secs(30)
+    {
+        thread::sleep(Duration::from_millis(200));
+        after = open_files(pid);
+    }
+    let out = stop(load, "TERM", 143);
+    assert!(
+        files(&after) <= files(&before) && after.len() <= before.len() + 8,
+        "{} descriptors ({} on files) before 300 rotations, {} ({}) 30 s after the \
+         last line was loaded:\nbefore: {before:#?}\nafter: {after:#?}\n{}",
+        before.len(),
+        files(&before),
+        after.len(),
+        files(&after),
+        out.describe()
+    );
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+/// Following a file where nothing happens costs almost no CPU: under 0.2 s
+/// over 5 s, whether the file ends on a whole line or on half a line that
+/// the writer has not finished.
+#[test]
+fn idle_following_uses_almost_no_cpu() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(10);
+    let load = setup.command(server).spawn();
+    let pid = load.id();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 10);
+    let idle = |what: &str| {
+        thread::sleep(Duration::from_secs(2));
+        let before = cpu_time(pid);
+        thread::sleep(Duration::from_secs(5));
+        let used = cpu_time(pid) - before;
+        eprintln!("CPU over 5 s idle, {what}: {used:?}");
+        assert!(
+            used < Duration::from_millis(200),
+            "the loader used {used:?} of CPU over 5 s of idle following, {what}"
+        );
+    };
+    idle("the file ending on a whole line");
+    let half = findings(11..=11);
+    crate::support::markers::append(&setup.input, &half[..half.len() / 2]);
+    idle("the file ending on half a line");
+    crate::support::markers::append(&setup.input, &half[half.len() / 2..]);
+    let load = loaded_through(load, &mut table, 11);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=11, Some(&out));
+}
+
+/// The metrics file of the loader, once it exists and parses.
+fn metrics_when(
+    load: Started,
+    path: &std::path::Path,
+    what: &str,
+    mut done: impl FnMut(&Exposition) -> bool,
+) -> (Started, Exposition) {
+    let mut last = None;
+    let load = wait_while_running(
+        load,
+        what,
+        Duration::from_secs(15),
+        || {},
+        || {
+            if !path.exists() {
+                return false;
+            }
+            let metrics = read_metrics(path);
+            let ok = done(&metrics);
+            last = Some(metrics);
+            ok
+        },
+    );
+    (load, last.expect("read at least once"))
+}
+
+/// In follow mode --metrics-file is rewritten every few seconds: its
+/// counters count since the process started and grow as lines are loaded,
+/// it says how many bytes are not loaded yet and how long since the last
+/// commit, and it changes even while nothing is appended.
+#[test]
+fn the_metrics_file_is_rewritten_while_following() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(10);
+    let load = setup
+        .command(server)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let lines_read = |m: &Exposition| m.value("pgsense_pg_lines_read", &[]);
+    let (load, _) = metrics_when(load, &metrics, "10 lines read in the metrics", |m| {
+        lines_read(m) >= 10.0
+    });
+    writer.append_in_pieces(20, 400, Duration::from_millis(10));
+    let (load, grown) = metrics_when(load, &metrics, "30 lines read in the metrics", |m| {
+        lines_read(m) >= 30.0
+    });
+    let ok = [("channel", "postgres"), ("status", "ok")];
+    assert_eq!(grown.kind["pgsense_alerts_total"], "counter");
+    assert!(
+        grown.value("pgsense_alerts_total", &ok) >= 10.0,
+        "{grown:#?}"
+    );
+    let (load, settled) = metrics_when(load, &metrics, "no unloaded bytes in the metrics", |m| {
+        m.value("pgsense_pg_unloaded_bytes", &[]) == 0.0
+    });
+    assert_eq!(settled.value("pgsense_alerts_total", &ok), 30.0);
+    assert!(settled.value("pgsense_pg_seconds_since_last_commit", &[]) >= 0.0);
+
+    // Idle: still rewritten (the seconds since the last commit go on).
+    let text = fs::read_to_string(&metrics).expect("read the metrics file");
+    let modified = fs::metadata(&metrics).and_then(|m| m.modified()).ok();
+    let load = wait_while_running(
+        load,
+        "the metrics file rewritten while idle",
+        Duration::from_secs(12),
+        || {},
+        || {
+            fs::read_to_string(&metrics).ok().as_ref() != Some(&text)
+                || fs::metadata(&metrics).and_then(|m| m.modified()).ok() != modified
+        },
+    );
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=30, Some(&out));
+}
+
+/// `--follow` needs --state-file (the only record of how far it got) and at
+/// least one FILE, and cannot follow standard input; --flush-interval is a
+/// number of seconds. Each is a usage error (2) before connecting, with a
+/// message that names the problem.
+#[test]
+fn follow_usage_errors_exit_2_naming_the_problem() {
+    let silent = SilentServer::new();
+    let port = silent.port().to_string();
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.jsonl", findings(1..=3));
+    let input = input.to_str().expect("a UTF-8 path");
+    let state = scratch.path().join("state");
+    let state = state.to_str().expect("a UTF-8 path");
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["--follow", input], &["--state-file"]),
+        (&["--follow", "--state-file", state], &["FILE"]),
+        (
+            &["--follow", "--state-file", state, "-"],
+            &["standard input", "stdin"],
+        ),
+        (
+            &[
+                "--follow",
+                "--state-file",
+                state,
+                "--flush-interval",
+                "soon",
+                input,
+            ],
+            &["--flush-interval"],
+        ),
+        (
+            &[
+                "--follow",
+                "--state-file",
+                state,
+                "--flush-interval=-1",
+                input,
+            ],
+            &["--flush-interval"],
+        ),
+    ];
+    for (args, named) in cases {
+        let out = crate::support::pgsense()
+            .args(["--host", "127.0.0.1", "--port", &port, "load"])
+            .args(args)
+            .run();
+        out.assert_code(2);
+        assert!(
+            named.iter().any(|name| out.stderr.contains(name)),
+            "the message names none of {named:?}\n{}",
+            out.describe()
+        );
+    }
+    assert!(!silent.was_contacted(), "a usage error must not connect");
+}
