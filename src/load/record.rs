@@ -6,6 +6,8 @@
 //! made here, so that a bad line is named with its own reason instead of
 //! failing a whole batch on the server.
 
+mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -92,15 +94,24 @@ pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
             e.valid_up_to() + 1
         ))
     })?;
-    let raw: RawFinding<'_> = serde_json::from_str(text).map_err(|err| {
+    let raw = match scan::scan(text) {
+        Some(raw) => raw,
+        None => parse_unusual(text)?,
+    };
+    raw.validate()
+}
+
+/// The serde path, for lines of an unusual shape and for the reasons a line
+/// is invalid.
+fn parse_unusual(text: &str) -> Result<RawFinding<'_>, RejectReason> {
+    serde_json::from_str(text).map_err(|err| {
         // A syntax error inside a field's value comes back labelled with the
         // field, as a data error; the plain parse tells the two apart.
         match serde_json::from_str::<de::IgnoredAny>(text) {
             Err(syntax) => json_reason(syntax),
             Ok(_) => json_reason(err),
         }
-    })?;
-    raw.validate()
+    })
 }
 
 /// serde_json appends " at line 1 column N" to every message; for a single
@@ -138,7 +149,7 @@ const OTHER_FIELDS: [&str; 5] = [
 type PrimaryKey<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// The line as JSON gave it: fields present, types checked, nothing else.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct RawFinding<'a> {
     text: [Option<Cow<'a, str>>; 9],
     primary_key: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
@@ -158,12 +169,11 @@ impl<'a> RawFinding<'a> {
             timestamp,
             detected_at,
         } = self;
-        let mut fields = Vec::with_capacity(9);
-        for (value, name) in text.into_iter().zip(TEXT_FIELDS) {
-            let value =
-                value.ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
-            check_no_nul(name, &value)?;
-            fields.push(value);
+        for (value, name) in text.iter().zip(TEXT_FIELDS) {
+            let value = value
+                .as_ref()
+                .ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
+            check_no_nul(name, value)?;
         }
         let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
         let primary_key = merge_primary_key(primary_key, primary_keys)?;
@@ -177,10 +187,17 @@ impl<'a> RawFinding<'a> {
             (None, Some(t)) => Some(check_timestamp("detected_at", t)?),
             (None, None) => None,
         };
-        let mut fields = fields.into_iter();
-        let mut next = || fields.next().expect("nine text fields were collected");
-        let (database, rule_id, description, category, severity) =
-            (next(), next(), next(), next(), next());
+        let [
+            database,
+            rule_id,
+            description,
+            category,
+            severity,
+            schema_name,
+            table_name,
+            column_name,
+            masked_sample,
+        ] = text.map(|value| value.expect("every text field was checked above"));
         let severity = Severity::parse(&severity).ok_or_else(|| {
             RejectReason::new(format!(
                 "field `severity`: {severity:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
@@ -192,10 +209,10 @@ impl<'a> RawFinding<'a> {
             description,
             category,
             severity,
-            schema_name: next(),
-            table_name: next(),
-            column_name: next(),
-            masked_sample: next(),
+            schema_name,
+            table_name,
+            column_name,
+            masked_sample,
             primary_key,
             lsn,
             detected_at,
