@@ -7,7 +7,7 @@
 //! whose type may vary (`table::Wire`) are written in the form of the type
 //! the table has.
 
-use super::record::Finding;
+use super::record::{Finding, plain_len};
 use crate::table::{self, Wire};
 
 /// What every binary COPY starts with: the signature, no flags, no header
@@ -98,30 +98,25 @@ fn put_json_object(out: &mut Vec<u8>, columns: &[(impl AsRef<str>, impl AsRef<st
 /// rest as is.
 fn put_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[from..at]);
-                out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
-                from = at + 1;
-                continue;
-            }
-            _ => continue,
+    let mut rest = text.as_bytes();
+    loop {
+        let plain = plain_len(rest);
+        out.extend_from_slice(&rest[..plain]);
+        let Some((&byte, after)) = rest[plain..].split_first() else {
+            break;
         };
-        out.extend_from_slice(&bytes[from..at]);
-        out.extend_from_slice(escape);
-        from = at + 1;
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
+        }
+        rest = after;
     }
-    out.extend_from_slice(&bytes[from..]);
     out.push(b'"');
 }
 

@@ -8,6 +8,7 @@
 
 mod scan;
 
+pub use scan::plain_len;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -148,6 +149,16 @@ const OTHER_FIELDS: [&str; 5] = [
 /// Primary key columns and their values, in the order given.
 type PrimaryKey<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
+/// Whether the strings of a line may hold a NUL character.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Nuls {
+    /// Serde's strings: a `\u0000` escape is one.
+    #[default]
+    Possible,
+    /// The scanner's: it leaves `\u` escapes and control bytes to serde.
+    Impossible,
+}
+
 /// The line as JSON gave it: fields present, types checked, nothing else.
 #[derive(Debug, Default, PartialEq)]
 struct RawFinding<'a> {
@@ -157,6 +168,7 @@ struct RawFinding<'a> {
     lsn: Option<i64>,
     timestamp: Option<Cow<'a, str>>,
     detected_at: Option<Cow<'a, str>>,
+    nuls: Nuls,
 }
 
 impl<'a> RawFinding<'a> {
@@ -168,15 +180,16 @@ impl<'a> RawFinding<'a> {
             lsn,
             timestamp,
             detected_at,
+            nuls,
         } = self;
         for (value, name) in text.iter().zip(TEXT_FIELDS) {
             let value = value
                 .as_ref()
                 .ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
-            check_no_nul(name, value)?;
+            check_no_nul(nuls, name, value)?;
         }
         let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
-        let primary_key = merge_primary_key(primary_key, primary_keys)?;
+        let primary_key = merge_primary_key(primary_key, primary_keys, nuls)?;
         let detected_at = match (timestamp, detected_at) {
             (Some(a), Some(b)) if a != b => {
                 return Err(RejectReason::new(
@@ -225,6 +238,7 @@ impl<'a> RawFinding<'a> {
 fn merge_primary_key<'a>(
     object: Option<PrimaryKey<'a>>,
     pairs: Option<PrimaryKey<'a>>,
+    nuls: Nuls,
 ) -> Result<PrimaryKey<'a>, RejectReason> {
     let primary_key = match (object, pairs) {
         (Some(object), Some(pairs)) => {
@@ -240,8 +254,8 @@ fn merge_primary_key<'a>(
         (None, None) => Vec::new(),
     };
     for (name, value) in &primary_key {
-        check_no_nul("primary_key", name)?;
-        check_no_nul("primary_key", value)?;
+        check_no_nul(nuls, "primary_key", name)?;
+        check_no_nul(nuls, "primary_key", value)?;
     }
     if let Some(name) = duplicate_column(&primary_key) {
         return Err(RejectReason::new(format!(
@@ -279,8 +293,8 @@ fn same_key(a: &[(Cow<'_, str>, Cow<'_, str>)], b: &[(Cow<'_, str>, Cow<'_, str>
     a == b
 }
 
-fn check_no_nul(field: &str, value: &str) -> Result<(), RejectReason> {
-    if value.contains('\0') {
+fn check_no_nul(nuls: Nuls, field: &str, value: &str) -> Result<(), RejectReason> {
+    if nuls == Nuls::Possible && value.contains('\0') {
         return Err(RejectReason::new(format!(
             "field `{field}` contains a NUL character, which PostgreSQL cannot store"
         )));

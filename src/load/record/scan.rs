@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use super::{OTHER_FIELDS, PrimaryKey, RawFinding, TEXT_FIELDS, parse_text_lsn};
+use super::{Nuls, PrimaryKey, RawFinding, parse_text_lsn};
 
 /// The line's fields, when it has the usual shape.
 pub(super) fn scan(text: &str) -> Option<RawFinding<'_>> {
@@ -20,9 +20,36 @@ pub(super) fn scan(text: &str) -> Option<RawFinding<'_>> {
         bytes: text.as_bytes(),
         at: 0,
     };
-    let raw = scanner.object()?;
+    let mut raw = scanner.object()?;
     scanner.space();
+    raw.nuls = Nuls::Impossible;
     (scanner.at == scanner.bytes.len()).then_some(raw)
+}
+
+/// How many bytes `bytes` starts with that a JSON string holds as they
+/// are: up to a quote, a backslash or a control character. Eight bytes at a
+/// time: strings are most of a line.
+pub fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte that is zero; exact for the lowest one.
+    let zero_bytes = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("a chunk of 8 bytes"));
+        let special = zero_bytes(word ^ (ONES * u64::from(b'"')))
+            | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+            // Bytes below 0x20.
+            | (word.wrapping_sub(ONES * 0x20) & !word & HIGH);
+        if special != 0 {
+            return at + (special.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map_or(bytes.len(), |n| at + n)
 }
 
 struct Scanner<'a> {
@@ -31,12 +58,56 @@ struct Scanner<'a> {
     at: usize,
 }
 
-/// Where a field goes, by its place among the fields a finding has.
+/// Where a field goes, by its place among the fields a finding has: the
+/// text fields (`TEXT_FIELDS`) first, then `OTHER_FIELDS`.
 fn place(name: &str) -> Option<usize> {
-    TEXT_FIELDS
-        .iter()
-        .chain(&OTHER_FIELDS)
-        .position(|field| *field == name)
+    Some(match name {
+        "database" => 0,
+        "rule_id" => 1,
+        "description" => 2,
+        "category" => 3,
+        "severity" => 4,
+        "schema_name" => 5,
+        "table_name" => 6,
+        "column_name" => 7,
+        "masked_sample" => 8,
+        "primary_key" => 9,
+        "primary_keys" => 10,
+        "lsn" => 11,
+        "timestamp" => 12,
+        "detected_at" => 13,
+        _ => return None,
+    })
+}
+
+/// Each field's name as JSON writes it, quoted and followed by its colon,
+/// by place.
+const KEYS: [&[u8]; 14] = [
+    b"\"database\":",
+    b"\"rule_id\":",
+    b"\"description\":",
+    b"\"category\":",
+    b"\"severity\":",
+    b"\"schema_name\":",
+    b"\"table_name\":",
+    b"\"column_name\":",
+    b"\"masked_sample\":",
+    b"\"primary_key\":",
+    b"\"primary_keys\":",
+    b"\"lsn\":",
+    b"\"timestamp\":",
+    b"\"detected_at\":",
+];
+
+/// The place of the field that usually follows the one at `place` (None:
+/// the first), in the scanner's order.
+fn usual_next(place: Option<usize>) -> usize {
+    match place {
+        None => 0,
+        // primary_key or primary_keys, then lsn.
+        Some(9 | 10) => 11,
+        Some(place) => (place + 1).min(KEYS.len() - 1),
+    }
 }
 
 impl<'a> Scanner<'a> {
@@ -49,11 +120,11 @@ impl<'a> Scanner<'a> {
             self.at += 1;
             return Some(raw);
         }
+        let mut last = None;
         loop {
-            let name = self.plain_string()?;
-            self.expect(b':')?;
-            match place(name) {
+            match self.name(usual_next(last))? {
                 Some(place) => {
+                    last = Some(place);
                     if seen & (1 << place) != 0 {
                         return None;
                     }
@@ -70,17 +141,34 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// A field's name and its colon, and the field's place (None for a
+    /// field findings do not have). The name at `usual` is tried first, as
+    /// it is written without white space: most lines have the same fields
+    /// in the same order.
+    fn name(&mut self, usual: usize) -> Option<Option<usize>> {
+        self.space();
+        let key = KEYS[usual];
+        if self.bytes.get(self.at..self.at + key.len()) == Some(key) {
+            self.at += key.len();
+            return Some(Some(usual));
+        }
+        let name = self.plain_string()?;
+        self.expect(b':')?;
+        Some(place(name))
+    }
+
     /// The value of the field at `place` (see [`place`]).
     fn field(&mut self, raw: &mut RawFinding<'a>, place: usize) -> Option<()> {
         if let Some(text) = raw.text.get_mut(place) {
             *text = Some(self.string()?);
             return Some(());
         }
-        match OTHER_FIELDS[place - TEXT_FIELDS.len()] {
-            "primary_key" => raw.primary_key = self.null_or(Scanner::key_object)?,
-            "primary_keys" => raw.primary_keys = self.null_or(Scanner::key_pairs)?,
-            "lsn" => raw.lsn = Some(self.lsn()?),
-            "timestamp" => raw.timestamp = self.null_or(Scanner::string)?,
+        // The places of OTHER_FIELDS, in its order.
+        match place {
+            9 => raw.primary_key = self.null_or(Scanner::key_object)?,
+            10 => raw.primary_keys = self.null_or(Scanner::key_pairs)?,
+            11 => raw.lsn = Some(self.lsn()?),
+            12 => raw.timestamp = self.null_or(Scanner::string)?,
             _ => raw.detected_at = self.null_or(Scanner::string)?,
         }
         Some(())
@@ -189,6 +277,7 @@ impl<'a> Scanner<'a> {
 
     /// A string, borrowed when it has no escapes; `\u` escapes and control
     /// characters are left to serde.
+    #[inline]
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.at;
@@ -196,11 +285,16 @@ impl<'a> Scanner<'a> {
         match *self.bytes.get(end)? {
             b'"' => {
                 self.at = end + 1;
-                return self.text.get(start..end).map(Cow::Borrowed);
+                self.text.get(start..end).map(Cow::Borrowed)
             }
-            b'\\' => {}
-            _ => return None,
+            b'\\' => self.escaped(start, end),
+            _ => None,
         }
+    }
+
+    /// The rest of a string that has escapes from `end` on.
+    #[inline(never)]
+    fn escaped(&mut self, start: usize, end: usize) -> Option<Cow<'a, str>> {
         let mut owned = String::with_capacity(end - start + 16);
         let mut from = start;
         let mut end = end;
@@ -233,10 +327,7 @@ impl<'a> Scanner<'a> {
     /// Where the run of plain string bytes from `start` ends: at a quote, a
     /// backslash, a control character or the end of the line.
     fn plain_run(&self, start: usize) -> usize {
-        self.bytes[start..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-            .map_or(self.bytes.len(), |n| start + n)
+        start + plain_len(&self.bytes[start..])
     }
 
     /// Skips white space and takes the next byte, which must be `byte`.
@@ -267,7 +358,7 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse_unusual;
+    use super::super::{OTHER_FIELDS, TEXT_FIELDS, parse_unusual};
     use super::*;
 
     const GOOD: &str = r#"{"database":"primary/orders","rule_id":"email-address","description":"Email addresses","category":"PII","severity":"HIGH","schema_name":"public","table_name":"users","column_name":"contact","masked_sample":"ja****om","primary_key":{"id":"42"},"lsn":1234567,"timestamp":"2026-11-27T10:15:02.123456789+00:00"}"#;
@@ -275,6 +366,38 @@ mod tests {
     /// GOOD with `"lsn":1234567` replaced.
     fn lsn(value: &str) -> String {
         GOOD.replace(r#""lsn":1234567"#, value)
+    }
+
+    #[test]
+    fn places_follow_the_field_lists() {
+        for (index, name) in TEXT_FIELDS.iter().chain(&OTHER_FIELDS).enumerate() {
+            assert_eq!(place(name), Some(index), "{name}");
+            assert_eq!(KEYS[index], format!("{name:?}:").as_bytes(), "{name}");
+        }
+        assert_eq!(place("lsn2"), None);
+    }
+
+    #[test]
+    fn strings_end_at_quotes_backslashes_and_control_characters() {
+        let long = "0123456789abcdefghijklmnopqrstuvwxyz";
+        for end in 0..long.len() {
+            for special in ["\"", "\\", "\u{1}", "\u{1f}"] {
+                let text = format!("{}{special}{}é", &long[..end], &long[end..]);
+                let scanner = Scanner {
+                    text: &text,
+                    bytes: text.as_bytes(),
+                    at: 0,
+                };
+                assert_eq!(scanner.plain_run(0), end, "{text:?}");
+            }
+        }
+        let text = "é€ no end";
+        let scanner = Scanner {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+        };
+        assert_eq!(scanner.plain_run(2), text.len());
     }
 
     #[test]
@@ -303,10 +426,14 @@ mod tests {
             GOOD.replace(r#","timestamp":"2026-11-27T10:15:02.123456789+00:00""#, ""),
             "{}".to_owned(),
             r#"{"database":"d"}"#.to_owned(),
+            r#"{"lsn":1,"database":"d","timestamp":null,"rule_id":"r"}"#.to_owned(),
+            r#"{ "lsn" :1, "database":"d"}"#.to_owned(),
         ];
         for line in &lines {
             let scanned = scan(line).unwrap_or_else(|| panic!("not scanned: {line}"));
-            let read = parse_unusual(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let mut read = parse_unusual(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(read.nuls, Nuls::Possible);
+            read.nuls = Nuls::Impossible;
             assert_eq!(scanned, read, "{line}");
         }
         assert!(matches!(
