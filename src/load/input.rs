@@ -35,18 +35,36 @@ pub struct Source {
     pub identity: Option<(u64, u64)>,
 }
 
+/// An input's bytes, and the file descriptor that tells whether a read
+/// would wait ([`would_wait`]).
+pub trait Stream: Read + Send + AsFd {}
+
+impl<T: Read + Send + AsFd> Stream for T {}
+
+/// Whether a read of `fd` would wait for a writer, rather than return data,
+/// the end of the input or an error at once.
+pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+    unsafe { libc::poll(&mut poll, 1, 0) == 0 }
+}
+
 /// Where an input's bytes come from.
 pub enum Input {
     /// A regular file, which a state file can position.
     File(PathBuf, File),
     /// A named pipe, opened when its turn comes.
     Fifo(PathBuf),
-    Stream(Box<dyn Read + Send>),
+    Stream(Box<dyn Stream>),
 }
 
 impl Input {
     /// The bytes, opening a named pipe (which waits for its writer).
-    pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
+    pub fn into_reader(self) -> io::Result<Box<dyn Stream>> {
         Ok(match self {
             Input::File(_, file) => Box::new(file),
             Input::Fifo(path) => Box::new(File::open(path)?),

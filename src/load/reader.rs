@@ -7,7 +7,8 @@
 //! end the run without it.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
@@ -15,7 +16,7 @@ use anyhow::{Context, Result};
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Line, Source, next_line, trim_line};
+use super::input::{AtEnd, Cursor, Line, Source, Stream, next_line, trim_line, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -289,7 +290,7 @@ impl Reader {
     /// between.
     fn next_line(
         &mut self,
-        reader: &mut BufReader<Box<dyn Read + Send>>,
+        reader: &mut BufReader<Box<dyn Stream>>,
         cursor: &Cursor,
     ) -> io::Result<Option<Line>> {
         let ledger = Arc::clone(&self.ledger);
@@ -298,6 +299,7 @@ impl Reader {
         let pending = RefCell::new(&mut self.pending);
         let mut spill: Option<Spill<'_>> = None;
         let handed_over = Cell::new(true);
+        let fd = reader.get_ref().as_fd().as_raw_fd();
         let at_end = if cursor.may_wait {
             AtEnd::Final
         } else {
@@ -334,7 +336,7 @@ impl Reader {
             // over every row read so far, so none waits in memory, and say
             // so, so that a stop need not wait for more input.
             &mut || {
-                if cursor.may_wait {
+                if cursor.may_wait && would_wait(fd) {
                     handed_over.set(pending.borrow_mut().send() && handed_over.get());
                     control.set_reader_idle(true);
                 }

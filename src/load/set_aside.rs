@@ -3,17 +3,17 @@
 //! that replaying the reject file completes the table. Inputs that may wait
 //! for a writer (pipes) are left alone: they may never end.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 
 use super::control::Control;
-use super::input::{Cursor, Source};
+use super::input::{Cursor, Source, Stream};
 use super::ledger::Ledger;
 use super::turns::Turn;
 use crate::rejects::Rejects;
 
 /// An input not read to its end when the database failed for good.
 pub struct Unread {
-    reader: BufReader<Box<dyn Read + Send>>,
+    reader: BufReader<Box<dyn Stream>>,
     /// Where reading stopped.
     cursor: Cursor,
 }
@@ -34,7 +34,7 @@ impl Unread {
     }
 
     /// An input read up to `cursor`.
-    pub fn new_at(reader: BufReader<Box<dyn Read + Send>>, cursor: Cursor) -> Unread {
+    pub fn new_at(reader: BufReader<Box<dyn Stream>>, cursor: Cursor) -> Unread {
         Unread { reader, cursor }
     }
 }
