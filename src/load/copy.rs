@@ -158,13 +158,6 @@ pub fn timestamp_micros(text: &str) -> i64 {
     let zone = text[19..]
         .find(['Z', 'z', '+', '-'])
         .map_or(b.len(), |at| at + 19);
-    let fraction = match &text[19..zone] {
-        "" => 0,
-        digits => {
-            let value: f64 = digits.parse().expect("the record checks passed a fraction");
-            (value * 1_000_000.0).round_ties_even() as i64
-        }
-    };
     let offset = match b.get(zone) {
         Some(sign @ (b'+' | b'-')) => {
             let minutes = number(zone + 1..zone + 3) * 60 + number(zone + 4..zone + 6);
@@ -172,7 +165,38 @@ pub fn timestamp_micros(text: &str) -> i64 {
         }
         _ => 0,
     };
-    ((days * 86_400 + seconds - offset * 60) * 1_000_000) + fraction
+    ((days * 86_400 + seconds - offset * 60) * 1_000_000) + fraction_micros(&text[19..zone])
+}
+
+/// A fraction of a second (".123456789", or "") in microseconds, as
+/// PostgreSQL computes it: `rint(strtod(fraction) * 1000000)`.
+fn fraction_micros(fraction: &str) -> i64 {
+    let digits = fraction.len().saturating_sub(1);
+    if (1..=12).contains(&digits) {
+        // Exact in integers, and the same as PostgreSQL's doubles but for a
+        // tie: the error of a double is far below the distance to one.
+        let value: i64 = fraction[1..]
+            .bytes()
+            .fold(0, |acc, c| acc * 10 + i64::from(c - b'0'));
+        let (micros, rest, unit) = if digits <= 6 {
+            (value * 10i64.pow(6 - digits as u32), 0, 1)
+        } else {
+            let unit = 10i64.pow(digits as u32 - 6);
+            (value / unit, value % unit, unit)
+        };
+        match (2 * rest).cmp(&unit) {
+            std::cmp::Ordering::Less => return micros,
+            std::cmp::Ordering::Greater => return micros + 1,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    match fraction {
+        "" => 0,
+        digits => {
+            let value: f64 = digits.parse().expect("the record checks passed a fraction");
+            (value * 1_000_000.0).round_ties_even() as i64
+        }
+    }
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
@@ -221,6 +245,34 @@ mod tests {
         assert_eq!(micros("2000-01-01T00:00:00.1234565Z"), 123_456);
         assert_eq!(micros("2000-01-01T00:00:00.9999996Z"), 1_000_000);
         assert_eq!(micros("0001-01-01T00:00:00Z"), -63_082_281_600_000_000);
+    }
+
+    #[test]
+    fn fractions_in_integers_as_in_doubles() {
+        let double = |fraction: &str| -> i64 {
+            let value: f64 = fraction.parse().expect("a fraction");
+            (value * 1_000_000.0).round_ties_even() as i64
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for digits in 1..=14 {
+            for _ in 0..2000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let text = format!(".{:0digits$}", seed % 10u64.pow(digits as u32));
+                assert_eq!(fraction_micros(&text), double(&text), "{text}");
+            }
+        }
+        for tie in [
+            ".0000005",
+            ".0000015",
+            ".1234565",
+            ".99999950",
+            ".000000500000",
+        ] {
+            assert_eq!(fraction_micros(tie), double(tie), "{tie}");
+        }
+        assert_eq!(fraction_micros(""), 0);
     }
 
     #[test]

@@ -110,6 +110,21 @@ fn usual_next(place: Option<usize>) -> usize {
     }
 }
 
+/// Whether `here` is `key`, one of [`KEYS`]: at most 16 bytes, so two
+/// 8-byte words (overlapping for shorter keys) compare them at once.
+fn same_key(here: &[u8], key: &[u8]) -> bool {
+    let word = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("a word of 8 bytes"))
+    };
+    match key.len() {
+        8..=16 => {
+            let last = key.len() - 8;
+            word(here, 0) == word(key, 0) && word(here, last) == word(key, last)
+        }
+        _ => here == key,
+    }
+}
+
 impl<'a> Scanner<'a> {
     /// The finding object, each field in turn.
     fn object(&mut self) -> Option<RawFinding<'a>> {
@@ -148,7 +163,11 @@ impl<'a> Scanner<'a> {
     fn name(&mut self, usual: usize) -> Option<Option<usize>> {
         self.space();
         let key = KEYS[usual];
-        if self.bytes.get(self.at..self.at + key.len()) == Some(key) {
+        if self
+            .bytes
+            .get(self.at..self.at + key.len())
+            .is_some_and(|here| same_key(here, key))
+        {
             self.at += key.len();
             return Some(Some(usual));
         }
@@ -373,6 +392,14 @@ mod tests {
         for (index, name) in TEXT_FIELDS.iter().chain(&OTHER_FIELDS).enumerate() {
             assert_eq!(place(name), Some(index), "{name}");
             assert_eq!(KEYS[index], format!("{name:?}:").as_bytes(), "{name}");
+            assert!(KEYS[index].len() <= 16, "{name}: two words compare it");
+            let mut other = KEYS[index].to_vec();
+            for at in 0..other.len() {
+                other[at] ^= 0x20;
+                assert!(!same_key(&other, KEYS[index]), "{name} {at}");
+                other[at] ^= 0x20;
+            }
+            assert!(same_key(&other, KEYS[index]));
         }
         assert_eq!(place("lsn2"), None);
     }
