@@ -95,10 +95,10 @@ pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
             e.valid_up_to() + 1
         ))
     })?;
-    let raw = match scan::scan(text) {
-        Some(raw) => raw,
-        None => parse_unusual(text)?,
-    };
+    let mut raw = RawFinding::default();
+    if !scan::scan(text, &mut raw) {
+        raw = parse_unusual(text)?;
+    }
     raw.validate()
 }
 
@@ -172,25 +172,22 @@ struct RawFinding<'a> {
 }
 
 impl<'a> RawFinding<'a> {
-    fn validate(self) -> Result<Finding<'a>, RejectReason> {
-        let RawFinding {
-            text,
-            primary_key,
-            primary_keys,
-            lsn,
-            timestamp,
-            detected_at,
-            nuls,
-        } = self;
-        for (value, name) in text.iter().zip(TEXT_FIELDS) {
+    /// The finding, its fields taken out of the raw one, which is left
+    /// empty: moving it whole would cost more than checking it.
+    fn validate(&mut self) -> Result<Finding<'a>, RejectReason> {
+        let nuls = self.nuls;
+        for (value, name) in self.text.iter().zip(TEXT_FIELDS) {
             let value = value
                 .as_ref()
                 .ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
             check_no_nul(nuls, name, value)?;
         }
-        let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
-        let primary_key = merge_primary_key(primary_key, primary_keys, nuls)?;
-        let detected_at = match (timestamp, detected_at) {
+        let lsn = self
+            .lsn
+            .ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
+        let primary_key =
+            merge_primary_key(self.primary_key.take(), self.primary_keys.take(), nuls)?;
+        let detected_at = match (self.timestamp.take(), self.detected_at.take()) {
             (Some(a), Some(b)) if a != b => {
                 return Err(RejectReason::new(
                     "fields `timestamp` and `detected_at` disagree",
@@ -210,22 +207,26 @@ impl<'a> RawFinding<'a> {
             table_name,
             column_name,
             masked_sample,
-        ] = text.map(|value| value.expect("every text field was checked above"));
-        let severity = Severity::parse(&severity).ok_or_else(|| {
+        ] = &mut self.text;
+        let take = |value: &mut Option<Cow<'a, str>>| {
+            value.take().expect("every text field was checked above")
+        };
+        let severity_text = take(severity);
+        let severity = Severity::parse(&severity_text).ok_or_else(|| {
             RejectReason::new(format!(
-                "field `severity`: {severity:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
+                "field `severity`: {severity_text:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
             ))
         })?;
         Ok(Finding {
-            database,
-            rule_id,
-            description,
-            category,
+            database: take(database),
+            rule_id: take(rule_id),
+            description: take(description),
+            category: take(category),
             severity,
-            schema_name,
-            table_name,
-            column_name,
-            masked_sample,
+            schema_name: take(schema_name),
+            table_name: take(table_name),
+            column_name: take(column_name),
+            masked_sample: take(masked_sample),
             primary_key,
             lsn,
             detected_at,
