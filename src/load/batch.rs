@@ -157,7 +157,8 @@ impl Batch {
     }
 
     /// Adds a finding as a row; `raw`, the line as read, is kept for the
-    /// reject file when given.
+    /// reject file when given. Binary rows need no scratch buffer: the one
+    /// the reader still passes is left alone.
     pub fn push(
         &mut self,
         finding: &Finding<'_>,

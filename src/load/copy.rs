@@ -155,8 +155,9 @@ pub fn timestamp_micros(text: &str) -> i64 {
     };
     let days = days_from_civil(number(0..4), number(5..7), number(8..10)) - POSTGRES_EPOCH_DAYS;
     let seconds = number(11..13) * 3600 + number(14..16) * 60 + number(17..19);
-    let zone = text[19..]
-        .find(['Z', 'z', '+', '-'])
+    let zone = b[19..]
+        .iter()
+        .position(|c| matches!(c, b'Z' | b'z' | b'+' | b'-'))
         .map_or(b.len(), |at| at + 19);
     let offset = match b.get(zone) {
         Some(sign @ (b'+' | b'-')) => {
