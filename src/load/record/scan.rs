@@ -133,27 +133,40 @@ impl<'a> Scanner<'a> {
     /// The finding object, each field in turn.
     fn object(&mut self, raw: &mut RawFinding<'a>) -> Option<()> {
         let mut seen = 0u32;
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
         let mut last = None;
-        loop {
-            match self.name(usual_next(last))? {
+        self.list(b'{', b'}', |scanner| {
+            match scanner.name(usual_next(last))? {
                 Some(place) => {
                     last = Some(place);
                     if seen & (1 << place) != 0 {
                         return None;
                     }
                     seen |= 1 << place;
-                    self.field(raw, place)?;
+                    scanner.field(raw, place)
                 }
-                None => self.skip_simple_value()?,
+                None => scanner.skip_simple_value(),
             }
+        })
+    }
+
+    /// A JSON object or array: `open`, items separated by commas (`item`
+    /// reads each), `close`.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
+        if self.peek()? == close {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            item(self)?;
             match self.next()? {
-                b',' => continue,
-                b'}' => return Some(()),
+                b',' => {}
+                byte if byte == close => return Some(()),
                 _ => return None,
             }
         }
@@ -208,44 +221,28 @@ impl<'a> Scanner<'a> {
     /// `{"column": "value", ...}`.
     fn key_object(&mut self) -> Option<PrimaryKey<'a>> {
         let mut columns = Vec::new();
-        self.expect(b'{')?;
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(columns);
-        }
-        loop {
-            let name = self.string()?;
-            self.expect(b':')?;
-            columns.push((name, self.string()?));
-            match self.next()? {
-                b',' => continue,
-                b'}' => return Some(columns),
-                _ => return None,
-            }
-        }
+        self.list(b'{', b'}', |scanner| {
+            let name = scanner.string()?;
+            scanner.expect(b':')?;
+            columns.push((name, scanner.string()?));
+            Some(())
+        })?;
+        Some(columns)
     }
 
     /// `[["column", "value"], ...]`.
     fn key_pairs(&mut self) -> Option<PrimaryKey<'a>> {
         let mut columns = Vec::new();
-        self.expect(b'[')?;
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(columns);
-        }
-        loop {
-            self.expect(b'[')?;
-            let name = self.string()?;
-            self.expect(b',')?;
-            let value = self.string()?;
-            self.expect(b']')?;
+        self.list(b'[', b']', |scanner| {
+            scanner.expect(b'[')?;
+            let name = scanner.string()?;
+            scanner.expect(b',')?;
+            let value = scanner.string()?;
+            scanner.expect(b']')?;
             columns.push((name, value));
-            match self.next()? {
-                b',' => continue,
-                b']' => return Some(columns),
-                _ => return None,
-            }
-        }
+            Some(())
+        })?;
+        Some(columns)
     }
 
     /// An integer within BIGINT range, or a textual LSN that is.
