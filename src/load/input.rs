@@ -41,8 +41,9 @@ pub trait Stream: Read + Send + AsFd {}
 
 impl<T: Read + Send + AsFd> Stream for T {}
 
-/// Whether a read of `fd` would wait for a writer, rather than return data,
-/// the end of the input or an error at once.
+/// Whether a read of `fd` may wait for a writer, rather than return data,
+/// the end of the input or an error at once. When poll itself fails (a
+/// signal), it may.
 pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
     let mut poll = libc::pollfd {
         fd,
@@ -50,7 +51,7 @@ pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
         revents: 0,
     };
     // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
-    unsafe { libc::poll(&mut poll, 1, 0) == 0 }
+    unsafe { libc::poll(&mut poll, 1, 0) != 1 }
 }
 
 /// Where an input's bytes come from.
