@@ -419,4 +419,21 @@ mod tests {
         assert_eq!(trim_line(b"{}\n"), b"{}");
         assert_eq!(trim_line(b"{}"), b"{}");
     }
+
+    #[test]
+    fn a_pipe_waits_only_when_empty_and_open() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (reader, mut writer) = io::pipe().expect("a pipe");
+        let fd = reader.as_raw_fd();
+        assert!(would_wait(fd), "empty");
+        writer.write_all(b"{}\n").expect("write");
+        assert!(!would_wait(fd), "data");
+        let mut rest = Vec::new();
+        drop(writer);
+        BufReader::new(reader.try_clone().expect("clone"))
+            .read_to_end(&mut rest)
+            .expect("read");
+        assert!(!would_wait(fd), "ended");
+    }
 }
