@@ -223,7 +223,7 @@ impl RunSummary<'_> {
         metric(
             "pgsense_alerts_total",
             "counter",
-            "Findings inserted (status=ok) and dropped (status=error) by the last run.",
+            "Findings inserted (status=ok) and dropped (status=error) by the last run (with --follow: since it started).",
             &[
                 ("{channel=\"postgres\",status=\"ok\"}", r.inserted as f64),
                 (
@@ -235,7 +235,7 @@ impl RunSummary<'_> {
         metric(
             "pgsense_pg_dropped_lines",
             "gauge",
-            "Lines dropped by the last run, by reason.",
+            "Lines dropped by the last run (with --follow: since it started), by reason.",
             &[
                 ("{reason=\"invalid\"}", r.invalid as f64),
                 ("{reason=\"refused\"}", r.refused as f64),
@@ -247,7 +247,7 @@ impl RunSummary<'_> {
         metric(
             "pgsense_pg_lines_read",
             "gauge",
-            "Lines read by the last run.",
+            "Lines read by the last run (with --follow: since it started).",
             &[("", r.read as f64)],
         );
         metric(
@@ -259,7 +259,7 @@ impl RunSummary<'_> {
         metric(
             "pgsense_pg_last_run_timestamp_seconds",
             "gauge",
-            "When the last run ended, in seconds since the Unix epoch.",
+            "When the last run ended (with --follow: when this was written), in seconds since the Unix epoch.",
             &[("", now)],
         );
         text

@@ -14,11 +14,12 @@
 //! held has waited for the flush interval. Every file gets an input index of
 //! its own, so that the journal and the state file know each by its key.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
@@ -31,8 +32,9 @@ use crate::state::{Known, Positioned, Seen};
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
 pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
-/// How often names are looked at without a notification.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait for a change: names are looked at, and a signal is
+/// noticed, at least this often.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// Bytes before the point read that tell a file rewritten in place.
 const CHECK_BYTES: usize = 32;
 /// Buffer per open file.
@@ -103,12 +105,11 @@ fn follow(
         } else {
             held_since = None;
         }
-        let timeout = held_since.map_or(LOOK_EVERY, |since| {
+        let timeout = held_since.map_or(IDLE_WAIT, |since| {
             flush_interval.saturating_sub(since.elapsed())
         });
-        // A signal is noticed within this.
         if !more {
-            watch.wait(timeout.min(Duration::from_millis(500)));
+            watch.wait(timeout.min(IDLE_WAIT));
         }
     }
 }
@@ -120,12 +121,14 @@ struct Name {
     /// Files rotated away (oldest first), read before the current one.
     rotated: Vec<Rotated>,
     /// When the files beside it were last looked at (Unix seconds).
-    since: Option<u64>,
+    since: Option<SystemTime>,
     /// A rotation was seen: files beside it written since then are looked
     /// at once the rotated files are finished.
-    rescan: Option<u64>,
+    rescan: Option<SystemTime>,
     /// The run's own files (state file, reject file, metrics file...).
     own: Vec<PathBuf>,
+    /// Files that could not be opened, said once.
+    unreadable: BTreeSet<PathBuf>,
 }
 
 /// An open file being read.
@@ -172,17 +175,21 @@ impl Name {
             since: None,
             rescan: None,
             own: own.to_vec(),
+            unreadable: BTreeSet::new(),
         }
     }
 
     /// Opens the file under the name, after the files beside it that hold
     /// lines of it not loaded yet, read first ([`Name::siblings`]).
     fn catch_up(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
-        let since = self
-            .since
-            .or(reader.ledger().knows(&self.path, &self.path).1);
+        // At startup, files written after the second a file was last
+        // loaded under the name.
+        let since = self.since.or_else(|| {
+            let loaded = reader.ledger().knows(&self.path, &self.path).1?;
+            Some(UNIX_EPOCH + Duration::from_secs(loaded + 1))
+        });
         let mut paths = self.siblings(reader, open_ids, since);
-        self.since = Some(crate::state::now());
+        self.since = Some(SystemTime::now());
         for path in &paths {
             log::info!(
                 "{}: holds lines of {} not loaded yet: loading them first",
@@ -191,7 +198,7 @@ impl Name {
             );
         }
         paths.push(self.path.clone());
-        let mut opened = open_all(reader, paths)?;
+        let mut opened = open_all(reader, paths, &mut self.unreadable)?;
         self.current = opened.pop().flatten();
         self.rotated
             .extend(opened.into_iter().flatten().map(Rotated::new));
@@ -215,7 +222,7 @@ impl Name {
                 self.path.display()
             );
         }
-        let opened = open_all(reader, paths)?;
+        let opened = open_all(reader, paths, &mut self.unreadable)?;
         self.rotated
             .extend(opened.into_iter().flatten().map(Rotated::new));
         Ok(())
@@ -225,14 +232,14 @@ impl Name {
     /// lines not loaded yet, oldest first: a rotated file a killed run did
     /// not finish (`findings.jsonl.1` after a restart), the copy of a file
     /// truncated since it was read (copytruncate), or a file never read that
-    /// was written to at `since` or later (rotated while the loader was down,
+    /// was written to after `since` (rotated while the loader was down,
     /// or twice while it waited for the database). Files in `open_ids` are
     /// read already; the run's own files are never inputs.
     fn siblings(
         &self,
         reader: &Reader,
         open_ids: &[(u64, u64)],
-        since: Option<u64>,
+        since: Option<SystemTime>,
     ) -> Vec<PathBuf> {
         let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
             return Vec::new();
@@ -256,10 +263,10 @@ impl Name {
                     && !open_ids.contains(&(meta.dev(), meta.ino()))
                     && !self.own.iter().any(|own| same_file(own, &path))
                 {
-                    let written = u64::try_from(meta.mtime()).unwrap_or(0);
+                    let written = meta.modified().unwrap_or(UNIX_EPOCH);
                     let wanted = match reader.ledger().knows(&path, &self.path).0 {
                         Known::Partly => true,
-                        Known::Unknown => since.is_some_and(|since| written >= since),
+                        Known::Unknown => since.is_some_and(|since| written > since),
                         Known::Loaded => false,
                     };
                     if wanted {
@@ -319,8 +326,10 @@ impl Name {
                 if open_ids.contains(&id) {
                     log::debug!("{}: read under another name", self.path.display());
                 } else {
-                    self.current = open_all(reader, vec![self.path.clone()])?.pop().flatten();
-                    self.since = self.since.or(Some(crate::state::now()));
+                    self.current = open_all(reader, vec![self.path.clone()], &mut self.unreadable)?
+                        .pop()
+                        .flatten();
+                    self.since = self.since.or(Some(SystemTime::now()));
                 }
             }
         }
@@ -335,7 +344,7 @@ impl Name {
         if let Some(file) = self.current.take() {
             self.rotated.push(Rotated::new(file));
             self.rescan = self.rescan.or(self.since);
-            self.since = Some(crate::state::now());
+            self.since = Some(SystemTime::now());
         }
     }
 
@@ -394,7 +403,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Opens `paths` (each that exists) as new inputs, positioned where the
 /// state file says, told apart from copies of each other; None for one with
 /// nothing to read in it.
-fn open_all(reader: &Reader, paths: Vec<PathBuf>) -> Result<Vec<Option<Open>>> {
+/// One that cannot be opened (logrotate created it for another user) is
+/// said once, in `unreadable`, and looked at again later.
+fn open_all(
+    reader: &Reader,
+    paths: Vec<PathBuf>,
+    unreadable: &mut BTreeSet<PathBuf>,
+) -> Result<Vec<Option<Open>>> {
     let mut files = Vec::new();
     let mut ids = Vec::new();
     let mut present = Vec::new();
@@ -408,7 +423,13 @@ fn open_all(reader: &Reader, paths: Vec<PathBuf>) -> Result<Vec<Option<Open>>> {
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => present.push(false),
             Err(err) => {
-                return Err(err).with_context(|| format!("cannot open {}", path.display()));
+                if unreadable.insert(path.clone()) {
+                    log::warn!(
+                        "cannot open {}: {err}; trying again until it can be read",
+                        path.display()
+                    );
+                }
+                present.push(false);
             }
         }
     }

@@ -128,6 +128,9 @@ struct Threads {
     writers: Vec<JoinHandle<()>>,
     reader_done: Receiver<Result<()>>,
     progress: Option<JoinHandle<()>>,
+    /// Joined before the end, so that none of its writes comes after the
+    /// last one.
+    ticks: Option<JoinHandle<()>>,
 }
 
 /// Loads every source into the sink.
@@ -156,10 +159,10 @@ pub fn load(
     let ledger = Arc::new(ledger);
     let control = Arc::new(Control::default());
     control.catch_signals()?;
-    let threads = start(sink, settings, inputs, options, ledger, control)?;
+    let mut threads = start(sink, settings, inputs, options, ledger, control)?;
     if let Some(tick) = tick {
         let (ledger, control) = (Arc::clone(&threads.ledger), Arc::clone(&threads.control));
-        std::thread::spawn(move || ticks(tick, &ledger, &control));
+        threads.ticks = Some(std::thread::spawn(move || ticks(tick, &ledger, &control)));
     }
     finish(threads, options)
 }
@@ -251,6 +254,7 @@ fn start(
         writers,
         reader_done,
         progress,
+        ticks: None,
     })
 }
 
@@ -306,6 +310,7 @@ fn finish(threads: Threads, options: Options) -> Result<Outcome> {
         writers,
         reader_done,
         progress,
+        ticks,
     } = threads;
     for writer in writers {
         if writer.join().is_err() {
@@ -324,8 +329,8 @@ fn finish(threads: Threads, options: Options) -> Result<Outcome> {
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the reader thread failed")))
     };
     control.writers_done();
-    if let Some(progress) = progress {
-        let _ = progress.join();
+    for thread in [progress, ticks].into_iter().flatten() {
+        let _ = thread.join();
     }
     let stopped = control
         .stop_reason(read_result.is_err(), options.max_rejects)

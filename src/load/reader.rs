@@ -4,7 +4,9 @@
 //! Each line is first classified ([`classify`]) and then handled by one
 //! method per kind. While the reader waits for input from a pipe it holds
 //! no rows (it hands over everything before it waits), so the writers can
-//! end the run without it.
+//! end the run without it. Files followed (--follow) are read by
+//! [`Reader::read_available`], a batch at a time; the loop in `follow.rs`
+//! decides when the rows held are handed over.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;

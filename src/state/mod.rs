@@ -318,7 +318,7 @@ fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64) {
     }
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
