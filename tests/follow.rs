@@ -258,6 +258,17 @@ fn rename_and_create_while_the_loader_is_down_loads_each_line_once() {
     });
 }
 
+/// Two rotations while the loader is down: the file between them, which
+/// it never saw, is found by its time and loaded too.
+#[test]
+fn two_rotations_while_the_loader_is_down_load_each_line_once() {
+    rotate_while_the_loader_is_down(|writer| {
+        writer.rename_and_create(Duration::ZERO);
+        writer.append_lines(7);
+        writer.rename_and_create(Duration::ZERO);
+    });
+}
+
 #[test]
 fn copytruncate_while_the_loader_is_down_loads_each_line_once() {
     rotate_while_the_loader_is_down(Appender::copytruncate);
@@ -762,4 +773,34 @@ fn an_error_retrying_cannot_fix_ends_the_follow_with_75_and_loses_nothing() {
     let load = loaded_through(load, &mut table, 30);
     let second = stop(load, "TERM", 143);
     assert_table_holds_after(server, &setup.db, 1..=30, Some(&second));
+}
+
+/// While the database is down and the loader waits with its batches full,
+/// the file is rotated twice by rename + create, then copied and truncated,
+/// lines arriving all along: once the database is back, each line once.
+#[test]
+fn rotations_during_an_outage_load_each_line_once() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(200);
+    let load = setup
+        .command(&server)
+        .args(["--flush-interval", "0.2", "--batch-rows", "50"])
+        .spawn();
+    let load = loaded_through(load, &mut Table::new(&server, &setup.db), 200);
+    server.stop();
+    writer.append_lines(400);
+    thread::sleep(Duration::from_secs(1));
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(100);
+    thread::sleep(Duration::from_millis(300));
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(100);
+    writer.copytruncate();
+    writer.append_lines(100);
+    server.start();
+    let load = loaded_through(load, &mut Table::new(&server, &setup.db), writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }

@@ -182,12 +182,11 @@ impl Name {
     /// Opens the file under the name, after the files beside it that hold
     /// lines of it not loaded yet, read first ([`Name::siblings`]).
     fn catch_up(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
-        // At startup, files written after the second a file was last
-        // loaded under the name.
-        let since = self.since.or_else(|| {
-            let loaded = reader.ledger().knows(&self.path, &self.path).1?;
-            Some(UNIX_EPOCH + Duration::from_secs(loaded + 1))
-        });
+        // At startup, files written after a file was last loaded under
+        // the name.
+        let since = self
+            .since
+            .or_else(|| reader.ledger().knows(&self.path, &self.path).1);
         let mut paths = self.siblings(reader, open_ids, since);
         self.since = Some(SystemTime::now());
         for path in &paths {

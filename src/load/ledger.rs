@@ -212,7 +212,7 @@ impl Ledger {
 
     /// What the state file knows of the file at `path`, and when a file
     /// was last loaded under the name `name`.
-    pub fn knows(&self, path: &Path, name: &Path) -> (Known, Option<u64>) {
+    pub fn knows(&self, path: &Path, name: &Path) -> (Known, Option<std::time::SystemTime>) {
         match &self.progress {
             Some(progress) => {
                 let progress = lock(progress);

@@ -141,6 +141,7 @@ mod tests {
                 head: Default::default(),
                 ended: None,
                 seen: 0,
+                loaded_ns: None,
             }),
             rejects: Some(offset / 2),
         }

@@ -71,6 +71,10 @@ pub struct Mark {
     /// When it was last loaded or seen (Unix seconds); marks unseen for long
     /// are forgotten.
     pub seen: u64,
+    /// When a batch of it last settled (Unix nanoseconds): files rotated
+    /// from its name while the loader was down are those written after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_ns: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -318,6 +322,13 @@ fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64) {
     }
 }
 
+/// Now, in Unix nanoseconds.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -378,6 +389,7 @@ mod tests {
             head: Head::default(),
             ended: None,
             seen,
+            loaded_ns: None,
         }
     }
 

@@ -5,12 +5,14 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use super::content::{HEAD, Seen, hex};
-use super::{Entry, Known, Mark, Positioned, Resume, Start, StateFile, Trace, Txn, lock, now};
+use super::{
+    Entry, Known, Mark, Positioned, Resume, Start, StateFile, Trace, Txn, lock, now, now_ns,
+};
 
 /// Whether every batch of a run was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,16 +160,24 @@ impl Progress {
         self.file.knows(path).unwrap_or(Known::Unknown)
     }
 
-    /// When a file was last loaded under the name `path` (Unix seconds).
-    pub fn last_loaded(&self, path: &Path) -> Option<u64> {
-        let name = std::path::absolute(path).ok()?;
+    /// When a file was last loaded under the name `path`.
+    pub fn last_loaded(&self, path: &Path) -> Option<SystemTime> {
+        let name = std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .ok()?;
         let name = name.to_string_lossy();
         self.file
             .contents
             .files
             .values()
             .filter(|mark| mark.path == name)
-            .map(|mark| mark.seen)
+            .map(|mark| {
+                let at = match mark.loaded_ns {
+                    Some(ns) => Duration::from_nanos(ns),
+                    None => Duration::from_secs(mark.seen + 1),
+                };
+                UNIX_EPOCH + at
+            })
             .max()
     }
 
@@ -246,5 +256,6 @@ fn mark_at(resume: &Resume, offset: u64, line: u64, seen: Option<&Seen>) -> Resu
         head,
         ended,
         seen: now(),
+        loaded_ns: Some(now_ns()),
     })
 }

@@ -177,6 +177,7 @@ impl StateFile {
                     head: Head::default(),
                     ended: None,
                     seen: now(),
+                    loaded_ns: None,
                 }
             }
         };
@@ -389,6 +390,7 @@ mod tests {
                 .expect("long enough"),
             ended: None,
             seen: now(),
+            loaded_ns: None,
         };
         let key = format!("{}:{}", meta.dev(), meta.ino());
         state.contents.files.insert(key, mark);
