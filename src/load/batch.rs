@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use super::copy::encode;
 use super::lock;
 use super::record::Finding;
-use crate::state::Tail;
+use crate::state::Seen;
 
 /// Whether rows carry `detected_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +110,8 @@ pub struct Batch {
     pub source: usize,
     /// Where the batch ends in its input: byte offset and lines before it.
     pub end: (u64, u64),
-    /// The bytes read just before `end`.
-    pub tail: Tail,
+    /// The fingerprints of what was read up to `end`.
+    pub seen: Seen,
     /// Lines the batch covers (blank and rejected ones included).
     pub lines: u64,
     pub timed: Rows,
@@ -126,7 +126,7 @@ impl Batch {
             seq: 0,
             source: 0,
             end: (0, 0),
-            tail: Tail::default(),
+            seen: Seen::default(),
             lines: 0,
             timed: Rows::new(Timing::Timed, limits),
             untimed: Rows::new(Timing::Untimed, limits),

@@ -1,8 +1,8 @@
 //! `load --follow`: the reader's loop over files that keep growing, as
 //! `tail -F` follows them, until a signal stops it.
 //!
-//! Each followed name is looked at when the directory holding it changes
-//! ([`Watch`]), and at least every second:
+//! Each followed name is looked at before each read, which happens when the
+//! directory holding it changes ([`Watch`]), and at least every 200 ms:
 //! - a new file under the name (rotation by rename and create) is read from
 //!   where the state file says; the file it replaces is read on, before it,
 //!   until it has not grown for [`ROTATED_GRACE`], and is then let go of;
@@ -26,7 +26,7 @@ use super::input::Cursor;
 use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
-use crate::state::Positioned;
+use crate::state::{Positioned, Seen};
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
@@ -58,14 +58,12 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
         name.catch_up(reader, &[])?;
     }
     let mut held_since: Option<Instant> = None;
-    let mut looked_at: Option<Instant> = None;
     loop {
-        if looked_at.is_none_or(|at| at.elapsed() >= LOOK_EVERY) {
-            for index in 0..names.len() {
-                let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
-                names[index].look(reader, &open)?;
-            }
-            looked_at = Some(Instant::now());
+        // Right before reading: a file truncated and written again past
+        // the point read must not be read on from there.
+        for index in 0..names.len() {
+            let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
+            names[index].look(reader, &open)?;
         }
         for name in &mut names {
             if !name.read(reader)? {
@@ -92,9 +90,7 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
             flush_interval.saturating_sub(since.elapsed())
         });
         // A signal is noticed within this.
-        if watch.wait(timeout.min(Duration::from_millis(200))) {
-            looked_at = None;
-        }
+        watch.wait(timeout.min(Duration::from_millis(200)));
     }
 }
 
@@ -348,6 +344,7 @@ impl Open {
             line: mark.line,
             may_wait: false,
             tracked: true,
+            seen: Seen::starting_at(mark.offset, mark.head),
         };
         let (input, file): (Box<dyn Read + Send>, _) = match input {
             Positioned::File(file) => {
@@ -356,6 +353,12 @@ impl Open {
             }
             Positioned::Content(content) => (content, None),
         };
+        log::debug!(
+            "reading inode {} from byte {} (line {}) as input {index}",
+            id.1,
+            cursor.offset,
+            cursor.line
+        );
         let mut open = Open {
             reader: BufReader::with_capacity(BUFFER, input),
             file,
@@ -452,6 +455,7 @@ mod tests {
                 line: 1,
                 may_wait: false,
                 tracked: true,
+                seen: Seen::default(),
             },
             id: (0, 0),
             before: (0, Vec::new()),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::compressed::{Damaged, Format, Sniffing};
-use crate::state::{Positioned, Resume, Start, StateFile};
+use crate::state::{Head, Positioned, Resume, Seen, Start, StateFile};
 
 /// Whether a state file will track the inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,20 +236,22 @@ pub struct Cursor {
     pub may_wait: bool,
     /// The state file tracks it.
     pub tracked: bool,
+    /// The fingerprints of what was read up to `offset`.
+    pub seen: Seen,
 }
 
 impl Cursor {
     pub fn start(index: usize, source: &Source) -> Cursor {
-        let (offset, line) = source
-            .resume
-            .as_ref()
-            .map_or((0, 0), |r| (r.mark.offset, r.mark.line));
+        let (offset, line, head) = source.resume.as_ref().map_or((0, 0, Head::default()), |r| {
+            (r.mark.offset, r.mark.line, r.mark.head)
+        });
         Cursor {
             index,
             offset,
             line,
             may_wait: source.may_wait,
             tracked: source.resume.is_some(),
+            seen: Seen::starting_at(offset, head),
         }
     }
 }

@@ -20,7 +20,7 @@ use super::turns::Turn;
 use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::{Entry, Mark, Positioned, Progress, Settled, Tail, Trace, Txn};
+use crate::state::{Entry, Mark, Positioned, Progress, Seen, Settled, Trace, Txn};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,7 +321,7 @@ impl Ledger {
         let entry = self.journal(
             batch.source,
             batch.end,
-            Some(&batch.tail),
+            Some(&batch.seen),
             txn.map(|t| (t, trace(batch, refused))),
         )?;
         crash::at("journaled");
@@ -392,7 +392,7 @@ impl Ledger {
                 }
             }
         }
-        self.written(batch.source, batch.end, Some(&batch.tail), turn);
+        self.written(batch.source, batch.end, Some(&batch.seen), turn);
     }
 
     /// Settles a batch sent with a COMMIT whose outcome could not be
@@ -422,7 +422,7 @@ impl Ledger {
     /// Settles lines written to the reject file (by the reader itself: a
     /// long line, input set aside; or a dropped batch), up to `end` of input
     /// `source`: on disk, then in the journal.
-    pub fn written(&self, source: usize, end: (u64, u64), tail: Option<&Tail>, turn: &Turn<'_>) {
+    pub fn written(&self, source: usize, end: (u64, u64), seen: Option<&Seen>, turn: &Turn<'_>) {
         if turn.gap() {
             return;
         }
@@ -430,7 +430,7 @@ impl Ledger {
             (Some(rejects), Some(_)) => lock(rejects).sync(),
             _ => Ok(()),
         };
-        match synced.and_then(|()| self.journal(source, end, tail, None)) {
+        match synced.and_then(|()| self.journal(source, end, seen, None)) {
             Ok(entry) => self.apply(entry),
             Err(err) => self.cannot_record(err, turn),
         }
@@ -470,12 +470,12 @@ impl Ledger {
     }
 
     /// Writes the journal entry of a batch ending at `end` of `source`
-    /// (with the bytes before it in `tail`, when known).
+    /// (with the fingerprints of what was read, when known).
     fn journal(
         &self,
         source: usize,
         end: (u64, u64),
-        tail: Option<&Tail>,
+        seen: Option<&Seen>,
         txn: Option<(&Txn, Option<Trace>)>,
     ) -> Result<Option<Entry>> {
         let Some(progress) = &self.progress else {
@@ -483,7 +483,7 @@ impl Ledger {
         };
         let rejects = self.rejects.as_ref().map(|r| lock(r).len());
         let mut progress = lock(progress);
-        let entry = progress.entry(source, end, txn, rejects, tail)?;
+        let entry = progress.entry(source, end, txn, rejects, seen)?;
         if let Some(entry) = &entry {
             progress.journal(entry)?;
         }

@@ -12,6 +12,7 @@ use super::control::Control;
 use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger};
 use super::record::Finding;
 use super::turns::{Turn, Turns};
+use crate::state::Seen;
 
 /// Where the reader shares the pipeline with the writers.
 pub struct Pipeline {
@@ -37,14 +38,9 @@ impl Pending {
         }
     }
 
-    /// `bytes` were read, right after the last line covered.
-    pub fn read_bytes(&mut self, bytes: &[u8]) {
-        self.batch.tail.push(bytes);
-    }
-
-    /// Bytes were read that the batch's tail did not see.
-    pub fn forget_tail(&mut self) {
-        self.batch.tail.forget();
+    /// What was seen of the input up to the next line covered.
+    pub fn seen(&mut self, seen: Seen) {
+        self.batch.seen = seen;
     }
 
     /// The input of the batch being filled, if it holds any line.
@@ -62,7 +58,6 @@ impl Pending {
         debug_assert_eq!(self.batch.lines, 0, "a batch holds lines of one input");
         self.batch.source = source;
         self.batch.end = start;
-        self.batch.tail.forget();
     }
 
     /// Adds a finding read from `origin` (its line ends at `end`), and hands
@@ -132,7 +127,7 @@ impl Pending {
         let mut fresh = self.pipeline.spares.take();
         fresh.source = self.batch.source;
         fresh.end = self.batch.end;
-        fresh.tail = self.batch.tail;
+        fresh.seen = self.batch.seen;
         let mut batch = std::mem::replace(&mut self.batch, fresh);
         batch.seq = self.next_seq;
         self.next_seq += 1;
@@ -172,7 +167,7 @@ impl Pending {
         let mut batch = std::mem::replace(&mut self.batch, self.pipeline.spares.take());
         self.batch.source = batch.source;
         self.batch.end = batch.end;
-        self.batch.tail = batch.tail;
+        self.batch.seen = batch.seen;
         batch.seq = self.next_seq;
         self.next_seq += 1;
         let (kind, reason) = if self.pipeline.control.interrupted() {

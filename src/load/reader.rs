@@ -218,7 +218,12 @@ impl Reader {
                 Some(Halt::SetAside) => return Ok(Flow::SetAside(Unread::new_at(reader, cursor))),
                 None => {}
             }
-            let next = match self.next_line(&mut reader, &cursor) {
+            let at_end = if cursor.may_wait {
+                AtEnd::Final
+            } else {
+                AtEnd::MayGrow
+            };
+            let next = match self.next_line(&mut reader, &cursor, at_end) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
@@ -255,8 +260,14 @@ impl Reader {
                     );
                     break;
                 }
-                Line::Text => cursor.offset += self.line.len() as u64,
-                Line::TooLong { consumed, .. } => cursor.offset += consumed,
+                Line::Text => {
+                    cursor.offset += self.line.len() as u64;
+                    cursor.seen.push(&self.line);
+                }
+                Line::TooLong { consumed, .. } => {
+                    cursor.offset += consumed;
+                    cursor.seen.forget();
+                }
             }
             self.position
                 .bytes
@@ -298,7 +309,10 @@ impl Reader {
             if self.must_stop().is_some() {
                 return Ok(Available::Stop);
             }
-            let next = match self.next_line(reader, cursor) {
+            // A line without its end yet is read again from its start
+            // next time, not waited for: the file may be truncated and
+            // written again meanwhile.
+            let next = match self.next_line(reader, cursor, AtEnd::Final) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Available::Stop),
                 Err(err) => {
@@ -317,8 +331,14 @@ impl Reader {
                     }
                     return Ok(Available::Idle);
                 }
-                Line::Text => cursor.offset += self.line.len() as u64,
-                Line::TooLong { consumed, .. } => cursor.offset += consumed,
+                Line::Text => {
+                    cursor.offset += self.line.len() as u64;
+                    cursor.seen.push(&self.line);
+                }
+                Line::TooLong { consumed, .. } => {
+                    cursor.offset += consumed;
+                    cursor.seen.forget();
+                }
             }
             self.position
                 .bytes
@@ -410,6 +430,7 @@ impl Reader {
         &mut self,
         reader: &mut BufReader<R>,
         cursor: &Cursor,
+        at_end: AtEnd,
     ) -> io::Result<Option<Line>> {
         let ledger = Arc::clone(&self.ledger);
         let control = &*self.control;
@@ -417,11 +438,6 @@ impl Reader {
         let pending = RefCell::new(&mut self.pending);
         let mut spill: Option<Spill<'_>> = None;
         let handed_over = Cell::new(true);
-        let at_end = if cursor.may_wait {
-            AtEnd::Final
-        } else {
-            AtEnd::MayGrow
-        };
         let next = next_line(
             reader,
             &mut self.line,
@@ -492,10 +508,7 @@ impl Reader {
     fn take(&mut self, next: &Line, cursor: &Cursor, start: u64) -> bool {
         let (index, number) = (cursor.index, cursor.line);
         let end = (cursor.offset, cursor.line);
-        match next {
-            Line::Text => self.pending.read_bytes(&self.line),
-            _ => self.pending.forget_tail(),
-        }
+        self.pending.seen(cursor.seen);
         match classify(next, &self.line, start == 0) {
             Kind::TooLong { length } => {
                 let reason = format!(

@@ -44,47 +44,80 @@ impl Head {
 /// FNV-1a, 64 bits: stable across versions and platforms, unlike std's
 /// hasher, and plenty to tell files apart (the tail is checked too).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// FNV-1a of what was hashed to `hash`, followed by `bytes`.
+fn fnv1a_from(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-/// The last bytes read before an offset, kept by the reader as it reads:
-/// a file truncated before its lines are settled (copytruncate) still
-/// gets its fingerprint.
+/// The fingerprints of what the reader read up to an offset, taken as it
+/// reads: a file truncated before its lines are settled (copytruncate)
+/// still gets its marks' head and tail.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Tail {
-    bytes: [u8; TAIL as usize],
-    len: usize,
+pub struct Seen {
+    /// The head so far, when reading covered everything from the start
+    /// (or the state file's head, whole up to where reading started).
+    head: Option<Head>,
+    tail: [u8; TAIL as usize],
+    tail_len: usize,
 }
 
-impl Tail {
-    /// `read` was read right after what the tail holds.
+impl Seen {
+    /// Reading starts at `offset`, where the state file had `head`.
+    pub fn starting_at(offset: u64, head: Head) -> Seen {
+        let head = match offset {
+            0 => Some(Head::of(&[])),
+            _ => (head.len == offset.min(HEAD)).then_some(head),
+        };
+        Seen {
+            head,
+            ..Seen::default()
+        }
+    }
+
+    /// `read` was read right after what was seen.
     pub fn push(&mut self, read: &[u8]) {
+        if let Some(head) = &mut self.head
+            && head.len < HEAD
+        {
+            let take = read.len().min((HEAD - head.len) as usize);
+            head.fnv = fnv1a_from(head.fnv, &read[..take]);
+            head.len += take as u64;
+        }
         let keep = TAIL as usize;
         if read.len() >= keep {
-            self.bytes.copy_from_slice(&read[read.len() - keep..]);
-            self.len = keep;
+            self.tail.copy_from_slice(&read[read.len() - keep..]);
+            self.tail_len = keep;
             return;
         }
-        let total = self.len + read.len();
+        let total = self.tail_len + read.len();
         if total > keep {
-            self.bytes.copy_within(total - keep..self.len, 0);
-            self.len = keep - read.len();
+            self.tail.copy_within(total - keep..self.tail_len, 0);
+            self.tail_len = keep - read.len();
         }
-        self.bytes[self.len..self.len + read.len()].copy_from_slice(read);
-        self.len += read.len();
+        self.tail[self.tail_len..self.tail_len + read.len()].copy_from_slice(read);
+        self.tail_len += read.len();
     }
 
-    /// Something was read that the tail did not see.
+    /// Something was read that was not seen.
     pub fn forget(&mut self) {
-        self.len = 0;
+        self.head = None;
+        self.tail_len = 0;
     }
 
-    /// The bytes before `offset`, when the tail holds them all (it saw
-    /// every byte read since the input's start or the last 32).
-    pub fn before(&self, offset: u64) -> Option<&[u8]> {
-        (self.len as u64 == offset.min(TAIL)).then(|| &self.bytes[..self.len])
+    /// The bytes before `offset`, when all were seen (every byte read
+    /// since the input's start or the last 32).
+    pub fn tail_before(&self, offset: u64) -> Option<&[u8]> {
+        (self.tail_len as u64 == offset.min(TAIL)).then(|| &self.tail[..self.tail_len])
+    }
+
+    /// The head fingerprint at `offset`, when it was seen whole.
+    pub fn head_at(&self, offset: u64) -> Option<Head> {
+        self.head.filter(|head| head.len == offset.min(HEAD))
     }
 }
 
@@ -350,24 +383,37 @@ mod tests {
     use std::io::Write;
 
     #[test]
-    fn a_tail_holds_the_last_bytes_read_once_it_saw_enough() {
+    fn what_was_seen_gives_the_fingerprints_of_the_file() {
         let text = b"{\"lsn\":1}\n\n{\"lsn\":22}\n{\"lsn\":333}\n{\"lsn\":4444}\n";
-        let mut tail = Tail::default();
+        let mut seen = Seen::starting_at(0, Head::default());
         let mut offset = 0;
         for line in text.split_inclusive(|&b| b == b'\n') {
-            tail.push(line);
+            seen.push(line);
             offset += line.len() as u64;
             let start = offset.saturating_sub(TAIL) as usize;
-            assert_eq!(tail.before(offset), Some(&text[start..offset as usize]));
+            assert_eq!(
+                seen.tail_before(offset),
+                Some(&text[start..offset as usize])
+            );
+            assert_eq!(
+                seen.head_at(offset),
+                Some(Head::of(&text[..offset as usize]))
+            );
         }
-        // Started after the beginning: unknown until 32 bytes were seen.
-        let mut late = Tail::default();
+        // Started after the beginning: the tail is unknown until 32 bytes
+        // were seen, the head unless the state file's was whole.
+        let mut late = Seen::starting_at(200, Head::of(&[b'a'; 100]));
         late.push(b"{\"lsn\":5}\n");
-        assert_eq!(late.before(200), None);
+        assert_eq!(late.tail_before(211), None);
+        assert_eq!(late.head_at(211), None);
         late.push(&[b'x'; 40]);
-        assert_eq!(late.before(250), Some(&[b'x'; 32][..]));
+        assert_eq!(late.tail_before(251), Some(&[b'x'; 32][..]));
         late.forget();
-        assert_eq!(late.before(250), None);
+        assert_eq!(late.tail_before(251), None);
+        let big = vec![b'y'; 5000];
+        let mut whole = Seen::starting_at(5000, Head::of(&big[..4096]));
+        whole.push(b"z\n");
+        assert_eq!(whole.head_at(5002), Some(Head::of(&big[..4096])));
     }
 
     #[test]

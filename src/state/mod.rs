@@ -39,7 +39,7 @@ mod progress;
 mod standing;
 
 use content::Content;
-pub use content::{Head, Positioned, Tail};
+pub use content::{Head, Positioned, Seen};
 pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
 #[allow(unused_imports)]

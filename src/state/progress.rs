@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::content::{HEAD, Tail, hex};
+use super::content::{HEAD, Seen, hex};
 use super::{Entry, Known, Mark, Positioned, Resume, Start, StateFile, Trace, Txn, lock, now};
 
 /// Whether every batch of a run was settled.
@@ -58,13 +58,13 @@ impl Progress {
         (offset, line): (u64, u64),
         txn: Option<(&Txn, Option<Trace>)>,
         rejects: Option<u64>,
-        tail: Option<&Tail>,
+        seen: Option<&Seen>,
     ) -> Result<Option<Entry>> {
         self.release_before(source);
         let (key, mark) = match &self.inputs[source] {
             Some(resume) => (
                 Some(resume.key.clone()),
-                Some(mark_at(resume, offset, line, tail)?),
+                Some(mark_at(resume, offset, line, seen)?),
             ),
             None if rejects.is_none() => return Ok(None),
             None => (None, None),
@@ -200,19 +200,21 @@ impl Progress {
 }
 
 /// The mark of an input loaded up to byte `offset`, after `line` lines.
-/// The bytes before it are `tail`'s when it holds them, else read again.
-fn mark_at(resume: &Resume, offset: u64, line: u64, tail: Option<&Tail>) -> Result<Mark> {
+/// Its fingerprints are those `seen` by the reader when it has them, else
+/// read again.
+fn mark_at(resume: &Resume, offset: u64, line: u64, seen: Option<&Seen>) -> Result<Mark> {
     let mut content = lock(&resume.probe);
     let context = || format!("{}: shorter than where it was read to", resume.mark.path);
-    let tail = match tail.and_then(|tail| tail.before(offset)) {
+    let tail = match seen.and_then(|seen| seen.tail_before(offset)) {
         Some(bytes) => hex(bytes),
         None => content.tail(offset)?.with_context(context)?,
     };
     // The head stays once it is whole; one that cannot be read any more
     // (the file was truncated since) stays as it was.
-    let head = match resume.mark.head {
-        head if head.len == offset.min(HEAD) => head,
-        head => content.head(offset.min(HEAD))?.unwrap_or(head),
+    let head = match (resume.mark.head, seen.and_then(|seen| seen.head_at(offset))) {
+        (head, _) if head.len == offset.min(HEAD) => head,
+        (_, Some(head)) => head,
+        (head, None) => content.head(offset.min(HEAD))?.unwrap_or(head),
     };
     let ended = match content.format().is_compressed() && content.ends_at(offset)? {
         true => Some(content.file_len()?),
