@@ -277,6 +277,13 @@ fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     let columns = TableColumn::read(client, relation.oid, &qualified)?;
     checks.extend(column_checks(&columns, &qualified));
     checks.extend(unfilled_column_checks(&columns, &qualified));
+    let type_of = |name| {
+        columns
+            .iter()
+            .find(|column| column.name == name)
+            .map_or("", |column| column.type_name.as_str())
+    };
+    table::set_wire(table::Wire::of(type_of("primary_key"), type_of("lsn")));
     Ok(checks)
 }
 

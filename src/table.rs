@@ -65,6 +65,67 @@ pub const TEXT_COLUMNS: [&str; 9] = {
 /// The column that only rows with a timestamp fill.
 pub const TIMED: &str = "detected_at";
 
+/// How `primary_key` is written: jsonb's binary form has a version byte
+/// before the text, json's is the text alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrimaryKeyType {
+    Jsonb,
+    Json,
+}
+
+/// How `lsn` is written: an 8-byte integer, or numeric's base-10000 digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LsnType {
+    Bigint,
+    Numeric,
+}
+
+/// The binary forms of the columns whose type may vary among those
+/// `Column::accepts` (text and character varying share theirs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub primary_key: PrimaryKeyType,
+    pub lsn: LsnType,
+}
+
+impl Wire {
+    /// The forms of the types CREATE TABLE makes.
+    pub const CREATED: Wire = Wire {
+        primary_key: PrimaryKeyType::Jsonb,
+        lsn: LsnType::Bigint,
+    };
+
+    /// The forms for a table whose `primary_key` and `lsn` columns have
+    /// these `format_type` names.
+    pub fn of(primary_key: &str, lsn: &str) -> Wire {
+        Wire {
+            primary_key: match primary_key {
+                "json" => PrimaryKeyType::Json,
+                _ => PrimaryKeyType::Jsonb,
+            },
+            lsn: match lsn {
+                "numeric" => LsnType::Numeric,
+                _ => LsnType::Bigint,
+            },
+        }
+    }
+}
+
+/// The table's forms, learnt once by the bootstrap before any row is
+/// encoded (a dry run, which has no table, encodes for the created one).
+static WIRE: std::sync::OnceLock<Wire> = std::sync::OnceLock::new();
+
+/// Records the table's forms; the first call wins (one table per run).
+pub fn set_wire(wire: Wire) {
+    // A second bootstrap in one process sees the same table.
+    let _ = WIRE.set(wire);
+}
+
+/// The forms rows are encoded in.
+pub fn wire() -> Wire {
+    WIRE.get().copied().unwrap_or(Wire::CREATED)
+}
+
 /// `CREATE TABLE IF NOT EXISTS` for `qualified` (schema.table, quoted as
 /// needed), exactly as the scanner's channel creates it.
 pub fn create_sql(qualified: &str) -> String {
@@ -79,14 +140,18 @@ pub fn create_sql(qualified: &str) -> String {
     sql
 }
 
-/// `COPY qualified (columns) FROM STDIN`, with `detected_at` or without.
+/// `COPY qualified (columns) FROM STDIN` in binary format, with
+/// `detected_at` or without.
 pub fn copy_sql(qualified: &str, timed: bool) -> String {
     let names: Vec<&str> = COLUMNS
         .iter()
         .map(|c| c.name)
         .filter(|name| timed || *name != TIMED)
         .collect();
-    format!("COPY {qualified} ({}) FROM STDIN", names.join(", "))
+    format!(
+        "COPY {qualified} ({}) FROM STDIN (FORMAT binary)",
+        names.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -120,8 +185,14 @@ mod tests {
     fn copy_sql_leaves_detected_at_to_the_default_when_untimed() {
         let timed = copy_sql("s.t", true);
         let untimed = copy_sql("s.t", false);
-        assert!(timed.ends_with(", lsn, detected_at) FROM STDIN"), "{timed}");
-        assert!(untimed.ends_with(", lsn) FROM STDIN"), "{untimed}");
+        assert!(
+            timed.ends_with(", lsn, detected_at) FROM STDIN (FORMAT binary)"),
+            "{timed}"
+        );
+        assert!(
+            untimed.ends_with(", lsn) FROM STDIN (FORMAT binary)"),
+            "{untimed}"
+        );
         assert!(untimed.starts_with("COPY s.t (database, rule_id, "));
     }
 }

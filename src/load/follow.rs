@@ -2,7 +2,7 @@
 //! `tail -F` follows them, until a signal stops it.
 //!
 //! Each followed name is looked at before each read, which happens when the
-//! directory holding it changes ([`Watch`]), and at least every 200 ms:
+//! directory holding it changes ([`Watch`]), and at least twice a second:
 //! - a new file under the name (rotation by rename and create) is read from
 //!   where the state file says; the file it replaces is read on, before it,
 //!   until it has not grown for [`ROTATED_GRACE`], and is then let go of;
@@ -90,7 +90,7 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
             flush_interval.saturating_sub(since.elapsed())
         });
         // A signal is noticed within this.
-        watch.wait(timeout.min(Duration::from_millis(200)));
+        watch.wait(timeout.min(Duration::from_millis(500)));
     }
 }
 

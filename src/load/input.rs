@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +36,19 @@ pub struct Source {
     pub identity: Option<(u64, u64)>,
 }
 
+/// Whether a read of `fd` may wait for a writer, rather than return data,
+/// the end of the input or an error at once. When poll itself fails (a
+/// signal), it may.
+pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+    unsafe { libc::poll(&mut poll, 1, 0) != 1 }
+}
+
 /// Where an input's bytes come from. Whatever it is, gzip or zstd data is
 /// decoded: it is recognised by its first bytes, not by the name.
 pub enum Input {
@@ -44,21 +57,27 @@ pub enum Input {
     File(PathBuf, File),
     /// A named pipe, opened when its turn comes.
     Fifo(PathBuf),
-    /// Bytes, compressed or not.
-    Stream(Box<dyn Read + Send>),
+    /// Bytes, compressed or not, and the descriptor they are read from
+    /// when a read of it may wait (a pipe, a terminal).
+    Stream(Box<dyn Read + Send>, Option<RawFd>),
     /// A compressed file's decoded content, from where a state file
     /// positioned it.
     Content(Box<dyn Read + Send>),
 }
 
 impl Input {
-    /// The content, opening a named pipe (which waits for its writer).
-    pub fn into_reader(self) -> io::Result<Box<dyn Read + Send>> {
+    /// The content, opening a named pipe (which waits for its writer), and
+    /// the descriptor that tells whether a read would wait.
+    pub fn into_reader(self) -> io::Result<(Box<dyn Read + Send>, Option<RawFd>)> {
         Ok(match self {
-            Input::File(_, file) => Format::of_file(&file)?.decode(Box::new(file))?,
-            Input::Fifo(path) => Box::new(Sniffing::new(Box::new(File::open(path)?))),
-            Input::Stream(stream) => Box::new(Sniffing::new(stream)),
-            Input::Content(content) => content,
+            Input::File(_, file) => (Format::of_file(&file)?.decode(Box::new(file))?, None),
+            Input::Fifo(path) => {
+                let pipe = File::open(path)?;
+                let fd = pipe.as_raw_fd();
+                (Box::new(Sniffing::new(Box::new(pipe))), Some(fd))
+            }
+            Input::Stream(stream, fd) => (Box::new(Sniffing::new(stream)), fd),
+            Input::Content(content) => (content, None),
         })
     }
 }
@@ -181,7 +200,8 @@ fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
     let input = if meta.is_file() && tracking == Tracking::StateFile {
         Input::File(path.to_owned(), file)
     } else {
-        Input::Stream(Box::new(file))
+        let fd = (!meta.is_file()).then(|| file.as_raw_fd());
+        Input::Stream(Box::new(file), fd)
     };
     Ok(Source {
         name: path.display().to_string(),
@@ -217,7 +237,7 @@ fn stdin_source() -> Source {
     let is_file = meta.as_ref().is_some_and(|m| m.is_file());
     Source {
         name: "-".into(),
-        input: Input::Stream(Box::new(stdin)),
+        input: Input::Stream(Box::new(stdin), (!is_file).then(|| io::stdin().as_raw_fd())),
         may_wait: !is_file,
         resume: None,
         size: None,
@@ -450,5 +470,22 @@ mod tests {
         assert_eq!(trim_line(b"{}\r\n"), b"{}");
         assert_eq!(trim_line(b"{}\n"), b"{}");
         assert_eq!(trim_line(b"{}"), b"{}");
+    }
+
+    #[test]
+    fn a_pipe_waits_only_when_empty_and_open() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (reader, mut writer) = io::pipe().expect("a pipe");
+        let fd = reader.as_raw_fd();
+        assert!(would_wait(fd), "empty");
+        writer.write_all(b"{}\n").expect("write");
+        assert!(!would_wait(fd), "data");
+        let mut rest = Vec::new();
+        drop(writer);
+        BufReader::new(reader.try_clone().expect("clone"))
+            .read_to_end(&mut rest)
+            .expect("read");
+        assert!(!would_wait(fd), "ended");
     }
 }

@@ -9,6 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
@@ -16,7 +17,7 @@ use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line};
+use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::record::{self, Finding, RejectReason};
@@ -204,7 +205,7 @@ impl Reader {
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         let name = source.name.clone();
-        let input = match source.input.into_reader() {
+        let (input, fd) = match source.input.into_reader() {
             Ok(input) => input,
             Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
         };
@@ -223,7 +224,7 @@ impl Reader {
             } else {
                 AtEnd::MayGrow
             };
-            let next = match self.next_line(&mut reader, &cursor, at_end) {
+            let next = match self.next_line(&mut reader, &cursor, at_end, fd) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
@@ -312,7 +313,7 @@ impl Reader {
             // A line without its end yet is read again from its start
             // next time, not waited for: the file may be truncated and
             // written again meanwhile.
-            let next = match self.next_line(reader, cursor, AtEnd::Final) {
+            let next = match self.next_line(reader, cursor, AtEnd::Final, None) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Available::Stop),
                 Err(err) => {
@@ -431,6 +432,7 @@ impl Reader {
         reader: &mut BufReader<R>,
         cursor: &Cursor,
         at_end: AtEnd,
+        fd: Option<RawFd>,
     ) -> io::Result<Option<Line>> {
         let ledger = Arc::clone(&self.ledger);
         let control = &*self.control;
@@ -469,7 +471,7 @@ impl Reader {
             // over every row read so far, so none waits in memory, and say
             // so, so that a stop need not wait for more input.
             &mut || {
-                if cursor.may_wait {
+                if cursor.may_wait && fd.is_none_or(would_wait) {
                     handed_over.set(pending.borrow_mut().send() && handed_over.get());
                     control.set_reader_idle(true);
                 }

@@ -6,6 +6,9 @@
 //! made here, so that a bad line is named with its own reason instead of
 //! failing a whole batch on the server.
 
+mod scan;
+
+pub use scan::plain_len;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -92,15 +95,24 @@ pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
             e.valid_up_to() + 1
         ))
     })?;
-    let raw: RawFinding<'_> = serde_json::from_str(text).map_err(|err| {
+    let mut raw = RawFinding::default();
+    if !scan::scan(text, &mut raw) {
+        raw = parse_unusual(text)?;
+    }
+    raw.validate()
+}
+
+/// The serde path, for lines of an unusual shape and for the reasons a line
+/// is invalid.
+fn parse_unusual(text: &str) -> Result<RawFinding<'_>, RejectReason> {
+    serde_json::from_str(text).map_err(|err| {
         // A syntax error inside a field's value comes back labelled with the
         // field, as a data error; the plain parse tells the two apart.
         match serde_json::from_str::<de::IgnoredAny>(text) {
             Err(syntax) => json_reason(syntax),
             Ok(_) => json_reason(err),
         }
-    })?;
-    raw.validate()
+    })
 }
 
 /// serde_json appends " at line 1 column N" to every message; for a single
@@ -137,8 +149,18 @@ const OTHER_FIELDS: [&str; 5] = [
 /// Primary key columns and their values, in the order given.
 type PrimaryKey<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
+/// Whether the strings of a line may hold a NUL character.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Nuls {
+    /// Serde's strings: a `\u0000` escape is one.
+    #[default]
+    Possible,
+    /// The scanner's: it leaves `\u` escapes and control bytes to serde.
+    Impossible,
+}
+
 /// The line as JSON gave it: fields present, types checked, nothing else.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 struct RawFinding<'a> {
     text: [Option<Cow<'a, str>>; 9],
     primary_key: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
@@ -146,28 +168,26 @@ struct RawFinding<'a> {
     lsn: Option<i64>,
     timestamp: Option<Cow<'a, str>>,
     detected_at: Option<Cow<'a, str>>,
+    nuls: Nuls,
 }
 
 impl<'a> RawFinding<'a> {
-    fn validate(self) -> Result<Finding<'a>, RejectReason> {
-        let RawFinding {
-            text,
-            primary_key,
-            primary_keys,
-            lsn,
-            timestamp,
-            detected_at,
-        } = self;
-        let mut fields = Vec::with_capacity(9);
-        for (value, name) in text.into_iter().zip(TEXT_FIELDS) {
-            let value =
-                value.ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
-            check_no_nul(name, &value)?;
-            fields.push(value);
+    /// The finding, its fields taken out of the raw one, which is left
+    /// empty: moving it whole would cost more than checking it.
+    fn validate(&mut self) -> Result<Finding<'a>, RejectReason> {
+        let nuls = self.nuls;
+        for (value, name) in self.text.iter().zip(TEXT_FIELDS) {
+            let value = value
+                .as_ref()
+                .ok_or_else(|| RejectReason::new(format!("missing field `{name}`")))?;
+            check_no_nul(nuls, name, value)?;
         }
-        let lsn = lsn.ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
-        let primary_key = merge_primary_key(primary_key, primary_keys)?;
-        let detected_at = match (timestamp, detected_at) {
+        let lsn = self
+            .lsn
+            .ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
+        let primary_key =
+            merge_primary_key(self.primary_key.take(), self.primary_keys.take(), nuls)?;
+        let detected_at = match (self.timestamp.take(), self.detected_at.take()) {
             (Some(a), Some(b)) if a != b => {
                 return Err(RejectReason::new(
                     "fields `timestamp` and `detected_at` disagree",
@@ -177,25 +197,36 @@ impl<'a> RawFinding<'a> {
             (None, Some(t)) => Some(check_timestamp("detected_at", t)?),
             (None, None) => None,
         };
-        let mut fields = fields.into_iter();
-        let mut next = || fields.next().expect("nine text fields were collected");
-        let (database, rule_id, description, category, severity) =
-            (next(), next(), next(), next(), next());
-        let severity = Severity::parse(&severity).ok_or_else(|| {
-            RejectReason::new(format!(
-                "field `severity`: {severity:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
-            ))
-        })?;
-        Ok(Finding {
+        let [
             database,
             rule_id,
             description,
             category,
             severity,
-            schema_name: next(),
-            table_name: next(),
-            column_name: next(),
-            masked_sample: next(),
+            schema_name,
+            table_name,
+            column_name,
+            masked_sample,
+        ] = &mut self.text;
+        let take = |value: &mut Option<Cow<'a, str>>| {
+            value.take().expect("every text field was checked above")
+        };
+        let severity_text = take(severity);
+        let severity = Severity::parse(&severity_text).ok_or_else(|| {
+            RejectReason::new(format!(
+                "field `severity`: {severity_text:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
+            ))
+        })?;
+        Ok(Finding {
+            database: take(database),
+            rule_id: take(rule_id),
+            description: take(description),
+            category: take(category),
+            severity,
+            schema_name: take(schema_name),
+            table_name: take(table_name),
+            column_name: take(column_name),
+            masked_sample: take(masked_sample),
             primary_key,
             lsn,
             detected_at,
@@ -208,6 +239,7 @@ impl<'a> RawFinding<'a> {
 fn merge_primary_key<'a>(
     object: Option<PrimaryKey<'a>>,
     pairs: Option<PrimaryKey<'a>>,
+    nuls: Nuls,
 ) -> Result<PrimaryKey<'a>, RejectReason> {
     let primary_key = match (object, pairs) {
         (Some(object), Some(pairs)) => {
@@ -223,8 +255,8 @@ fn merge_primary_key<'a>(
         (None, None) => Vec::new(),
     };
     for (name, value) in &primary_key {
-        check_no_nul("primary_key", name)?;
-        check_no_nul("primary_key", value)?;
+        check_no_nul(nuls, "primary_key", name)?;
+        check_no_nul(nuls, "primary_key", value)?;
     }
     if let Some(name) = duplicate_column(&primary_key) {
         return Err(RejectReason::new(format!(
@@ -262,8 +294,8 @@ fn same_key(a: &[(Cow<'_, str>, Cow<'_, str>)], b: &[(Cow<'_, str>, Cow<'_, str>
     a == b
 }
 
-fn check_no_nul(field: &str, value: &str) -> Result<(), RejectReason> {
-    if value.contains('\0') {
+fn check_no_nul(nuls: Nuls, field: &str, value: &str) -> Result<(), RejectReason> {
+    if nuls == Nuls::Possible && value.contains('\0') {
         return Err(RejectReason::new(format!(
             "field `{field}` contains a NUL character, which PostgreSQL cannot store"
         )));

@@ -76,8 +76,11 @@ impl StateFile {
     pub fn resume(&mut self, files: Vec<(PathBuf, File)>) -> Result<Vec<Start>> {
         let mut inputs = Vec::new();
         for (path, file) in files {
+            // The name may be gone since the file was opened (rotated away
+            // while followed): it is only a label.
             let name = fs::canonicalize(&path)
-                .with_context(|| format!("cannot resolve {}", path.display()))?
+                .or_else(|_| std::path::absolute(&path))
+                .unwrap_or_else(|_| path.clone())
                 .to_string_lossy()
                 .into_owned();
             let meta = file.metadata()?;

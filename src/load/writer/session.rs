@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::super::control::Control;
+use super::super::copy::{HEADER, TRAILER};
 use crate::connect::{Connection, Pool};
 use crate::pg_error::describe;
 use crate::state::{Trace, Txn};
@@ -310,13 +311,14 @@ fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
     })
 }
 
-/// COPY FROM STDIN of `data`.
+/// COPY FROM STDIN of `data`, rows in binary format.
 fn copy_in(client: &mut Connection, sql: &str, data: &[u8]) -> Result<(), Failure> {
     let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
     // In pieces: the driver buffers what it is given whole, and megabyte
     // buffers per batch would fragment the heap.
-    let written = data
-        .chunks(64 * 1024)
+    let written = std::iter::once(HEADER)
+        .chain(data.chunks(64 * 1024))
+        .chain(std::iter::once(TRAILER))
         .try_for_each(|piece| writer.write_all(piece));
     if let Err(err) = written {
         // The driver wraps its own error in an io::Error.
