@@ -228,21 +228,7 @@ fn start(
         Arc::clone(&control),
         Arc::clone(&position),
     );
-    let (done, reader_done) = std::sync::mpsc::channel();
-    // Not joined when it waits for input after a stop: it holds no rows
-    // then, and the process ends without it.
-    std::thread::Builder::new()
-        .name("reader".into())
-        .spawn(move || {
-            let _ = done.send(match inputs {
-                Inputs::Sources(sources) => reader.run(sources),
-                Inputs::Follow {
-                    files,
-                    flush_interval,
-                } => follow::run(reader, &files, flush_interval),
-            });
-        })
-        .context("cannot start the reader thread")?;
+    let reader_done = spawn_reader(reader, inputs)?;
     let progress = options.progress_of_bytes.map(|total| {
         let (ledger, control, position) = (
             Arc::clone(&ledger),
@@ -263,6 +249,26 @@ fn start(
         reader_done,
         progress,
     })
+}
+
+/// The reader thread; what it ends with comes on the receiver. Not joined
+/// when it waits for input after a stop: it holds no rows then, and the
+/// process ends without it.
+fn spawn_reader(reader: Reader, inputs: Inputs) -> Result<Receiver<Result<()>>> {
+    let (done, reader_done) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("reader".into())
+        .spawn(move || {
+            let _ = done.send(match inputs {
+                Inputs::Sources(sources) => reader.run(sources),
+                Inputs::Follow {
+                    files,
+                    flush_interval,
+                } => follow::run(reader, &files, flush_interval),
+            });
+        })
+        .context("cannot start the reader thread")?;
+    Ok(reader_done)
 }
 
 /// One writer thread per connection of the sink.

@@ -236,7 +236,6 @@ impl Reader {
                     };
                 }
             };
-            let start = cursor.offset;
             match next {
                 Line::End => break,
                 // The writer of a pipe was stopped mid-line with the run.
@@ -261,21 +260,9 @@ impl Reader {
                     );
                     break;
                 }
-                Line::Text => {
-                    cursor.offset += self.line.len() as u64;
-                    cursor.seen.push(&self.line);
-                }
-                Line::TooLong { consumed, .. } => {
-                    cursor.offset += consumed;
-                    cursor.seen.forget();
-                }
+                Line::Text | Line::TooLong { .. } => {}
             }
-            self.position
-                .bytes
-                .fetch_add(cursor.offset - start, Ordering::Relaxed);
-            cursor.line += 1;
-            self.position.set(index, cursor.line);
-            if !self.take(&next, &cursor, start) {
+            if !self.advance(&next, &mut cursor) {
                 return Ok(Flow::Stop);
             }
         }
@@ -321,7 +308,6 @@ impl Reader {
                     return Err(read_error(err, &name, cursor.line));
                 }
             };
-            let start = cursor.offset;
             match next {
                 Line::End => return Ok(Available::Idle),
                 Line::Text if self.line.last() != Some(&b'\n') && rewind.is_some() => {
@@ -332,21 +318,9 @@ impl Reader {
                     }
                     return Ok(Available::Idle);
                 }
-                Line::Text => {
-                    cursor.offset += self.line.len() as u64;
-                    cursor.seen.push(&self.line);
-                }
-                Line::TooLong { consumed, .. } => {
-                    cursor.offset += consumed;
-                    cursor.seen.forget();
-                }
+                Line::Text | Line::TooLong { .. } => {}
             }
-            self.position
-                .bytes
-                .fetch_add(cursor.offset - start, Ordering::Relaxed);
-            cursor.line += 1;
-            self.position.set(cursor.index, cursor.line);
-            if !self.take(&next, cursor, start) {
+            if !self.advance(&next, cursor) {
                 return Ok(Available::Stop);
             }
         }
@@ -503,6 +477,28 @@ impl Reader {
             return Ok(None);
         }
         next.map(Some)
+    }
+
+    /// Moves `cursor` past the line just read, and takes it. False when
+    /// nothing more may be sent.
+    fn advance(&mut self, next: &Line, cursor: &mut Cursor) -> bool {
+        let start = cursor.offset;
+        match next {
+            Line::TooLong { consumed, .. } => {
+                cursor.offset += consumed;
+                cursor.seen.forget();
+            }
+            _ => {
+                cursor.offset += self.line.len() as u64;
+                cursor.seen.push(&self.line);
+            }
+        }
+        self.position
+            .bytes
+            .fetch_add(cursor.offset - start, Ordering::Relaxed);
+        cursor.line += 1;
+        self.position.set(cursor.index, cursor.line);
+        self.take(next, cursor, start)
     }
 
     /// Takes the line just read, which started at byte `start`. False when

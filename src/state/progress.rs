@@ -170,12 +170,18 @@ impl Progress {
     }
 
     /// Bytes of the tracked inputs beyond what is loaded.
+    /// (A compressed file's size says nothing of its content's: it counts
+    /// for nothing.)
     pub fn unloaded_bytes(&self) -> u64 {
         self.inputs
             .iter()
             .flatten()
             .map(|input| {
-                let len = lock(&input.probe).file_len().unwrap_or(0);
+                let content = lock(&input.probe);
+                if content.format().is_compressed() {
+                    return 0;
+                }
+                let len = content.file_len().unwrap_or(0);
                 let loaded = self
                     .file
                     .contents
