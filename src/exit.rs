@@ -104,7 +104,9 @@ pub const STATUSES: &[Documented] = &[
         brief: "some findings were dropped because the database failed during the run",
         detail: "some findings were dropped because the database failed during the run \
                  (connection lost, server shut down...) and retries ran out: retrying later \
-                 may succeed; takes precedence over 65. Also: another run holds the state file",
+                 may succeed; takes precedence over 65. Also: another run holds the state \
+                 file; with --follow, a database error that retrying cannot fix, or a batch \
+                 whose outcome cannot be learned, ended the run (the lines stay in their files)",
     },
     Documented {
         codes: &[78],

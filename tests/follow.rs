@@ -734,3 +734,41 @@ fn follow_usage_errors_exit_2_naming_the_problem() {
     }
     assert!(!silent.was_contacted(), "a usage error must not connect");
 }
+
+/// A database error that retrying cannot fix (the table renamed away) ends
+/// a follow with 75, naming the error, the lines it could not load left in
+/// the file; once the table is back, the same command loads each line once.
+#[test]
+fn an_error_retrying_cannot_fix_ends_the_follow_with_75_and_loses_nothing() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(20);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let mut load = loaded_through(load, &mut table, 20);
+    server.execute(&setup.db, "ALTER TABLE pgsense.findings RENAME TO away");
+    writer.append_lines(10);
+    let deadline = Instant::now() + LOAD_BOUND;
+    while !load.has_exited() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = load.wait();
+    out.assert_code(75);
+    assert!(
+        out.stderr.contains("does not exist"),
+        "the error is named\n{}",
+        out.describe()
+    );
+    server.execute(&setup.db, "ALTER TABLE pgsense.away RENAME TO findings");
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, 30);
+    let second = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=30, Some(&second));
+}

@@ -255,6 +255,16 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         report.print_summary();
     }
     let mut status = outcome.counts.status();
+    // --follow leaves what it could not load in the files, dropping
+    // nothing: the stop itself says the database failed.
+    if status == Status::Ok
+        && outcome
+            .stopped
+            .as_ref()
+            .is_some_and(|s| s.reason == load::StopReason::DatabaseFailed)
+    {
+        status = Status::TempFail;
+    }
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
     for err in [outcome.read_error, closed.err(), outcome.state_error]
         .into_iter()
