@@ -358,8 +358,9 @@ pub fn failed_attempts() -> u64 {
 
 /// A connection from the pool, after at most one attempt to open one: r2d2
 /// alone would retry for --connect-timeout, outside --retry-for. The error
-/// says why the attempt failed.
-pub fn checkout(pool: &Pool) -> Result<Connection, String> {
+/// says why the attempt failed. Waiting ends early once `stopping` says so
+/// (a signal came: a connect timeout must not delay the stop).
+pub fn checkout(pool: &Pool, stopping: &dyn Fn() -> bool) -> Result<Connection, String> {
     let failed_before = FAILURES.load(Ordering::SeqCst);
     let started = Instant::now();
     loop {
@@ -369,6 +370,7 @@ pub fn checkout(pool: &Pool) -> Result<Connection, String> {
                 let cause = last_error().unwrap_or_else(|| "unknown error".into());
                 return Err(format!("cannot connect: {cause}"));
             }
+            Err(_) if stopping() => return Err("cannot connect: stopping".into()),
             Err(_) if started.elapsed() >= pool.connection_timeout() => {
                 return Err(format!(
                     "cannot connect: no answer within {} s",

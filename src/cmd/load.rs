@@ -241,6 +241,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     let (files, inputs) = if args.follow {
         let inputs = load::Inputs::Follow {
             files: args.files.clone(),
+            own: own_files(args),
             flush_interval: args.flush_interval,
         };
         (names(args), inputs)
@@ -277,6 +278,25 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         status = Status::Signal(signal);
     }
     Ok(finish_summary(args, files, &report, started, status))
+}
+
+/// The files a run writes, with their temporary and lock files.
+fn own_files(args: &LoadArgs) -> Vec<std::path::PathBuf> {
+    let mut own = Vec::new();
+    for (path, suffixes) in [
+        (&args.state_file, &[".journal", ".lock", ".tmp"][..]),
+        (&args.reject_file, &[][..]),
+        (&args.metrics_file, &[".tmp"][..]),
+    ] {
+        let Some(path) = path else { continue };
+        own.push(path.clone());
+        for suffix in suffixes {
+            let mut with = path.as_os_str().to_owned();
+            with.push(suffix);
+            own.push(with.into());
+        }
+    }
+    own
 }
 
 /// The inputs as named on the command line.

@@ -26,7 +26,7 @@ use super::input::Cursor;
 use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
-use crate::state::{Positioned, Seen};
+use crate::state::{Known, Positioned, Seen};
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
@@ -40,10 +40,16 @@ const BUFFER: usize = 64 * 1024;
 
 /// Follows `paths` until a signal stops the run, the database fails for
 /// good or a batch cannot be settled.
-pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
+/// `own` are the files the run writes, never inputs.
+pub fn run(
+    mut reader: Reader,
+    paths: &[PathBuf],
+    own: &[PathBuf],
+    flush_interval: Duration,
+) -> Result<()> {
     let turns = reader.turns();
     let _guard = PanicGuard(&turns);
-    let followed = follow(&mut reader, paths, flush_interval);
+    let followed = follow(&mut reader, paths, own, flush_interval);
     if followed.is_err() {
         // What was read before the failure still goes in.
         reader.flush();
@@ -51,9 +57,14 @@ pub fn run(mut reader: Reader, paths: &[PathBuf], flush_interval: Duration) -> R
     followed
 }
 
-fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> Result<()> {
+fn follow(
+    reader: &mut Reader,
+    paths: &[PathBuf],
+    own: &[PathBuf],
+    flush_interval: Duration,
+) -> Result<()> {
     let mut watch = Watch::new(paths);
-    let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone())).collect();
+    let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone(), own)).collect();
     for name in &mut names {
         name.catch_up(reader, &[])?;
     }
@@ -65,11 +76,17 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
             let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
             names[index].look(reader, &open)?;
         }
+        let mut more = false;
         for name in &mut names {
-            if !name.read(reader)? {
-                return Ok(());
+            match name.read(reader)? {
+                None => return Ok(()),
+                Some(again) => more |= again,
             }
             name.let_go_of_finished(reader);
+        }
+        for index in 0..names.len() {
+            let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
+            names[index].rescan(reader, &open)?;
         }
         if reader.control().stopping() || reader.ledger().stalled() {
             reader.stop();
@@ -90,7 +107,9 @@ fn follow(reader: &mut Reader, paths: &[PathBuf], flush_interval: Duration) -> R
             flush_interval.saturating_sub(since.elapsed())
         });
         // A signal is noticed within this.
-        watch.wait(timeout.min(Duration::from_millis(500)));
+        if !more {
+            watch.wait(timeout.min(Duration::from_millis(500)));
+        }
     }
 }
 
@@ -100,6 +119,13 @@ struct Name {
     current: Option<Open>,
     /// Files rotated away (oldest first), read before the current one.
     rotated: Vec<Rotated>,
+    /// When the files beside it were last looked at (Unix seconds).
+    since: Option<u64>,
+    /// A rotation was seen: files beside it written since then are looked
+    /// at once the rotated files are finished.
+    rescan: Option<u64>,
+    /// The run's own files (state file, reject file, metrics file...).
+    own: Vec<PathBuf>,
 }
 
 /// An open file being read.
@@ -115,6 +141,8 @@ struct Open {
     id: (u64, u64),
     /// A point read, and the bytes just before it then.
     before: (u64, Vec<u8>),
+    /// The file's first bytes, as read (up to [`CHECK_BYTES`]).
+    first: Vec<u8>,
 }
 
 struct Rotated {
@@ -136,21 +164,25 @@ impl Rotated {
 }
 
 impl Name {
-    fn new(path: PathBuf) -> Name {
+    fn new(path: PathBuf, own: &[PathBuf]) -> Name {
         Name {
             path,
             current: None,
             rotated: Vec::new(),
+            since: None,
+            rescan: None,
+            own: own.to_vec(),
         }
     }
 
     /// Opens the file under the name, after the files beside it that hold
-    /// lines of it not loaded yet, read first: a rotated file a killed run
-    /// did not finish (`findings.jsonl.1` after a restart), the copy of a
-    /// file truncated since it was read (copytruncate). Files in `open_ids`
-    /// are read already.
+    /// lines of it not loaded yet, read first ([`Name::siblings`]).
     fn catch_up(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
-        let mut paths = self.unfinished_siblings(reader, open_ids);
+        let since = self
+            .since
+            .or(reader.ledger().knows(&self.path, &self.path).1);
+        let mut paths = self.siblings(reader, open_ids, since);
+        self.since = Some(crate::state::now());
         for path in &paths {
             log::info!(
                 "{}: holds lines of {} not loaded yet: loading them first",
@@ -166,9 +198,42 @@ impl Name {
         Ok(())
     }
 
-    /// Files beside this one whose names start with its name and that hold
-    /// lines of a tracked file not loaded yet, oldest first.
-    fn unfinished_siblings(&self, reader: &Reader, open_ids: &[(u64, u64)]) -> Vec<PathBuf> {
+    /// Rotated files that were never read, once the files rotated away are
+    /// finished (their compressed copies are then known as loaded).
+    fn rescan(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
+        if !self.rotated.is_empty() {
+            return Ok(());
+        }
+        let Some(since) = self.rescan.take() else {
+            return Ok(());
+        };
+        let paths = self.siblings(reader, open_ids, Some(since));
+        for path in &paths {
+            log::info!(
+                "{}: rotated from {} while it was not looked at: loading it",
+                path.display(),
+                self.path.display()
+            );
+        }
+        let opened = open_all(reader, paths)?;
+        self.rotated
+            .extend(opened.into_iter().flatten().map(Rotated::new));
+        Ok(())
+    }
+
+    /// Files beside this one whose names start with its name that hold
+    /// lines not loaded yet, oldest first: a rotated file a killed run did
+    /// not finish (`findings.jsonl.1` after a restart), the copy of a file
+    /// truncated since it was read (copytruncate), or a file never read that
+    /// was written to at `since` or later (rotated while the loader was down,
+    /// or twice while it waited for the database). Files in `open_ids` are
+    /// read already; the run's own files are never inputs.
+    fn siblings(
+        &self,
+        reader: &Reader,
+        open_ids: &[(u64, u64)],
+        since: Option<u64>,
+    ) -> Vec<PathBuf> {
         let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
             return Vec::new();
         };
@@ -189,9 +254,17 @@ impl Name {
                 if let Ok(meta) = std::fs::metadata(&path)
                     && meta.is_file()
                     && !open_ids.contains(&(meta.dev(), meta.ino()))
-                    && reader.ledger().unfinished(&path)
+                    && !self.own.iter().any(|own| same_file(own, &path))
                 {
-                    found.push((meta.mtime(), path));
+                    let written = u64::try_from(meta.mtime()).unwrap_or(0);
+                    let wanted = match reader.ledger().knows(&path, &self.path).0 {
+                        Known::Partly => true,
+                        Known::Unknown => since.is_some_and(|since| written >= since),
+                        Known::Loaded => false,
+                    };
+                    if wanted {
+                        found.push((meta.mtime(), path));
+                    }
                 }
             }
         }
@@ -247,6 +320,7 @@ impl Name {
                     log::debug!("{}: read under another name", self.path.display());
                 } else {
                     self.current = open_all(reader, vec![self.path.clone()])?.pop().flatten();
+                    self.since = self.since.or(Some(crate::state::now()));
                 }
             }
         }
@@ -260,11 +334,15 @@ impl Name {
     fn rotate(&mut self) {
         if let Some(file) = self.current.take() {
             self.rotated.push(Rotated::new(file));
+            self.rescan = self.rescan.or(self.since);
+            self.since = Some(crate::state::now());
         }
     }
 
-    /// Reads what is new, rotated files first. False when reading stops.
-    fn read(&mut self, reader: &mut Reader) -> Result<bool> {
+    /// Reads what is new, rotated files first, up to a batch handed over.
+    /// None when reading stops; whether more may be there.
+    fn read(&mut self, reader: &mut Reader) -> Result<Option<bool>> {
+        let mut more = false;
         for rotated in &mut self.rotated {
             let len = rotated.file.len();
             if len != rotated.len {
@@ -273,16 +351,21 @@ impl Name {
             }
             // A last line left without its end by a writer gone for good.
             let finished = rotated.grew_at.elapsed() >= ROTATED_GRACE;
-            if let Available::Stop = rotated.file.read(reader, finished)? {
-                return Ok(false);
+            match rotated.file.read(reader, finished)? {
+                Available::Stop => return Ok(None),
+                // Older lines first: the newer files wait.
+                Available::More => return Ok(Some(true)),
+                Available::Idle => {}
             }
         }
-        if let Some(current) = &mut self.current
-            && let Available::Stop = current.read(reader, false)?
-        {
-            return Ok(false);
+        if let Some(current) = &mut self.current {
+            match current.read(reader, false)? {
+                Available::Stop => return Ok(None),
+                Available::More => more = true,
+                Available::Idle => {}
+            }
         }
-        Ok(true)
+        Ok(Some(more))
     }
 
     /// Lets go of the rotated files read to their end that stopped growing,
@@ -297,6 +380,14 @@ impl Name {
             reader.after_settled(|ledger| ledger.release_input(index));
             log::debug!("{}: finished", reader.ledger().name(index));
         }
+    }
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
     }
 }
 
@@ -366,6 +457,7 @@ impl Open {
             cursor,
             id,
             before: (0, Vec::new()),
+            first: Vec::new(),
         };
         open.remember_before();
         Ok(open)
@@ -424,6 +516,9 @@ impl Open {
     fn remember_before(&mut self) {
         let offset = self.cursor.offset;
         self.before = (offset, self.bytes_before(offset));
+        if (self.first.len() as u64) < offset.min(CHECK_BYTES as u64) {
+            self.first = self.bytes_before(offset.min(CHECK_BYTES as u64));
+        }
     }
 
     /// Whether the file, now `len` bytes long, no longer holds what was
@@ -433,7 +528,9 @@ impl Open {
             return false;
         }
         let (offset, before) = &self.before;
-        len < self.cursor.offset || self.bytes_before(*offset) != *before
+        len < self.cursor.offset
+            || self.bytes_before(*offset) != *before
+            || self.bytes_before(self.first.len() as u64) != self.first
     }
 }
 
@@ -459,6 +556,7 @@ mod tests {
             },
             id: (0, 0),
             before: (0, Vec::new()),
+            first: Vec::new(),
         };
         open.remember_before();
         open

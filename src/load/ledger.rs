@@ -20,7 +20,7 @@ use super::turns::Turn;
 use crate::crash;
 use crate::exit::Status;
 use crate::rejects::Rejects;
-use crate::state::{Entry, Mark, Positioned, Progress, Seen, Settled, Trace, Txn};
+use crate::state::{Entry, Known, Mark, Positioned, Progress, Seen, Settled, Trace, Txn};
 
 /// How a dropped line was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,12 +210,16 @@ impl Ledger {
         Ok(added)
     }
 
-    /// Whether the file at `path` holds lines of a tracked file not loaded
-    /// yet.
-    pub fn unfinished(&self, path: &Path) -> bool {
-        self.progress
-            .as_ref()
-            .is_some_and(|progress| lock(progress).unfinished(path))
+    /// What the state file knows of the file at `path`, and when a file
+    /// was last loaded under the name `name`.
+    pub fn knows(&self, path: &Path, name: &Path) -> (Known, Option<u64>) {
+        match &self.progress {
+            Some(progress) => {
+                let progress = lock(progress);
+                (progress.knows(path), progress.last_loaded(name))
+            }
+            None => (Known::Unknown, None),
+        }
     }
 
     /// Input `source` is done with, every batch of it settled: its file

@@ -61,6 +61,9 @@ pub enum Inputs {
     /// These files, as they grow, until a signal stops the run (--follow).
     Follow {
         files: Vec<PathBuf>,
+        /// Files the run writes (state, reject and metrics files), never
+        /// taken for rotated inputs.
+        own: Vec<PathBuf>,
         flush_interval: Duration,
     },
 }
@@ -263,8 +266,9 @@ fn spawn_reader(reader: Reader, inputs: Inputs) -> Result<Receiver<Result<()>>> 
                 Inputs::Sources(sources) => reader.run(sources),
                 Inputs::Follow {
                     files,
+                    own,
                     flush_interval,
-                } => follow::run(reader, &files, flush_interval),
+                } => follow::run(reader, &files, &own, flush_interval),
             });
         })
         .context("cannot start the reader thread")?;

@@ -43,6 +43,11 @@ impl Pending {
         self.batch.seen = seen;
     }
 
+    /// How many batches were handed over (or settled apart) so far.
+    pub fn batches(&self) -> u64 {
+        self.next_seq
+    }
+
     /// The input of the batch being filled, if it holds any line.
     pub fn source(&self) -> Option<usize> {
         (self.batch.lines > 0).then_some(self.batch.source)

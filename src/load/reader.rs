@@ -110,6 +110,9 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
 pub enum Available {
     /// At its end, or at a line not finished yet.
     Idle,
+    /// A batch was handed over (which may have waited for the database):
+    /// the file is to be looked at again before reading on.
+    More,
     /// Stop reading.
     Stop,
 }
@@ -320,8 +323,12 @@ impl Reader {
                 }
                 Line::Text | Line::TooLong { .. } => {}
             }
+            let batches = self.pending.batches();
             if !self.advance(&next, cursor) {
                 return Ok(Available::Stop);
+            }
+            if self.pending.batches() != batches {
+                return Ok(Available::More);
             }
         }
     }

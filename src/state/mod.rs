@@ -42,7 +42,6 @@ use content::Content;
 pub use content::{Head, Positioned, Seen};
 pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
-#[allow(unused_imports)]
 pub use standing::Known;
 pub use standing::Start;
 
@@ -319,7 +318,7 @@ fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64) {
     }
 }
 
-pub(crate) fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

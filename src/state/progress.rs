@@ -116,7 +116,7 @@ impl Progress {
         self.file.save()
     }
 
-    /// Tracks one more input (--follow found it): its index, and where to
+    /// Tracks more inputs (--follow found them): their indexes, and where to
     /// start reading it, after positioning `file` there.
     /// None for a file with nothing to read in it. Files passed together
     /// are told apart from copies of each other.
@@ -152,11 +152,23 @@ impl Progress {
         }
     }
 
-    /// Whether the file at `path` is tracked, or a copy of a tracked file,
-    /// with lines not loaded yet (a rotated file a killed run did not
-    /// finish, the copy of a file truncated after it).
-    pub fn unfinished(&self, path: &Path) -> bool {
-        matches!(self.file.knows(path), Ok(Known::Partly))
+    /// What the state file knows of the file at `path` (Unknown when it
+    /// cannot be read).
+    pub fn knows(&self, path: &Path) -> Known {
+        self.file.knows(path).unwrap_or(Known::Unknown)
+    }
+
+    /// When a file was last loaded under the name `path` (Unix seconds).
+    pub fn last_loaded(&self, path: &Path) -> Option<u64> {
+        let name = std::path::absolute(path).ok()?;
+        let name = name.to_string_lossy();
+        self.file
+            .contents
+            .files
+            .values()
+            .filter(|mark| mark.path == name)
+            .map(|mark| mark.seen)
+            .max()
     }
 
     /// Input `source` has no batch left to settle: its file handle goes,

@@ -22,8 +22,6 @@ use super::content::{HEAD, Head, Positioned};
 use super::{Content, Mark, Resume, StateFile, now};
 
 /// What the state file knows of a file (see [`StateFile::knows`]).
-// For `load --follow` (issue 11), which asks it of rotated siblings.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
     /// Neither tracked nor a copy of a tracked file: a load reads it from
@@ -239,7 +237,6 @@ impl StateFile {
     /// follows files and must decide whether a rotated sibling is worth
     /// reading. A file that is not a regular file is [`Known::Unknown`]: a
     /// state file does not track it.
-    #[allow(dead_code)]
     pub fn knows(&self, path: &Path) -> Result<Known> {
         let context = || format!("cannot read {}", path.display());
         let meta = fs::metadata(path).with_context(context)?;

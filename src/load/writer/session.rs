@@ -68,7 +68,9 @@ impl<'a> Session<'a> {
             self.connection = None;
         }
         if self.connection.is_none() {
-            let client = crate::connect::checkout(&self.pool).map_err(Failure::Transient)?;
+            let control = self.control;
+            let client = crate::connect::checkout(&self.pool, &|| control.interrupted())
+                .map_err(Failure::Transient)?;
             self.control
                 .on_stop_cancel(self.writer, client.cancel_token());
             self.connection = Some(client);
