@@ -34,6 +34,18 @@ const LOAD_BOUND: Duration = Duration::from_secs(30);
 /// missing when they never all are.
 #[track_caller]
 fn loaded_through(load: Started, table: &mut Table, last: u64) -> Started {
+    loaded_through_while(load, table, last, || {})
+}
+
+/// [`loaded_through`], running `step` between looks (a writer that goes on
+/// appending).
+#[track_caller]
+fn loaded_through_while(
+    load: Started,
+    table: &mut Table,
+    last: u64,
+    step: impl FnMut(),
+) -> Started {
     let missing = RefCell::new(Vec::new());
     wait_while_running_for(
         load,
@@ -44,7 +56,7 @@ fn loaded_through(load: Started, table: &mut Table, last: u64) -> Started {
             )
         },
         LOAD_BOUND,
-        || {},
+        step,
         || {
             if table.holds_through(last) {
                 return true;
@@ -105,15 +117,12 @@ fn rotate_while_following(rotate: impl Fn(&mut Appender)) {
         .spawn();
     let mut table = Table::new(server, &setup.db);
     for _ in 0..ROTATIONS {
+        // Up to the first line of the current file.
         let first = writer.written() + 1;
         writer.append_in_pieces(1, 400, Duration::from_millis(10));
-        load = wait_while_running(
-            load,
-            &format!("finding {first}, the first of the current file, in the table"),
-            LOAD_BOUND,
-            || writer.append_in_pieces(1, 400, Duration::from_millis(20)),
-            || table.holds_through(first),
-        );
+        load = loaded_through_while(load, &mut table, first, || {
+            writer.append_in_pieces(1, 400, Duration::from_millis(20));
+        });
         let burst = writer.rng.range(1, 20);
         writer.append_in_pieces(burst, 700, Duration::ZERO);
         rotate(&mut writer);
