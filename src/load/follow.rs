@@ -41,8 +41,8 @@ const CHECK_BYTES: usize = 32;
 const BUFFER: usize = 64 * 1024;
 
 /// Follows `paths` until a signal stops the run, the database fails for
-/// good or a batch cannot be settled.
-/// `own` are the files the run writes, never inputs.
+/// good or a batch cannot be settled; `own` are the files the run writes,
+/// never inputs.
 pub fn run(
     mut reader: Reader,
     paths: &[PathBuf],
@@ -120,7 +120,8 @@ struct Name {
     current: Option<Open>,
     /// Files rotated away (oldest first), read before the current one.
     rotated: Vec<Rotated>,
-    /// When the files beside it were last looked at (Unix seconds).
+    /// When the files beside it were last looked at, or the file under it
+    /// opened.
     since: Option<SystemTime>,
     /// A rotation was seen: files beside it written since then are looked
     /// at once the rotated files are finished.
