@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::follow::{
     Appender, Followed, Rng, Table, cpu_time, holds_open, kill, open_files, stop,
-    wait_while_running, wait_while_running_for,
 };
 use crate::support::markers::{assert_table_holds_after, findings, table_markers};
 use crate::support::prometheus::{Exposition, read_metrics};
 use crate::support::run::Started;
+use crate::support::wait::{wait_while_running, wait_while_running_for};
 use crate::support::{PgServer, Scratch, SilentServer, private, shared};
 
 /// How long lines already written may take to reach the table when the
