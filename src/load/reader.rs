@@ -499,7 +499,10 @@ impl Reader {
             }
             _ => {
                 cursor.offset += self.line.len() as u64;
-                cursor.seen.push(&self.line);
+                // Only the state file's marks need what was seen.
+                if cursor.tracked {
+                    cursor.seen.push(&self.line);
+                }
             }
         }
         self.position
