@@ -7,9 +7,8 @@
 use std::ops::Range;
 use std::sync::Mutex;
 
-use super::copy::encode;
+use super::copy::Valid;
 use super::lock;
-use super::record::Finding;
 use crate::state::Seen;
 use crate::table::{self, Wire};
 
@@ -21,8 +20,8 @@ pub enum Timing {
 }
 
 impl Timing {
-    pub fn of(finding: &Finding<'_>) -> Timing {
-        if finding.detected_at.is_some() {
+    pub fn of(finding: &Valid<'_>) -> Timing {
+        if finding.is_timed() {
             Timing::Timed
         } else {
             Timing::Untimed
@@ -161,26 +160,19 @@ impl Batch {
     }
 
     /// Adds a finding as a row; `raw`, the line as read, is kept for the
-    /// reject file when given. Binary rows need no scratch buffer: the one
-    /// the reader still passes is left alone.
-    pub fn push(
-        &mut self,
-        finding: &Finding<'_>,
-        origin: Origin,
-        raw: Option<&[u8]>,
-        _scratch: &mut Vec<u8>,
-    ) {
+    /// reject file when given.
+    pub fn push(&mut self, finding: &Valid<'_>, origin: Origin, raw: Option<&[u8]>) {
         let rows = match Timing::of(finding) {
             Timing::Timed => &mut self.timed,
             Timing::Untimed => &mut self.untimed,
         };
-        encode(finding, &mut rows.data, self.wire);
+        finding.encode(&mut rows.data, self.wire);
         if let Some(raw) = raw {
             push_line(&mut rows.raw, raw);
         }
         rows.rows.push(Row {
             origin,
-            lsn: finding.lsn,
+            lsn: finding.lsn(),
             end: rows.data.len(),
             raw_end: rows.raw.len(),
         });
@@ -264,7 +256,6 @@ pub mod tests {
             rows: 10,
             bytes: 1 << 20,
         });
-        let mut scratch = Vec::new();
         let mut offset = 0;
         for (index, lsn) in lsns.iter().enumerate() {
             let mut text = line(*lsn);
@@ -272,13 +263,14 @@ pub mod tests {
                 text.insert_str(text.len() - 1, r#","detected_at":"2024-01-01T00:00:00Z""#);
             }
             text.push('\n');
-            let finding = parse_line(text.trim_end().as_bytes()).expect("valid finding");
+            let finding =
+                Valid::Parsed(parse_line(text.trim_end().as_bytes()).expect("valid finding"));
             let origin = Origin {
                 source: 0,
                 line: index as u64 + 1,
                 offset,
             };
-            batch.push(&finding, origin, Some(text.as_bytes()), &mut scratch);
+            batch.push(&finding, origin, Some(text.as_bytes()));
             offset += text.len() as u64;
             batch.lines += 1;
         }
@@ -302,7 +294,7 @@ pub mod tests {
             let mut row = Vec::new();
             let line = line(lsn as u64);
             let finding = parse_line(line.as_bytes()).expect("valid finding");
-            encode(&finding, &mut row, Wire::CREATED);
+            crate::load::copy::encode(&finding, &mut row, Wire::CREATED);
             row
         };
         assert_eq!(copy, [row(4), row(6)].concat());

@@ -7,8 +7,45 @@
 //! whose type may vary (`table::Wire`) are written in the form of the type
 //! the table has.
 
+mod straight;
+
 use super::record::{Finding, plain_len};
 use crate::table::{self, Wire};
+pub use straight::Usual;
+
+/// A line that is a valid finding, ready to be written as a row.
+#[derive(Debug)]
+pub enum Valid<'a> {
+    /// The usual shape, as spans of the line.
+    Usual(Usual<'a>),
+    /// Any other, parsed.
+    Parsed(Finding<'a>),
+}
+
+impl Valid<'_> {
+    pub fn lsn(&self) -> i64 {
+        match self {
+            Valid::Usual(usual) => usual.lsn(),
+            Valid::Parsed(finding) => finding.lsn,
+        }
+    }
+
+    /// Whether the row carries `detected_at`.
+    pub fn is_timed(&self) -> bool {
+        match self {
+            Valid::Usual(usual) => usual.is_timed(),
+            Valid::Parsed(finding) => finding.detected_at.is_some(),
+        }
+    }
+
+    /// Appends the finding as a row of COPY binary format.
+    pub fn encode(&self, out: &mut Vec<u8>, wire: Wire) {
+        match self {
+            Valid::Usual(usual) => usual.encode(out, wire),
+            Valid::Parsed(finding) => encode(finding, out, wire),
+        }
+    }
+}
 
 /// What every binary COPY starts with: the signature, no flags, no header
 /// extension.

@@ -9,8 +9,8 @@ use std::sync::mpsc::SyncSender;
 
 use super::batch::{Batch, Origin, Spares};
 use super::control::Control;
+use super::copy::Valid;
 use super::ledger::{Dropped, FAILED_EARLIER, INTERRUPTED, Ledger};
-use super::record::Finding;
 use super::turns::{Turn, Turns};
 use crate::state::Seen;
 
@@ -70,14 +70,13 @@ impl Pending {
     /// was read is dropped.
     pub fn add(
         &mut self,
-        finding: &Finding<'_>,
+        finding: &Valid<'_>,
         origin: Origin,
         end: (u64, u64),
         raw: &[u8],
-        scratch: &mut Vec<u8>,
     ) -> bool {
         let keep = self.pipeline.ledger.keeps_lines().then_some(raw);
-        self.batch.push(finding, origin, keep, scratch);
+        self.batch.push(finding, origin, keep);
         self.pipeline.ledger.read_one();
         self.cover(end);
         if self.batch.is_full(self.pipeline.spares.limits()) {

@@ -19,10 +19,11 @@ use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
+use super::copy::{Usual, Valid};
 use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
-use super::record::{self, Finding, RejectReason};
+use super::record::{self, RejectReason};
 use super::set_aside::{Unread, set_aside};
 use super::turns::{PanicGuard, Turn};
 use crate::rejects::Rejects;
@@ -83,7 +84,7 @@ pub enum Kind<'a> {
     },
     Finding {
         raw: &'a [u8],
-        finding: Finding<'a>,
+        finding: Valid<'a>,
     },
 }
 
@@ -99,11 +100,20 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
         buf
     };
     let text = trim_line(raw);
+    if let Some(usual) = Usual::scan(text) {
+        return Kind::Finding {
+            raw,
+            finding: Valid::Usual(usual),
+        };
+    }
     if text.iter().all(u8::is_ascii_whitespace) {
         return Kind::Blank;
     }
     match record::parse_line(text) {
-        Ok(finding) => Kind::Finding { raw, finding },
+        Ok(finding) => Kind::Finding {
+            raw,
+            finding: Valid::Parsed(finding),
+        },
         Err(reason) => Kind::Invalid { raw, reason },
     }
 }
@@ -146,7 +156,6 @@ pub struct Reader {
     position: Arc<Position>,
     pending: Pending,
     line: Vec<u8>,
-    scratch: Vec<u8>,
 }
 
 impl Reader {
@@ -164,7 +173,6 @@ impl Reader {
             position,
             pending,
             line: Vec::with_capacity(64 * 1024),
-            scratch: Vec::with_capacity(1024),
         }
     }
 
@@ -214,7 +222,7 @@ impl Reader {
             Ok(input) => input,
             Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
         };
-        let mut reader = BufReader::with_capacity(256 * 1024, input);
+        let mut reader = BufReader::with_capacity(64 * 1024, input);
         self.position.set(index, cursor.line);
         self.pending
             .start_input(index, (cursor.offset, cursor.line));
@@ -222,6 +230,11 @@ impl Reader {
             match self.must_stop() {
                 Some(Halt::Stop) => return Ok(Flow::Stop),
                 Some(Halt::SetAside) => return Ok(Flow::SetAside(Unread::new_at(reader, cursor))),
+                None => {}
+            }
+            match self.advance_buffered(&mut reader, &mut cursor) {
+                Some(true) => continue,
+                Some(false) => return Ok(Flow::Stop),
                 None => {}
             }
             let at_end = if cursor.may_wait {
@@ -301,6 +314,13 @@ impl Reader {
         loop {
             if self.must_stop().is_some() {
                 return Ok(Available::Stop);
+            }
+            let batches = self.pending.batches();
+            match self.advance_buffered(reader, cursor) {
+                Some(false) => return Ok(Available::Stop),
+                Some(true) if self.pending.batches() != batches => return Ok(Available::More),
+                Some(true) => continue,
+                None => {}
             }
             // A line without its end yet is read again from its start
             // next time, not waited for: the file may be truncated and
@@ -491,6 +511,32 @@ impl Reader {
     /// Moves `cursor` past the line just read, and takes it. False when
     /// nothing more may be sent.
     fn advance(&mut self, next: &Line, cursor: &mut Cursor) -> bool {
+        let line = std::mem::take(&mut self.line);
+        let more = self.advance_over(next, &line, cursor);
+        self.line = line;
+        more
+    }
+
+    /// Takes the next line straight from `reader`'s buffer when the buffer
+    /// holds it whole, as it mostly does, sparing a copy. None: it is to be
+    /// read with [`Reader::next_line`]; else whether more may be sent.
+    fn advance_buffered<R: Read>(
+        &mut self,
+        reader: &mut BufReader<R>,
+        cursor: &mut Cursor,
+    ) -> Option<bool> {
+        let buffer = reader.buffer();
+        let end = memchr::memchr(b'\n', buffer)?;
+        if end as u64 > self.options.max_line_bytes {
+            return None;
+        }
+        let more = self.advance_over(&Line::Text, &buffer[..=end], cursor);
+        reader.consume(end + 1);
+        Some(more)
+    }
+
+    /// [`Reader::advance`] over `line`, the line read.
+    fn advance_over(&mut self, next: &Line, line: &[u8], cursor: &mut Cursor) -> bool {
         let start = cursor.offset;
         match next {
             Line::TooLong { consumed, .. } => {
@@ -498,10 +544,10 @@ impl Reader {
                 cursor.seen.forget();
             }
             _ => {
-                cursor.offset += self.line.len() as u64;
+                cursor.offset += line.len() as u64;
                 // Only the state file's marks need what was seen.
                 if cursor.tracked {
-                    cursor.seen.push(&self.line);
+                    cursor.seen.push(line);
                 }
             }
         }
@@ -510,16 +556,16 @@ impl Reader {
             .fetch_add(cursor.offset - start, Ordering::Relaxed);
         cursor.line += 1;
         self.position.set(cursor.index, cursor.line);
-        self.take(next, cursor, start)
+        self.take(next, line, cursor, start)
     }
 
-    /// Takes the line just read, which started at byte `start`. False when
+    /// Takes `line`, just read, which started at byte `start`. False when
     /// nothing more may be sent.
-    fn take(&mut self, next: &Line, cursor: &Cursor, start: u64) -> bool {
+    fn take(&mut self, next: &Line, line: &[u8], cursor: &Cursor, start: u64) -> bool {
         let (index, number) = (cursor.index, cursor.line);
         let end = (cursor.offset, cursor.line);
         self.pending.seen(cursor.seen);
-        match classify(next, &self.line, start == 0) {
+        match classify(next, line, start == 0) {
             Kind::TooLong { length } => {
                 let reason = format!(
                     "line of {length} bytes is longer than --max-line-bytes ({})",
@@ -547,9 +593,7 @@ impl Reader {
                     line: number,
                     offset: start,
                 };
-                return self
-                    .pending
-                    .add(&finding, origin, end, raw, &mut self.scratch);
+                return self.pending.add(&finding, origin, end, raw);
             }
         }
         true
@@ -602,7 +646,7 @@ mod tests {
                 format!("invalid {:?}: {reason}", String::from_utf8_lossy(raw))
             }
             Kind::Finding { raw, finding } => {
-                format!("finding {} {}", finding.lsn, raw.len())
+                format!("finding {} {}", finding.lsn(), raw.len())
             }
         }
     }

@@ -8,7 +8,7 @@
 
 mod scan;
 
-pub use scan::plain_len;
+pub use scan::{KEYS, place, plain_len, same_key as same_field_key, usual_next};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -64,7 +64,7 @@ impl Severity {
         }
     }
 
-    fn parse(text: &str) -> Option<Severity> {
+    pub fn parse(text: &str) -> Option<Severity> {
         Severity::ALL
             .into_iter()
             .find(|s| s.as_str().eq_ignore_ascii_case(text))
@@ -315,7 +315,7 @@ fn check_timestamp<'a>(field: &str, value: Cow<'a, str>) -> Result<Cow<'a, str>,
 /// Checks RFC 3339 `date-time` syntax and ranges: YYYY-MM-DDTHH:MM:SS[.frac]
 /// followed by Z or +HH:MM/-HH:MM (a space may replace the T, as RFC 3339
 /// allows). Returns what is wrong, or None.
-fn rfc3339_problem(text: &str) -> Option<&'static str> {
+pub fn rfc3339_problem(text: &str) -> Option<&'static str> {
     let b = text.as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<u32> {
         let part = b.get(range)?;
@@ -394,7 +394,7 @@ fn rfc3339_problem(text: &str) -> Option<&'static str> {
 
 /// Parses PostgreSQL's textual LSN, "16/B374D848": two hexadecimal 32-bit
 /// halves.
-fn parse_text_lsn(text: &str) -> Option<u64> {
+pub fn parse_text_lsn(text: &str) -> Option<u64> {
     let (high, low) = text.split_once('/')?;
     let half = |part: &str| {
         if part.is_empty() || part.len() > 8 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {

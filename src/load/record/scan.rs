@@ -64,7 +64,7 @@ struct Scanner<'a> {
 
 /// Where a field goes, by its place among the fields a finding has: the
 /// text fields (`TEXT_FIELDS`) first, then `OTHER_FIELDS`.
-fn place(name: &str) -> Option<usize> {
+pub fn place(name: &str) -> Option<usize> {
     Some(match name {
         "database" => 0,
         "rule_id" => 1,
@@ -86,7 +86,7 @@ fn place(name: &str) -> Option<usize> {
 
 /// Each field's name as JSON writes it, quoted and followed by its colon,
 /// by place.
-const KEYS: [&[u8]; 14] = [
+pub const KEYS: [&[u8]; 14] = [
     b"\"database\":",
     b"\"rule_id\":",
     b"\"description\":",
@@ -105,7 +105,7 @@ const KEYS: [&[u8]; 14] = [
 
 /// The place of the field that usually follows the one at `place` (None:
 /// the first), in the scanner's order.
-fn usual_next(place: Option<usize>) -> usize {
+pub fn usual_next(place: Option<usize>) -> usize {
     match place {
         None => 0,
         // primary_key or primary_keys, then lsn.
@@ -116,7 +116,7 @@ fn usual_next(place: Option<usize>) -> usize {
 
 /// Whether `here` is `key`, one of [`KEYS`]: at most 16 bytes, so two
 /// 8-byte words (overlapping for shorter keys) compare them at once.
-fn same_key(here: &[u8], key: &[u8]) -> bool {
+pub fn same_key(here: &[u8], key: &[u8]) -> bool {
     let word = |bytes: &[u8], at: usize| {
         u64::from_le_bytes(bytes[at..at + 8].try_into().expect("a word of 8 bytes"))
     };
