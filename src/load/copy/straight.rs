@@ -11,9 +11,9 @@
 //! would have taken too and written the same row: a unit test holds the two
 //! to that, line by line, over thousands of shapes and mutations.
 
-use super::{JSONB_VERSION, put_numeric, timestamp_micros};
+use super::{JSONB_VERSION, put_numeric};
 use crate::load::record::{
-    KEYS, Severity, parse_text_lsn, place, rfc3339_problem, same_field_key, usual_next,
+    KEYS, Severity, parse_text_lsn, place, same_field_key, timestamp_micros, usual_next,
 };
 use crate::table::{LsnType, PrimaryKeyType, Wire};
 
@@ -59,18 +59,23 @@ impl<'a> Usual<'a> {
     /// The finding in `line` (without its terminator), when it has the
     /// usual shape and is valid; None leaves it to the record path.
     pub fn scan(line: &'a [u8]) -> Option<Usual<'a>> {
-        let text = std::str::from_utf8(line).ok()?;
         if u32::try_from(line.len()).is_err() {
             return None;
         }
         let mut fields = Fields::default();
-        let mut walk = Walk::new(text);
+        let mut walk = Walk::new(line);
         walk.object(&mut fields)?;
         walk.spaces();
         if walk.at != line.len() {
             return None;
         }
-        fields.into_usual(line, text)
+        // Outside strings the walk takes nothing but ASCII, and the blocks
+        // of every string were looked at: when none of them has a byte
+        // over 0x7f, the line is ASCII.
+        if walk.non_ascii && std::str::from_utf8(line).is_err() {
+            return None;
+        }
+        fields.into_usual(line)
     }
 
     pub fn lsn(&self) -> i64 {
@@ -249,7 +254,8 @@ struct Fields {
 
 impl Fields {
     /// The finding, when every field it needs is there and valid.
-    fn into_usual<'a>(self, line: &'a [u8], text: &'a str) -> Option<Usual<'a>> {
+    fn into_usual(self, line: &[u8]) -> Option<Usual<'_>> {
+        let text = |(start, end): Span| std::str::from_utf8(&line[start as usize..end as usize]);
         const NEEDED: u32 = ((1 << 9) - 1) | (1 << LSN);
         if self.seen & NEEDED != NEEDED {
             return None;
@@ -257,17 +263,10 @@ impl Fields {
         if self.escaped & 1 << 4 != 0 {
             return None;
         }
-        let (start, end) = self.text[4];
-        let severity = Severity::parse(&text[start as usize..end as usize])?;
+        let severity = Severity::parse(text(self.text[4]).ok()?)?;
         let micros = match self.timestamp {
             None => None,
-            Some((start, end)) => {
-                let timestamp = &text[start as usize..end as usize];
-                if rfc3339_problem(timestamp).is_some() {
-                    return None;
-                }
-                Some(timestamp_micros(timestamp))
-            }
+            Some(span) => Some(timestamp_micros(text(span).ok()?).ok()?),
         };
         Some(Usual {
             line,
@@ -284,22 +283,23 @@ impl Fields {
 /// A walk through the line, left to right.
 struct Walk<'a> {
     line: &'a [u8],
-    text: &'a str,
     at: usize,
     /// The block of 64 bytes `specials` is for.
     block: usize,
     /// A bit for each quote and backslash in the block.
     specials: u64,
+    /// Whether a block looked at has a byte over 0x7f.
+    non_ascii: bool,
 }
 
 impl<'a> Walk<'a> {
-    fn new(text: &'a str) -> Walk<'a> {
+    fn new(line: &'a [u8]) -> Walk<'a> {
         Walk {
-            line: text.as_bytes(),
-            text,
+            line,
             at: 0,
             block: usize::MAX,
             specials: 0,
+            non_ascii: false,
         }
     }
 
@@ -326,7 +326,9 @@ impl<'a> Walk<'a> {
         loop {
             let block = from / 64;
             if block != self.block {
-                self.specials = special_mask(self.line, block)?;
+                let masks = block_masks(self.line, block)?;
+                self.specials = masks.specials;
+                self.non_ascii |= masks.high != 0;
                 self.block = block;
             }
             let ahead = self.specials >> (from % 64);
@@ -408,7 +410,7 @@ impl<'a> Walk<'a> {
         }
         let name = self.string()?;
         self.expect(b':')?;
-        Some(place(self.text(name)))
+        Some(place(self.text(name)?))
     }
 
     /// `open`, items separated by commas (`item` reads each), `close`.
@@ -521,9 +523,9 @@ impl<'a> Walk<'a> {
         &self.line[start as usize..end as usize]
     }
 
-    /// A span as text: spans start and end at quotes, so on characters.
-    fn text(&self, (start, end): Span) -> &'a str {
-        &self.text[start as usize..end as usize]
+    /// A span as text, when it is valid UTF-8.
+    fn text(&self, span: Span) -> Option<&'a str> {
+        std::str::from_utf8(self.span_bytes(span)).ok()
     }
 
     /// An integer within BIGINT range, or a textual LSN that is.
@@ -531,7 +533,7 @@ impl<'a> Walk<'a> {
         self.spaces();
         if self.peek()? == b'"' {
             let span = self.string()?;
-            return i64::try_from(parse_text_lsn(self.text(span))?).ok();
+            return i64::try_from(parse_text_lsn(self.text(span)?)?).ok();
         }
         self.integer()
     }
@@ -571,9 +573,17 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// A bit for each quote and backslash in the `block`th 64 bytes of `line`;
-/// None when the block holds a control character.
-fn special_mask(line: &[u8], block: usize) -> Option<u64> {
+/// What the walk needs to know of 64 bytes of a line.
+struct Masks {
+    /// A bit for each quote and backslash.
+    specials: u64,
+    /// A bit for each byte over 0x7f.
+    high: u64,
+}
+
+/// The masks of the `block`th 64 bytes of `line`; None past its end, or
+/// when the block holds a control character.
+fn block_masks(line: &[u8], block: usize) -> Option<Masks> {
     let bytes = line.get(block * 64..)?;
     let mut padded = [b' '; 64];
     let chunk: &[u8; 64] = match bytes.first_chunk::<64>() {
@@ -586,17 +596,17 @@ fn special_mask(line: &[u8], block: usize) -> Option<u64> {
     };
     #[cfg(target_arch = "x86_64")]
     // SAFETY: SSE2 is part of x86-64 itself: every such processor has it.
-    let (specials, controls) = unsafe { masks(chunk) };
+    let [specials, controls, high] = unsafe { masks(chunk) };
     #[cfg(not(target_arch = "x86_64"))]
-    let (specials, controls) = masks(chunk);
-    (controls == 0).then_some(specials)
+    let [specials, controls, high] = masks(chunk);
+    (controls == 0).then_some(Masks { specials, high })
 }
 
-/// Bits for the quotes and backslashes, and for the control characters,
-/// of 64 bytes: sixteen at a time.
+/// Bits for the quotes and backslashes, for the control characters and
+/// for the bytes over 0x7f of 64 bytes: sixteen at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
-fn masks(chunk: &[u8; 64]) -> (u64, u64) {
+fn masks(chunk: &[u8; 64]) -> [u64; 3] {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
         _mm_set1_epi8,
@@ -604,7 +614,7 @@ fn masks(chunk: &[u8; 64]) -> (u64, u64) {
     let quote = _mm_set1_epi8(b'"' as i8);
     let backslash = _mm_set1_epi8(b'\\' as i8);
     let below_space = _mm_set1_epi8(0x1f);
-    let (mut specials, mut controls) = (0u64, 0u64);
+    let mut bits = [0u64; 3];
     for (lane, bytes) in chunk.chunks_exact(16).enumerate() {
         // SAFETY: `bytes` is 16 bytes long, and an unaligned load reads
         // exactly 16 bytes from any address.
@@ -613,20 +623,23 @@ fn masks(chunk: &[u8; 64]) -> (u64, u64) {
         // unsigned, is 0x1f.
         let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
         let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-        specials |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
-        controls |= u64::from(_mm_movemask_epi8(control) as u16) << (lane * 16);
+        // The high bit of each byte is what the mask takes.
+        for (bits, of) in bits.iter_mut().zip([special, control, v]) {
+            *bits |= u64::from(_mm_movemask_epi8(of) as u16) << (lane * 16);
+        }
     }
-    (specials, controls)
+    bits
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn masks(chunk: &[u8; 64]) -> (u64, u64) {
-    let (mut specials, mut controls) = (0u64, 0u64);
+fn masks(chunk: &[u8; 64]) -> [u64; 3] {
+    let mut bits = [0u64; 3];
     for (index, &byte) in chunk.iter().enumerate() {
-        specials |= u64::from(byte == b'"' || byte == b'\\') << index;
-        controls |= u64::from(byte < 0x20) << index;
+        bits[0] |= u64::from(byte == b'"' || byte == b'\\') << index;
+        bits[1] |= u64::from(byte < 0x20) << index;
+        bits[2] |= u64::from(byte > 0x7f) << index;
     }
-    (specials, controls)
+    bits
 }
 
 #[cfg(test)]

@@ -116,6 +116,7 @@ pub fn usual_next(place: Option<usize>) -> usize {
 
 /// Whether `here` is `key`, one of [`KEYS`]: at most 16 bytes, so two
 /// 8-byte words (overlapping for shorter keys) compare them at once.
+#[inline]
 pub fn same_key(here: &[u8], key: &[u8]) -> bool {
     let word = |bytes: &[u8], at: usize| {
         u64::from_le_bytes(bytes[at..at + 8].try_into().expect("a word of 8 bytes"))

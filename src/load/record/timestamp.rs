@@ -1,0 +1,241 @@
+//! RFC 3339 timestamps, checked as PostgreSQL takes them and turned into
+//! what `timestamptz` holds (microseconds since 2000-01-01 UTC) in one
+//! pass: `YYYY-MM-DDTHH:MM:SS[.frac]` then `Z` or `+HH:MM`/`-HH:MM`; a
+//! space may replace the T, as RFC 3339 allows.
+
+/// Days from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
+const POSTGRES_EPOCH_DAYS: i64 = 10_957;
+
+/// The timestamp in microseconds since 2000-01-01 UTC, computed as
+/// PostgreSQL does for the same text: the fraction read as a double and
+/// rounded to microseconds, half to even; a leap second is the next
+/// minute's first. Else what is wrong with it.
+pub fn micros(text: &str) -> Result<i64, &'static str> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return Err("too short");
+    }
+    let two = |at: usize| {
+        let (high, low) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
+        (high < 10 && low < 10).then(|| i64::from(high * 10 + low))
+    };
+    let (Some(century), Some(year), Some(month), Some(day)) = (two(0), two(2), two(5), two(8))
+    else {
+        return Err("bad date");
+    };
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return Err("bad date");
+    }
+    let (Some(hour), Some(minute), Some(second)) = (two(11), two(14), two(17)) else {
+        return Err("bad time");
+    };
+    if b[13] != b':' || b[16] != b':' {
+        return Err("bad time");
+    }
+    let year = century * 100 + year;
+    if year == 0 || !(1..=12).contains(&month) {
+        return Err("date out of range");
+    }
+    if day == 0 || day > days_in_month(year, month) {
+        return Err("date out of range");
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err("time out of range");
+    }
+    let zone = match b[19] {
+        b'.' => 20 + b[20..].iter().take_while(|c| c.is_ascii_digit()).count(),
+        _ => 19,
+    };
+    if zone == 20 {
+        return Err("empty fraction of a second");
+    }
+    let fraction = &text[19..zone];
+    // PostgreSQL takes a leap second, but nothing past it.
+    if second == 60 && fraction.bytes().any(|d| d.is_ascii_digit() && d != b'0') {
+        return Err("time out of range");
+    }
+    let offset = utc_offset(&b[zone..])?;
+    let days = days_from_civil(year, month, day) - POSTGRES_EPOCH_DAYS;
+    let seconds = hour * 3600 + minute * 60 + second - offset * 60;
+    Ok((days * 86_400 + seconds) * 1_000_000 + fraction_micros(fraction))
+}
+
+/// The UTC offset in minutes of `Z` or `+HH:MM`/`-HH:MM`.
+fn utc_offset(zone: &[u8]) -> Result<i64, &'static str> {
+    match zone {
+        [b'Z' | b'z'] => Ok(0),
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let digit = |c: &u8| c.is_ascii_digit().then(|| i64::from(c - b'0'));
+            match (digit(h1), digit(h2), digit(m1), digit(m2)) {
+                (Some(h1), Some(h2), Some(m1), Some(m2)) => {
+                    let (hours, minutes) = (h1 * 10 + h2, m1 * 10 + m2);
+                    // PostgreSQL's limit for a UTC offset is 15:59.
+                    if hours > 15 || minutes > 59 {
+                        return Err("bad UTC offset");
+                    }
+                    let offset = hours * 60 + minutes;
+                    Ok(if *sign == b'+' { offset } else { -offset })
+                }
+                _ => Err("bad UTC offset"),
+            }
+        }
+        _ => Err("missing or bad UTC offset"),
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// A fraction of a second (".123456789", or "") in microseconds, as
+/// PostgreSQL computes it: `rint(strtod(fraction) * 1000000)`.
+fn fraction_micros(fraction: &str) -> i64 {
+    let digits = fraction.len().saturating_sub(1);
+    if (1..=12).contains(&digits) {
+        // Exact in integers, and the same as PostgreSQL's doubles but for a
+        // tie: the error of a double is far below the distance to one.
+        let value: i64 = fraction[1..]
+            .bytes()
+            .fold(0, |acc, c| acc * 10 + i64::from(c - b'0'));
+        // Constant divisors for the usual lengths: a division by a
+        // variable costs tens of cycles.
+        let (micros, rest, unit) = match digits {
+            1..=6 => (value * 10i64.pow(6 - digits as u32), 0, 1),
+            7 => (value / 10, value % 10, 10),
+            8 => (value / 100, value % 100, 100),
+            9 => (value / 1000, value % 1000, 1000),
+            _ => {
+                let unit = 10i64.pow(digits as u32 - 6);
+                (value / unit, value % unit, unit)
+            }
+        };
+        match (2 * rest).cmp(&unit) {
+            std::cmp::Ordering::Less => return micros,
+            std::cmp::Ordering::Greater => return micros + 1,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    match fraction {
+        "" => 0,
+        digits => {
+            let value: f64 = digits.parse().expect("a fraction was checked to be digits");
+            (value * 1_000_000.0).round_ties_even() as i64
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_postgres_takes() {
+        for ok in [
+            "2026-11-27T10:15:02.123456+00:00",
+            "2026-11-27T10:15:02Z",
+            "2026-11-27t10:15:02z",
+            "2024-02-29 23:59:60-05:30",
+            "2024-02-29 23:59:60.000Z",
+            "2026-11-27T10:15:02.5+15:59",
+            "9999-12-31T23:59:59.123456789012345-00:00",
+        ] {
+            assert!(micros(ok).is_ok(), "{ok}");
+        }
+        for (bad, problem) in [
+            ("2026-11-27", "too short"),
+            ("2026-11-27T10:15:02", "too short"),
+            ("2026-11-27T10:15:0200", "missing or bad UTC offset"),
+            ("2026/11/27T10:15:02Z", "bad date"),
+            ("2026-11-27X10:15:02Z", "bad date"),
+            ("2026-11-27T10-15:02Z", "bad time"),
+            ("2026-11-27T1a:15:02Z", "bad time"),
+            ("2025-02-29T00:00:00Z", "date out of range"),
+            ("2026-04-31T00:00:00Z", "date out of range"),
+            ("2026-13-01T00:00:00Z", "date out of range"),
+            ("0000-01-01T00:00:00Z", "date out of range"),
+            ("2026-11-27T24:00:00Z", "time out of range"),
+            ("2026-11-27T10:60:00Z", "time out of range"),
+            ("2026-11-27T23:59:60.5Z", "time out of range"),
+            ("2026-11-27T10:15:02.Z", "empty fraction of a second"),
+            ("2026-11-27T10:15:02+0000", "missing or bad UTC offset"),
+            ("2026-11-27T10:15:02+16:00", "bad UTC offset"),
+            ("2026-11-27T10:15:02+1a:00", "bad UTC offset"),
+            ("2026-11-27T10:15:02+01:00 ", "missing or bad UTC offset"),
+            ("2026-11-27T10:15:02Zulu", "missing or bad UTC offset"),
+            ("yesterday at noon, roughly", "bad date"),
+        ] {
+            assert_eq!(micros(bad), Err(problem), "{bad}");
+        }
+    }
+
+    #[test]
+    fn as_postgres_reads_them() {
+        // Checked against SELECT extract(epoch FROM '...'::timestamptz).
+        let micros = |text| micros(text).expect("a valid timestamp");
+        assert_eq!(micros("2000-01-01T00:00:00Z"), 0);
+        assert_eq!(micros("2000-01-01T00:00:00.5+00:00"), 500_000);
+        assert_eq!(micros("1999-12-31T23:59:59.999999Z"), -1);
+        assert_eq!(micros("2000-01-01T01:00:00+01:00"), 0);
+        assert_eq!(micros("2000-01-01 00:00:00-00:30"), 1_800_000_000);
+        assert_eq!(
+            micros("2026-11-27T10:15:02.123845643+00:00"),
+            849_089_702_123_846
+        );
+        assert_eq!(
+            micros("2024-02-29T23:59:60Z"),
+            micros("2024-03-01T00:00:00Z")
+        );
+        assert_eq!(micros("2000-01-01T00:00:00.0000005Z"), 0, "half to even");
+        assert_eq!(micros("2000-01-01T00:00:00.0000015Z"), 2, "half to even");
+        assert_eq!(micros("2000-01-01T00:00:00.0000025Z"), 2, "half to even");
+        assert_eq!(micros("2000-01-01T00:00:00.1234565Z"), 123_456);
+        assert_eq!(micros("2000-01-01T00:00:00.9999996Z"), 1_000_000);
+        assert_eq!(micros("0001-01-01T00:00:00Z"), -63_082_281_600_000_000);
+    }
+
+    #[test]
+    fn fractions_in_integers_as_in_doubles() {
+        let double = |fraction: &str| -> i64 {
+            let value: f64 = fraction.parse().expect("a fraction");
+            (value * 1_000_000.0).round_ties_even() as i64
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for digits in 1..=14 {
+            for _ in 0..2000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let text = format!(".{:0digits$}", seed % 10u64.pow(digits as u32));
+                assert_eq!(fraction_micros(&text), double(&text), "{text}");
+            }
+        }
+        for tie in [
+            ".0000005",
+            ".0000015",
+            ".1234565",
+            ".99999950",
+            ".000000500000",
+        ] {
+            assert_eq!(fraction_micros(tie), double(tie), "{tie}");
+        }
+        assert_eq!(fraction_micros(""), 0);
+    }
+}
