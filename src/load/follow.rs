@@ -14,11 +14,15 @@
 //! held has waited for the flush interval. Every file gets an input index of
 //! its own, so that the journal and the state file know each by its key.
 
+mod guarded;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -28,6 +32,7 @@ use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
 use crate::state::{Known, Positioned, Seen};
+use guarded::Guarded;
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
@@ -147,6 +152,8 @@ struct Open {
     before: (u64, Vec<u8>),
     /// The file's first bytes, as read (up to [`CHECK_BYTES`]).
     first: Vec<u8>,
+    /// Set when a read found the file's start changed ([`Guarded`]).
+    changed: Arc<AtomicBool>,
 }
 
 struct Rotated {
@@ -458,10 +465,13 @@ impl Open {
             tracked: true,
             seen: Seen::starting_at(mark.offset, mark.head),
         };
+        let changed = Arc::new(AtomicBool::new(false));
         let (input, file): (Box<dyn Read + Send>, _) = match input {
             Positioned::File(file) => {
                 let handle = file.try_clone().context("cannot duplicate a file handle")?;
-                (Box::new(file), Some(handle))
+                let guarded = Guarded::new(file, Arc::clone(&changed))
+                    .context("cannot read the start of a followed file")?;
+                (Box::new(guarded), Some(handle))
             }
             Positioned::Content(content) => (content, None),
         };
@@ -479,6 +489,7 @@ impl Open {
             id,
             before: (0, Vec::new()),
             first: Vec::new(),
+            changed,
         };
         open.remember_before();
         Ok(open)
@@ -549,7 +560,8 @@ impl Open {
             return false;
         }
         let (offset, before) = &self.before;
-        len < self.cursor.offset
+        self.changed.load(Ordering::SeqCst)
+            || len < self.cursor.offset
             || self.bytes_before(*offset) != *before
             || self.bytes_before(self.first.len() as u64) != self.first
     }
@@ -578,6 +590,7 @@ mod tests {
             id: (0, 0),
             before: (0, Vec::new()),
             first: Vec::new(),
+            changed: Arc::default(),
         };
         open.remember_before();
         open

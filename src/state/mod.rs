@@ -39,7 +39,7 @@ mod progress;
 mod standing;
 
 use content::Content;
-pub use content::{Head, Positioned, Seen};
+pub use content::{HEAD, Head, Positioned, Seen};
 pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
 pub use standing::Known;
