@@ -389,10 +389,19 @@ impl Name {
     fn let_go_of_finished(&mut self, reader: &mut Reader) {
         let (done, kept): (Vec<Rotated>, Vec<Rotated>) = std::mem::take(&mut self.rotated)
             .into_iter()
-            .partition(|r| r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end());
+            .partition(|r| {
+                (r.grew_at.elapsed() >= ROTATED_GRACE && r.file.at_end()) || r.file.changed()
+            });
         self.rotated = kept;
         for rotated in done {
             let index = rotated.file.cursor.index;
+            if rotated.file.changed() {
+                log::warn!(
+                    "{}: rewritten in place after it was rotated away: what it holds now \
+                     is not loaded",
+                    reader.ledger().name(index)
+                );
+            }
             reader.after_settled(|ledger| ledger.release_input(index));
             log::debug!("{}: finished", reader.ledger().name(index));
         }
@@ -524,6 +533,11 @@ impl Open {
             .map_or(0, |meta| meta.len())
     }
 
+    /// Whether a read found the file's start changed.
+    fn changed(&self) -> bool {
+        self.changed.load(Ordering::SeqCst)
+    }
+
     /// Whether everything in the file was read.
     fn at_end(&self) -> bool {
         match self.file {
@@ -560,7 +574,7 @@ impl Open {
             return false;
         }
         let (offset, before) = &self.before;
-        self.changed.load(Ordering::SeqCst)
+        self.changed()
             || len < self.cursor.offset
             || self.bytes_before(*offset) != *before
             || self.bytes_before(self.first.len() as u64) != self.first

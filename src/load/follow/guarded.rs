@@ -76,9 +76,13 @@ impl Read for Guarded {
             self.changed.store(true, Ordering::SeqCst);
             return Ok(0);
         }
-        if self.head.len() as u64 == at {
-            let take = read.min(HEAD as usize - self.head.len());
-            self.head.extend_from_slice(&buf[..take]);
+        // The part of the start this read holds and `head` does not yet
+        // (reading goes back to the start of a line left without its end).
+        let have = self.head.len() as u64;
+        if at <= have && have < HEAD && have < at + read as u64 {
+            let from = (have - at) as usize;
+            let to = read.min((HEAD - at) as usize);
+            self.head.extend_from_slice(&buf[from..to]);
         }
         Ok(read)
     }
@@ -126,6 +130,35 @@ mod tests {
         assert_eq!(guarded.read(&mut buf).unwrap(), 0);
         assert!(changed.load(Ordering::SeqCst));
         assert_eq!(guarded.read(&mut buf).unwrap(), 0, "nothing more after");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_first_line_read_in_part_then_again_whole_is_all_in_the_start() {
+        let dir = std::env::temp_dir().join(format!("pgsense-guarded-part-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("findings.jsonl");
+        let text = lines(10..30);
+        let mut writer = File::create(&path).unwrap();
+        writer.write_all(&text.as_bytes()[..20]).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut rewind = file.try_clone().unwrap();
+        let changed = Arc::new(AtomicBool::new(false));
+        let mut guarded = Guarded::new(file, Arc::clone(&changed)).unwrap();
+        let mut buf = vec![0; 4096];
+        assert_eq!(guarded.read(&mut buf).unwrap(), 20);
+        // A line without its end is read again from its start.
+        rewind.seek(io::SeekFrom::Start(0)).unwrap();
+        writer.write_all(&text.as_bytes()[20..]).unwrap();
+        assert_eq!(guarded.read(&mut buf).unwrap(), text.len());
+        writer.set_len(0).unwrap();
+        let mut append = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        append.write_all(lines(40..80).as_bytes()).unwrap();
+        assert_eq!(guarded.read(&mut buf).unwrap(), 0);
+        assert!(changed.load(Ordering::SeqCst));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
