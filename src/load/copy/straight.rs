@@ -11,11 +11,16 @@
 //! would have taken too and written the same row: a unit test holds the two
 //! to that, line by line, over thousands of shapes and mutations.
 
+mod masks;
+mod room;
+
 use super::{JSONB_VERSION, put_numeric};
 use crate::load::record::{
     KEYS, Severity, parse_text_lsn, place, same_field_key, timestamp_micros, usual_next,
 };
 use crate::table::{LsnType, PrimaryKeyType, Wire};
+use masks::block_masks;
+use room::{ROW_SLACK, Room};
 
 /// A byte range of the line.
 type Span = (u32, u32);
@@ -151,87 +156,6 @@ impl<'a> Usual<'a> {
         if let Some(micros) = self.micros {
             room.field(&micros.to_be_bytes());
         }
-    }
-}
-
-/// Room made for a row beyond the length of its line: what a row has that
-/// a line does not (the field count, the lengths, the jsonb version, an
-/// lsn as numeric: under 80 bytes), and the 16 bytes a copy may overrun.
-const ROW_SLACK: usize = 128;
-
-/// A row being written into room made for it.
-struct Room<'o> {
-    out: &'o mut [u8],
-    at: usize,
-}
-
-impl Room<'_> {
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
-        self.at += bytes.len();
-    }
-
-    fn length(&mut self, length: usize) {
-        let length = u32::try_from(length).expect("a field is shorter than its line");
-        self.bytes(&length.to_be_bytes());
-    }
-
-    /// Sets the length written at `at` to that of what follows it.
-    fn length_since(&mut self, at: usize) {
-        let length = u32::try_from(self.at - at - 4).expect("a field is shorter than its line");
-        self.out[at..at + 4].copy_from_slice(&length.to_be_bytes());
-    }
-
-    fn field(&mut self, value: &[u8]) {
-        self.length(value.len());
-        self.bytes(value);
-    }
-
-    /// A span of `line`, sixteen bytes at a time: fields are short, and a
-    /// copy of a length not known in advance would cost a call each. The
-    /// bytes written past the span are overwritten or trimmed.
-    fn span(&mut self, line: &[u8], (start, end): Span) {
-        let (start, end) = (start as usize, end as usize);
-        let mut from = start;
-        while from < end {
-            let to = self.at + from - start;
-            match (line.get(from..from + 16), self.out.get_mut(to..to + 16)) {
-                (Some(chunk), Some(room)) => room.copy_from_slice(chunk),
-                _ => {
-                    self.out[to..to + end - from].copy_from_slice(&line[from..end]);
-                    break;
-                }
-            }
-            from += 16;
-        }
-        self.at += end - start;
-    }
-
-    /// A span of `line` that holds escapes, unescaped.
-    fn unescaped(&mut self, line: &[u8], (start, end): Span) {
-        let end = end as usize;
-        let mut from = start as usize;
-        while let Some(escape) = memchr::memchr(b'\\', &line[from..end]).map(|at| from + at) {
-            self.span(line, (from as u32, escape as u32));
-            self.bytes(&[match line[escape + 1] {
-                b'b' => 0x08,
-                b'f' => 0x0c,
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
-                // A quote, a backslash or a slash.
-                same => same,
-            }]);
-            from = escape + 2;
-        }
-        self.span(line, (from as u32, end as u32));
-    }
-
-    /// A string without anything to escape, as JSON.
-    fn quoted(&mut self, line: &[u8], span: Span) {
-        self.bytes(b"\"");
-        self.span(line, span);
-        self.bytes(b"\"");
     }
 }
 
@@ -571,75 +495,6 @@ impl<'a> Walk<'a> {
             .starts_with(word)
             .then(|| self.at += word.len())
     }
-}
-
-/// What the walk needs to know of 64 bytes of a line.
-struct Masks {
-    /// A bit for each quote and backslash.
-    specials: u64,
-    /// A bit for each byte over 0x7f.
-    high: u64,
-}
-
-/// The masks of the `block`th 64 bytes of `line`; None past its end, or
-/// when the block holds a control character.
-fn block_masks(line: &[u8], block: usize) -> Option<Masks> {
-    let bytes = line.get(block * 64..)?;
-    let mut padded = [b' '; 64];
-    let chunk: &[u8; 64] = match bytes.first_chunk::<64>() {
-        Some(chunk) => chunk,
-        None if bytes.is_empty() => return None,
-        None => {
-            padded[..bytes.len()].copy_from_slice(bytes);
-            &padded
-        }
-    };
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE2 is part of x86-64 itself: every such processor has it.
-    let [specials, controls, high] = unsafe { masks(chunk) };
-    #[cfg(not(target_arch = "x86_64"))]
-    let [specials, controls, high] = masks(chunk);
-    (controls == 0).then_some(Masks { specials, high })
-}
-
-/// Bits for the quotes and backslashes, for the control characters and
-/// for the bytes over 0x7f of 64 bytes: sixteen at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn masks(chunk: &[u8; 64]) -> [u64; 3] {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8,
-    };
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let below_space = _mm_set1_epi8(0x1f);
-    let mut bits = [0u64; 3];
-    for (lane, bytes) in chunk.chunks_exact(16).enumerate() {
-        // SAFETY: `bytes` is 16 bytes long, and an unaligned load reads
-        // exactly 16 bytes from any address.
-        let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-        // A byte is a control character when the larger of it and 0x1f,
-        // unsigned, is 0x1f.
-        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-        let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-        // The high bit of each byte is what the mask takes.
-        for (bits, of) in bits.iter_mut().zip([special, control, v]) {
-            *bits |= u64::from(_mm_movemask_epi8(of) as u16) << (lane * 16);
-        }
-    }
-    bits
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn masks(chunk: &[u8; 64]) -> [u64; 3] {
-    let mut bits = [0u64; 3];
-    for (index, &byte) in chunk.iter().enumerate() {
-        bits[0] |= u64::from(byte == b'"' || byte == b'\\') << index;
-        bits[1] |= u64::from(byte < 0x20) << index;
-        bits[2] |= u64::from(byte > 0x7f) << index;
-    }
-    bits
 }
 
 #[cfg(test)]
