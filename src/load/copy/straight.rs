@@ -2,12 +2,13 @@
 //! [`Finding`](crate::load::record::Finding): the fields are found as spans
 //! of the line and copied from it once, into the row.
 //!
-//! Only for lines without escapes or control characters: there every quote
-//! opens or closes a string, so finding a string's end is finding the next
-//! quote, which is looked up in a bit mask of each 64 bytes, made in one
-//! pass. A line it does not take (an escape, a field twice, a float, an
-//! unknown field holding an object, anything wrong) goes through the record
-//! path, which says what is wrong. So whatever it takes, the record path
+//! A string's end is found in a bit mask of the quotes and backslashes of
+//! each 64 bytes, made in one pass ([`masks`]): the next quote ends the
+//! string, and a backslash before it starts one of JSON's short escapes,
+//! which is stepped over. A line it does not take (a `\u` escape, a control
+//! character, a field twice, a float, an unknown field holding an object,
+//! anything wrong) goes through the record path, which says what is
+//! wrong. So whatever it takes, the record path
 //! would have taken too and written the same row: a unit test holds the two
 //! to that, line by line, over thousands of shapes and mutations.
 
@@ -320,7 +321,7 @@ impl<'a> Walk<'a> {
     /// A field's name and its colon, and the field's place (None for a
     /// field findings do not have). The name at `usual` is tried first,
     /// as it is written without white space: most lines have the same
-    /// fields in the same order. Its bytes are known, so the quote mask
+    /// fields in the same order. Its bytes are known, so the masks
     /// need not see them.
     fn name(&mut self, usual: usize) -> Option<Option<usize>> {
         let key = KEYS[usual];
