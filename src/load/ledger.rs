@@ -257,10 +257,9 @@ impl Ledger {
         *lock(&self.counts)
     }
 
-    /// Lines with findings were read: counted a batch at a time, as it is
-    /// handed over or dropped, rather than under a lock after every line.
-    pub fn read_rows(&self, rows: usize) {
-        lock(&self.counts).read += rows as u64;
+    /// A line with a finding was read.
+    pub fn read_one(&self) {
+        lock(&self.counts).read += 1;
     }
 
     /// A line read and rejected at once (its bytes go to the reject file
@@ -606,7 +605,7 @@ mod tests {
         let turns = Turns::default();
         let batch = batch_of(&[1, 2, 3, 4]);
         for _ in 0..4 {
-            ledger.read_rows(1);
+            ledger.read_one();
         }
         ledger.drop_read(0, 5, Dropped::Invalid, &"bad");
         let turn = turns.wait(0);

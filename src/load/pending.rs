@@ -77,6 +77,7 @@ impl Pending {
     ) -> bool {
         let keep = self.pipeline.ledger.keeps_lines().then_some(raw);
         self.batch.push(finding, origin, keep);
+        self.pipeline.ledger.read_one();
         self.cover(end);
         if self.batch.is_full(self.pipeline.spares.limits()) {
             self.flush()
@@ -134,7 +135,6 @@ impl Pending {
         let mut batch = std::mem::replace(&mut self.batch, fresh);
         batch.seq = self.next_seq;
         self.next_seq += 1;
-        self.pipeline.ledger.read_rows(batch.rows());
         let control = &self.pipeline.control;
         if control.interrupted() {
             self.settle_dropped(&batch, Dropped::Interrupted, INTERRUPTED);
@@ -174,7 +174,6 @@ impl Pending {
         self.batch.seen = batch.seen;
         batch.seq = self.next_seq;
         self.next_seq += 1;
-        self.pipeline.ledger.read_rows(batch.rows());
         let (kind, reason) = if self.pipeline.control.interrupted() {
             (Dropped::Interrupted, INTERRUPTED)
         } else {
