@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::markers::{
-    BATCH_ROWS, LARGE, append, assert_table_holds, assert_table_holds_after, finding, findings,
-    write_findings,
+    BATCH_ROWS, LARGE, append, assert_table_holds, assert_table_holds_after, each_once_after,
+    finding, findings, table_markers, write_findings,
 };
-use crate::support::process::send_signal;
+use crate::support::process::{read_offset, send_signal};
 use crate::support::run::{Outcome, init};
 use crate::support::wait::wait_during;
 use crate::support::{PgServer, Scratch, TABLE, shared};
@@ -82,6 +82,69 @@ fn an_unterminated_last_line_is_left_for_the_next_run() {
         .assert_code(0)
         .assert_stderr_contains("2 read, 2 inserted, 0 dropped");
     assert_table_holds(server, &db, 1..=12);
+}
+
+/// logrotate's copytruncate while a run waits at a half-written last line,
+/// and the scanner writing on past the point read (issue 13's session): the
+/// run stops reading at the truncation instead of taking the new lines for
+/// the old file's. Before, the new bytes were glued onto the half line and
+/// the new lines were loaded twice, by this run and by the next.
+#[test]
+fn a_copytruncate_during_a_run_loads_each_finding_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let eleventh = finding(11);
+    let input = scratch.write(
+        "findings.ndjson",
+        findings(1..=10) + &eleventh[..eleventh.len() / 2],
+    );
+    let length = fs::metadata(&input).expect("the input").len();
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&input)
+        .spawn();
+    // Read to its end, the run waits up to a second for the half line's end.
+    let pid = load.id();
+    let load = wait_during(
+        load,
+        "the whole input read",
+        Duration::from_secs(20),
+        || read_offset(pid, &input) == Some(length),
+    );
+    let copy = scratch.path().join("findings.ndjson.1");
+    fs::copy(&input, &copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .and_then(|file| file.set_len(0))
+        .expect("truncate");
+    // The scanner's next lines, past where the run is.
+    append(&input, &findings(12..=40));
+    let out = load.wait();
+    out.assert_code(0)
+        .assert_stderr_contains("10 read, 10 inserted, 0 dropped")
+        .assert_stderr_contains("truncated or rewritten while it was read");
+    assert_table_holds_after(server, &db, 1..=10, Some(&out));
+
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&copy)
+        .arg(&input)
+        .run();
+    // The copy's half line never got its end: it stays for a later run.
+    out.assert_code(0)
+        .assert_stderr_contains("29 read, 29 inserted, 0 dropped");
+    let in_table = each_once_after(&table_markers(server, &db), "the table", Some(&out));
+    let expected: std::collections::BTreeSet<u64> = (1..=10).chain(12..=40).collect();
+    assert_eq!(in_table, expected, "{}", out.describe());
 }
 
 /// The file was rotated (renamed away, a new one in its place): the new

@@ -14,8 +14,6 @@
 //! held has waited for the flush interval. Every file gets an input index of
 //! its own, so that the journal and the state file know each by its key.
 
-mod guarded;
-
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -27,12 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+use super::guarded::Guarded;
 use super::input::Cursor;
 use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
 use crate::state::{Known, Positioned, Seen};
-use guarded::Guarded;
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.

@@ -6,10 +6,13 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::guarded::Guarded;
 use crate::compressed::{Damaged, Format, Sniffing};
 use crate::state::{Head, Positioned, Resume, Seen, Start, StateFile};
 
@@ -67,10 +70,24 @@ pub enum Input {
 
 impl Input {
     /// The content, opening a named pipe (which waits for its writer), and
-    /// the descriptor that tells whether a read would wait.
-    pub fn into_reader(self) -> io::Result<(Box<dyn Read + Send>, Option<RawFd>)> {
+    /// the descriptor that tells whether a read would wait. A plain file
+    /// read with `guard` gives nothing more once its start changes, and
+    /// sets `guard` ([`Guarded`]).
+    pub fn into_reader(
+        self,
+        guard: Option<&Arc<AtomicBool>>,
+    ) -> io::Result<(Box<dyn Read + Send>, Option<RawFd>)> {
         Ok(match self {
-            Input::File(_, file) => (Format::of_file(&file)?.decode(Box::new(file))?, None),
+            Input::File(_, file) => {
+                let format = Format::of_file(&file)?;
+                let raw: Box<dyn Read + Send> = match guard {
+                    Some(changed) if !format.is_compressed() => {
+                        Box::new(Guarded::new(file, Arc::clone(changed))?)
+                    }
+                    _ => Box::new(file),
+                };
+                (format.decode(raw)?, None)
+            }
             Input::Fifo(path) => {
                 let pipe = File::open(path)?;
                 let fd = pipe.as_raw_fd();

@@ -17,6 +17,7 @@ mod batch;
 mod control;
 mod copy;
 mod follow;
+mod guarded;
 mod input;
 mod ledger;
 mod pending;

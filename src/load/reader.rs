@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use anyhow::Result;
@@ -227,7 +227,10 @@ impl Reader {
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         let name = source.name.clone();
-        let (input, fd) = match source.input.into_reader() {
+        // A file a state file tracks is read on only while it starts as it
+        // did: a copytruncate mid-run must not pass new lines for old ones.
+        let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
+        let (input, fd) = match source.input.into_reader(changed.as_ref()) {
             Ok(input) => input,
             Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
         };
@@ -294,6 +297,14 @@ impl Reader {
             if !self.advance(&next, &mut cursor) {
                 return Ok(Flow::Stop);
             }
+        }
+        if changed.is_some_and(|changed| changed.load(Ordering::SeqCst)) {
+            log::warn!(
+                "{}: truncated or rewritten while it was read (copytruncate?): read up to \
+                 line {}; the next run loads the rest from its copy, and the new lines",
+                self.ledger.name(index),
+                cursor.line
+            );
         }
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {

@@ -219,3 +219,25 @@ pub fn installed(program: &str, package: &str) -> Option<PathBuf> {
     }
     found
 }
+
+/// Where process `pid` is in the file at `path` (that inode): the offset
+/// of the first of its descriptors open on it, as /proc tells.
+pub fn read_offset(pid: u32, path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let wanted = std::fs::metadata(path).ok()?;
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    entries.filter_map(Result::ok).find_map(|entry| {
+        let open = std::fs::metadata(entry.path()).ok()?;
+        if open.dev() != wanted.dev() || open.ino() != wanted.ino() {
+            return None;
+        }
+        let fd = entry.file_name();
+        let info =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("pos:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}

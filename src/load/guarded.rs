@@ -1,12 +1,14 @@
-//! A followed file, read on only while its start is what it was.
+//! A file a state file tracks, read on only while its start is what it was.
 //!
 //! A file truncated and written again past the point read (copytruncate,
-//! then the scanner's next lines) between a look at it and a read must not
-//! be read on from that point: lines of the new content would pass for
-//! lines of the old, and the marks taken of them would say the copy is
-//! loaded. A read is the old content's only if the file still starts as it
-//! did once the read is done; if it does not, the read gives nothing and
-//! says so, and the file is read again from its start as a new input.
+//! then the scanner's next lines) between two reads must not be read on
+//! from that point: lines of the new content would pass for lines of the
+//! old, and the marks taken of them would say the copy is loaded. A read is
+//! the old content's only if the file still starts as it did once the read
+//! is done; if it does not, the read gives nothing and says so. With
+//! --follow the file is then read again from its start as a new input;
+//! otherwise the next run reads the rest from the copy and the new content
+//! from its start, as the state file tells them apart.
 
 use std::fs::File;
 use std::io::{self, Read, Seek};
