@@ -278,6 +278,16 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// How a read that ends mid-line is taken: a pipe's last line is its
+    /// last; a file's may be being written.
+    pub fn at_end(&self) -> AtEnd {
+        if self.may_wait {
+            AtEnd::Final
+        } else {
+            AtEnd::MayGrow
+        }
+    }
+
     pub fn start(index: usize, source: &Source) -> Cursor {
         let (offset, line, head) = source.resume.as_ref().map_or((0, 0, Head::default()), |r| {
             (r.mark.offset, r.mark.line, r.mark.head)

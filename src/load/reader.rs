@@ -251,12 +251,7 @@ impl Reader {
                 Some(false) => return Ok(Flow::Stop),
                 None => {}
             }
-            let at_end = if cursor.may_wait {
-                AtEnd::Final
-            } else {
-                AtEnd::MayGrow
-            };
-            let next = match self.next_line(&mut reader, &cursor, at_end, fd) {
+            let next = match self.next_line(&mut reader, &cursor, cursor.at_end(), fd) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
@@ -274,12 +269,7 @@ impl Reader {
                 Line::Text
                     if self.line.last() != Some(&b'\n') && self.interrupted_mid_line(&cursor) =>
                 {
-                    let reason = "not loaded: interrupted in the middle of the line";
-                    // Read, if not whole: where reading stopped says so too.
-                    self.position.set(index, cursor.line + 1);
-                    self.ledger
-                        .drop_read(index, cursor.line + 1, Dropped::Interrupted, &reason);
-                    self.pending.drop_unsent();
+                    self.drop_interrupted_line(&cursor);
                     return Ok(Flow::Stop);
                 }
                 // The scanner may be writing this line right now: leave it
@@ -299,12 +289,7 @@ impl Reader {
             }
         }
         if changed.is_some_and(|changed| changed.load(Ordering::SeqCst)) {
-            log::warn!(
-                "{}: truncated or rewritten while it was read (copytruncate?): read up to \
-                 line {}; the next run loads the rest from its copy, and the new lines",
-                self.ledger.name(index),
-                cursor.line
-            );
+            self.say_changed(&cursor);
         }
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {
@@ -312,6 +297,28 @@ impl Reader {
         } else {
             Flow::Stop
         })
+    }
+
+    /// The line after `cursor` was cut short by the signal that stops the
+    /// run: it is dropped, with what was read and not sent.
+    fn drop_interrupted_line(&mut self, cursor: &Cursor) {
+        let reason = "not loaded: interrupted in the middle of the line";
+        // Read, if not whole: where reading stopped says so too.
+        self.position.set(cursor.index, cursor.line + 1);
+        self.ledger
+            .drop_read(cursor.index, cursor.line + 1, Dropped::Interrupted, &reason);
+        self.pending.drop_unsent();
+    }
+
+    /// The file under `cursor` was copied and truncated, or rewritten,
+    /// while it was read: reading it stopped there.
+    fn say_changed(&self, cursor: &Cursor) {
+        log::warn!(
+            "{}: truncated or rewritten while it was read (copytruncate?): read up to line \
+             {}; the next run loads the rest from its copy, and the new lines",
+            self.ledger.name(cursor.index),
+            cursor.line
+        );
     }
 
     /// Reads the lines of a followed file up to its end, or up to a line
