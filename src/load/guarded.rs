@@ -103,6 +103,14 @@ mod tests {
             .collect()
     }
 
+    /// The file under `writer` truncated, then `text` appended, as the
+    /// scanner goes on after logrotate's copytruncate.
+    fn copytruncated(writer: &File, path: &std::path::Path, text: &str) {
+        writer.set_len(0).unwrap();
+        let mut append = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        append.write_all(text.as_bytes()).unwrap();
+    }
+
     #[test]
     fn a_file_truncated_and_written_again_past_the_point_read_gives_nothing_more() {
         let dir = std::env::temp_dir().join(format!("pgsense-guarded-{}", std::process::id()));
@@ -123,12 +131,7 @@ mod tests {
         );
         // Truncated, then the scanner's next lines past the point read:
         // the same length, the same first and last bytes.
-        writer.set_len(0).unwrap();
-        let mut append = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        append.write_all(lines(20..26).as_bytes()).unwrap();
+        copytruncated(&writer, &path, &lines(20..26));
         assert_eq!(guarded.read(&mut buf).unwrap(), 0);
         assert!(changed.load(Ordering::SeqCst));
         assert_eq!(guarded.read(&mut buf).unwrap(), 0, "nothing more after");
@@ -153,12 +156,7 @@ mod tests {
         rewind.seek(io::SeekFrom::Start(0)).unwrap();
         writer.write_all(&text.as_bytes()[20..]).unwrap();
         assert_eq!(guarded.read(&mut buf).unwrap(), text.len());
-        writer.set_len(0).unwrap();
-        let mut append = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        append.write_all(lines(40..80).as_bytes()).unwrap();
+        copytruncated(&writer, &path, &lines(40..80));
         assert_eq!(guarded.read(&mut buf).unwrap(), 0);
         assert!(changed.load(Ordering::SeqCst));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -17,7 +17,7 @@ mod room;
 
 use super::{JSONB_VERSION, put_numeric};
 use crate::load::record::{
-    KEYS, Severity, parse_text_lsn, place, same_field_key, timestamp_micros, usual_next,
+    Severity, parse_text_lsn, place, timestamp_micros, usual_key_at, usual_next,
 };
 use crate::table::{LsnType, PrimaryKeyType, Wire};
 use masks::block_masks;
@@ -324,13 +324,8 @@ impl<'a> Walk<'a> {
     /// fields in the same order. Its bytes are known, so the masks
     /// need not see them.
     fn name(&mut self, usual: usize) -> Option<Option<usize>> {
-        let key = KEYS[usual];
-        if self
-            .line
-            .get(self.at..self.at + key.len())
-            .is_some_and(|here| same_field_key(here, key))
-        {
-            self.at += key.len();
+        if let Some(len) = usual_key_at(self.line, self.at, usual) {
+            self.at += len;
             return Some(Some(usual));
         }
         let name = self.string()?;

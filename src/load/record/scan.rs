@@ -86,7 +86,7 @@ pub fn place(name: &str) -> Option<usize> {
 
 /// Each field's name as JSON writes it, quoted and followed by its colon,
 /// by place.
-pub const KEYS: [&[u8]; 14] = [
+const KEYS: [&[u8]; 14] = [
     b"\"database\":",
     b"\"rule_id\":",
     b"\"description\":",
@@ -114,10 +114,21 @@ pub fn usual_next(place: Option<usize>) -> usize {
     }
 }
 
+/// The length of the name and colon of the field at `usual`, when `bytes`
+/// has them, as JSON writes them, at `at`.
+#[inline]
+pub fn usual_key_at(bytes: &[u8], at: usize, usual: usize) -> Option<usize> {
+    let key = KEYS[usual];
+    bytes
+        .get(at..at + key.len())
+        .is_some_and(|here| same_key(here, key))
+        .then_some(key.len())
+}
+
 /// Whether `here` is `key`, one of [`KEYS`]: at most 16 bytes, so two
 /// 8-byte words (overlapping for shorter keys) compare them at once.
 #[inline]
-pub fn same_key(here: &[u8], key: &[u8]) -> bool {
+fn same_key(here: &[u8], key: &[u8]) -> bool {
     let word = |bytes: &[u8], at: usize| {
         u64::from_le_bytes(bytes[at..at + 8].try_into().expect("a word of 8 bytes"))
     };
@@ -179,13 +190,8 @@ impl<'a> Scanner<'a> {
     /// in the same order.
     fn name(&mut self, usual: usize) -> Option<Option<usize>> {
         self.space();
-        let key = KEYS[usual];
-        if self
-            .bytes
-            .get(self.at..self.at + key.len())
-            .is_some_and(|here| same_key(here, key))
-        {
-            self.at += key.len();
+        if let Some(len) = usual_key_at(self.bytes, self.at, usual) {
+            self.at += len;
             return Some(Some(usual));
         }
         let name = self.plain_string()?;
