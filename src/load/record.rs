@@ -67,10 +67,10 @@ impl Severity {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Severity> {
+    pub fn parse(text: &[u8]) -> Option<Severity> {
         Severity::ALL
             .into_iter()
-            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+            .find(|s| s.as_str().as_bytes().eq_ignore_ascii_case(text))
     }
 }
 
@@ -215,7 +215,7 @@ impl<'a> RawFinding<'a> {
             value.take().expect("every text field was checked above")
         };
         let severity_text = take(severity);
-        let severity = Severity::parse(&severity_text).ok_or_else(|| {
+        let severity = Severity::parse(severity_text.as_bytes()).ok_or_else(|| {
             RejectReason::new(format!(
                 "field `severity`: {severity_text:?} is not one of CRITICAL, HIGH, MEDIUM, LOW, INFO"
             ))
@@ -307,7 +307,7 @@ fn check_no_nul(nuls: Nuls, field: &str, value: &str) -> Result<(), RejectReason
 }
 
 fn check_timestamp(field: &str, value: &str) -> Result<i64, RejectReason> {
-    timestamp::micros(value).map_err(|problem| {
+    timestamp::micros(value.as_bytes()).map_err(|problem| {
         RejectReason::new(format!(
             "field `{field}`: {value:?} is not an RFC 3339 timestamp ({problem})"
         ))

@@ -76,9 +76,12 @@ impl<'a> Usual<'a> {
             return None;
         }
         // Outside strings the walk takes nothing but ASCII, and the blocks
-        // of every string were looked at: when none of them has a byte
-        // over 0x7f, the line is ASCII.
-        if walk.non_ascii && std::str::from_utf8(line).is_err() {
+        // of every string were looked at: the bytes over 0x7f are all
+        // between the first and the last seen, with ASCII (or nothing)
+        // on either side, so the line is UTF-8 when those bytes are.
+        if let Some((first, last)) = walk.high
+            && std::str::from_utf8(&line[first..=last]).is_err()
+        {
             return None;
         }
         fields.into_usual(line)
@@ -180,7 +183,7 @@ struct Fields {
 impl Fields {
     /// The finding, when every field it needs is there and valid.
     fn into_usual(self, line: &[u8]) -> Option<Usual<'_>> {
-        let text = |(start, end): Span| std::str::from_utf8(&line[start as usize..end as usize]);
+        let bytes = |(start, end): Span| &line[start as usize..end as usize];
         const NEEDED: u32 = ((1 << 9) - 1) | (1 << LSN);
         if self.seen & NEEDED != NEEDED {
             return None;
@@ -188,10 +191,10 @@ impl Fields {
         if self.escaped & 1 << 4 != 0 {
             return None;
         }
-        let severity = Severity::parse(text(self.text[4]).ok()?)?;
+        let severity = Severity::parse(bytes(self.text[4]))?;
         let micros = match self.timestamp {
             None => None,
-            Some(span) => Some(timestamp_micros(text(span).ok()?).ok()?),
+            Some(span) => Some(timestamp_micros(bytes(span)).ok()?),
         };
         Some(Usual {
             line,
@@ -213,8 +216,9 @@ struct Walk<'a> {
     block: usize,
     /// A bit for each quote and backslash in the block.
     specials: u64,
-    /// Whether a block looked at has a byte over 0x7f.
-    non_ascii: bool,
+    /// Where the first and the last byte over 0x7f of the blocks looked
+    /// at are.
+    high: Option<(usize, usize)>,
 }
 
 impl<'a> Walk<'a> {
@@ -224,7 +228,7 @@ impl<'a> Walk<'a> {
             at: 0,
             block: usize::MAX,
             specials: 0,
-            non_ascii: false,
+            high: None,
         }
     }
 
@@ -232,6 +236,7 @@ impl<'a> Walk<'a> {
         self.line.get(self.at).copied()
     }
 
+    #[inline(always)]
     fn spaces(&mut self) {
         while self.peek() == Some(b' ') {
             self.at += 1;
@@ -239,6 +244,7 @@ impl<'a> Walk<'a> {
     }
 
     /// Skips spaces, then takes `byte`.
+    #[inline(always)]
     fn expect(&mut self, byte: u8) -> Option<()> {
         self.spaces();
         (self.peek()? == byte).then(|| self.at += 1)
@@ -247,13 +253,19 @@ impl<'a> Walk<'a> {
     /// Where the next quote or backslash at or after `from` is. None
     /// past the end, or for a block with a control character: the line is
     /// not of the usual shape.
+    #[inline(always)]
     fn next_special(&mut self, mut from: usize) -> Option<usize> {
         loop {
             let block = from / 64;
             if block != self.block {
                 let masks = block_masks(self.line, block)?;
                 self.specials = masks.specials;
-                self.non_ascii |= masks.high != 0;
+                if masks.high != 0 {
+                    let base = block * 64;
+                    let last = base + 63 - masks.high.leading_zeros() as usize;
+                    let first = base + masks.high.trailing_zeros() as usize;
+                    self.high = Some((self.high.map_or(first, |(first, _)| first), last));
+                }
                 self.block = block;
             }
             let ahead = self.specials >> (from % 64);
@@ -266,6 +278,7 @@ impl<'a> Walk<'a> {
 
     /// A string; its contents as a span, and whether it has escapes (the
     /// short ones only: a `\u` escape is left to the record path).
+    #[inline(always)]
     fn any_string(&mut self) -> Option<(Span, bool)> {
         self.expect(b'"')?;
         let start = self.at;
