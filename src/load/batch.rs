@@ -263,8 +263,9 @@ pub mod tests {
                 text.insert_str(text.len() - 1, r#","detected_at":"2024-01-01T00:00:00Z""#);
             }
             text.push('\n');
-            let finding =
-                Valid::Parsed(parse_line(text.trim_end().as_bytes()).expect("valid finding"));
+            let finding = Valid::Parsed(Box::new(
+                parse_line(text.trim_end().as_bytes()).expect("valid finding"),
+            ));
             let origin = Origin {
                 source: 0,
                 line: index as u64 + 1,

@@ -19,7 +19,7 @@ pub enum Valid<'a> {
     /// The usual shape, as spans of the line.
     Usual(Usual<'a>),
     /// Any other, parsed.
-    Parsed(Finding<'a>),
+    Parsed(Box<Finding<'a>>),
 }
 
 impl Valid<'_> {

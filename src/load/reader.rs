@@ -121,7 +121,7 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
     match record::parse_line(text) {
         Ok(finding) => Kind::Finding {
             raw,
-            finding: Valid::Parsed(finding),
+            finding: Valid::Parsed(Box::new(finding)),
         },
         Err(reason) => Kind::Invalid { raw, reason },
     }

@@ -54,10 +54,11 @@ enum Key {
     None,
     /// A compact object, `{"id":"42"}`: written as it is.
     Verbatim(Span),
-    /// Column names and values, to be written as a compact object.
+    /// Any other object, or the pairs of the older shape (in `span`):
+    /// walked again to be written as a compact object.
     Columns {
-        count: usize,
-        columns: [(Span, Span); MAX_KEY_COLUMNS],
+        span: Span,
+        pairs: bool,
     },
 }
 
@@ -135,16 +136,21 @@ impl<'a> Usual<'a> {
         match &self.key {
             Key::None => room.bytes(b"{}"),
             Key::Verbatim(span) => room.span(self.line, *span),
-            Key::Columns { count, columns } => {
+            Key::Columns { span, pairs } => {
                 room.bytes(b"{");
-                for (index, (name, value)) in columns[..*count].iter().enumerate() {
-                    if index > 0 {
+                let mut walk = Walk::new(self.line);
+                walk.at = span.0 as usize;
+                let mut first = true;
+                walk.columns(*pairs, |name, value| {
+                    if !std::mem::take(&mut first) {
                         room.bytes(b",");
                     }
-                    room.quoted(self.line, *name);
+                    room.quoted(self.line, name);
                     room.bytes(b":");
-                    room.quoted(self.line, *value);
-                }
+                    room.quoted(self.line, value);
+                    Some(())
+                })
+                .expect("the key was walked before");
                 room.bytes(b"}");
             }
         }
@@ -165,6 +171,10 @@ impl<'a> Usual<'a> {
 
 fn span_len((start, end): Span) -> usize {
     (end - start) as usize
+}
+
+fn span_bytes(line: &[u8], (start, end): Span) -> &[u8] {
+    &line[start as usize..end as usize]
 }
 
 /// What the walk found, by field.
@@ -407,58 +417,66 @@ impl<'a> Walk<'a> {
         Some(())
     }
 
-    /// `{"column":"value",...}`, or with `pairs`, `[["column","value"],...]`.
+    /// The primary key: `{"column":"value",...}`, or with `pairs`,
+    /// `[["column","value"],...]`.
     fn key(&mut self, pairs: bool) -> Option<Key> {
         self.spaces();
         let start = self.at;
+        let line = self.line;
+        let mut names = [(0, 0); MAX_KEY_COLUMNS];
         let mut count = 0;
-        let mut columns = [((0, 0), (0, 0)); MAX_KEY_COLUMNS];
         // The length of the object written compact.
         let mut compact = 1;
+        self.columns(pairs, |name, value| {
+            let bytes = span_bytes(line, name);
+            if names[..count]
+                .iter()
+                .any(|seen| span_bytes(line, *seen) == bytes)
+            {
+                return None;
+            }
+            *names.get_mut(count)? = name;
+            count += 1;
+            // `"name":"value",` (the last comma is the closing brace).
+            compact += span_len(name) + span_len(value) + 6;
+            Some(())
+        })?;
+        let span = (start as u32, self.at as u32);
+        // With no escapes in it, an object of this length has no space
+        // either: it is what would be written.
+        Some(if !pairs && self.at - start == compact.max(2) {
+            Key::Verbatim(span)
+        } else {
+            Key::Columns { span, pairs }
+        })
+    }
+
+    /// Each column's name and value of a primary key, to `each`.
+    fn columns(
+        &mut self,
+        pairs: bool,
+        mut each: impl FnMut(Span, Span) -> Option<()>,
+    ) -> Option<()> {
         let (open, close) = if pairs { (b'[', b']') } else { (b'{', b'}') };
         self.items(open, close, |walk| {
-            let column = if pairs {
+            if pairs {
                 walk.expect(b'[')?;
                 let name = walk.string()?;
                 walk.expect(b',')?;
                 let value = walk.string()?;
                 walk.expect(b']')?;
-                (name, value)
+                each(name, value)
             } else {
                 let name = walk.string()?;
                 walk.expect(b':')?;
-                (name, walk.string()?)
-            };
-            let name = walk.span_bytes(column.0);
-            if columns[..count]
-                .iter()
-                .any(|(seen, _)| walk.span_bytes(*seen) == name)
-            {
-                return None;
+                each(name, walk.string()?)
             }
-            *columns.get_mut(count)? = column;
-            count += 1;
-            // `"name":"value",` (the last comma is the closing brace).
-            compact += span_len(column.0) + span_len(column.1) + 6;
-            Some(())
-        })?;
-        let compact = compact.max(2);
-        // With no escapes in it, an object of this length has no space
-        // either: it is what would be written.
-        Some(if !pairs && self.at - start == compact {
-            Key::Verbatim((start as u32, self.at as u32))
-        } else {
-            Key::Columns { count, columns }
         })
-    }
-
-    fn span_bytes(&self, (start, end): Span) -> &'a [u8] {
-        &self.line[start as usize..end as usize]
     }
 
     /// A span as text, when it is valid UTF-8.
     fn text(&self, span: Span) -> Option<&'a str> {
-        std::str::from_utf8(self.span_bytes(span)).ok()
+        std::str::from_utf8(span_bytes(self.line, span)).ok()
     }
 
     /// An integer within BIGINT range, or a textual LSN that is.
