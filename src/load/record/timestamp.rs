@@ -3,6 +3,8 @@
 //! pass: `YYYY-MM-DDTHH:MM:SS[.frac]` then `Z` or `+HH:MM`/`-HH:MM`; a
 //! space may replace the T, as RFC 3339 allows.
 
+use std::cell::Cell;
+
 /// Days from 1970-01-01 to 2000-01-01, PostgreSQL's epoch.
 const POSTGRES_EPOCH_DAYS: i64 = 10_957;
 
@@ -14,29 +16,16 @@ pub fn micros(b: &[u8]) -> Result<i64, &'static str> {
     if b.len() < 20 {
         return Err("too short");
     }
-    let two = |at: usize| {
-        let (high, low) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
-        (high < 10 && low < 10).then(|| i64::from(high * 10 + low))
-    };
-    let (Some(century), Some(year), Some(month), Some(day)) = (two(0), two(2), two(5), two(8))
-    else {
-        return Err("bad date");
-    };
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+    let date: &[u8; 10] = b[..10].try_into().expect("ten bytes");
+    let days = days(date)?;
+    if !matches!(b[10], b'T' | b't' | b' ') {
         return Err("bad date");
     }
-    let (Some(hour), Some(minute), Some(second)) = (two(11), two(14), two(17)) else {
+    let (Some(hour), Some(minute), Some(second)) = (two(b, 11), two(b, 14), two(b, 17)) else {
         return Err("bad time");
     };
     if b[13] != b':' || b[16] != b':' {
         return Err("bad time");
-    }
-    let year = century * 100 + year;
-    if year == 0 || !(1..=12).contains(&month) {
-        return Err("date out of range");
-    }
-    if day == 0 || day > days_in_month(year, month) {
-        return Err("date out of range");
     }
     if hour > 23 || minute > 59 || second > 60 {
         return Err("time out of range");
@@ -54,15 +43,59 @@ pub fn micros(b: &[u8]) -> Result<i64, &'static str> {
         return Err("time out of range");
     }
     let offset = utc_offset(&b[zone..])?;
-    let days = days_from_civil(year, month, day) - POSTGRES_EPOCH_DAYS;
     let seconds = hour * 3600 + minute * 60 + second - offset * 60;
     Ok((days * 86_400 + seconds) * 1_000_000 + fraction_micros(fraction))
+}
+
+/// The two digits at `at`, as a number.
+fn two(b: &[u8], at: usize) -> Option<i64> {
+    let (high, low) = (b[at].wrapping_sub(b'0'), b[at + 1].wrapping_sub(b'0'));
+    (high < 10 && low < 10).then(|| i64::from(high * 10 + low))
+}
+
+thread_local! {
+    /// The last date read, and its days (at first, the epoch itself): the
+    /// findings of a file mostly share a few dates, and the calendar is
+    /// the costly part.
+    static LAST_DATE: Cell<([u8; 10], i64)> = const { Cell::new((*b"2000-01-01", 0)) };
+}
+
+/// Days since 2000-01-01 of `YYYY-MM-DD`.
+fn days(date: &[u8; 10]) -> Result<i64, &'static str> {
+    LAST_DATE.with(|last| {
+        let (seen, days) = last.get();
+        if seen == *date {
+            return Ok(days);
+        }
+        let days = calendar_days(date)?;
+        last.set((*date, days));
+        Ok(days)
+    })
+}
+
+fn calendar_days(date: &[u8; 10]) -> Result<i64, &'static str> {
+    let (Some(century), Some(year), Some(month), Some(day)) =
+        (two(date, 0), two(date, 2), two(date, 5), two(date, 8))
+    else {
+        return Err("bad date");
+    };
+    if date[4] != b'-' || date[7] != b'-' {
+        return Err("bad date");
+    }
+    let year = century * 100 + year;
+    if year == 0 || !(1..=12).contains(&month) {
+        return Err("date out of range");
+    }
+    if day == 0 || day > days_in_month(year, month) {
+        return Err("date out of range");
+    }
+    Ok(days_from_civil(year, month, day) - POSTGRES_EPOCH_DAYS)
 }
 
 /// The UTC offset in minutes of `Z` or `+HH:MM`/`-HH:MM`.
 fn utc_offset(zone: &[u8]) -> Result<i64, &'static str> {
     match zone {
-        [b'Z' | b'z'] => Ok(0),
+        [b'Z' | b'z'] | b"+00:00" => Ok(0),
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let digit = |c: &u8| c.is_ascii_digit().then(|| i64::from(c - b'0'));
             match (digit(h1), digit(h2), digit(m1), digit(m2)) {
@@ -181,6 +214,7 @@ mod tests {
             ("2026-11-27T10:15:02+01:00 ", "missing or bad UTC offset"),
             ("2026-11-27T10:15:02Zulu", "missing or bad UTC offset"),
             ("yesterday at noon, roughly", "bad date"),
+            ("\0\0\0\0\0\0\0\0\0\0T00:00:00Z", "bad date"),
         ] {
             assert_eq!(micros(bad.as_bytes()), Err(problem), "{bad}");
         }
