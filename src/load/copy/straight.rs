@@ -248,6 +248,14 @@ impl<'a> Walk<'a> {
 
     #[inline(always)]
     fn spaces(&mut self) {
+        // The usual line has none: the loop is kept out of the way.
+        if self.peek() == Some(b' ') {
+            self.more_spaces();
+        }
+    }
+
+    #[cold]
+    fn more_spaces(&mut self) {
         while self.peek() == Some(b' ') {
             self.at += 1;
         }
