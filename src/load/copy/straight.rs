@@ -320,6 +320,7 @@ impl<'a> Walk<'a> {
     }
 
     /// A string without escapes.
+    #[inline(always)]
     fn string(&mut self) -> Option<Span> {
         match self.any_string()? {
             (span, false) => Some(span),
@@ -339,14 +340,47 @@ impl<'a> Walk<'a> {
 
     /// The finding object, field by field.
     fn object(&mut self, fields: &mut Fields) -> Option<()> {
-        let mut last = None;
-        self.items(b'{', b'}', |walk| match walk.name(usual_next(last))? {
-            Some(place) => {
-                last = Some(place);
-                walk.field(fields, place)
+        self.expect(b'{')?;
+        let taken = self.usual_text_fields(fields)?;
+        let mut last = taken.checked_sub(1);
+        self.items_after(b'}', taken == 0, |walk| {
+            match walk.name(usual_next(last))? {
+                Some(place) => {
+                    last = Some(place);
+                    walk.field(fields, place)
+                }
+                None => walk.skip_simple_value(),
             }
-            None => walk.skip_simple_value(),
         })
+    }
+
+    /// The text fields the line starts with when they come in the usual
+    /// order and compact (`"database":"...",` and on), each with its
+    /// comma: how many. They are taken without asking, at each, which
+    /// field it is and whether it was seen; the rest of the line is
+    /// walked field by field.
+    #[inline(always)]
+    fn usual_text_fields(&mut self, fields: &mut Fields) -> Option<usize> {
+        for place in 0..9 {
+            let Some(len) = usual_key_at(self.line, self.at, place) else {
+                return Some(place);
+            };
+            if self.line.get(self.at + len) != Some(&b'"') {
+                return Some(place);
+            }
+            self.at += len;
+            let (span, escaped) = self.any_string()?;
+            fields.seen |= 1 << place;
+            fields.text[place] = span;
+            fields.escaped |= u16::from(escaped) << place;
+            // The line's end or white space here: the record path says
+            // whether it is a finding.
+            if self.peek()? != b',' {
+                return None;
+            }
+            self.at += 1;
+        }
+        Some(9)
     }
 
     /// A field's name and its colon, and the field's place (None for a
@@ -369,11 +403,22 @@ impl<'a> Walk<'a> {
         &mut self,
         open: u8,
         close: u8,
-        mut item: impl FnMut(&mut Self) -> Option<()>,
+        item: impl FnMut(&mut Self) -> Option<()>,
     ) -> Option<()> {
         self.expect(open)?;
+        self.items_after(close, true, item)
+    }
+
+    /// Items separated by commas, then `close`: after the opening, when
+    /// `may_close` (there may be none), or after a comma.
+    fn items_after(
+        &mut self,
+        close: u8,
+        may_close: bool,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.spaces();
-        if self.peek()? == close {
+        if may_close && self.peek()? == close {
             self.at += 1;
             return Some(());
         }
