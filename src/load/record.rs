@@ -68,9 +68,17 @@ impl Severity {
     }
 
     pub fn parse(text: &[u8]) -> Option<Severity> {
-        Severity::ALL
-            .into_iter()
-            .find(|s| s.as_str().as_bytes().eq_ignore_ascii_case(text))
+        // The scanner writes them in capitals.
+        match text {
+            b"CRITICAL" => Some(Severity::Critical),
+            b"HIGH" => Some(Severity::High),
+            b"MEDIUM" => Some(Severity::Medium),
+            b"LOW" => Some(Severity::Low),
+            b"INFO" => Some(Severity::Info),
+            _ => Severity::ALL
+                .into_iter()
+                .find(|s| s.as_str().as_bytes().eq_ignore_ascii_case(text)),
+        }
     }
 }
 
