@@ -1,0 +1,366 @@
+//! The walk through a line: each token in turn, each string's end found
+//! in the masks of its 64 bytes.
+
+use super::masks::block_masks;
+use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span};
+use super::{span_bytes, span_len};
+use crate::load::record::{parse_text_lsn, place, usual_key_at, usual_next};
+
+/// A walk through the line, left to right.
+pub struct Walk<'a> {
+    line: &'a [u8],
+    pub at: usize,
+    /// The block of 64 bytes `specials` is for.
+    block: usize,
+    /// A bit for each quote and backslash in the block.
+    specials: u64,
+    /// Where the first and the last byte over 0x7f of the blocks looked
+    /// at are.
+    pub high: Option<(usize, usize)>,
+}
+
+impl<'a> Walk<'a> {
+    pub fn new(line: &'a [u8]) -> Walk<'a> {
+        Walk {
+            line,
+            at: 0,
+            block: usize::MAX,
+            specials: 0,
+            high: None,
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.line.get(self.at).copied()
+    }
+
+    #[inline(always)]
+    pub fn spaces(&mut self) {
+        // The usual line has none: the loop is kept out of the way.
+        if self.peek() == Some(b' ') {
+            self.more_spaces();
+        }
+    }
+
+    #[cold]
+    fn more_spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.at += 1;
+        }
+    }
+
+    /// Skips spaces, then takes `byte`.
+    #[inline(always)]
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.spaces();
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// Where the next quote or backslash at or after `from` is. None
+    /// past the end, or for a block with a control character: the line is
+    /// not of the usual shape.
+    #[inline(always)]
+    fn next_special(&mut self, mut from: usize) -> Option<usize> {
+        loop {
+            let block = from / 64;
+            if block != self.block {
+                let masks = block_masks(self.line, block)?;
+                self.specials = masks.specials;
+                if masks.high != 0 {
+                    let base = block * 64;
+                    let last = base + 63 - masks.high.leading_zeros() as usize;
+                    let first = base + masks.high.trailing_zeros() as usize;
+                    self.high = Some((self.high.map_or(first, |(first, _)| first), last));
+                }
+                self.block = block;
+            }
+            let ahead = self.specials >> (from % 64);
+            if ahead != 0 {
+                return Some(from + ahead.trailing_zeros() as usize);
+            }
+            from = (block + 1) * 64;
+        }
+    }
+
+    /// A string; its contents as a span, and whether it has escapes (the
+    /// short ones only: a `\u` escape is left to the record path).
+    #[inline(always)]
+    fn any_string(&mut self) -> Option<(Span, bool)> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        let mut from = start;
+        loop {
+            let at = self.next_special(from)?;
+            if self.line[at] == b'"' {
+                self.at = at + 1;
+                return Some(((start as u32, at as u32), escaped));
+            }
+            if !matches!(
+                self.line.get(at + 1)?,
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't'
+            ) {
+                return None;
+            }
+            escaped = true;
+            from = at + 2;
+        }
+    }
+
+    /// A string without escapes.
+    #[inline(always)]
+    fn string(&mut self) -> Option<Span> {
+        match self.any_string()? {
+            (span, false) => Some(span),
+            (_, true) => None,
+        }
+    }
+
+    /// Whether the value is `null`, which is then taken.
+    fn null(&mut self) -> bool {
+        self.spaces();
+        let null = self.line[self.at..].starts_with(b"null");
+        if null {
+            self.at += 4;
+        }
+        null
+    }
+
+    /// The finding object, field by field.
+    pub fn object(&mut self, fields: &mut Fields) -> Option<()> {
+        self.expect(b'{')?;
+        let taken = self.usual_text_fields(fields)?;
+        let mut last = taken.checked_sub(1);
+        self.items_after(b'}', taken == 0, |walk| {
+            match walk.name(usual_next(last))? {
+                Some(place) => {
+                    last = Some(place);
+                    walk.field(fields, place)
+                }
+                None => walk.skip_simple_value(),
+            }
+        })
+    }
+
+    /// The text fields the line starts with when they come in the usual
+    /// order and compact (`"database":"...",` and on), each with its
+    /// comma: how many. They are taken without asking, at each, which
+    /// field it is and whether it was seen; the rest of the line is
+    /// walked field by field.
+    #[inline(always)]
+    fn usual_text_fields(&mut self, fields: &mut Fields) -> Option<usize> {
+        for place in 0..9 {
+            let Some(len) = usual_key_at(self.line, self.at, place) else {
+                return Some(place);
+            };
+            if self.line.get(self.at + len) != Some(&b'"') {
+                return Some(place);
+            }
+            self.at += len;
+            let (span, escaped) = self.any_string()?;
+            fields.seen |= 1 << place;
+            fields.text[place] = span;
+            fields.escaped |= u16::from(escaped) << place;
+            // The line's end or white space here: the record path says
+            // whether it is a finding.
+            if self.peek()? != b',' {
+                return None;
+            }
+            self.at += 1;
+        }
+        Some(9)
+    }
+
+    /// A field's name and its colon, and the field's place (None for a
+    /// field findings do not have). The name at `usual` is tried first,
+    /// as it is written without white space: most lines have the same
+    /// fields in the same order. Its bytes are known, so the masks
+    /// need not see them.
+    fn name(&mut self, usual: usize) -> Option<Option<usize>> {
+        if let Some(len) = usual_key_at(self.line, self.at, usual) {
+            self.at += len;
+            return Some(Some(usual));
+        }
+        let name = self.string()?;
+        self.expect(b':')?;
+        Some(place(self.text(name)?))
+    }
+
+    /// `open`, items separated by commas (`item` reads each), `close`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
+        self.items_after(close, true, item)
+    }
+
+    /// Items separated by commas, then `close`: after the opening, when
+    /// `may_close` (there may be none), or after a comma.
+    fn items_after(
+        &mut self,
+        close: u8,
+        may_close: bool,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.spaces();
+        if may_close && self.peek()? == close {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.spaces();
+            match self.peek()? {
+                b',' => self.at += 1,
+                byte if byte == close => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value of the field at `place`, once.
+    fn field(&mut self, fields: &mut Fields, place: usize) -> Option<()> {
+        if fields.seen & 1 << place != 0 {
+            return None;
+        }
+        fields.seen |= 1 << place;
+        match place {
+            0..=8 => {
+                let (span, escaped) = self.any_string()?;
+                fields.text[place] = span;
+                fields.escaped |= u16::from(escaped) << place;
+            }
+            // Both forms of one field, not null, are compared by the
+            // record path.
+            PRIMARY_KEY | PRIMARY_KEYS => {
+                if !self.null()
+                    && fields
+                        .key
+                        .replace(self.key(place == PRIMARY_KEYS)?)
+                        .is_some()
+                {
+                    return None;
+                }
+            }
+            LSN => fields.lsn = self.lsn()?,
+            _ => {
+                if !self.null() && fields.timestamp.replace(self.string()?).is_some() {
+                    return None;
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// The primary key: `{"column":"value",...}`, or with `pairs`,
+    /// `[["column","value"],...]`.
+    fn key(&mut self, pairs: bool) -> Option<Key> {
+        self.spaces();
+        let start = self.at;
+        let line = self.line;
+        let mut names = [(0, 0); MAX_KEY_COLUMNS];
+        let mut count = 0;
+        // The length of the object written compact.
+        let mut compact = 1;
+        self.columns(pairs, |name, value| {
+            let bytes = span_bytes(line, name);
+            if names[..count]
+                .iter()
+                .any(|seen| span_bytes(line, *seen) == bytes)
+            {
+                return None;
+            }
+            *names.get_mut(count)? = name;
+            count += 1;
+            // `"name":"value",` (the last comma is the closing brace).
+            compact += span_len(name) + span_len(value) + 6;
+            Some(())
+        })?;
+        let span = (start as u32, self.at as u32);
+        // With no escapes in it, an object of this length has no space
+        // either: it is what would be written.
+        Some(if !pairs && self.at - start == compact.max(2) {
+            Key::Verbatim(span)
+        } else {
+            Key::Columns { span, pairs }
+        })
+    }
+
+    /// Each column's name and value of a primary key, to `each`.
+    pub fn columns(
+        &mut self,
+        pairs: bool,
+        mut each: impl FnMut(Span, Span) -> Option<()>,
+    ) -> Option<()> {
+        let (open, close) = if pairs { (b'[', b']') } else { (b'{', b'}') };
+        self.items(open, close, |walk| {
+            if pairs {
+                walk.expect(b'[')?;
+                let name = walk.string()?;
+                walk.expect(b',')?;
+                let value = walk.string()?;
+                walk.expect(b']')?;
+                each(name, value)
+            } else {
+                let name = walk.string()?;
+                walk.expect(b':')?;
+                each(name, walk.string()?)
+            }
+        })
+    }
+
+    /// A span as text, when it is valid UTF-8.
+    fn text(&self, span: Span) -> Option<&'a str> {
+        std::str::from_utf8(span_bytes(self.line, span)).ok()
+    }
+
+    /// An integer within BIGINT range, or a textual LSN that is.
+    fn lsn(&mut self) -> Option<i64> {
+        self.spaces();
+        if self.peek()? == b'"' {
+            let span = self.string()?;
+            return i64::try_from(parse_text_lsn(self.text(span)?)?).ok();
+        }
+        self.integer()
+    }
+
+    /// A non-negative JSON integer within BIGINT range.
+    fn integer(&mut self) -> Option<i64> {
+        let start = self.at;
+        let mut value: i64 = 0;
+        while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
+            value = value
+                .checked_mul(10)?
+                .checked_add(i64::from(digit - b'0'))?;
+            self.at += 1;
+        }
+        let digits = self.at - start;
+        // JSON allows no leading zero; a fraction or an exponent makes it a
+        // float.
+        let well_formed = digits == 1 || (digits > 1 && self.line[start] != b'0');
+        let ends = !matches!(self.peek(), Some(b'.' | b'e' | b'E'));
+        (well_formed && ends).then_some(value)
+    }
+
+    /// An unknown field's value: a string, an integer, true, false or null.
+    fn skip_simple_value(&mut self) -> Option<()> {
+        self.spaces();
+        let word: &[u8] = match self.peek()? {
+            b'"' => return self.any_string().map(drop),
+            b'0'..=b'9' => return self.integer().map(drop),
+            b't' => b"true",
+            b'f' => b"false",
+            b'n' => b"null",
+            _ => return None,
+        };
+        self.line[self.at..]
+            .starts_with(word)
+            .then(|| self.at += word.len())
+    }
+}
