@@ -15,6 +15,7 @@ mod config;
 mod connect;
 mod crash;
 mod load;
+mod paths;
 mod pg_error;
 mod rejects;
 mod report;

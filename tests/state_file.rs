@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::markers::{
@@ -200,11 +200,29 @@ fn a_truncated_file_is_loaded_from_its_start() {
 /// rather than loading the same lines again, and says which file is busy.
 #[test]
 fn a_second_run_with_the_same_state_file_refuses() {
+    second_run_refuses(|state| state.to_owned());
+}
+
+/// The same through a symbolic link to the state file: the lock is the
+/// file's, whatever name leads to it, and the link stays a link.
+#[test]
+fn a_second_run_through_a_link_to_the_state_file_refuses() {
+    second_run_refuses(|state| {
+        let link = state.with_file_name("link.state");
+        std::os::unix::fs::symlink(state.file_name().expect("a name"), &link).expect("link");
+        link
+    });
+}
+
+/// Starts a run with a state file, then, while it loads, a second one with
+/// the state file `second` names: it refuses; the first loads everything.
+fn second_run_refuses(second: impl Fn(&Path) -> PathBuf) {
     let server = shared();
     let db = server.new_database();
     init(server, &db);
     let scratch = Scratch::new();
     let state = scratch.path().join("pgsense-pg.state");
+    let other = second(&state);
     let input = scratch.write("findings.ndjson", findings(1..=100));
     // Holds the first run's inserts back, so it is still loading while the
     // second one starts.
@@ -235,7 +253,7 @@ fn a_second_run_with_the_same_state_file_refuses() {
         .pgsense(&db)
         .arg("load")
         .arg("--state-file")
-        .arg(&state)
+        .arg(&other)
         .arg(&input)
         .timeout(Duration::from_secs(15))
         .run();
@@ -248,10 +266,12 @@ fn a_second_run_with_the_same_state_file_refuses() {
         .assert_code(0)
         .assert_stderr_contains("100 read, 100 inserted, 0 dropped");
     assert_table_holds(server, &db, 1..=100);
-    load_with_state(server, &db, &state, &input)
+    load_with_state(server, &db, &other, &input)
         .assert_code(0)
         .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
     assert_table_holds(server, &db, 1..=100);
+    let kind = fs::symlink_metadata(&other).expect("stat").file_type();
+    assert_eq!(kind.is_symlink(), other != state, "{}", other.display());
 }
 
 /// A state-file run stopped by SIGTERM records only what it committed: the

@@ -266,7 +266,10 @@ impl Name {
                 if let Ok(meta) = std::fs::metadata(&path)
                     && meta.is_file()
                     && !open_ids.contains(&(meta.dev(), meta.ino()))
-                    && !self.own.iter().any(|own| same_file(own, &path))
+                    && !self
+                        .own
+                        .iter()
+                        .any(|own| crate::paths::same_file(own, &path))
                 {
                     let written = meta.modified().unwrap_or(UNIX_EPOCH);
                     let wanted = match reader.ledger().knows(&path, &self.path).0 {
@@ -403,14 +406,6 @@ impl Name {
             reader.after_settled(|ledger| ledger.release_input(index));
             log::debug!("{}: finished", reader.ledger().name(index));
         }
-    }
-}
-
-/// Whether `a` and `b` name the same file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
     }
 }
 

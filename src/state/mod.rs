@@ -141,8 +141,11 @@ pub struct Resume {
 }
 
 impl StateFile {
-    /// Opens and locks PATH; a missing file is an empty state.
+    /// Opens and locks PATH; a missing file is an empty state. A symbolic
+    /// link is followed: the lock, the journal and the file written are
+    /// those of the file it leads to, whatever name a run is given.
     pub fn open(path: &Path) -> Result<StateFile> {
+        let path = &crate::paths::real(path);
         let lock_path = sibling(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)
