@@ -315,6 +315,46 @@ fn a_reject_file_that_is_also_an_input_is_refused() {
     assert_eq!(fs::read_to_string(&input).expect("read"), text);
 }
 
+/// A reject file that is the state file, its journal, or the metrics file
+/// (by its name or through a link) would be overwritten by it, or
+/// overwrite it: the run is refused before anything is loaded.
+#[test]
+fn a_reject_file_that_is_another_output_is_refused() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", format!("not json\n{}", findings(1..=3)));
+    let state = scratch.write("pgsense-pg.state", "{\"files\":{}}\n");
+    let link = scratch.path().join("link");
+    std::os::unix::fs::symlink(&state, &link).expect("link");
+    let journal = scratch.path().join("pgsense-pg.state.journal");
+    let metrics = scratch.path().join("pgsense-pg.prom");
+    for (reject, other_flag, other) in [
+        (&state, "--state-file", &state),
+        (&journal, "--state-file", &state),
+        (&link, "--state-file", &state),
+        (&metrics, "--metrics-file", &metrics),
+    ] {
+        let out = server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--reject-file")
+            .arg(reject)
+            .arg(other_flag)
+            .arg(other)
+            .arg(&input)
+            .run();
+        out.assert_code(2)
+            .assert_stderr_contains("would write the same file");
+        assert_eq!(
+            fs::read_to_string(&state).expect("read"),
+            "{\"files\":{}}\n"
+        );
+        // The metrics file still says the run failed, for monitoring.
+        assert!(!journal.exists(), "no journal written");
+    }
+}
+
 /// A reject file that cannot be written (a full disk) fails the run, and
 /// the state file is not moved past the dropped lines that never reached it:
 /// the next run reads them again instead of losing them.

@@ -2,7 +2,7 @@
 //! the load, and report how it ended (also for a run that never started).
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -56,6 +56,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
             .status(Status::Usage);
         }
     }
+    check_distinct(args)?;
     let state = match &args.state_file {
         Some(path) if !args.dry_run => {
             let mut state = StateFile::open(path)?;
@@ -114,7 +115,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
 
 /// The files to follow: named, and regular files where they exist (one
 /// that does not is waited for).
-fn check_followed(files: &[std::path::PathBuf]) -> Result<()> {
+fn check_followed(files: &[PathBuf]) -> Result<()> {
     if files.is_empty() {
         return Err(anyhow::anyhow!(
             "--follow needs the FILEs to follow: standard input cannot be followed"
@@ -281,22 +282,61 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
 }
 
 /// The files a run writes, with their temporary and lock files.
-fn own_files(args: &LoadArgs) -> Vec<std::path::PathBuf> {
-    let mut own = Vec::new();
-    for (path, suffixes) in [
-        (&args.state_file, &[".journal", ".lock", ".tmp"][..]),
-        (&args.reject_file, &[][..]),
-        (&args.metrics_file, &[".tmp"][..]),
+fn own_files(args: &LoadArgs) -> Vec<PathBuf> {
+    outputs(args)
+        .into_iter()
+        .flat_map(|(_, files)| files)
+        .collect()
+}
+
+/// The files each flag makes a run write, the named one first.
+fn outputs(args: &LoadArgs) -> Vec<(&'static str, Vec<PathBuf>)> {
+    let mut outputs = Vec::new();
+    for (flag, path, suffixes) in [
+        (
+            "--state-file",
+            &args.state_file,
+            &[".journal", ".lock", ".tmp"][..],
+        ),
+        ("--reject-file", &args.reject_file, &[][..]),
+        ("--metrics-file", &args.metrics_file, &[".tmp"][..]),
     ] {
         let Some(path) = path else { continue };
-        own.push(path.clone());
+        let mut files = vec![path.clone()];
         for suffix in suffixes {
             let mut with = path.as_os_str().to_owned();
             with.push(suffix);
-            own.push(with.into());
+            files.push(with.into());
+        }
+        outputs.push((flag, files));
+    }
+    outputs
+}
+
+/// Refuses output files that are one another (or one's journal, lock or
+/// temporary file): what one is written, the other would destroy.
+fn check_distinct(args: &LoadArgs) -> Result<()> {
+    let outputs = outputs(args);
+    for (index, (flag, files)) in outputs.iter().enumerate() {
+        for (other_flag, other_files) in &outputs[index + 1..] {
+            for (file, other) in files
+                .iter()
+                .flat_map(|f| other_files.iter().map(move |o| (f, o)))
+            {
+                if crate::paths::same_file(file, other) {
+                    return Err(anyhow::anyhow!(
+                        "{flag} {} and {other_flag} {} would write the same file ({}): \
+                         name different files",
+                        files[0].display(),
+                        other_files[0].display(),
+                        crate::paths::real(file).display()
+                    ))
+                    .status(Status::Usage);
+                }
+            }
         }
     }
-    own
+    Ok(())
 }
 
 /// The inputs as named on the command line.
