@@ -283,6 +283,40 @@ fn copytruncate_while_the_loader_is_down_loads_each_line_once() {
     rotate_while_the_loader_is_down(Appender::copytruncate);
 }
 
+/// Files beside FILE whose names start with its name but are not named as
+/// its rotations (an editor's backup, a reject file, test data) are not
+/// taken for its lines, though written after it was last loaded; the file
+/// it was rotated to while the loader was down is.
+#[test]
+fn files_beside_it_not_named_as_rotations_are_left_alone() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    let mut table = Table::new(server, &setup.db);
+    writer.append_lines(20);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, writer.written());
+    writer.append_lines(3);
+    kill(load);
+    for (suffix, first) in [("~", 1000), (".rej", 2000), (".test-data", 3000)] {
+        let mut name = setup.input.clone().into_os_string();
+        name.push(suffix);
+        fs::write(PathBuf::from(name), findings(first..=first + 4)).expect("write");
+    }
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(5);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// SIGTERM while the loader holds lines it has read but not sent (a long
 /// flush interval): it exits with 143 within seconds, and the same command
 /// run again loads every line once.

@@ -233,8 +233,8 @@ impl Name {
         Ok(())
     }
 
-    /// Files beside this one whose names start with its name that hold
-    /// lines not loaded yet, oldest first: a rotated file a killed run did
+    /// Files beside this one named as its rotations ([`rotation_suffix`])
+    /// that hold lines not loaded yet, oldest first: a rotated file a killed run did
     /// not finish (`findings.jsonl.1` after a restart), the copy of a file
     /// truncated since it was read (copytruncate), or a file never read that
     /// was written to after `since` (rotated while the loader was down,
@@ -261,7 +261,10 @@ impl Name {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let sibling = name.as_encoded_bytes();
-            if sibling.len() > base.len() && sibling.starts_with(base.as_encoded_bytes()) {
+            let rotated = sibling
+                .strip_prefix(base.as_encoded_bytes())
+                .is_some_and(rotation_suffix);
+            if rotated {
                 let path = entry.path();
                 if let Ok(meta) = std::fs::metadata(&path)
                     && meta.is_file()
@@ -406,6 +409,28 @@ impl Name {
             reader.after_settled(|ledger| ledger.release_input(index));
             log::debug!("{}: finished", reader.ledger().name(index));
         }
+    }
+}
+
+/// Whether `suffix`, what a name has beyond the followed file's, is one
+/// that log rotation gives: a dot or a dash, a digit, then digits, dots,
+/// dashes and underscores, perhaps with the extension of a compressed
+/// file: `.1`, `.2.gz`, `-20261206`, `-20261206.zst`, `.2026-12-06_10`.
+/// Other files beside it (`findings.jsonl~`, `findings.jsonl.rej`,
+/// `findings.jsonl.test`) are not its lines.
+fn rotation_suffix(suffix: &[u8]) -> bool {
+    let suffix = [".gz", ".zst"]
+        .iter()
+        .find_map(|ext| suffix.strip_suffix(ext.as_bytes()))
+        .unwrap_or(suffix);
+    match suffix {
+        [b'.' | b'-', first, rest @ ..] => {
+            first.is_ascii_digit()
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        }
+        _ => false,
     }
 }
 
@@ -578,6 +603,41 @@ impl Open {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn rotations_are_told_by_their_names() {
+        for rotated in [
+            ".1",
+            ".12",
+            ".2.gz",
+            ".3.zst",
+            "-20261206",
+            "-20261206.gz",
+            "-2026120610",
+            ".2026-12-06",
+            ".2026-12-06_10-00",
+        ] {
+            assert!(rotation_suffix(rotated.as_bytes()), "{rotated}");
+        }
+        for other in [
+            "",
+            "~",
+            ".rej",
+            ".test-data",
+            ".bak",
+            ".1.tmp",
+            ".swp",
+            ".gz",
+            "-",
+            ".",
+            "1",
+            ".a1",
+            "-x.gz",
+            ".1 copy",
+        ] {
+            assert!(!rotation_suffix(other.as_bytes()), "{other}");
+        }
+    }
 
     fn opened(path: &Path, offset: u64) -> Open {
         let file = File::open(path).unwrap();
