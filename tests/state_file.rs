@@ -345,6 +345,39 @@ fn a_rotated_file_passed_too_gives_the_lines_added_before_the_rotation() {
     assert_table_holds(server, &db, 1..=100);
 }
 
+/// The new file rotation creates is loaded whole even when it starts with
+/// the very lines the renamed one held (findings can repeat): under the
+/// name another file was loaded under, it is that name's new file, not a
+/// copy of the old one to be resumed where it stopped.
+#[test]
+fn a_new_file_starting_with_the_rotated_ones_lines_is_loaded_whole() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=5));
+    load_with_state(server, &db, &state, &input).assert_code(0);
+    let rotated = scratch.path().join("findings.ndjson.1");
+    fs::rename(&input, &rotated).expect("rotate");
+    scratch.write("findings.ndjson", findings(1..=5) + &findings(6..=8));
+    for (files, read) in [(vec![&rotated, &input], 8), (vec![&input], 0)] {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--state-file")
+            .arg(&state)
+            .args(files)
+            .run()
+            .assert_code(0)
+            .assert_stderr_contains(&format!("{read} read, {read} inserted, 0 dropped"));
+    }
+    let counts = server.query_one(
+        &db,
+        &format!("select count(*) || ' ' || count(distinct lsn) from {TABLE}"),
+    );
+    assert_eq!(counts.as_deref(), Some("13 8"), "1-5 twice, 6-8 once");
+}
+
 /// The state file's disk fills up mid-run: the journal cannot record a
 /// batch, so that batch does not commit, nor any after it; the run fails
 /// (exit 1), and once there is room the same command loads the rest, each

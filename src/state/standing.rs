@@ -74,19 +74,13 @@ impl StateFile {
     pub fn resume(&mut self, files: Vec<(PathBuf, File)>) -> Result<Vec<Start>> {
         let mut inputs = Vec::new();
         for (path, file) in files {
-            // The name may be gone since the file was opened (rotated away
-            // while followed): it is only a label.
-            let name = fs::canonicalize(&path)
-                .or_else(|_| std::path::absolute(&path))
-                .unwrap_or_else(|_| path.clone())
-                .to_string_lossy()
-                .into_owned();
+            let name = label(&path);
             let meta = file.metadata()?;
             let key = format!("{}:{}", meta.dev(), meta.ino());
             let mut content = Content::new(Arc::new(file))
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let standing = self
-                .standing(&key, &mut content)
+                .standing(&key, &name, &mut content)
                 .with_context(|| format!("{}", path.display()))?;
             inputs.push(Input {
                 path,
@@ -247,7 +241,10 @@ impl StateFile {
         let file = File::open(path).with_context(context)?;
         let key = format!("{}:{}", meta.dev(), meta.ino());
         let mut content = Content::new(Arc::new(file)).with_context(context)?;
-        let mark = match self.standing(&key, &mut content).with_context(context)? {
+        let mark = match self
+            .standing(&key, &label(path), &mut content)
+            .with_context(context)?
+        {
             Standing::Tracked(mark) | Standing::Copy { mark, .. } => mark,
             Standing::Within { .. } => return Ok(Known::Loaded),
             Standing::New(_) => return Ok(Known::Unknown),
@@ -260,15 +257,16 @@ impl StateFile {
         })
     }
 
-    /// How the file with `key`, whose content is `content`, stands.
-    fn standing(&self, key: &str, content: &mut Content) -> Result<Standing> {
+    /// How the file with `key`, named `name`, whose content is `content`,
+    /// stands.
+    fn standing(&self, key: &str, name: &str, content: &mut Content) -> Result<Standing> {
         let old = self.contents.files.get(key);
         if let Some(old) = old
             && still(old, content)?
         {
             return Ok(Standing::Tracked(old.clone()));
         }
-        if let Some(copy) = self.copy(key, content)? {
+        if let Some(copy) = self.copy(key, name, content)? {
             return Ok(copy);
         }
         let warning = match old {
@@ -288,12 +286,17 @@ impl StateFile {
     /// The mark, of another file, that `content` is a copy of: the one
     /// loaded furthest. Within one when the content starts like a marked
     /// file but ends before its offset.
-    fn copy(&self, key: &str, content: &mut Content) -> Result<Option<Standing>> {
+    ///
+    /// A file under the very name another was loaded under is not its
+    /// copy: that one was renamed away (or removed), and this is the new
+    /// file that rotation created, whatever its first lines (findings can
+    /// repeat). A copy has a name of its own (`findings.jsonl.1`, `.2.gz`).
+    fn copy(&self, key: &str, name: &str, content: &mut Content) -> Result<Option<Standing>> {
         let mut marks: Vec<(&String, &Mark)> = self
             .contents
             .files
             .iter()
-            .filter(|(k, m)| k.as_str() != key && m.head.len > 0)
+            .filter(|(k, m)| k.as_str() != key && m.path != name && m.head.len > 0)
             .collect();
         // Forward through the content: a compressed one is decoded once.
         marks.sort_by_key(|(_, m)| m.offset);
@@ -320,6 +323,17 @@ impl StateFile {
             mark: mark.clone(),
         }))
     }
+}
+
+/// The name a file is recorded under: its canonical path. The name may be
+/// gone since the file was opened (rotated away while followed): it is
+/// only a label.
+fn label(path: &Path) -> String {
+    fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Whether `content` is still what `mark` was taken of.
