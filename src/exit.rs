@@ -118,7 +118,9 @@ pub const STATUSES: &[Documented] = &[
         codes: &[130, 143],
         brief: "interrupted by SIGINT or SIGTERM",
         detail: "interrupted by SIGINT or SIGTERM: batches already sent committed, lines read \
-                 but not sent were dropped (and written to the reject file); with --follow, \
+                 but not sent were dropped (and written to the reject file); with \
+                 --state-file and no reject file, they stay in their files for the next run; \
+                 with --follow, \
                  the way it stops: lines not committed stay in their files for the next \
                  start (systemd: SuccessExitStatus=130 143)",
     },

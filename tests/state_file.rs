@@ -275,7 +275,8 @@ fn second_run_refuses(second: impl Fn(&Path) -> PathBuf) {
 }
 
 /// A state-file run stopped by SIGTERM records only what it committed: the
-/// next run loads the rest, nothing twice, nothing lost.
+/// next run loads the rest, nothing twice, nothing lost. What the stop kept
+/// out is not called dropped: it is left in the file for the next run.
 #[test]
 fn a_run_stopped_by_sigterm_is_resumed_from_the_state_file() {
     let server = shared();
@@ -298,7 +299,19 @@ fn a_run_stopped_by_sigterm_is_resumed_from_the_state_file() {
     send_signal(load.id(), "TERM");
     let first = load.wait();
     first.assert_code(143);
-    let (_, inserted, _) = first.summary();
+    let (read, inserted, dropped) = first.summary();
+    assert_eq!(dropped, 0, "{}", first.describe());
+    assert!(
+        !first.stderr.contains("not inserted"),
+        "{}",
+        first.describe()
+    );
+    if read > inserted {
+        first.assert_stderr_contains(&format!(
+            "; {} left in their files for the next run",
+            read - inserted
+        ));
+    }
     let second = load_with_state(server, &db, &state, &input);
     second.assert_code(0);
     let (_, resumed, _) = second.summary();

@@ -63,7 +63,8 @@ pub struct Counts {
     /// database failed.
     pub set_aside: u64,
     /// Findings read but not loaded, left in their files for the next run
-    /// (--follow stopped): not dropped.
+    /// (--follow stopped, or a state file's run without a reject file was
+    /// interrupted): not dropped.
     pub left: u64,
 }
 
@@ -173,6 +174,20 @@ impl Ledger {
         }
     }
 
+    /// Whether rows not loaded for `kind` stay in their inputs for the
+    /// next run, rather than being dropped: with --follow, those a stop or
+    /// a database failure kept out; with a state file and no reject file,
+    /// those a stop kept out (the state stops before them).
+    fn leaves(&self, kind: Dropped) -> bool {
+        match kind {
+            Dropped::Lost => self.leave_in_inputs,
+            Dropped::Interrupted => {
+                self.leave_in_inputs || (self.progress.is_some() && self.rejects.is_none())
+            }
+            _ => false,
+        }
+    }
+
     /// Lines not loaded when the run stops stay in their inputs (--follow).
     pub fn leaving_in_inputs(mut self) -> Ledger {
         self.leave_in_inputs = true;
@@ -268,6 +283,10 @@ impl Ledger {
         let shown = {
             let mut counts = lock(&self.counts);
             counts.read += 1;
+            if self.leaves(kind) {
+                counts.left += 1;
+                return;
+            }
             self.count_drop(&mut counts, kind)
         };
         if shown {
@@ -375,7 +394,7 @@ impl Ledger {
     /// already rejected, and the state moves past them; without one, a
     /// state file stops before them (the next run loads them again).
     pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
-        if self.leave_in_inputs && matches!(kind, Dropped::Lost | Dropped::Interrupted) {
+        if self.leaves(kind) {
             lock(&self.counts).left += batch.rows() as u64;
             turn.open_gap();
             return;
@@ -416,7 +435,7 @@ impl Ledger {
     /// Settles a batch after a gap: nothing is written, the next run loads
     /// it again.
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
-        if self.leave_in_inputs {
+        if self.leave_in_inputs || self.leaves(kind) {
             lock(&self.counts).left += batch.rows() as u64;
             return;
         }
