@@ -238,3 +238,39 @@ fn dry_run_leaves_the_metrics_file_of_real_runs() {
     );
     assert!(!scratch.path().join("pgsense.prom.tmp").exists());
 }
+
+/// A dry run with a state file reads every input from its start, leaves
+/// the state file as the last real run wrote it, and says so once.
+#[test]
+fn dry_run_reads_from_the_start_and_leaves_the_state_file() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense.state");
+    let input = scratch.write("findings.ndjson", ndjson(0, 5, Shape::Object));
+    let load = |dry: bool| {
+        let mut cmd = server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--state-file")
+            .arg(&state)
+            .arg(&input);
+        if dry {
+            cmd = cmd.arg("--dry-run");
+        }
+        cmd.run()
+    };
+    load(false)
+        .assert_code(0)
+        .assert_stderr_contains("5 read, 5 inserted");
+    let saved = std::fs::read(&state).expect("the real run's state");
+    let dry = load(true);
+    dry.assert_code(0)
+        .assert_stderr_contains("5 read, 5 would be inserted");
+    let said = format!("--state-file {}: not read by a dry run", state.display());
+    assert_eq!(dry.stderr.matches(&said).count(), 1, "{}", dry.describe());
+    assert_eq!(std::fs::read(&state).expect("still there"), saved);
+    load(false)
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted");
+}

@@ -57,6 +57,15 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         }
     }
     check_distinct(args)?;
+    if let Some(path) = &args.state_file
+        && args.dry_run
+    {
+        log::warn!(
+            "--state-file {}: not read by a dry run, which reads every input from its start \
+             (what a run without a state file would load)",
+            path.display()
+        );
+    }
     let state = match &args.state_file {
         Some(path) if !args.dry_run => {
             let mut state = StateFile::open(path)?;
