@@ -252,6 +252,11 @@ fn merge_primary_key<'a>(
     pairs: Option<PrimaryKey<'a>>,
     nuls: Nuls,
 ) -> Result<PrimaryKey<'a>, RejectReason> {
+    // The field the key is reported under: the one the line gave.
+    let field = match (&object, &pairs) {
+        (None, Some(_)) => "primary_keys",
+        _ => "primary_key",
+    };
     let primary_key = match (object, pairs) {
         (Some(object), Some(pairs)) => {
             if !same_key(&object, &pairs) {
@@ -266,12 +271,12 @@ fn merge_primary_key<'a>(
         (None, None) => Vec::new(),
     };
     for (name, value) in &primary_key {
-        check_no_nul(nuls, "primary_key", name)?;
-        check_no_nul(nuls, "primary_key", value)?;
+        check_no_nul(nuls, field, name)?;
+        check_no_nul(nuls, field, value)?;
     }
     if let Some(name) = duplicate_column(&primary_key) {
         return Err(RejectReason::new(format!(
-            "field `primary_key`: column {name:?} appears twice"
+            "field `{field}`: column {name:?} appears twice"
         )));
     }
     Ok(primary_key)
@@ -672,7 +677,8 @@ mod tests {
         for n in [3, 5000] {
             assert!(parse_line(pairs(n, false).as_bytes()).is_ok(), "{n}");
             assert!(
-                reason(&pairs(n, true)).contains("\"c1\" appears twice"),
+                reason(&pairs(n, true))
+                    .contains("field `primary_keys`: column \"c1\" appears twice"),
                 "{n}"
             );
         }

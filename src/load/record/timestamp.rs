@@ -101,9 +101,11 @@ fn utc_offset(zone: &[u8]) -> Result<i64, &'static str> {
             match (digit(h1), digit(h2), digit(m1), digit(m2)) {
                 (Some(h1), Some(h2), Some(m1), Some(m2)) => {
                     let (hours, minutes) = (h1 * 10 + h2, m1 * 10 + m2);
-                    // PostgreSQL's limit for a UTC offset is 15:59.
-                    if hours > 15 || minutes > 59 {
+                    if minutes > 59 {
                         return Err("bad UTC offset");
+                    }
+                    if hours > 15 {
+                        return Err("UTC offset beyond 15:59, PostgreSQL's limit");
                     }
                     let offset = hours * 60 + minutes;
                     Ok(if *sign == b'+' { offset } else { -offset })
@@ -209,7 +211,15 @@ mod tests {
             ("2026-11-27T23:59:60.5Z", "time out of range"),
             ("2026-11-27T10:15:02.Z", "empty fraction of a second"),
             ("2026-11-27T10:15:02+0000", "missing or bad UTC offset"),
-            ("2026-11-27T10:15:02+16:00", "bad UTC offset"),
+            (
+                "2026-11-27T10:15:02+16:00",
+                "UTC offset beyond 15:59, PostgreSQL's limit",
+            ),
+            (
+                "2026-11-27T10:15:02+23:59",
+                "UTC offset beyond 15:59, PostgreSQL's limit",
+            ),
+            ("2026-11-27T10:15:02+01:60", "bad UTC offset"),
             ("2026-11-27T10:15:02+1a:00", "bad UTC offset"),
             ("2026-11-27T10:15:02+01:00 ", "missing or bad UTC offset"),
             ("2026-11-27T10:15:02Zulu", "missing or bad UTC offset"),
