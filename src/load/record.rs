@@ -601,9 +601,12 @@ impl<'de> Visitor<'de> for LsnSeed {
             Err(E::custom(format_args!("{v:e} is {LSN_RANGE}")))
         } else if v < 0.0 {
             Err(E::custom(format_args!("{v} is negative")))
+        } else if v.is_sign_negative() {
+            // serde_json reads -0 as a float.
+            Err(E::custom("-0 has a minus sign: an LSN is unsigned"))
         } else {
             Err(E::custom(format_args!(
-                "{v} is written as a decimal number, not an integer"
+                "{v} is written with a fraction or an exponent, not as an integer"
             )))
         }
     }
@@ -697,8 +700,14 @@ mod tests {
                 .contains("BIGINT")
         );
         assert!(lsn("-1").unwrap_err().0.contains("negative"));
-        assert!(lsn("1.5").unwrap_err().0.contains("not an integer"));
-        assert!(lsn("1e3").unwrap_err().0.contains("not an integer"));
+        assert!(lsn("1.5").unwrap_err().0.contains("not as an integer"));
+        assert!(
+            lsn("1e3")
+                .unwrap_err()
+                .0
+                .contains("1000 is written with a fraction or an exponent")
+        );
+        assert!(lsn("-0").unwrap_err().0.contains("-0 has a minus sign"));
         assert!(lsn(r#""FFFFFFFF/0""#).unwrap_err().0.contains("BIGINT"));
         assert!(lsn(r#""16/""#).unwrap_err().0.contains("textual LSN"));
         assert!(lsn(r#""1/123456789""#).is_err());
