@@ -99,16 +99,19 @@ impl<'a> Usual<'a> {
     /// what [`super::encode`] writes for it.
     pub fn encode(&self, out: &mut Vec<u8>, wire: Wire) {
         let start = out.len();
-        // Each field is a part of the line, or a number; the room is made
-        // once, and trimmed to what was written.
-        out.resize(start + self.line.len() + ROW_SLACK, 0);
+        // Each field is a part of the line, or a number: the room is made
+        // once, and the row is what was written into it.
+        let room = self.line.len() + ROW_SLACK;
+        out.reserve(room);
         let mut room = Room {
-            out: &mut out[start..],
+            out: &mut out.spare_capacity_mut()[..room],
             at: 0,
         };
         self.write(&mut room, wire);
         let written = room.at;
-        out.truncate(start + written);
+        // SAFETY: the room is `out`'s capacity past its length, and a Room
+        // writes every byte before `at` (see `Room`): the row's bytes.
+        unsafe { out.set_len(start + written) };
     }
 
     fn write(&self, room: &mut Room<'_>, wire: Wire) {

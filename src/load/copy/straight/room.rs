@@ -1,5 +1,7 @@
 //! A row being written into room made for it beforehand.
 
+use std::mem::MaybeUninit;
+
 use super::Span;
 
 /// Room made for a row beyond the length of its line: what a row has that
@@ -7,15 +9,16 @@ use super::Span;
 /// lsn as numeric: under 80 bytes), and the 16 bytes a copy may overrun.
 pub const ROW_SLACK: usize = 128;
 
-/// A row being written into room made for it.
+/// A row being written into room made for it, not initialised: each byte
+/// before `at` has been written (the bytes past it may have been too).
 pub struct Room<'o> {
-    pub out: &'o mut [u8],
+    pub out: &'o mut [MaybeUninit<u8>],
     pub at: usize,
 }
 
 impl Room<'_> {
     pub fn bytes(&mut self, bytes: &[u8]) {
-        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.out[self.at..self.at + bytes.len()].write_copy_of_slice(bytes);
         self.at += bytes.len();
     }
 
@@ -27,7 +30,7 @@ impl Room<'_> {
     /// Sets the length written at `at` to that of what follows it.
     pub fn length_since(&mut self, at: usize) {
         let length = u32::try_from(self.at - at - 4).expect("a field is shorter than its line");
-        self.out[at..at + 4].copy_from_slice(&length.to_be_bytes());
+        self.out[at..at + 4].write_copy_of_slice(&length.to_be_bytes());
     }
 
     pub fn field(&mut self, value: &[u8]) {
@@ -44,9 +47,11 @@ impl Room<'_> {
         while from < end {
             let to = self.at + from - start;
             match (line.get(from..from + 16), self.out.get_mut(to..to + 16)) {
-                (Some(chunk), Some(room)) => room.copy_from_slice(chunk),
+                (Some(chunk), Some(room)) => {
+                    room.write_copy_of_slice(chunk);
+                }
                 _ => {
-                    self.out[to..to + end - from].copy_from_slice(&line[from..end]);
+                    self.out[to..to + end - from].write_copy_of_slice(&line[from..end]);
                     break;
                 }
             }
