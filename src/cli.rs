@@ -83,10 +83,10 @@ pub struct LoadArgs {
     /// Remember in PATH how far each FILE has been loaded, and start after
     /// that point next time (for cron over a file that keeps growing); a
     /// replaced or truncated file is loaded from its start, and an
-    /// unterminated last line is left for the next run. Each batch is
-    /// recorded in PATH.journal before it commits, so that the run after a
-    /// crash loads nothing twice (PATH.lock keeps two runs apart; a
-    /// symbolic link is followed to the file it leads to).
+    /// unterminated last line of a plain file is left for the next run.
+    /// Each batch is recorded in PATH.journal before it commits, so that
+    /// the run after a crash loads nothing twice (PATH.lock keeps two runs
+    /// apart; a symbolic link is followed to the file it leads to).
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub state_file: Option<PathBuf>,
 

@@ -365,6 +365,79 @@ fn a_gzip_file_still_being_written_resumes_in_the_next_run() {
         .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
 }
 
+/// Findings `markers`, the last one without its newline.
+fn unterminated(markers: std::ops::RangeInclusive<u64>) -> String {
+    let mut text = findings(markers);
+    text.pop();
+    text
+}
+
+/// A compressed file whose last line has no newline (regression: with
+/// --state-file that line was "left for the next run", every run): its
+/// stream ended properly, so the line is whole and loads, once.
+#[test]
+fn a_last_line_without_a_newline_in_a_compressed_file_loads_once() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state");
+    let files = [
+        scratch.write("a.jsonl.gz", gzip(&unterminated(1..=3))),
+        scratch.write("b.jsonl.zst", zstd(&unterminated(4..=6))),
+    ];
+    let out = cron(server, &db, &state, &files);
+    out.assert_code(0)
+        .assert_stderr_contains("6 read, 6 inserted, 0 dropped");
+    assert!(!out.stderr.contains("no end yet"), "{}", out.describe());
+    assert_each_line_once(server, &db, 6, &out);
+    let out = cron(server, &db, &state, &files);
+    out.assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    assert_each_line_once(server, &db, 6, &out);
+}
+
+/// An invalid last line without a newline in a compressed file is
+/// rejected with its file and line, like any other, and not read again.
+#[test]
+fn an_invalid_last_line_without_a_newline_in_a_compressed_file_is_rejected() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state");
+    let file = scratch.write("c.jsonl.zst", zstd(&(findings(1..=2) + "{\"lsn\": oops")));
+    let files = std::slice::from_ref(&file);
+    cron(server, &db, &state, files)
+        .assert_code(65)
+        .assert_stderr_contains(&format!("{}:3: invalid JSON", file.display()))
+        .assert_stderr_contains("3 read, 2 inserted, 1 dropped");
+    cron(server, &db, &state, files)
+        .assert_code(0)
+        .assert_stderr_contains("0 read, 0 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=2);
+}
+
+/// A gzip file cut short in its unterminated last line is damaged, not
+/// ended: that line is not taken as it is; once the file is whole, it loads.
+#[test]
+fn a_compressed_file_cut_in_its_last_line_leaves_it_for_the_next_run() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state");
+    let whole = gzip(&unterminated(1..=3));
+    let file = scratch.write("findings.jsonl.gz", &whole[..whole.len() - 12]);
+    let files = std::slice::from_ref(&file);
+    let out = cron(server, &db, &state, files);
+    out.assert_code(1);
+    assert_eq!(damaged_after(&out, &file.display().to_string(), "gzip"), 2);
+    assert_table_holds(server, &db, 1..=2);
+    fs::write(&file, &whole).expect("finish the file");
+    let out = cron(server, &db, &state, files);
+    out.assert_code(0)
+        .assert_stderr_contains("1 read, 1 inserted, 0 dropped");
+    assert_each_line_once(server, &db, 3, &out);
+}
+
 /// A compressed copy of a file whose original this run reads too (logrotate
 /// still compressing it): read once, from the original.
 #[test]

@@ -484,14 +484,6 @@ impl Open {
         (index, mark, input): (usize, crate::state::Mark, Positioned),
         id: (u64, u64),
     ) -> Result<Open> {
-        let cursor = Cursor {
-            index,
-            offset: mark.offset,
-            line: mark.line,
-            may_wait: false,
-            tracked: true,
-            seen: Seen::starting_at(mark.offset, mark.head),
-        };
         let changed = Arc::new(AtomicBool::new(false));
         let (input, file): (Box<dyn Read + Send>, _) = match input {
             Positioned::File(file) => {
@@ -501,6 +493,15 @@ impl Open {
                 (Box::new(guarded), Some(handle))
             }
             Positioned::Content(content) => (content, None),
+        };
+        let cursor = Cursor {
+            index,
+            offset: mark.offset,
+            line: mark.line,
+            may_wait: false,
+            compressed: file.is_none(),
+            tracked: true,
+            seen: Seen::starting_at(mark.offset, mark.head),
         };
         log::debug!(
             "reading inode {} from byte {} (line {}) as input {index}",
@@ -651,6 +652,7 @@ mod tests {
                 offset,
                 line: 1,
                 may_wait: false,
+                compressed: false,
                 tracked: true,
                 seen: Seen::default(),
             },

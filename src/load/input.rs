@@ -31,6 +31,10 @@ pub struct Source {
     /// Whether a read may wait for a writer on the other end (a pipe, a
     /// terminal), rather than only for a disk.
     pub may_wait: bool,
+    /// A regular file (or standard input redirected from one) of gzip or
+    /// zstd data: its decoder tells a stream that ended from one cut
+    /// short, so an end it reaches without an error is final.
+    pub compressed: bool,
     /// With --state-file: the input's key there and where reading starts.
     pub resume: Option<Resume>,
     /// Bytes left to read, for a regular file.
@@ -202,6 +206,7 @@ fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
             name: path.display().to_string(),
             input: Input::Fifo(path.to_owned()),
             may_wait: true,
+            compressed: false,
             resume: None,
             size: None,
             identity: Some((meta.dev(), meta.ino())),
@@ -224,6 +229,7 @@ fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
         name: path.display().to_string(),
         input,
         may_wait: !meta.is_file(),
+        compressed,
         resume: None,
         size: (meta.is_file() && !compressed).then_some(meta.len()),
         identity: Some((meta.dev(), meta.ino())),
@@ -245,17 +251,21 @@ fn check_readable(path: &Path) -> io::Result<()> {
 
 fn stdin_source() -> Source {
     let stdin = io::stdin();
-    let meta = stdin
-        .as_fd()
-        .try_clone_to_owned()
-        .map(File::from)
-        .and_then(|f| f.metadata())
-        .ok();
+    let file = stdin.as_fd().try_clone_to_owned().map(File::from).ok();
+    let meta = file.as_ref().and_then(|f| f.metadata().ok());
     let is_file = meta.as_ref().is_some_and(|m| m.is_file());
+    // Only how long its last line is waited for depends on it: standard
+    // input is never tracked.
+    let compressed = is_file
+        && file
+            .as_ref()
+            .and_then(|f| Format::of_file(f).ok())
+            .is_some_and(Format::is_compressed);
     Source {
         name: "-".into(),
         input: Input::Stream(Box::new(stdin), (!is_file).then(|| io::stdin().as_raw_fd())),
         may_wait: !is_file,
+        compressed,
         resume: None,
         size: None,
         identity: meta.map(|m| (m.dev(), m.ino())),
@@ -271,6 +281,8 @@ pub struct Cursor {
     pub line: u64,
     /// Reads may wait for a writer on the other end (a pipe).
     pub may_wait: bool,
+    /// Compressed: where its stream ends properly, its content does.
+    pub compressed: bool,
     /// The state file tracks it.
     pub tracked: bool,
     /// The fingerprints of what was read up to `offset`.
@@ -279,9 +291,11 @@ pub struct Cursor {
 
 impl Cursor {
     /// How a read that ends mid-line is taken: a pipe's last line is its
-    /// last; a file's may be being written.
+    /// last, and so is that of compressed data whose stream ended properly
+    /// (one cut short is an error, not an end); a plain file's may be
+    /// being written.
     pub fn at_end(&self) -> AtEnd {
-        if self.may_wait {
+        if self.may_wait || self.compressed {
             AtEnd::Final
         } else {
             AtEnd::MayGrow
@@ -297,6 +311,7 @@ impl Cursor {
             offset,
             line,
             may_wait: source.may_wait,
+            compressed: source.compressed,
             tracked: source.resume.is_some(),
             seen: Seen::starting_at(offset, head),
         }

@@ -273,8 +273,13 @@ impl Reader {
                     return Ok(Flow::Stop);
                 }
                 // The scanner may be writing this line right now: leave it
-                // for the next run.
-                Line::Text if cursor.tracked && self.line.last() != Some(&b'\n') => {
+                // for the next run. (Compressed data that ended properly
+                // is whole: its last line can never get an end.)
+                Line::Text
+                    if cursor.tracked
+                        && cursor.at_end() == AtEnd::MayGrow
+                        && self.line.last() != Some(&b'\n') =>
+                {
                     log::info!(
                         "{}: line {} has no end yet: left for the next run",
                         self.ledger.name(index),

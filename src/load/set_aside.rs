@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 
 use super::control::Control;
-use super::input::{Cursor, Source};
+use super::input::{AtEnd, Cursor, Source};
 use super::ledger::Ledger;
 use super::turns::Turn;
 use crate::rejects::Rejects;
@@ -111,9 +111,11 @@ fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control, turn: &
             return;
         };
         let result = copy_rest(&mut unread.reader, &mut copied, rejects, control);
-        // An unterminated last line of a tracked file may be mid-write: it
-        // is left for the next run, as when reading normally.
-        if !copied.partial.is_empty() && !cursor.tracked && !control.interrupted() {
+        // An unterminated last line of a tracked plain file may be
+        // mid-write: it is left for the next run, as when reading normally
+        // (that of compressed data read to its proper end is whole).
+        let whole = !cursor.tracked || (cursor.at_end() == AtEnd::Final && result.is_ok());
+        if !copied.partial.is_empty() && whole && !control.interrupted() {
             let partial = std::mem::take(&mut copied.partial);
             rejects.append(&partial);
             rejects.append(b"\n");
