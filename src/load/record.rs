@@ -198,16 +198,7 @@ impl<'a> RawFinding<'a> {
             .ok_or_else(|| RejectReason::new("missing field `lsn`"))?;
         let primary_key =
             merge_primary_key(self.primary_key.take(), self.primary_keys.take(), nuls)?;
-        let detected_at = match (self.timestamp.take(), self.detected_at.take()) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(RejectReason::new(
-                    "fields `timestamp` and `detected_at` disagree",
-                ));
-            }
-            (Some(t), _) => Some(check_timestamp("timestamp", &t)?),
-            (None, Some(t)) => Some(check_timestamp("detected_at", &t)?),
-            (None, None) => None,
-        };
+        let detected_at = merge_detected_at(self.timestamp.take(), self.detected_at.take())?;
         let [
             database,
             rule_id,
@@ -317,6 +308,28 @@ fn check_no_nul(nuls: Nuls, field: &str, value: &str) -> Result<(), RejectReason
         )));
     }
     Ok(())
+}
+
+/// The moment of the finding, from `timestamp`, `detected_at` (its other
+/// name) or both: each must be a timestamp, and both the same instant as
+/// stored (to the microsecond), however they are written
+/// (`2026-11-27T10:15:02Z` and `2026-11-27T10:15:02+00:00` are one).
+fn merge_detected_at(
+    timestamp: Option<Cow<'_, str>>,
+    detected_at: Option<Cow<'_, str>>,
+) -> Result<Option<i64>, RejectReason> {
+    let timestamp = timestamp
+        .map(|t| check_timestamp("timestamp", &t))
+        .transpose()?;
+    let detected_at = detected_at
+        .map(|t| check_timestamp("detected_at", &t))
+        .transpose()?;
+    match (timestamp, detected_at) {
+        (Some(a), Some(b)) if a != b => Err(RejectReason::new(
+            "fields `timestamp` and `detected_at` disagree: they are different instants",
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 fn check_timestamp(field: &str, value: &str) -> Result<i64, RejectReason> {
@@ -765,5 +778,78 @@ mod tests {
             None
         );
         assert!(reason(&with("timestamp", r#""now""#)).contains("RFC 3339"));
+    }
+
+    #[test]
+    fn timestamp_and_detected_at_are_compared_as_instants() {
+        let both = |timestamp: &str, detected_at: &str| {
+            let line = with("timestamp", timestamp)
+                .replace("\"lsn\"", &format!("\"detected_at\":{detected_at},\"lsn\""));
+            parse_line(line.as_bytes()).map(|f| f.detected_at)
+        };
+        let at = |text: &str| Ok(Some(timestamp::micros(text.as_bytes()).unwrap()));
+        assert_eq!(
+            both(
+                r#""2026-11-27T10:15:02Z""#,
+                r#""2026-11-27T10:15:02+00:00""#
+            ),
+            at("2026-11-27T10:15:02Z"),
+            "one instant, written two ways"
+        );
+        assert_eq!(
+            both(
+                r#""2026-11-27T12:15:02.5+02:00""#,
+                r#""2026-11-27 10:15:02.500000z""#
+            ),
+            at("2026-11-27T10:15:02.5Z"),
+            "another offset, a space, more digits"
+        );
+        assert_eq!(
+            both(
+                r#""2026-11-27T10:15:02.1234564Z""#,
+                r#""2026-11-27T10:15:02.123456Z""#
+            ),
+            at("2026-11-27T10:15:02.123456Z"),
+            "equal once rounded to microseconds, as stored"
+        );
+        assert_eq!(
+            both(r#""2026-11-27T10:15:02Z""#, "null"),
+            at("2026-11-27T10:15:02Z"),
+            "null is absent"
+        );
+        for (timestamp, detected_at) in [
+            (
+                r#""2026-11-27T10:15:02Z""#,
+                r#""2026-11-27T10:15:02+01:00""#,
+            ),
+            (
+                r#""2026-11-27T10:15:02.123456Z""#,
+                r#""2026-11-27T10:15:02.123457Z""#,
+            ),
+        ] {
+            let err = both(timestamp, detected_at).unwrap_err().0;
+            assert!(
+                err.contains("`timestamp` and `detected_at` disagree"),
+                "{err}"
+            );
+        }
+        let err = both(r#""2026-11-27T10:15:02Z""#, r#""garbage""#)
+            .unwrap_err()
+            .0;
+        assert!(
+            err.starts_with("field `detected_at`: \"garbage\" is not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        let err = both(r#""garbage""#, r#""2026-11-27T10:15:02Z""#)
+            .unwrap_err()
+            .0;
+        assert!(
+            err.starts_with("field `timestamp`: \"garbage\" is not an RFC 3339 timestamp"),
+            "{err}"
+        );
+        let err = both(r#""2026-11-27T10:15:02Z""#, r#""2026-11-27T10:15:02""#)
+            .unwrap_err()
+            .0;
+        assert!(err.contains("field `detected_at`"), "{err}");
     }
 }

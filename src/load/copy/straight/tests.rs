@@ -102,6 +102,15 @@ fn unusual_and_invalid_lines_are_left_to_the_record_path() {
             r#""lsn":0"#,
             r#""lsn":0,"timestamp":"2026-01-01T00:00:00Z","detected_at":"2026-01-01T00:00:00Z""#,
         ),
+        // Compared as instants by the record path, whatever their text.
+        good.replace(
+            r#""lsn":0"#,
+            r#""lsn":0,"timestamp":"2026-01-01T00:00:00Z","detected_at":"2026-01-01T00:00:00+00:00""#,
+        ),
+        good.replace(
+            r#""lsn":0"#,
+            r#""lsn":0,"timestamp":"2026-01-01T00:00:00Z","detected_at":"garbage""#,
+        ),
         good.replace(r#""lsn":0"#, r#""lsn":0,"primary_key":{"a":"1","a":"2"}"#),
         good.replace(r#""lsn":0"#, r#""lsn":0,"primary_key":{"a":1}"#),
         good.replace(
