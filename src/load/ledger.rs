@@ -230,7 +230,7 @@ impl Ledger {
     pub fn knows(&self, path: &Path, name: &Path) -> (Known, Option<std::time::SystemTime>) {
         match &self.progress {
             Some(progress) => {
-                let progress = lock(progress);
+                let mut progress = lock(progress);
                 (progress.knows(path), progress.last_loaded(name))
             }
             None => (Known::Unknown, None),

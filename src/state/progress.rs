@@ -156,7 +156,7 @@ impl Progress {
 
     /// What the state file knows of the file at `path` (Unknown when it
     /// cannot be read).
-    pub fn knows(&self, path: &Path) -> Known {
+    pub fn knows(&mut self, path: &Path) -> Known {
         self.file.knows(path).unwrap_or(Known::Unknown)
     }
 

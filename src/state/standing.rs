@@ -74,7 +74,7 @@ impl StateFile {
     pub fn resume(&mut self, files: Vec<(PathBuf, File)>) -> Result<Vec<Start>> {
         let mut inputs = Vec::new();
         for (path, file) in files {
-            let name = label(&path);
+            let name = name_of(&path);
             let meta = file.metadata()?;
             let key = format!("{}:{}", meta.dev(), meta.ino());
             let mut content = Content::new(Arc::new(file))
@@ -178,16 +178,19 @@ impl StateFile {
         self.position(input, mark)
     }
 
-    /// Positions `input` at `mark`, remembering that the file is loaded up
-    /// to there under its own key (a copy, or a compressed file found read
-    /// to its end, is then known by the next run without decoding it).
-    fn position(&mut self, input: Input, mark: Mark) -> Result<Start> {
-        let Input {
-            name,
-            key,
-            mut content,
-            ..
-        } = input;
+    /// Records under `key` that the file named `name`, whose content is
+    /// `content`, is loaded up to `mark`, its own or its original's. A copy,
+    /// or a compressed file found read to its end, is then known by its own
+    /// key without decoding it, and still once its original's mark is gone
+    /// (a file copied and truncated gets a mark of its new lines under the
+    /// same key).
+    fn remember(
+        &mut self,
+        key: &str,
+        name: String,
+        mark: Mark,
+        content: &mut Content,
+    ) -> Result<Mark> {
         let mut mark = Mark {
             path: name,
             seen: now(),
@@ -204,8 +207,22 @@ impl StateFile {
             if content.format().is_compressed() && !done {
                 mark.ended = content.ends_at(mark.offset)?.then_some(size);
             }
-            self.contents.files.insert(key.clone(), mark.clone());
+            self.contents.files.insert(key.to_owned(), mark.clone());
         }
+        Ok(mark)
+    }
+
+    /// Positions `input` at `mark`, remembering that the file is loaded up
+    /// to there ([`StateFile::remember`]).
+    fn position(&mut self, input: Input, mark: Mark) -> Result<Start> {
+        let Input {
+            name,
+            key,
+            mut content,
+            ..
+        } = input;
+        let mark = self.remember(&key, name, mark, &mut content)?;
+        let size = content.file_len()?;
         let probe = Arc::new(Mutex::new(Content::new(Arc::clone(content.file()))?));
         let input = if mark.ended == Some(size) {
             Positioned::Content(Box::new(std::io::empty()))
@@ -231,8 +248,10 @@ impl StateFile {
     /// What the state file knows of the file at `path`, for a run that
     /// follows files and must decide whether a rotated sibling is worth
     /// reading. A file that is not a regular file is [`Known::Unknown`]: a
-    /// state file does not track it.
-    pub fn knows(&self, path: &Path) -> Result<Known> {
+    /// state file does not track it. A copy found loaded is remembered as
+    /// loaded under its own key: the file it is a copy of may be truncated
+    /// and loaded again (copytruncate) before the copy is looked at next.
+    pub fn knows(&mut self, path: &Path) -> Result<Known> {
         let context = || format!("cannot read {}", path.display());
         let meta = fs::metadata(path).with_context(context)?;
         if !meta.is_file() {
@@ -241,20 +260,25 @@ impl StateFile {
         let file = File::open(path).with_context(context)?;
         let key = format!("{}:{}", meta.dev(), meta.ino());
         let mut content = Content::new(Arc::new(file)).with_context(context)?;
-        let mark = match self
-            .standing(&key, &label(path), &mut content)
+        let name = name_of(path);
+        let (mark, copy) = match self
+            .standing(&key, &name, &mut content)
             .with_context(context)?
         {
-            Standing::Tracked(mark) | Standing::Copy { mark, .. } => mark,
+            Standing::Tracked(mark) => (mark, false),
+            Standing::Copy { mark, .. } => (mark, true),
             Standing::Within { .. } => return Ok(Known::Loaded),
             Standing::New(_) => return Ok(Known::Unknown),
         };
         let done = content.format().is_compressed() && mark.ended == Some(content.file_len()?);
-        Ok(if done || content.ends_at(mark.offset)? {
-            Known::Loaded
-        } else {
-            Known::Partly
-        })
+        if !done && !content.ends_at(mark.offset)? {
+            return Ok(Known::Partly);
+        }
+        if copy && let Err(err) = self.remember(&key, name, mark, &mut content) {
+            // Loaded all the same, as its original's mark says for now.
+            log::debug!("{}: cannot remember it as loaded: {err:#}", path.display());
+        }
+        Ok(Known::Loaded)
     }
 
     /// How the file with `key`, named `name`, whose content is `content`,
@@ -325,10 +349,10 @@ impl StateFile {
     }
 }
 
-/// The name a file is recorded under: its canonical path. The name may be
-/// gone since the file was opened (rotated away while followed): it is
-/// only a label.
-fn label(path: &Path) -> String {
+/// The name a mark keeps for the file at `path`: its canonical path. The
+/// name may be gone since the file was opened (rotated away while
+/// followed): it is only a label.
+fn name_of(path: &Path) -> String {
     fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_owned())
@@ -445,6 +469,27 @@ mod tests {
             Known::Unknown
         );
         assert!(state.knows(&dir.0.join("missing")).is_err());
+    }
+
+    #[test]
+    fn a_copy_found_loaded_stays_loaded_once_its_original_is_loaded_anew() {
+        let dir = Dir::new("copied");
+        let mut state = StateFile::open(&dir.0.join("state")).expect("state");
+        let text = lines(0..100);
+        let live = dir.write("findings.jsonl", &text);
+        loaded(&mut state, &live, text.len() as u64, 100);
+        // copytruncate: the copy, then the same file truncated and written
+        // to again, and its new lines loaded under its key.
+        let copy = dir.write("findings.jsonl.1", &text);
+        assert_eq!(state.knows(&copy).expect("knows"), Known::Loaded);
+        let again = lines(100..110);
+        dir.write("findings.jsonl", &again);
+        loaded(&mut state, &live, again.len() as u64, 10);
+        assert_eq!(
+            state.knows(&copy).expect("knows"),
+            Known::Loaded,
+            "the copy of what was loaded before the truncation"
+        );
     }
 
     fn append(path: &Path, bytes: &[u8]) {
