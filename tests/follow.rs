@@ -150,6 +150,56 @@ fn copytruncate_rotations_load_each_line_once() {
     rotate_while_following(Appender::copytruncate);
 }
 
+/// A rename + create, then, while the renamed file is still read on, a
+/// copytruncate of the new file once its lines are loaded, and lines
+/// appended after it (issue 11, found by a tester): the copy holds lines
+/// that are all loaded. It must still be known as loaded when the files
+/// beside the name are looked at again, once the renamed file is let go
+/// of, although the truncated file's lines loaded since have replaced the
+/// mark it was a copy of. Every line once.
+#[test]
+fn a_copytruncate_while_a_renamed_file_is_read_on_loads_each_line_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(100);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let pid = load.id();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 100);
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(100);
+    let load = loaded_through(load, &mut table, 200);
+    // The renamed file is read on for 5 s after it stopped growing: the
+    // copytruncate must come before it is let go of.
+    assert!(
+        holds_open(pid, &writer.rotated(1)),
+        "the renamed file was let go of within a second or so of the rename: too late \
+         for this test"
+    );
+    writer.copytruncate();
+    writer.append_lines(50);
+    let load = loaded_through(load, &mut table, writer.written());
+    let renamed = writer.rotated(2);
+    let load = wait_while_running(
+        load,
+        "the loader letting go of the renamed file",
+        LOAD_BOUND,
+        || {},
+        || !holds_open(pid, &renamed),
+    );
+    // Files found by the look taken then are read before the followed
+    // file: once lines appended now are in the table, what that look found
+    // is in batches sent.
+    writer.append_lines(5);
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// The writer goes on appending to the renamed file for three seconds after
 /// the rename, as a scanner that reopens its file late does: the loader
 /// reads the renamed file on for that long, and the new file too.
