@@ -325,6 +325,53 @@ fn a_run_stopped_by_sigterm_is_resumed_from_the_state_file() {
     assert_table_holds_after(server, &db, 1..=LARGE, Some(&second));
 }
 
+/// Standard input keeps nothing for a next run: with a state file and no
+/// reject file, the lines a SIGTERM kept out of the table are dropped as
+/// interrupted, not said to be left in their files.
+#[test]
+fn interrupted_standard_input_is_dropped_not_left() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let mut blocker = server.client(&db);
+    blocker
+        .batch_execute(&format!("BEGIN; LOCK TABLE {TABLE} IN SHARE MODE"))
+        .expect("lock the table");
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg("-")
+        .stdin(findings(1..=20))
+        .spawn();
+    let load = wait_during(
+        load,
+        "the run waiting on the table lock",
+        Duration::from_secs(20),
+        || {
+            server.query_one(
+                &db,
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+            ) != Some("0".into())
+        },
+    );
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    blocker.batch_execute("COMMIT").expect("unlock the table");
+    out.assert_code(143)
+        .assert_stderr_contains("20 read, 0 inserted, 20 dropped")
+        .assert_stderr_contains("20 not loaded when interrupted");
+    assert!(
+        !out.stderr.contains("left in their files"),
+        "{}",
+        out.describe()
+    );
+}
+
 /// Rotation with the renamed file passed too: files are known by device
 /// and inode, so the old one resumes where it stopped and the lines added
 /// to it just before the rotation are loaded, none twice.

@@ -174,15 +174,21 @@ impl Ledger {
         }
     }
 
-    /// Whether rows not loaded for `kind` stay in their inputs for the
-    /// next run, rather than being dropped: with --follow, those a stop or
-    /// a database failure kept out; with a state file and no reject file,
-    /// those a stop kept out (the state stops before them).
-    fn leaves(&self, kind: Dropped) -> bool {
+    /// Whether rows of input `source` not loaded for `kind` stay in it for
+    /// the next run, rather than being dropped: with --follow, those a stop
+    /// or a database failure kept out; with a state file that tracks the
+    /// input and no reject file, those a stop kept out (the state stops
+    /// before them). Standard input and pipes keep nothing.
+    fn leaves(&self, source: usize, kind: Dropped) -> bool {
         match kind {
             Dropped::Lost => self.leave_in_inputs,
             Dropped::Interrupted => {
-                self.leave_in_inputs || (self.progress.is_some() && self.rejects.is_none())
+                self.leave_in_inputs
+                    || (self.rejects.is_none()
+                        && self
+                            .progress
+                            .as_ref()
+                            .is_some_and(|progress| lock(progress).tracks(source)))
             }
             _ => false,
         }
@@ -280,10 +286,11 @@ impl Ledger {
     /// A line read and rejected at once (its bytes go to the reject file
     /// with its batch).
     pub fn drop_read(&self, source: usize, line: u64, kind: Dropped, reason: &dyn fmt::Display) {
+        let leaves = self.leaves(source, kind);
         let shown = {
             let mut counts = lock(&self.counts);
             counts.read += 1;
-            if self.leaves(kind) {
+            if leaves {
                 counts.left += 1;
                 return;
             }
@@ -394,7 +401,7 @@ impl Ledger {
     /// already rejected, and the state moves past them; without one, a
     /// state file stops before them (the next run loads them again).
     pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
-        if self.leaves(kind) {
+        if self.leaves(batch.source, kind) {
             lock(&self.counts).left += batch.rows() as u64;
             turn.open_gap();
             return;
@@ -435,7 +442,7 @@ impl Ledger {
     /// Settles a batch after a gap: nothing is written, the next run loads
     /// it again.
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
-        if self.leave_in_inputs || self.leaves(kind) {
+        if self.leave_in_inputs || self.leaves(batch.source, kind) {
             lock(&self.counts).left += batch.rows() as u64;
             return;
         }

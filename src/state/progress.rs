@@ -50,6 +50,12 @@ impl Progress {
         }
     }
 
+    /// Whether the state file tracks input `source` (a file, not standard
+    /// input or a pipe).
+    pub fn tracks(&self, source: usize) -> bool {
+        self.inputs.get(source).is_some_and(Option::is_some)
+    }
+
     /// The journal entry saying that input `source` is settled up to byte
     /// `offset` (after `line` lines), by transaction `txn` when there is
     /// one, with the reject file `rejects` bytes long. None when there is
