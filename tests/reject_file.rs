@@ -333,6 +333,8 @@ fn a_reject_file_that_is_another_output_is_refused() {
         (&state, "--state-file", &state),
         (&journal, "--state-file", &state),
         (&link, "--state-file", &state),
+        // The journal is the one beside the file the link leads to.
+        (&journal, "--state-file", &link),
         (&metrics, "--metrics-file", &metrics),
     ] {
         let out = server

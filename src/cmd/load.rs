@@ -312,8 +312,10 @@ fn outputs(args: &LoadArgs) -> Vec<(&'static str, Vec<PathBuf>)> {
     ] {
         let Some(path) = path else { continue };
         let mut files = vec![path.clone()];
+        // Beside the file a link leads to, as the state file puts them.
+        let real = crate::paths::real(path);
         for suffix in suffixes {
-            let mut with = path.as_os_str().to_owned();
+            let mut with = real.clone().into_os_string();
             with.push(suffix);
             files.push(with.into());
         }
