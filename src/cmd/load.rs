@@ -312,10 +312,13 @@ fn outputs(args: &LoadArgs) -> Vec<(&'static str, Vec<PathBuf>)> {
     ] {
         let Some(path) = path else { continue };
         let mut files = vec![path.clone()];
-        // Beside the file a link leads to, as the state file puts them.
-        let real = crate::paths::real(path);
+        // The state file puts its own beside the file a link leads to.
+        let base = match flag {
+            "--state-file" => crate::paths::real(path),
+            _ => path.clone(),
+        };
         for suffix in suffixes {
-            let mut with = real.clone().into_os_string();
+            let mut with = base.clone().into_os_string();
             with.push(suffix);
             files.push(with.into());
         }
