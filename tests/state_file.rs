@@ -480,3 +480,23 @@ fn a_full_disk_under_the_state_file_commits_nothing_unrecorded() {
     rerun.assert_code(0);
     assert_table_holds_after(server, &db, 1..=LINES, Some(&rerun));
 }
+
+/// A directory named as the state file is a usage error, said before
+/// anything is created beside it.
+#[test]
+fn a_directory_for_a_state_file_is_refused_leaving_nothing() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path().join("state.d");
+    fs::create_dir(&dir).expect("mkdir");
+    let input = scratch.write("findings.ndjson", findings(1..=3));
+    load_with_state(server, &db, &dir, &input)
+        .assert_code(2)
+        .assert_stderr_contains("is a directory: name a file");
+    let beside: Vec<_> = fs::read_dir(scratch.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(beside.len(), 2, "{beside:?}");
+}

@@ -146,6 +146,13 @@ impl StateFile {
     /// those of the file it leads to, whatever name a run is given.
     pub fn open(path: &Path) -> Result<StateFile> {
         let path = &crate::paths::real(path);
+        if path.is_dir() {
+            return Err(anyhow::anyhow!(
+                "state file {} is a directory: name a file (it need not exist yet)",
+                path.display()
+            ))
+            .status(Status::Usage);
+        }
         let lock_path = sibling(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)
