@@ -12,7 +12,7 @@ use crate::support::markers::{
     finding, findings, table_markers, write_findings,
 };
 use crate::support::process::{read_offset, send_signal};
-use crate::support::run::{Outcome, init};
+use crate::support::run::{Outcome, Started, init};
 use crate::support::wait::wait_during;
 use crate::support::{PgServer, Scratch, TABLE, shared};
 
@@ -25,6 +25,32 @@ fn load_with_state(server: &PgServer, db: &str, state: &Path, input: &Path) -> O
         .arg(state)
         .arg(input)
         .run()
+}
+
+/// Holds a SHARE lock on the table (until COMMIT on the client returned),
+/// so that a run's inserts wait.
+fn lock_table(server: &PgServer, db: &str) -> postgres::Client {
+    let mut blocker = server.client(db);
+    blocker
+        .batch_execute(&format!("BEGIN; LOCK TABLE {TABLE} IN SHARE MODE"))
+        .expect("lock the table");
+    blocker
+}
+
+/// Waits until the run `load` waits on the lock [`lock_table`] holds.
+fn waiting_on_the_lock(server: &PgServer, db: &str, load: Started) -> Started {
+    wait_during(
+        load,
+        "the run waiting on the table lock",
+        Duration::from_secs(20),
+        || {
+            server.query_one(
+                db,
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+            ) != Some("0".into())
+        },
+    )
 }
 
 /// Cron over a file the scanner keeps appending to: each run loads what
@@ -226,10 +252,7 @@ fn second_run_refuses(second: impl Fn(&Path) -> PathBuf) {
     let input = scratch.write("findings.ndjson", findings(1..=100));
     // Holds the first run's inserts back, so it is still loading while the
     // second one starts.
-    let mut blocker = server.client(&db);
-    blocker
-        .batch_execute(&format!("BEGIN; LOCK TABLE {TABLE} IN SHARE MODE"))
-        .expect("lock the table");
+    let mut blocker = lock_table(server, &db);
     let first = server
         .pgsense(&db)
         .arg("load")
@@ -237,18 +260,7 @@ fn second_run_refuses(second: impl Fn(&Path) -> PathBuf) {
         .arg(&state)
         .arg(&input)
         .spawn();
-    let first = wait_during(
-        first,
-        "the first run waiting on the table lock",
-        Duration::from_secs(20),
-        || {
-            server.query_one(
-                &db,
-                "select count(*) from pg_stat_activity where datname = current_database() \
-                 and application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
-            ) != Some("0".into())
-        },
-    );
+    let first = waiting_on_the_lock(server, &db, first);
     let second = server
         .pgsense(&db)
         .arg("load")
@@ -335,10 +347,7 @@ fn interrupted_standard_input_is_dropped_not_left() {
     init(server, &db);
     let scratch = Scratch::new();
     let state = scratch.path().join("pgsense-pg.state");
-    let mut blocker = server.client(&db);
-    blocker
-        .batch_execute(&format!("BEGIN; LOCK TABLE {TABLE} IN SHARE MODE"))
-        .expect("lock the table");
+    let mut blocker = lock_table(server, &db);
     let load = server
         .pgsense(&db)
         .arg("load")
@@ -347,18 +356,7 @@ fn interrupted_standard_input_is_dropped_not_left() {
         .arg("-")
         .stdin(findings(1..=20))
         .spawn();
-    let load = wait_during(
-        load,
-        "the run waiting on the table lock",
-        Duration::from_secs(20),
-        || {
-            server.query_one(
-                &db,
-                "select count(*) from pg_stat_activity where datname = current_database() \
-                 and application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
-            ) != Some("0".into())
-        },
-    );
+    let load = waiting_on_the_lock(server, &db, load);
     send_signal(load.id(), "TERM");
     let out = load.wait();
     blocker.batch_execute("COMMIT").expect("unlock the table");
