@@ -9,7 +9,7 @@
 mod scan;
 mod timestamp;
 
-pub use scan::{place, plain_len, usual_key_at, usual_next};
+pub use scan::{integer_at, place, plain_len, usual_key_at, usual_next};
 use std::borrow::Cow;
 use std::fmt;
 pub use timestamp::micros as timestamp_micros;

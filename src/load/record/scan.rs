@@ -125,6 +125,24 @@ pub fn usual_key_at(bytes: &[u8], at: usize, usual: usize) -> Option<usize> {
         .then_some(key.len())
 }
 
+/// The non-negative JSON integer at `at` in `bytes`, when it is one within
+/// BIGINT range, and where it ends. None for anything else: a leading zero,
+/// a fraction or an exponent (a float), an overflow.
+pub fn integer_at(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
+    let mut end = at;
+    let mut value: i64 = 0;
+    while let Some(digit) = bytes.get(end).filter(|c| c.is_ascii_digit()) {
+        value = value
+            .checked_mul(10)?
+            .checked_add(i64::from(digit - b'0'))?;
+        end += 1;
+    }
+    let digits = end - at;
+    let well_formed = digits == 1 || (digits > 1 && bytes[at] != b'0');
+    let ends = !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
+    (well_formed && ends).then_some((value, end))
+}
+
 /// Whether `here` is `key`, one of [`KEYS`]: at most 16 bytes, so two
 /// 8-byte words (overlapping for shorter keys) compare them at once.
 #[inline]
@@ -258,20 +276,10 @@ impl<'a> Scanner<'a> {
             let text = self.string()?;
             return i64::try_from(parse_text_lsn(&text)?).ok();
         }
-        let start = self.at;
-        let mut value: i64 = 0;
-        while let Some(digit) = self.bytes.get(self.at).filter(|c| c.is_ascii_digit()) {
-            value = value
-                .checked_mul(10)?
-                .checked_add(i64::from(digit - b'0'))?;
-            self.at += 1;
-        }
-        let digits = self.at - start;
-        // JSON allows no leading zero; a fraction or an exponent makes it a
-        // float, which serde explains.
-        let well_formed = digits == 1 || (digits > 1 && self.bytes[start] != b'0');
-        let ends = !matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E'));
-        (well_formed && ends).then_some(value)
+        // A float is left to serde, which explains it.
+        let (value, end) = integer_at(self.bytes, self.at)?;
+        self.at = end;
+        Some(value)
     }
 
     /// An unknown field's value, when it is a string, an integer, true,

@@ -4,7 +4,7 @@
 use super::masks::block_masks;
 use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span};
 use super::{span_bytes, span_len};
-use crate::load::record::{parse_text_lsn, place, usual_key_at, usual_next};
+use crate::load::record::{integer_at, parse_text_lsn, place, usual_key_at, usual_next};
 
 /// A walk through the line, left to right.
 pub struct Walk<'a> {
@@ -332,20 +332,9 @@ impl<'a> Walk<'a> {
 
     /// A non-negative JSON integer within BIGINT range.
     fn integer(&mut self) -> Option<i64> {
-        let start = self.at;
-        let mut value: i64 = 0;
-        while let Some(digit) = self.peek().filter(u8::is_ascii_digit) {
-            value = value
-                .checked_mul(10)?
-                .checked_add(i64::from(digit - b'0'))?;
-            self.at += 1;
-        }
-        let digits = self.at - start;
-        // JSON allows no leading zero; a fraction or an exponent makes it a
-        // float.
-        let well_formed = digits == 1 || (digits > 1 && self.line[start] != b'0');
-        let ends = !matches!(self.peek(), Some(b'.' | b'e' | b'E'));
-        (well_formed && ends).then_some(value)
+        let (value, end) = integer_at(self.line, self.at)?;
+        self.at = end;
+        Some(value)
     }
 
     /// An unknown field's value: a string, an integer, true, false or null.
