@@ -9,6 +9,7 @@
 //! error, not one failure per row).
 
 use anyhow::{Context, Result, bail};
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Transaction};
 
 use crate::config::Settings;
@@ -140,15 +141,25 @@ pub fn create_table_sql(settings: &Settings) -> String {
 /// Whether the schema and the table exist.
 fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Result<(bool, bool)> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                             WHERE n.nspname = $1 AND c.relname = $2)",
-            &[&settings.schema.value, &settings.table.value],
+            &names(settings),
         )
         .map_err(db_error)
         .context("cannot look up the findings schema and table")?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// The schema's and the table's names as query parameters, typed so that
+/// the query goes in one round trip, unprepared, and the catalogs' indexes
+/// on `name` serve it.
+fn names(settings: &Settings) -> [(&(dyn ToSql + Sync), Type); 2] {
+    [
+        (&settings.schema.value, Type::NAME),
+        (&settings.table.value, Type::NAME),
+    ]
 }
 
 /// One thing a load needs, and what is wrong with it.
@@ -189,13 +200,13 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     let (schema, user) = (&settings.schema.value, &settings.username.value);
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT current_setting('server_version'),
                     coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
                     has_database_privilege(current_database(), 'CREATE'),
                     (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1),
                     (SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1)",
-            &[schema],
+            &names(settings)[..1],
         )
         .map_err(db_error)
         .context("cannot inspect the server")?;
@@ -323,7 +334,7 @@ impl Relation {
     fn inspect(client: &mut Transaction<'_>, settings: &Settings) -> Result<Relation> {
         let (schema, table) = (&settings.schema.value, &settings.table.value);
         let row = client
-            .query_one(Relation::SQL, &[schema, table])
+            .query_typed_one(Relation::SQL, &names(settings))
             .map_err(db_error)
             .with_context(|| format!("cannot inspect table {schema}.{table}"))?;
         let sequence = row.get::<_, Option<String>>(4).map(|name| {
@@ -404,12 +415,12 @@ struct TableColumn {
 impl TableColumn {
     fn read(client: &mut Transaction<'_>, oid: u32, qualified: &str) -> Result<Vec<TableColumn>> {
         let rows = client
-            .query(
+            .query_typed(
                 "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull,
                         a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
                  FROM pg_attribute a
                  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&oid],
+                &[(&oid, Type::OID)],
             )
             .map_err(db_error)
             .with_context(|| format!("cannot read the columns of {qualified}"))?;
