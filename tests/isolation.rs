@@ -26,6 +26,10 @@ fn input() -> (String, Vec<Finding>) {
         let mut finding = Finding::sample(line);
         if refused(line) {
             finding.rule_id = "refuse-me".into();
+            // Rows without a timestamp go in a COPY of their own.
+            if line % 2 == 0 {
+                finding.timestamp = None;
+            }
         } else {
             kept.push(finding.clone());
         }
@@ -53,9 +57,13 @@ fn load_with(setup: &str, reason: &str) {
         expected.len(),
         expected.len()
     ));
-    let mut reported = out.rejected_line_numbers("-");
-    reported.sort_unstable();
-    assert_eq!(reported, expected, "{}", out.describe());
+    // In input order, whichever COPY and whichever bisection step found them.
+    assert_eq!(
+        out.rejected_line_numbers("-"),
+        expected,
+        "{}",
+        out.describe()
+    );
     for line in &expected {
         assert!(
             out.reject_reason("-", *line).contains(reason),

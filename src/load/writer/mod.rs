@@ -342,6 +342,8 @@ impl<'a> Writer<'a> {
                     });
                 }
             }
+            // Found part by part, range by range: reported in input order.
+            refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
             Some(txn)
         };
         if turn.is_none() {
