@@ -262,3 +262,47 @@ fn cr_only_line_endings_get_a_hint() {
         .assert_stderr_contains("mac.ndjson:1: ")
         .assert_stderr_contains("convert it first");
 }
+
+/// A backlog of many files: more than the usual soft limit of open files
+/// (here 64) is fine while the hard limit allows them.
+#[test]
+fn more_files_than_the_soft_limit_of_open_files_are_loaded() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let files: Vec<_> = (1..=200)
+        .map(|n| scratch.write(&format!("{n:03}.ndjson"), findings(n..=n)))
+        .collect();
+    let out = server
+        .pgsense(&db)
+        .open_files_limit(64, 4096)
+        .arg("load")
+        .args(&files)
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("200 read, 200 inserted");
+    assert_table_holds(server, &db, 1..=200);
+}
+
+/// Beyond the hard limit, the run says so before connecting, and loads
+/// nothing rather than part of what it was given.
+#[test]
+fn more_files_than_the_hard_limit_of_open_files_load_nothing() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let files: Vec<_> = (1..=200)
+        .map(|n| scratch.write(&format!("{n:03}.ndjson"), findings(n..=n)))
+        .collect();
+    let out = server
+        .pgsense(&db)
+        .open_files_limit(64, 64)
+        .arg("load")
+        .args(&files)
+        .run();
+    out.assert_code(66).assert_stderr_contains(
+        "more inputs than this process may hold open at once (at most 64 open files, ulimit -n)",
+    );
+    assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+}

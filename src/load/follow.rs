@@ -54,6 +54,8 @@ pub fn run(
 ) -> Result<()> {
     let turns = reader.turns();
     let _guard = PanicGuard(&turns);
+    // Rotated files waiting to be loaded are held open together.
+    super::input::allow_open_files();
     let followed = follow(&mut reader, paths, own, flush_interval);
     if followed.is_err() {
         // What was read before the failure still goes in.

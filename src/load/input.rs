@@ -158,11 +158,13 @@ pub fn read_error(err: io::Error, name: &str, line: u64) -> anyhow::Error {
 /// nothing. No FILE, or `-`, is standard input. A named pipe is only checked
 /// here, and opened when its turn comes: its writer may be waiting for an
 /// earlier one to be read. A file named twice (by another path, a hard
-/// link or a symbolic link) is read once.
+/// link or a symbolic link) is read once. The soft limit of open files is
+/// raised to the hard one first.
 pub fn open_inputs(files: &[PathBuf], tracking: Tracking) -> Result<Vec<Source>> {
     if files.is_empty() {
         return Ok(vec![stdin_source()]);
     }
+    allow_open_files();
     let mut sources: Vec<Source> = Vec::new();
     for path in files {
         let source = if path == Path::new("-") {
@@ -186,7 +188,54 @@ pub fn open_inputs(files: &[PathBuf], tracking: Tracking) -> Result<Vec<Source>>
     Ok(sources)
 }
 
+/// Raises this process's soft limit of open files to its hard limit, as
+/// far as it goes: every input is held open from the start, and the usual
+/// soft limit (1024) is below a backlog of daily files. Returns the limit
+/// now in force, when it can be read.
+pub fn allow_open_files() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
 fn open_path(path: &Path, tracking: Tracking) -> Result<Source> {
+    open_path_as(path, tracking).map_err(|err| {
+        let too_many = err.chain().any(|cause| {
+            cause
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.raw_os_error() == Some(libc::EMFILE))
+        });
+        if !too_many {
+            return err;
+        }
+        let limit = allow_open_files().map_or_else(|| "?".to_owned(), |n| n.to_string());
+        anyhow::anyhow!(
+            "cannot open {}: more inputs than this process may hold open at once \
+             (at most {limit} open files, ulimit -n): load them in several runs, \
+             or raise the hard limit",
+            path.display()
+        )
+    })
+}
+
+fn open_path_as(path: &Path, tracking: Tracking) -> Result<Source> {
     let context = || format!("cannot open {}", path.display());
     let meta = std::fs::metadata(path).with_context(context)?;
     anyhow::ensure!(

@@ -95,6 +95,27 @@ impl Pgsense {
         self
     }
 
+    /// Runs it with these soft and hard limits of open files (ulimit -n).
+    pub fn open_files_limit(mut self, soft: u64, hard: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: between fork and exec the closure only calls setrlimit,
+        // which is async-signal-safe, on a struct it owns.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
