@@ -498,3 +498,30 @@ fn a_directory_for_a_state_file_is_refused_leaving_nothing() {
         .collect();
     assert_eq!(beside.len(), 2, "{beside:?}");
 }
+
+/// A backlog of more files than the state file keeps marks of files no
+/// longer given: the marks of this run's inputs are all kept, so the next
+/// run with the same files loads nothing again.
+#[test]
+fn a_backlog_of_many_files_is_loaded_once_over_two_runs() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state.json");
+    let files: Vec<PathBuf> = (1..=1100)
+        .map(|n| scratch.write(&format!("{n:04}.ndjson"), findings(n..=n)))
+        .collect();
+    for inserted in [1100, 0] {
+        let out = server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--state-file")
+            .arg(&state)
+            .args(&files)
+            .run();
+        out.assert_code(0)
+            .assert_stderr_contains(&format!("read, {inserted} inserted"));
+        assert_table_holds_after(server, &db, 1..=1100, Some(&out));
+    }
+}

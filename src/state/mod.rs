@@ -20,7 +20,7 @@
 //! next one ([`StateFile::recover`]). A lock file beside it keeps a second
 //! run from loading the same lines at the same time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -124,6 +124,9 @@ pub struct StateFile {
     _lock: File,
     /// --follow: a new file under a known name is a rotation, not news.
     following: bool,
+    /// The keys of this run's inputs: their marks are kept whatever their
+    /// number, or the next run given the same files would load them again.
+    inputs: BTreeSet<String>,
 }
 
 /// Where to start reading one input.
@@ -195,6 +198,7 @@ impl StateFile {
             unsettled,
             _lock: lock,
             following: false,
+            inputs: BTreeSet::new(),
         })
     }
 
@@ -293,7 +297,7 @@ impl StateFile {
     }
 
     fn write(&mut self) -> Result<()> {
-        forget_old(&mut self.contents.files, now());
+        forget_old(&mut self.contents.files, now(), &self.inputs);
         let temp = sibling(&self.path, ".tmp");
         let context = || format!("cannot write state file {}", self.path.display());
         let mut file = File::create(&temp).with_context(context)?;
@@ -318,15 +322,19 @@ impl StateFile {
 }
 
 /// Drops the marks not seen for [`FORGET_AFTER`], and beyond
-/// [`MOST_MARKS`] those seen least recently.
-fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64) {
-    files.retain(|_, mark| now.saturating_sub(mark.seen) < FORGET_AFTER);
+/// [`MOST_MARKS`] those seen least recently; never those of `inputs`.
+fn forget_old(files: &mut BTreeMap<String, Mark>, now: u64, inputs: &BTreeSet<String>) {
+    files.retain(|key, mark| inputs.contains(key) || now.saturating_sub(mark.seen) < FORGET_AFTER);
     if files.len() > MOST_MARKS {
-        let mut by_age: Vec<(u64, String)> =
-            files.iter().map(|(k, m)| (m.seen, k.clone())).collect();
+        let mut by_age: Vec<(u64, String)> = files
+            .iter()
+            .filter(|(key, _)| !inputs.contains(*key))
+            .map(|(k, m)| (m.seen, k.clone()))
+            .collect();
         // Most recently seen first.
         by_age.sort_unstable_by(|a, b| b.cmp(a));
-        for (_, key) in by_age.drain(MOST_MARKS..) {
+        let room = MOST_MARKS.saturating_sub(files.len() - by_age.len());
+        for (_, key) in by_age.drain(room.min(by_age.len())..) {
             files.remove(&key);
         }
     }
@@ -410,12 +418,28 @@ mod tests {
             .map(|n| (format!("1:{n}"), mark(now - 1005 + n)))
             .collect();
         files.insert("2:0".into(), mark(now - FORGET_AFTER));
-        forget_old(&mut files, now);
+        forget_old(&mut files, now, &BTreeSet::new());
         assert_eq!(files.len(), MOST_MARKS);
         assert!(!files.contains_key("2:0"), "unseen for 90 days");
         for n in 0..5 {
             assert!(!files.contains_key(&format!("1:{n}")), "the oldest go");
         }
         assert!(files.contains_key("1:5") && files.contains_key("1:1004"));
+    }
+
+    #[test]
+    fn the_marks_of_the_inputs_of_a_run_are_all_kept() {
+        let now = 1_000_000_000;
+        let mut files: BTreeMap<String, Mark> = (0..1500)
+            .map(|n| (format!("1:{n}"), mark(now - 1500 + n)))
+            .collect();
+        files.insert("2:0".into(), mark(now - 2 * FORGET_AFTER));
+        files.insert("2:1".into(), mark(now - 10_000));
+        let mut inputs: BTreeSet<String> = (0..1200).map(|n| format!("1:{n}")).collect();
+        inputs.insert("2:0".into());
+        forget_old(&mut files, now, &inputs);
+        assert_eq!(files.len(), 1201, "all the inputs' marks, and no more");
+        assert!(inputs.iter().all(|key| files.contains_key(key)));
+        assert!(!files.contains_key("2:1") && !files.contains_key("1:1200"));
     }
 }

@@ -77,6 +77,7 @@ impl StateFile {
             let name = name_of(&path);
             let meta = file.metadata()?;
             let key = format!("{}:{}", meta.dev(), meta.ino());
+            self.inputs.insert(key.clone());
             let mut content = Content::new(Arc::new(file))
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let standing = self
