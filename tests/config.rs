@@ -561,3 +561,22 @@ fn a_duplicated_section_is_named() {
         "config.toml:5: duplicate key `password`",
     );
 }
+
+/// A password written as an array is refused as a mistyped password, and
+/// not taken for `{ file = ... }` and printed as the path that could not be
+/// read.
+#[test]
+fn a_password_given_as_an_array_is_refused_without_printing_it() {
+    for password in ["[\"hunter2\"]", "[\"hunter2\", \"x\"]"] {
+        let silent = SilentServer::new();
+        let scratch = Scratch::new();
+        let config = format!("{VALID}password = {password}\n")
+            .replace("SILENT_PORT", &silent.port().to_string());
+        let path = scratch.write("config.toml", config);
+        let out = pgsense().arg("-c").arg(&path).arg("check").run();
+        out.assert_code(78)
+            .assert_stderr_contains("config.toml:4: password must be a string");
+        assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+        assert!(!silent.was_contacted());
+    }
+}

@@ -1,6 +1,7 @@
 //! The config file: the scanner's TOML, of which only `[alerts.postgres]`
 //! (and its `tls` table) concerns this tool.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -57,10 +58,23 @@ pub enum PasswordSource {
 }
 
 /// `{ file = "PATH" }`; another key next to `file` is a typo, not ignored.
+/// Read from a table only: serde's derive would also take an array, and
+/// `password = ["..."]` would then be a path, printed when it cannot be read.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "BTreeMap<String, PathBuf>")]
 pub struct PasswordFile {
     pub file: PathBuf,
+}
+
+impl TryFrom<BTreeMap<String, PathBuf>> for PasswordFile {
+    type Error = &'static str;
+
+    fn try_from(mut table: BTreeMap<String, PathBuf>) -> Result<Self, Self::Error> {
+        match table.remove("file") {
+            Some(file) if table.is_empty() => Ok(PasswordFile { file }),
+            _ => Err("a password file is { file = \"PATH\" }, with no other key"),
+        }
+    }
 }
 
 /// `[alerts.postgres.tls]`: the scanner's `enabled` and
