@@ -479,6 +479,56 @@ fn a_full_disk_under_the_state_file_commits_nothing_unrecorded() {
     assert_table_holds_after(server, &db, 1..=LINES, Some(&rerun));
 }
 
+/// A full disk under the state file is not blamed on the database: the
+/// run says that the state could not be written, and the lines it kept out
+/// of the table are left in their file for the next run, not counted as
+/// lost to database failures.
+#[test]
+fn a_full_disk_under_the_state_file_is_not_said_to_be_a_database_failure() {
+    const LINES: u64 = 3_000;
+    let Some(disk) = crate::support::tmpfs::Tmpfs::mount("1m") else {
+        return;
+    };
+    // Room for a state file, not for the journal entries of every batch.
+    let filler = disk.path().join("filler");
+    fs::write(&filler, vec![0u8; (1 << 20) - (8 << 10)]).expect("fill the tmpfs");
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", LINES);
+    let full = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--batch-rows", "50", "--summary", "json"])
+        .arg("--state-file")
+        .arg(disk.path().join("state"))
+        .arg(&input)
+        .run();
+    full.assert_code(1).assert_stderr_contains(
+        "the state file or the reject file could not be written: stopped reading",
+    );
+    assert!(
+        !full.stderr.contains("the database failed"),
+        "{}",
+        full.describe()
+    );
+    let summary = crate::support::report::json_summary(&full);
+    let inserted = crate::support::report::number(&summary, "inserted");
+    assert!(
+        inserted < LINES,
+        "the disk did not fill\n{}",
+        full.describe()
+    );
+    assert_eq!(
+        crate::support::report::number(&summary, "dropped_database_failure"),
+        0,
+        "{}",
+        full.describe()
+    );
+    full.assert_stderr_contains("left in their files for the next run");
+}
+
 /// A directory named as the state file is a usage error, said before
 /// anything is created beside it.
 #[test]

@@ -29,6 +29,9 @@ pub enum StopReason {
     MaxRejects(u64),
     /// The database failed and retries could not outlast it.
     DatabaseFailed,
+    /// Progress could not be recorded: the state or reject file could not
+    /// be written.
+    RecordFailed,
 }
 
 impl fmt::Display for StopReason {
@@ -41,6 +44,9 @@ impl fmt::Display for StopReason {
                 write!(f, "more than {max} lines were rejected (--max-rejects)")
             }
             StopReason::DatabaseFailed => f.write_str("the database failed"),
+            StopReason::RecordFailed => {
+                f.write_str("the state file or the reject file could not be written")
+            }
         }
     }
 }
@@ -55,6 +61,8 @@ pub struct Control {
     signal: Arc<AtomicUsize>,
     /// The database failed for good: stop reading, drop what is queued.
     failed: AtomicBool,
+    /// What failed for good was recording progress, not the database.
+    record_failed: AtomicBool,
     /// The reader stopped because of --max-rejects.
     limit_hit: AtomicBool,
     /// The reader waits for input holding no rows.
@@ -115,6 +123,13 @@ impl Control {
         self.failed.store(true, Ordering::SeqCst);
     }
 
+    /// Progress could not be recorded: stop as for a failed database, but
+    /// say what failed.
+    pub fn fail_to_record(&self) {
+        self.record_failed.store(true, Ordering::SeqCst);
+        self.fail();
+    }
+
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::SeqCst)
     }
@@ -173,6 +188,7 @@ impl Control {
             None if self.limit_hit.load(Ordering::SeqCst) => {
                 StopReason::MaxRejects(max_rejects.unwrap_or(0))
             }
+            None if self.record_failed.load(Ordering::SeqCst) => StopReason::RecordFailed,
             None => StopReason::DatabaseFailed,
         })
     }

@@ -194,6 +194,18 @@ impl Ledger {
         }
     }
 
+    /// Whether rows of input `source` kept out of the table because progress
+    /// could not be recorded stay in it: the state file tracks it and stops
+    /// before them. No database failed, and the next run loads them.
+    fn left_by_record_failure(&self, source: usize) -> bool {
+        let failed = lock(&self.record_error).is_some();
+        failed
+            && self
+                .progress
+                .as_ref()
+                .is_some_and(|progress| lock(progress).tracks(source))
+    }
+
     /// Lines not loaded when the run stops stay in their inputs (--follow).
     pub fn leaving_in_inputs(mut self) -> Ledger {
         self.leave_in_inputs = true;
@@ -442,7 +454,10 @@ impl Ledger {
     /// Settles a batch after a gap: nothing is written, the next run loads
     /// it again.
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
-        if self.leave_in_inputs || self.leaves(batch.source, kind) {
+        if self.leave_in_inputs
+            || self.leaves(batch.source, kind)
+            || self.left_by_record_failure(batch.source)
+        {
             lock(&self.counts).left += batch.rows() as u64;
             return;
         }

@@ -376,7 +376,7 @@ impl<'a> Writer<'a> {
                 self.session.rollback();
                 log::error!("{err:#}");
                 self.ledger.cannot_record(err, turn);
-                self.control.fail();
+                self.control.fail_to_record();
                 return Err(Attempt::Gap);
             }
         };
