@@ -786,7 +786,12 @@ fn follow_usage_errors_exit_2_naming_the_problem() {
     let input = input.to_str().expect("a UTF-8 path");
     let state = scratch.path().join("state");
     let state = state.to_str().expect("a UTF-8 path");
-    let cases: [(&[&str], &[&str]); 5] = [
+    // A reject file that is the followed FILE would have each dropped line
+    // appended to what is read, read again and dropped again, for ever.
+    let link = scratch.path().join("link.jsonl");
+    std::os::unix::fs::symlink(input, &link).expect("symlink");
+    let link = link.to_str().expect("a UTF-8 path");
+    let cases: [(&[&str], &[&str]); 7] = [
         (&["--follow", input], &["--state-file"]),
         (&["--follow", "--state-file", state], &["FILE"]),
         (
@@ -813,6 +818,28 @@ fn follow_usage_errors_exit_2_naming_the_problem() {
                 input,
             ],
             &["--flush-interval"],
+        ),
+        (
+            &[
+                "--follow",
+                "--state-file",
+                state,
+                "--reject-file",
+                input,
+                input,
+            ],
+            &["the reject file is also an input"],
+        ),
+        (
+            &[
+                "--follow",
+                "--state-file",
+                state,
+                "--reject-file",
+                link,
+                input,
+            ],
+            &["the reject file is also an input"],
         ),
     ];
     for (args, named) in cases {

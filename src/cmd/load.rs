@@ -90,18 +90,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
         _ => None,
     };
-    if let Some(rejects) = &rejects
-        && let Some(input) = sources
-            .iter()
-            .find(|s| s.identity.is_some() && s.identity == rejects.identity())
-    {
-        return Err(anyhow::anyhow!(
-            "the reject file is also an input ({}): it would grow while being read; \
-             write rejects to another file, and replay this one without --reject-file or with another",
-            input.name
-        ))
-        .status(Status::Usage);
-    }
+    check_rejects_not_an_input(args, &sources, rejects.as_ref())?;
     match &args.metrics_file {
         // The file holds the metrics of the last real run: a dry run's
         // counts there would page someone, or hide a failure.
@@ -351,6 +340,38 @@ fn check_distinct(args: &LoadArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A reject file that is also an input would grow while being read: with
+/// --follow, each dropped line would be read again and dropped again, for
+/// ever.
+fn check_rejects_not_an_input(
+    args: &LoadArgs,
+    sources: &[Source],
+    rejects: Option<&Rejects>,
+) -> Result<()> {
+    // Followed files are opened later: they are told by their names, which
+    // may lead to the reject file through a link.
+    let input = match (rejects, &args.reject_file) {
+        (Some(_), Some(path)) if args.follow => args
+            .files
+            .iter()
+            .find(|file| crate::paths::same_file(file, path))
+            .map(|file| file.display().to_string()),
+        (Some(rejects), _) => sources
+            .iter()
+            .find(|s| s.identity.is_some() && s.identity == rejects.identity())
+            .map(|s| s.name.clone()),
+        _ => None,
+    };
+    match input {
+        Some(input) => Err(anyhow::anyhow!(
+            "the reject file is also an input ({input}): it would grow while being read; \
+             write rejects to another file, and replay this one without --reject-file or with another"
+        ))
+        .status(Status::Usage),
+        None => Ok(()),
+    }
 }
 
 /// The inputs as named on the command line.
