@@ -279,6 +279,69 @@ fn two_files_followed_at_once_load_each_line_once() {
     );
 }
 
+/// A FILE named twice, as it is, through a symbolic link or by another
+/// path, is followed once, as a load without --follow reads it once: every
+/// line once, the lines there at startup and those appended after.
+#[test]
+fn a_file_named_twice_is_followed_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let link = setup.scratch.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&setup.input, &link).expect("symlink");
+    let dotted = setup.scratch.path().join(".").join("findings.jsonl");
+    assert_eq!(setup.input.file_name(), dotted.file_name());
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(20);
+    let load = setup
+        .command(server)
+        .arg(&setup.input)
+        .arg(&link)
+        .arg(&dotted)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 20);
+    writer.append_lines(20);
+    let load = loaded_through(load, &mut table, 40);
+    // Duplicates would come with the lines: more appended shows none came.
+    writer.append_lines(5);
+    let load = loaded_through(load, &mut table, 45);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=45, Some(&out));
+}
+
+/// `--follow findings.jsonl findings.jsonl.1`, as a glob gives: the file
+/// rotated while the loader was down, holding lines not loaded yet, is read
+/// once, as the rotated file of the first FILE, and not again as a FILE of
+/// its own.
+#[test]
+fn a_rotated_file_also_named_as_a_file_is_followed_once() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    let mut table = Table::new(server, &setup.db);
+    writer.append_lines(20);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, 20);
+    writer.append_lines(10);
+    kill(load);
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(5);
+    let load = setup
+        .command(server)
+        .arg(writer.rotated(1))
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let load = loaded_through(load, &mut table, writer.written());
+    writer.append_lines(5);
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// The loader killed (-9) with lines it has not loaded yet, the file
 /// rotated with `rotate` while it is down and more lines written to the new
 /// one, three times over: each time the restarted loader first loads what

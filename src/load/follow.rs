@@ -72,8 +72,9 @@ fn follow(
 ) -> Result<()> {
     let mut watch = Watch::new(paths);
     let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone(), own)).collect();
-    for name in &mut names {
-        name.catch_up(reader, &[])?;
+    for index in 0..names.len() {
+        let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
+        names[index].start(reader, &open)?;
     }
     let mut held_since: Option<Instant> = None;
     loop {
@@ -185,6 +186,22 @@ impl Name {
             own: own.to_vec(),
             unreadable: BTreeSet::new(),
         }
+    }
+
+    /// At startup: [`Name::catch_up`], unless the file under the name is
+    /// open already, under a name given before it (the same FILE twice, by
+    /// another path or through a link): it is read once, under that one.
+    fn start(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
+        if let Ok(meta) = std::fs::metadata(&self.path)
+            && open_ids.contains(&(meta.dev(), meta.ino()))
+        {
+            log::warn!(
+                "{} is read already, under a FILE named before it or as its rotated file: reading it once",
+                self.path.display()
+            );
+            return Ok(());
+        }
+        self.catch_up(reader, open_ids)
     }
 
     /// Opens the file under the name, after the files beside it that hold
