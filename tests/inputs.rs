@@ -219,12 +219,52 @@ fn every_output_path_is_checked_before_connecting() {
             .arg(&input)
             .run();
         out.assert_code(73).assert_stderr_contains("no-such-dir");
+        assert_eq!(
+            out.stderr.matches("error:").count(),
+            1,
+            "{flag}: said once\n{}",
+            out.describe()
+        );
         assert!(!silent.was_contacted(), "{flag}: {}", out.describe());
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{flag}: {}",
             out.describe()
         );
+    }
+}
+
+/// A state or metrics file that is also an input (`findings.jsonl*` that
+/// takes in `findings.jsonl.state`, say) is a usage error before anything
+/// connects: the file given is left as it was.
+#[test]
+fn a_state_or_metrics_file_that_is_an_input_is_refused() {
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.jsonl", findings(1..=3));
+    let state = scratch.write("findings.jsonl.state", "{\"files\":{}}\n");
+    let journal = scratch.write("findings.jsonl.state.journal", "");
+    let link = scratch.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&state, &link).expect("symbolic link");
+    for (flag, output, also) in [
+        ("--state-file", &state, &state),
+        ("--state-file", &state, &link),
+        ("--state-file", &state, &journal),
+        ("--metrics-file", &input, &input),
+    ] {
+        let silent = SilentServer::new();
+        let before = std::fs::read(output).expect("read");
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+            .arg("load")
+            .arg(flag)
+            .arg(output)
+            .arg(&input)
+            .arg(also)
+            .run();
+        out.assert_code(2)
+            .assert_stderr_contains(&format!("{flag} {} is also an input", output.display()));
+        assert!(!silent.was_contacted(), "{flag}: {}", out.describe());
+        assert_eq!(std::fs::read(output).expect("read"), before, "{flag}");
     }
 }
 

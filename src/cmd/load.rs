@@ -27,9 +27,19 @@ pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<S
     let started = Instant::now();
     let result = settings.and_then(|s| load(&s, args, quiet, started));
     if let Err(err) = &result {
-        // Monitoring must see a run that never got going, too.
+        // Monitoring must see a run that never got going, too. When the
+        // metrics file cannot be written either, the run's error says so
+        // already.
         let report = Report::empty(mode(args));
-        finish_summary(args, names(args), &report, started, exit::status_of(err));
+        let status = exit::status_of(err);
+        finish_summary(
+            args,
+            names(args),
+            &report,
+            started,
+            status,
+            Failed::AlreadySaid,
+        );
     }
     result
 }
@@ -57,6 +67,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         }
     }
     check_distinct(args)?;
+    check_outputs_not_inputs(args)?;
     if let Some(path) = &args.state_file
         && args.dry_run
     {
@@ -276,7 +287,14 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     if let Some(signal) = outcome.signal {
         status = Status::Signal(signal);
     }
-    Ok(finish_summary(args, files, &report, started, status))
+    Ok(finish_summary(
+        args,
+        files,
+        &report,
+        started,
+        status,
+        Failed::Not,
+    ))
 }
 
 /// The files a run writes, with their temporary and lock files.
@@ -337,6 +355,65 @@ fn check_distinct(args: &LoadArgs) -> Result<()> {
                     .status(Status::Usage);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a run's error has been said already.
+#[derive(Clone, Copy)]
+enum Failed {
+    Not,
+    AlreadySaid,
+}
+
+/// Where the run's metrics go: not to `-`, which was refused, nor to a file
+/// that is an input or another output, nor from a dry run.
+fn metrics_file(args: &LoadArgs) -> Option<&Path> {
+    let path = args.metrics_file.as_deref()?;
+    if path == Path::new("-") || args.dry_run {
+        return None;
+    }
+    let outputs = outputs(args);
+    let (mine, others): (Vec<_>, Vec<_>) = outputs
+        .iter()
+        .partition(|(flag, _)| *flag == "--metrics-file");
+    let others: Vec<&PathBuf> = others
+        .iter()
+        .flat_map(|(_, files)| files)
+        .chain(args.files.iter().filter(|f| f.as_path() != Path::new("-")))
+        .collect();
+    let collides = mine.iter().flat_map(|(_, files)| files).any(|file| {
+        others
+            .iter()
+            .any(|other| crate::paths::same_file(file, other))
+    });
+    (!collides).then_some(path)
+}
+
+/// Refuses a state or metrics file (or one of theirs) that is also an
+/// input: reading it as findings is a mistake, and the run would rewrite
+/// it, or take it for a damaged state file.
+fn check_outputs_not_inputs(args: &LoadArgs) -> Result<()> {
+    for (flag, files) in outputs(args) {
+        // A reject file that is an input has its own message, below.
+        if flag == "--reject-file" {
+            continue;
+        }
+        let input = args.files.iter().find(|input| {
+            input.as_path() != Path::new("-")
+                && files
+                    .iter()
+                    .any(|file| crate::paths::same_file(input, file))
+        });
+        if let Some(input) = input {
+            return Err(anyhow::anyhow!(
+                "{flag} {} is also an input ({}): the run writes it; \
+                 name another file for {flag}",
+                files[0].display(),
+                input.display()
+            ))
+            .status(Status::Usage);
         }
     }
     Ok(())
@@ -424,6 +501,7 @@ fn finish_summary(
     report: &Report,
     started: Instant,
     mut status: Status,
+    failed: Failed,
 ) -> Status {
     let mut summary = RunSummary {
         files,
@@ -431,17 +509,17 @@ fn finish_summary(
         seconds: started.elapsed().as_secs_f64(),
         status,
     };
-    // `-` was refused as a metrics file: nothing is written there; nor by a
-    // dry run.
-    if let Some(path) = args
-        .metrics_file
-        .as_deref()
-        .filter(|p| *p != Path::new("-") && !args.dry_run)
+    if let Some(path) = metrics_file(args)
         && let Err(err) = summary.write_metrics(path)
     {
-        exit::print_error(&err);
-        status = Status::Failure;
-        summary.status = status;
+        match failed {
+            Failed::Not => {
+                exit::print_error(&err);
+                status = Status::Failure;
+                summary.status = status;
+            }
+            Failed::AlreadySaid => log::debug!("{err:#}"),
+        }
     }
     if args.summary == Some(SummaryFormat::Json) {
         let _ = writeln!(std::io::stdout(), "{}", summary.to_json());
