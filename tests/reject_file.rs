@@ -377,6 +377,12 @@ fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
         .run();
     out.assert_code(1)
         .assert_stderr_contains("cannot write reject file /dev/full");
+    assert_eq!(
+        out.stderr.matches("cannot write reject file").count(),
+        1,
+        "said once\n{}",
+        out.describe()
+    );
     let offset = fs::read_to_string(&state)
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())

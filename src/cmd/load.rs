@@ -277,11 +277,18 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         status = Status::TempFail;
     }
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
+    let mut said = Vec::new();
     for err in [outcome.read_error, closed.err(), outcome.state_error]
         .into_iter()
         .flatten()
     {
-        exit::print_error(&err);
+        // A reject file that cannot be written fails its closing and the
+        // state's update alike: one message.
+        let text = format!("{err:#}");
+        if !said.contains(&text) {
+            exit::print_error(&err);
+            said.push(text);
+        }
         status = Status::Failure;
     }
     if let Some(signal) = outcome.signal {

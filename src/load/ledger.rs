@@ -544,12 +544,16 @@ impl Ledger {
         }
     }
 
-    /// Progress could not be recorded: nothing after this may commit.
+    /// Progress could not be recorded: nothing after this may commit. The
+    /// first error is the run's, said at its end; a different later one is
+    /// said now.
     pub fn cannot_record(&self, err: anyhow::Error, turn: &Turn<'_>) {
         turn.open_gap();
         let mut first = lock(&self.record_error);
-        if first.is_none() {
-            *first = Some(err);
+        match &*first {
+            None => *first = Some(err),
+            Some(said) if format!("{said:#}") == format!("{err:#}") => {}
+            Some(_) => log::error!("{err:#}"),
         }
     }
 

@@ -374,7 +374,6 @@ impl<'a> Writer<'a> {
             Ok(prepared) => prepared,
             Err(err) => {
                 self.session.rollback();
-                log::error!("{err:#}");
                 self.ledger.cannot_record(err, turn);
                 self.control.fail_to_record();
                 return Err(Attempt::Gap);
