@@ -2,9 +2,12 @@
 //! cuts the connection at a batch's COMMIT, every finding ends up in the
 //! table exactly once, whatever became of that COMMIT.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::markers::{assert_table_holds_after, write_findings};
+use crate::support::markers::{
+    assert_table_holds_after, each_once_after, file_markers, finding, table_markers, write_findings,
+};
 use crate::support::proxy::{After, CommitCutter, CutAt};
 use crate::support::run::init;
 use crate::support::{Scratch, shared};
@@ -106,4 +109,48 @@ fn an_unknown_commit_outcome_is_settled_by_the_next_run() {
     again.assert_code(0);
     assert_table_holds_after(server, &db, 1..=COUNT, Some(&again));
     assert_eq!(std::fs::read(&rejects).expect("reject file"), b"");
+}
+
+/// The same without a state file: the batch of unknown outcome goes to the
+/// reject file, and the lines of it that were rejected before COMMIT (and
+/// written to the reject file then) are not written a second time.
+#[test]
+fn an_unknown_commit_outcome_writes_each_rejected_line_once() {
+    const COUNT: u64 = 6_000;
+    let invalid = |marker: u64| marker.is_multiple_of(10);
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let text: String = (1..=COUNT)
+        .map(|m| match invalid(m) {
+            true => finding(m).replace("\"HIGH\"", "\"NOPE\"") + "\n",
+            false => finding(m) + "\n",
+        })
+        .collect();
+    let input = scratch.write("findings.ndjson", text);
+    let rejects = scratch.path().join("rejects.ndjson");
+    let proxy = CommitCutter::start_then(server.port(), CutAt::AnswerLost, After::Refuse);
+    let cut = server
+        .pgsense(&db)
+        .args(["--port", &proxy.port.to_string(), "--connect-timeout", "2"])
+        .arg("load")
+        .args(["--batch-rows", "500", "--retry-for", "2"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", cut.describe());
+    cut.assert_code(75)
+        .assert_stderr_contains("500 of unknown outcome");
+    let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(&cut));
+    let in_table = each_once_after(&table_markers(server, &db), "the table", Some(&cut));
+    let everywhere: BTreeSet<u64> = rejected.union(&in_table).copied().collect();
+    assert_eq!(
+        everywhere,
+        (1..=COUNT).collect(),
+        "lines are in neither\n{}",
+        cut.describe()
+    );
 }

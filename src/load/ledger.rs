@@ -403,6 +403,17 @@ impl Ledger {
         }
     }
 
+    /// COMMIT's outcome could not be learned. With a state file what was
+    /// written for the batch stands: the journal counts on it, and the next
+    /// run settles the batch. Without one it is undone: the whole batch
+    /// goes to the reject file ([`Ledger::unknown_outcome`]), its rejected
+    /// lines with it, once.
+    pub fn unresolved(&self, prepared: Prepared) {
+        if self.progress.is_none() {
+            self.unprepare(prepared);
+        }
+    }
+
     /// Counts rows that were inserted without a batch (a dry run).
     pub fn inserted(&self, rows: usize) {
         lock(&self.counts).inserted += rows as u64;

@@ -310,6 +310,7 @@ impl<'a> Writer<'a> {
                 Ok(Some(reason))
             }
             Err(why) => {
+                self.ledger.unresolved(prepared);
                 let reason = format!(
                     "{reason}; the outcome of COMMIT (transaction {}) is not known: {why}",
                     txn.id
