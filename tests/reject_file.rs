@@ -10,8 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::markers::{
-    each_once, each_once_after, file_markers, finding, finding_with_sample, findings, table_markers,
+    assert_table_holds_after, each_once, each_once_after, file_markers, finding,
+    finding_with_sample, findings, table_markers,
 };
+use crate::support::proxy::{After, CommitCutter, CutAt};
 use crate::support::run::{Outcome, init};
 use crate::support::tmpfs::Tmpfs;
 use crate::support::wait::wait_during;
@@ -513,4 +515,47 @@ fn a_reject_file_on_a_full_disk_commits_nothing_unrecorded_and_the_rerun_complet
     assert_holds("the reject file", &rejected, &bad, &rerun);
     let bytes = fs::read(&rejects).expect("read the reject file");
     assert!(bytes.ends_with(b"\n"), "the reject file ends mid-line");
+}
+
+/// When the database fails for good, the inputs not read yet are copied to
+/// the reject file as they are, but for the UTF-8 BOM an input starts with:
+/// in the middle of the reject file it would make its line invalid on
+/// replay.
+#[test]
+fn input_set_aside_after_a_database_failure_leaves_its_bom_out() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let first = scratch.write("first.ndjson", findings(1..=1000));
+    let second = scratch.write(
+        "second.ndjson",
+        [&b"\xEF\xBB\xBF"[..], findings(1001..=1200).as_bytes()].concat(),
+    );
+    let rejects = scratch.path().join("rejects.ndjson");
+    let proxy = CommitCutter::start_then(server.port(), CutAt::CommitLost, After::Refuse);
+    let out = server
+        .pgsense(&db)
+        .args(["--port", &proxy.port.to_string(), "--connect-timeout", "2"])
+        .arg("load")
+        .args(["--batch-rows", "100", "--retry-for", "0"])
+        .arg("--reject-file")
+        .arg(&rejects)
+        .arg(&first)
+        .arg(&second)
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", out.describe());
+    out.assert_code(75)
+        .assert_stderr_contains("appended to the reject file as they are");
+    let bytes = fs::read(&rejects).expect("reject file");
+    assert!(
+        !bytes.windows(3).any(|w| w == b"\xEF\xBB\xBF"),
+        "a BOM was copied into the reject file\n{}",
+        out.describe()
+    );
+    // Replayed, every line of it is a finding.
+    let replay = server.pgsense(&db).arg("load").arg(&rejects).run();
+    replay.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=1200, Some(&replay));
 }

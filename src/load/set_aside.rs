@@ -110,7 +110,13 @@ fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control, turn: &
         let Some(rejects) = held.as_deref_mut() else {
             return;
         };
-        let result = copy_rest(&mut unread.reader, &mut copied, rejects, control);
+        let result = match cursor.offset {
+            // Not copied, as when reading: mid-file it would make the line
+            // invalid on replay.
+            0 => skip_bom(&mut unread.reader, &mut copied),
+            _ => Ok(()),
+        }
+        .and_then(|()| copy_rest(&mut unread.reader, &mut copied, rejects, control));
         // An unterminated last line of a tracked plain file may be
         // mid-write: it is left for the next run, as when reading normally
         // (that of compressed data read to its proper end is whole).
@@ -134,6 +140,16 @@ fn set_aside_one(mut unread: Unread, ledger: &Ledger, control: &Control, turn: &
     ledger.set_aside(copied.findings);
     let end = (cursor.offset + copied.bytes, cursor.line + copied.lines);
     ledger.written(cursor.index, end, None, turn);
+}
+
+/// Skips the UTF-8 BOM an input starts with, counting its bytes as copied.
+fn skip_bom(reader: &mut impl BufRead, copied: &mut Copied) -> std::io::Result<()> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if reader.fill_buf()?.starts_with(BOM) {
+        reader.consume(BOM.len());
+        copied.bytes += BOM.len() as u64;
+    }
+    Ok(())
 }
 
 fn copy_rest(
