@@ -902,3 +902,36 @@ fn a_unix_socket_connects_whatever_the_sslmode() {
     }
     assert_eq!(server.count(&db, "pgsense.findings"), 3);
 }
+
+/// A client key pasted into the config file without its PEM armour is
+/// refused (exit 78) without showing it: taken for a file's name, it was
+/// printed whole in the error saying the file could not be read.
+#[test]
+fn a_client_key_without_its_armour_is_not_printed() {
+    let scratch = Scratch::new();
+    let client = self_signed(scratch.path(), "client", "cert_user", "DNS:localhost");
+    let key = std::fs::read_to_string(&client.key).expect("read the key");
+    let body: Vec<&str> = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    let silent = SilentServer::new();
+    let config = scratch.write(
+        "cert.toml",
+        format!(
+            "[alerts.postgres]\nhost = \"127.0.0.1\"\nport = {}\n[alerts.postgres.tls]\n\
+             mode = \"require\"\nclient_cert = \"{}\"\nclient_key = \"\"\"\n{}\n\"\"\"\n",
+            silent.port(),
+            client.cert.display(),
+            body.join("\n")
+        ),
+    );
+    let out = pgsense()
+        .arg("-c")
+        .arg(&config)
+        .arg("-vvv")
+        .arg("load")
+        .stdin(ndjson(0, 1, Shape::Object))
+        .run();
+    out.assert_code(78).assert_stderr_contains("client_key");
+    for line in body {
+        assert!(!out.stderr.contains(line), "{}", out.describe());
+    }
+}

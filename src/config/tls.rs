@@ -225,9 +225,11 @@ enum Pem {
 
 impl Pem {
     /// The scanner's docs call trusted_root_certs a path and its code reads
-    /// PEM text: accept both, told apart by the PEM armour.
+    /// PEM text: accept both, told apart by the PEM armour. A value of
+    /// several lines is text too (a key pasted without its armour, say):
+    /// taken for a file's name, it would be shown in messages.
     fn from_config(value: String) -> Pem {
-        if value.contains("-----BEGIN ") {
+        if value.contains("-----BEGIN ") || value.contains('\n') {
             Pem::Text(value)
         } else {
             Pem::Path(PathBuf::from(value))
