@@ -47,7 +47,7 @@ _pgsense__pg() {
 
     case "${cmd}" in
         pgsense__pg)
-            opts="-c -v -q -h -V --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help --version load init check help"
+            opts="-c -v -q -h -V --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help --version load init check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,6 +179,10 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --stall-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -187,7 +191,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__check)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -316,6 +320,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stall-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -397,7 +405,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__init)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -529,6 +537,10 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --stall-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -537,7 +549,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__load)
-            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --help"
+            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -739,6 +751,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stall-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

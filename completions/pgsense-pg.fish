@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pgsense_pg_global_optspecs
-    string join \n c/config= v/verbose q/quiet host= port= dbname= service= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= h/help V/version
+    string join \n c/config= v/verbose q/quiet host= port= dbname= service= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= stall-timeout= h/help V/version
 end
 
 function __fish_pgsense_pg_needs_command
@@ -43,6 +43,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslkey -d 'Privat
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -80,6 +81,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslkey -d
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -d 'Parse and validate the input with the rules of a real load, report the same way (the lines a real load would insert as "would be inserted"), and connect to nothing (--state-file, --reject-file and --metrics-file are left untouched)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l follow -d 'Keep running after the end of each FILE, loading lines as they are appended, as `tail -F` does: a FILE replaced by rotation (rename and create, or copy and truncate) is followed by name, after the lines left in the old one; a FILE that does not exist yet is waited for. Needs --state-file. The database is retried for as long as it takes (the files hold the lines meanwhile). Stop with SIGTERM or SIGINT'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
@@ -104,6 +106,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslkey -d
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -126,6 +129,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslkey -
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l schema -d 'Schema of the findings table [config: schema, default: pgsense]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l table -d 'Name of the findings table [config: table, default: findings]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l connect-timeout -d 'Give up connecting (TCP, TLS and authentication) to a host after this many seconds [env: PGCONNECT_TIMEOUT, default: 10]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'

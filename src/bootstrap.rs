@@ -24,13 +24,17 @@ const LOCK_CLASS: i32 = 0x7067_7370;
 
 /// Runs the bootstrap on `client`.
 pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapReport> {
-    in_transaction(client, Ending::Commit, |tx| bootstrap_in(tx, settings))
+    in_transaction(client, settings, Ending::Commit, |tx| {
+        bootstrap_in(tx, settings)
+    })
 }
 
 /// Everything `load` needs, checked without writing anything: for
 /// `pgsense-pg check`.
 pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
-    in_transaction(client, Ending::Rollback, |tx| preflight_in(tx, settings))
+    in_transaction(client, settings, Ending::Rollback, |tx| {
+        preflight_in(tx, settings)
+    })
 }
 
 /// How a transaction of the bootstrap ends.
@@ -45,9 +49,11 @@ enum Ending {
 /// one, and settings made with SET LOCAL hold only there.
 fn in_transaction<T>(
     client: &mut Client,
+    settings: &Settings,
     ending: Ending,
     work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
 ) -> Result<T> {
+    let _deadline = crate::stall::Deadline::start(settings.stall_timeout, "the bootstrap");
     let mut tx = client.transaction().map_err(db_error)?;
     tx.batch_execute(&crate::connect::session_settings(None))
         .map_err(db_error)?;

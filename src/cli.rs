@@ -208,6 +208,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connect_timeout: Option<u64>,
+
+    /// Give up on a server that leaves one statement unanswered this many
+    /// seconds: cancel it, then shut the connection down (a stopped server
+    /// never answers a cancel) and go on as after a lost connection.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stall_timeout: u64,
 }
 
 /// A duration in seconds, decimals allowed, from 0.01 to 3600.

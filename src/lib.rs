@@ -19,5 +19,6 @@ mod paths;
 mod pg_error;
 mod rejects;
 mod report;
+mod stall;
 mod state;
 mod table;

@@ -36,6 +36,7 @@ mod reject_file;
 mod restart;
 mod retry;
 mod signals;
+mod stall;
 mod state_file;
 
 // The operator's tools.

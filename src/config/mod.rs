@@ -60,6 +60,8 @@ pub struct Settings {
     pub target_session_attrs: Sourced<TargetSessionAttrs>,
     /// Server options sent at startup (PGOPTIONS), when set.
     pub options: Option<Sourced<String>>,
+    /// How long one statement may go unanswered (--stall-timeout).
+    pub stall_timeout: Duration,
 }
 
 impl Settings {
@@ -238,6 +240,7 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         application_name: session.application_name,
         target_session_attrs: session.target_session_attrs,
         options: session.options,
+        stall_timeout: Duration::from_secs(args.stall_timeout),
     })
 }
 

@@ -4,14 +4,17 @@
 //!
 //! SIGINT and SIGTERM ask for a clean stop; a second one ends the process at
 //! once. After a stop, statements still in flight get a few seconds, then
-//! are cancelled.
+//! are cancelled. A statement the server leaves unanswered for
+//! --stall-timeout is cancelled too; when a cancelled statement still gets
+//! no answer, the connections are shut down from this side
+//! ([`crate::stall`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -75,11 +78,30 @@ pub struct Control {
     outage: AtomicBool,
     /// Cancel tokens of the writers' connections, by writer.
     cancels: Mutex<BTreeMap<usize, postgres::CancelToken>>,
+    /// When each writer's statement in flight was sent, by writer.
+    calls: Mutex<BTreeMap<usize, Instant>>,
+    /// How long a statement may go unanswered: --stall-timeout.
+    stall_after: Mutex<Option<Duration>>,
+}
+
+/// A writer's statement in flight, from [`Control::in_call`] until dropped.
+pub struct Call<'a> {
+    control: &'a Control,
+    writer: usize,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        lock(&self.control.calls).remove(&self.writer);
+    }
 }
 
 /// How long statements in flight may run on after a stop before they are
 /// cancelled.
 const GRACE: Duration = Duration::from_secs(3);
+/// How long a cancelled statement may stay unanswered before the
+/// connections are shut down.
+const UNANSWERED: Duration = Duration::from_secs(5);
 /// How often waiting threads look at the flags.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -199,23 +221,92 @@ impl Control {
         lock(&self.cancels).insert(writer, token);
     }
 
-    /// Once a signal has asked for a stop, gives statements in flight a few
+    /// Statements unanswered for this long are cancelled, then their
+    /// connections shut down.
+    pub fn stall_after(&self, limit: Duration) {
+        *lock(&self.stall_after) = Some(limit);
+    }
+
+    /// Marks `writer`'s statement as in flight until the result is dropped.
+    pub fn in_call(&self, writer: usize) -> Call<'_> {
+        lock(&self.calls).insert(writer, Instant::now());
+        Call {
+            control: self,
+            writer,
+        }
+    }
+
+    /// Runs until the writers are done, watching their statements. Once a
+    /// signal has asked for a stop, it gives statements in flight a few
     /// seconds to finish, then cancels them (a COPY waiting on a lock, say):
-    /// their batches roll back and count as interrupted.
-    pub fn cancel_after_stop(&self) {
-        while !self.interrupted() {
-            if self.is_done() {
-                return;
+    /// their batches roll back and count as interrupted. A statement
+    /// unanswered for --stall-timeout is cancelled as well. A statement
+    /// still unanswered a few seconds after its cancel (a server that is
+    /// stopped, not slow) has its connection shut down.
+    pub fn watch(&self) {
+        let (mut stopped_at, mut stop_cancelled) = (None, None);
+        let (mut cancelled, mut closed) = (None, None);
+        while !self.is_done() {
+            if self.interrupted() {
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                if stop_cancelled.is_none() && since.elapsed() >= GRACE {
+                    self.cancel(None);
+                    stop_cancelled = Some(());
+                    cancelled = Some(Instant::now());
+                }
+            }
+            let stall = *lock(&self.stall_after);
+            let oldest = lock(&self.calls)
+                .iter()
+                .map(|(writer, sent)| (*sent, *writer))
+                .min();
+            if let (Some((sent, writer)), Some(limit)) = (oldest, stall)
+                && sent.elapsed() >= limit
+                && cancelled.is_none_or(|at| at < sent)
+            {
+                log::warn!(
+                    "the server has not answered a statement for {} s (--stall-timeout): \
+                     cancelling it",
+                    limit.as_secs()
+                );
+                self.cancel(Some(writer));
+                cancelled = Some(Instant::now());
+            }
+            if let (Some(at), Some((sent, _))) = (cancelled, oldest)
+                && sent <= at
+                && at.elapsed() >= UNANSWERED
+                && closed.is_none_or(|closed| closed < at)
+            {
+                log::warn!(
+                    "a cancelled statement got no answer for {} s: shutting the database \
+                     connections down",
+                    UNANSWERED.as_secs()
+                );
+                crate::stall::close_connections();
+                closed = Some(Instant::now());
             }
             std::thread::sleep(POLL);
         }
-        std::thread::sleep(GRACE);
-        if self.is_done() {
-            return;
-        }
-        let tokens = std::mem::take(&mut *lock(&self.cancels));
-        for token in tokens.into_values() {
-            if let Err(err) = token.cancel_query(postgres::NoTls) {
+    }
+
+    /// Sends cancel requests for `writer`'s statement, or for every
+    /// writer's, from threads of their own: a stopped server may never
+    /// answer one.
+    fn cancel(&self, writer: Option<usize>) {
+        let tokens: Vec<postgres::CancelToken> = lock(&self.cancels)
+            .iter()
+            .filter(|(index, _)| writer.is_none_or(|w| w == **index))
+            .map(|(_, token)| token.clone())
+            .collect();
+        for token in tokens {
+            let sent = std::thread::Builder::new()
+                .name("cancel".into())
+                .spawn(move || {
+                    if let Err(err) = token.cancel_query(postgres::NoTls) {
+                        log::debug!("cannot cancel a statement in flight: {err}");
+                    }
+                });
+            if let Err(err) = sent {
                 log::debug!("cannot cancel a statement in flight: {err}");
             }
         }

@@ -160,6 +160,7 @@ pub fn load(
     let ledger = Arc::new(ledger);
     let control = Arc::new(Control::default());
     control.catch_signals()?;
+    control.stall_after(settings.stall_timeout);
     let mut threads = start(sink, settings, inputs, options, ledger, control)?;
     if let Some(tick) = tick {
         let (ledger, control) = (Arc::clone(&threads.ledger), Arc::clone(&threads.control));
@@ -246,7 +247,7 @@ fn start(
     });
     {
         let control = Arc::clone(&control);
-        std::thread::spawn(move || control.cancel_after_stop());
+        std::thread::spawn(move || control.watch());
     }
     Ok(Threads {
         ledger,

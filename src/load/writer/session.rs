@@ -83,6 +83,7 @@ impl<'a> Session<'a> {
     /// deferred constraints are checked row by row, where a refused row can
     /// be told apart.
     pub fn begin(&mut self, settings: &str) -> Result<Txn, Failure> {
+        let _call = self.control.in_call(self.writer);
         let client = self.connect()?;
         let messages = client
             .simple_query(&format!(
@@ -105,11 +106,13 @@ impl<'a> Session<'a> {
 
     /// COPY of `data`, alone: a refused row aborts the transaction.
     pub fn copy(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+        let _call = self.control.in_call(self.writer);
         copy_in(self.connect()?, sql, data)
     }
 
     /// COPY of `data` under a savepoint: a refused row undoes only this.
     pub fn copy_undoable(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+        let _call = self.control.in_call(self.writer);
         let client = self.connect()?;
         client
             .batch_execute("SAVEPOINT rows")
@@ -129,6 +132,7 @@ impl<'a> Session<'a> {
     }
 
     pub fn commit(&mut self) -> Commit {
+        let _call = self.control.in_call(self.writer);
         let Some(client) = self.connection.as_mut().filter(|c| !c.is_closed()) else {
             self.connection = None;
             return Commit::Refused(Failure::Transient(
@@ -151,6 +155,7 @@ impl<'a> Session<'a> {
     /// Ends a failed transaction so the connection can be reused, or drops
     /// the connection when that fails.
     pub fn rollback(&mut self) {
+        let _call = self.control.in_call(self.writer);
         if let Some(client) = &mut self.connection
             && client.batch_execute("ROLLBACK").is_err()
         {
@@ -170,10 +175,12 @@ impl<'a> Session<'a> {
     ) -> Result<bool, String> {
         let mut attempt = 0;
         loop {
+            let call = self.control.in_call(self.writer);
             let state = self
                 .connect()
                 .ok()
                 .and_then(|c| txn_state(c, txn, trace.as_ref(), table).ok());
+            drop(call);
             match state {
                 Some(TxnState::Committed) => return Ok(true),
                 Some(TxnState::Aborted) => return Ok(false),

@@ -1,0 +1,82 @@
+//! A server that stops answering: a backend stopped (SIGSTOP, a paused
+//! machine, storage that hangs) keeps its TCP connection acknowledged by
+//! the kernel, so neither keepalives nor the TCP user timeout end a
+//! statement waiting for its answer, and a cancel request is never acted
+//! on. The last resort is to shut the database connections down from this
+//! side: the statement in flight then fails as on a lost connection, and
+//! the run goes on as it does after one (retries, an unknown COMMIT
+//! outcome settled by asking the server, or the next run).
+
+use std::os::fd::RawFd;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::time::Duration;
+
+/// Shuts down every socket of this process connected to a named peer: the
+/// database connections (TCP, or a server's Unix socket). A socket pair,
+/// whose peer has no name (as signal handling uses), is left alone. The
+/// descriptors stay open, so none is reused under the driver. Returns how
+/// many were shut down.
+pub fn close_connections() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds: Vec<RawFd> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.into_iter()
+        .filter(|&fd| connected_to_a_named_peer(fd))
+        // SAFETY: shutdown(2) only changes the state of the socket `fd`
+        // names; it neither closes nor frees anything.
+        .filter(|&fd| unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0)
+        .count()
+}
+
+/// Whether `fd` is a socket with a peer that has an address: an IP one,
+/// or a Unix path.
+fn connected_to_a_named_peer(fd: RawFd) -> bool {
+    // SAFETY: a zeroed sockaddr_storage is a valid value, and getpeername
+    // writes at most `len` bytes into it.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `peer` and `len` are valid for writes of the sizes given.
+    let got = unsafe { libc::getpeername(fd, (&raw mut peer).cast(), &raw mut len) };
+    if got != 0 {
+        return false;
+    }
+    match i32::from(peer.ss_family) {
+        libc::AF_INET | libc::AF_INET6 => true,
+        // An unnamed peer's address is the family alone.
+        libc::AF_UNIX => len as usize > std::mem::size_of::<libc::sa_family_t>(),
+        _ => false,
+    }
+}
+
+/// While it lives, the database connections are shut down if it lives
+/// longer than a limit: for work on the main thread (the bootstrap) that
+/// has no watchdog of its own.
+pub struct Deadline {
+    _done: SyncSender<()>,
+}
+
+impl Deadline {
+    /// Starts the clock for `what`.
+    pub fn start(limit: Duration, what: &'static str) -> Deadline {
+        let (done, wait) = mpsc::sync_channel::<()>(0);
+        let spawned = std::thread::Builder::new()
+            .name("deadline".into())
+            .spawn(move || {
+                if let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+                    log::warn!(
+                        "{what}: the server has not answered for {} s (--stall-timeout): \
+                         closing the connection",
+                        limit.as_secs()
+                    );
+                    close_connections();
+                }
+            });
+        if let Err(err) = spawned {
+            log::debug!("cannot watch {what} for a stalled server: {err}");
+        }
+        Deadline { _done: done }
+    }
+}

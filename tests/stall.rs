@@ -1,0 +1,154 @@
+//! A server that stops answering: its backends are stopped with SIGSTOP,
+//! so the kernel still acknowledges the connections, keepalives pass and a
+//! cancel request is never acted on. A stop signal still ends the run
+//! within seconds, a statement left unanswered for --stall-timeout is
+//! given up, and the run after the server is back loads each finding once.
+
+use std::time::{Duration, Instant};
+
+use crate::support::markers::{LARGE, assert_table_holds_after, write_findings};
+use crate::support::process::send_signal;
+use crate::support::run::init;
+use crate::support::wait::wait_during;
+use crate::support::{PgServer, Scratch, TABLE, private};
+
+/// The loader's backends of `db`, stopped until dropped.
+struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    fn backends_of(server: &PgServer, db: &str) -> Frozen {
+        let pids: Vec<u32> = server
+            .query(
+                "postgres",
+                &format!(
+                    "select pid from pg_stat_activity \
+                     where datname = '{db}' and application_name = 'pgsense-pg'"
+                ),
+            )
+            .into_iter()
+            .filter_map(|row| row[0].as_deref()?.parse().ok())
+            .collect();
+        assert!(!pids.is_empty(), "no backend of the loader to stop");
+        for pid in &pids {
+            send_signal(*pid, "STOP");
+        }
+        Frozen { pids }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for pid in &self.pids {
+            send_signal(*pid, "CONT");
+        }
+    }
+}
+
+/// Loads LARGE findings with a state file, in small batches, until the
+/// first rows are in; then stops the loader's backends.
+fn frozen_mid_load(
+    server: &PgServer,
+    db: &str,
+    scratch: &Scratch,
+    flags: &[&str],
+) -> (crate::support::run::Started, Frozen) {
+    let input = write_findings(scratch, "large.ndjson", LARGE);
+    let load = server
+        .pgsense(db)
+        .args(flags)
+        .arg("load")
+        .args(["--batch-rows", "500", "--state-file"])
+        .arg(scratch.path().join("state.json"))
+        .arg(&input)
+        .timeout(Duration::from_secs(180))
+        .spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(60), || {
+        server.count(db, TABLE) > 0
+    });
+    let frozen = Frozen::backends_of(server, db);
+    (load, frozen)
+}
+
+/// The same load again once the server answers: it completes what the
+/// stopped run left, each finding once.
+fn rerun_completes(server: &PgServer, db: &str, scratch: &Scratch) {
+    let out = server
+        .pgsense(db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(scratch.path().join("state.json"))
+        .arg(scratch.path().join("large.ndjson"))
+        .run();
+    out.assert_code(0);
+    assert_table_holds_after(server, db, 1..=LARGE, Some(&out));
+}
+
+#[test]
+fn sigterm_ends_a_run_whose_server_stopped_answering() {
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let (load, frozen) = frozen_mid_load(&server, &db, &scratch, &[]);
+    let sent = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = sent.elapsed();
+    out.assert_code(143);
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?} after SIGTERM\n{}",
+        out.describe()
+    );
+    drop(frozen);
+    rerun_completes(&server, &db, &scratch);
+}
+
+#[test]
+fn a_statement_unanswered_for_the_stall_timeout_is_given_up() {
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let flags = ["--stall-timeout", "2", "--connect-timeout", "2"];
+    let (load, frozen) = frozen_mid_load(&server, &db, &scratch, &flags);
+    // The statement in flight is cancelled after 2 s, the connections shut
+    // down 5 s later; then the batch is retried on a new connection, or its
+    // COMMIT's outcome asked of the server for up to --retry-for (60 s).
+    let out = load.wait();
+    assert!(
+        matches!(out.code, Some(0 | 75)),
+        "neither done nor given up for now\n{}",
+        out.describe()
+    );
+    out.assert_stderr_contains("(--stall-timeout): cancelling it");
+    drop(frozen);
+    rerun_completes(&server, &db, &scratch);
+}
+
+/// The bootstrap runs before the writers' watch: it has a deadline of its
+/// own. Here it waits on the lock that serializes bootstraps, held by
+/// another session.
+#[test]
+fn a_bootstrap_left_waiting_is_given_up_after_the_stall_timeout() {
+    let server = private();
+    let db = server.new_database();
+    let mut holder = server.client(&db);
+    holder
+        .batch_execute("select pg_advisory_lock(1885827952, hashtext('pgsense'))")
+        .expect("take the bootstrap lock");
+    let started = Instant::now();
+    let out = server
+        .pgsense(&db)
+        .args(["--stall-timeout", "2", "init"])
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("the server has not answered for 2 s (--stall-timeout)");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{}",
+        out.describe()
+    );
+}
