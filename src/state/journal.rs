@@ -64,7 +64,8 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating) the journal of the state file at `state`, with the
     /// entries a previous run left. A last line cut short by a crash was
-    /// never synced, so its batch never committed: it is ignored.
+    /// never synced, so its batch never committed: it is cut off, so that
+    /// nothing appended is glued to it.
     pub fn open(state: &Path) -> Result<(Journal, Vec<Entry>)> {
         let path = super::sibling(state, ".journal");
         let context = || format!("cannot open state journal {}", path.display());
@@ -79,6 +80,12 @@ impl Journal {
         file.read_to_end(&mut text).with_context(context)?;
         let entries =
             parse(&text).with_context(|| format!("state journal {} is damaged", path.display()))?;
+        let whole = memchr::memrchr(b'\n', &text).map_or(0, |end| end + 1);
+        if whole < text.len() {
+            file.set_len(whole as u64)
+                .and_then(|()| file.sync_data())
+                .with_context(context)?;
+        }
         let dirty = !entries.is_empty();
         Ok((Journal { path, file, dirty }, entries))
     }
@@ -160,6 +167,22 @@ mod tests {
         assert_eq!(entries, [entry(Some(7), 100), entry(None, 200)]);
         assert_eq!(parse(&text[..whole - 1]).expect("parses").len(), 1);
         assert!(parse(b"garbage\n{}\n").is_err());
+    }
+
+    #[test]
+    fn a_torn_line_alone_is_cut_off_before_anything_is_appended() {
+        let dir = std::env::temp_dir().join(format!("pgsense-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let state = dir.join("state");
+        std::fs::write(dir.join("state.journal"), br#"{"txid":9,"key":"1:2","ma"#).expect("write");
+        let (mut journal, old) = Journal::open(&state).expect("open");
+        assert!(old.is_empty());
+        journal.append(&entry(Some(1), 10)).expect("append");
+        drop(journal);
+        let (_, old) = Journal::open(&state).expect("reopen: not damaged");
+        assert_eq!(old, [entry(Some(1), 10)]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
