@@ -198,3 +198,36 @@ fn a_password_in_a_uri_never_shows() {
         out.assert_code(code);
     }
 }
+
+/// A connection string that does not parse is reported without the parts
+/// of its password that a parser would take for something else: a tail
+/// after a space, or what follows a "/" in a URI's password.
+#[test]
+fn a_malformed_connection_string_does_not_show_pieces_of_its_password() {
+    for (dbname, hint) in [
+        (
+            "postgresql://loader:Sec9/Ret7@db/findings",
+            "must be percent-encoded, as %2F",
+        ),
+        (
+            "host=db password=Sec9 Ret7=x",
+            "keyword number 3 is not a libpq connection keyword",
+        ),
+    ] {
+        let out = pgsense().args(["--dbname", dbname, "check"]).run();
+        out.assert_code(78).assert_stderr_contains(hint);
+        for piece in ["Sec9", "Ret7"] {
+            assert!(
+                !out.stderr.contains(piece),
+                "{piece} shown\n{}",
+                out.describe()
+            );
+        }
+    }
+    let out = pgsense()
+        .args(["--dbname", "host=db bogus=1", "check"])
+        .run();
+    out.assert_code(78).assert_stderr_contains(
+        "error: the connection string of --dbname: \"bogus\" is not a libpq connection keyword",
+    );
+}

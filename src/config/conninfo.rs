@@ -83,8 +83,21 @@ pub fn parse(text: &str, whole: Whole) -> Result<Params> {
         Some(rest) => parse_uri(rest)?,
         None => parse_pairs(text)?,
     };
+    let has_password = pairs.iter().any(|(keyword, _)| keyword == "password");
     let mut values = Vec::new();
-    for (keyword, value) in pairs {
+    for (index, (keyword, value)) in pairs.into_iter().enumerate() {
+        // After an unquoted password with a space in it, the "keyword" is
+        // the password's tail: it is not shown.
+        if has_password
+            && !HONOURED.contains(&keyword.as_str())
+            && !NOT_USED.contains(&keyword.as_str())
+        {
+            bail!(
+                "keyword number {} is not a libpq connection keyword \
+                 (a password with spaces must be quoted: password='...')",
+                index + 1
+            );
+        }
         if let Some(keyword) = known(&keyword, &whole)? {
             values.push((keyword, value));
         }
@@ -102,7 +115,7 @@ pub fn known(keyword: &str, whole: &Whole) -> Result<Option<&'static str>> {
         log::warn!("{keyword} in {whole} is not used by pgsense-pg");
         return Ok(None);
     }
-    bail!("{whole}: {keyword:?} is not a libpq connection keyword")
+    bail!("{keyword:?} is not a libpq connection keyword")
 }
 
 fn uri_rest(text: &str) -> Option<&str> {
@@ -162,6 +175,14 @@ fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
 fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    if path.contains('@') {
+        // The "/" was part of the user name or password, which a port
+        // or host message would then show.
+        bail!(
+            "the URI has an \"@\" after its first \"/\": a \"/\" in a user name or \
+             password must be percent-encoded, as %2F"
+        );
+    }
     let mut pairs = Vec::new();
     let hostspec = match authority.rsplit_once('@') {
         Some((userinfo, hostspec)) => {
