@@ -611,7 +611,10 @@ impl<'de> Visitor<'de> for LsnSeed {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
         // serde_json hands over integers beyond u64 as floats too.
         if v.fract() == 0.0 && v >= 9.2e18 {
-            Err(E::custom(format_args!("{v:e} is {LSN_RANGE}")))
+            // The float is not what the line says: its magnitude is.
+            Err(E::custom(format_args!(
+                "an integer of about {v:.1e} is {LSN_RANGE}"
+            )))
         } else if v < 0.0 {
             Err(E::custom(format_args!("{v} is negative")))
         } else if v.is_sign_negative() {

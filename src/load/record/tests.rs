@@ -73,6 +73,12 @@ fn lsn_forms_and_limits() {
             .0
             .contains("BIGINT")
     );
+    assert!(
+        lsn("123456789012345678901234567890")
+            .unwrap_err()
+            .0
+            .contains("an integer of about 1.2e29 is above 9223372036854775807")
+    );
     assert!(lsn("-1").unwrap_err().0.contains("negative"));
     assert!(lsn("1.5").unwrap_err().0.contains("not as an integer"));
     assert!(
