@@ -211,7 +211,8 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
                     coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
                     has_database_privilege(current_database(), 'CREATE'),
                     (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1),
-                    (SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1)",
+                    (SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1),
+                    current_setting('transaction_read_only') = 'on'",
             &names(settings)[..1],
         )
         .map_err(db_error)
@@ -219,6 +220,7 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     let (version, tls): (String, bool) = (row.get(0), row.get(1));
     let (create_in_db, create_in_schema, usage): (bool, Option<bool>, Option<bool>) =
         (row.get(2), row.get(3), row.get(4));
+    let read_only: bool = row.get(5);
     let mut checks = vec![Check::ok(format!(
         "connected to {} (PostgreSQL {version}, {})",
         settings.target(),
@@ -229,6 +231,11 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
         checks.push(Check::ok(format!("table {qualified} exists")));
         checks.extend(table_checks(client, settings)?);
         return Ok(checks);
+    }
+    // table_checks says so when the table exists; a missing one cannot be
+    // created on a read-only server either.
+    if read_only {
+        checks.push(read_only_check());
     }
     if schema_exists {
         checks.push(Check::ok(format!("schema {schema} exists")));
@@ -273,11 +280,7 @@ fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     let relation = Relation::inspect(client, settings)?;
     let mut checks = Vec::new();
     if relation.read_only {
-        checks.push(Check::missing(
-            "the server accepts writes",
-            "the server is read-only (a standby, or default_transaction_read_only is on): \
-             point --host at the primary",
-        ));
+        checks.push(read_only_check());
     }
     let qualified = format!("{}.{}", settings.schema, settings.table);
     if relation.kind != "r" && relation.kind != "p" {
@@ -302,6 +305,15 @@ fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     };
     table::set_wire(table::Wire::of(type_of("primary_key"), type_of("lsn")));
     Ok(checks)
+}
+
+/// The server takes no writes: nothing can be created or inserted.
+fn read_only_check() -> Check {
+    Check::missing(
+        "the server accepts writes",
+        "the server is read-only (a standby, or default_transaction_read_only is on): \
+         point --host at the primary",
+    )
 }
 
 /// The findings table as the catalogs describe it, and what this role may

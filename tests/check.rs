@@ -340,6 +340,45 @@ fn check_names_a_missing_or_mistyped_column() {
     }
 }
 
+/// A read-only server (here a database whose sessions are read-only,
+/// reached with target_session_attrs=any) where the table is yet to be
+/// created: a load cannot create it, so check must not pass.
+#[test]
+fn check_fails_on_a_read_only_server_where_the_table_is_missing() {
+    let server = shared();
+    for schema_exists in [false, true] {
+        let db = server.new_database();
+        if schema_exists {
+            server.execute(&db, "CREATE SCHEMA pgsense");
+        }
+        server.execute(
+            &db,
+            &format!("ALTER DATABASE {db} SET default_transaction_read_only = on"),
+        );
+        let load = server
+            .pgsense(&db)
+            .env("PGTARGETSESSIONATTRS", "any")
+            .arg("load")
+            .stdin(ndjson(0, 3, Shape::Object))
+            .run();
+        load.assert_code(69);
+        let out = server
+            .pgsense(&db)
+            .env("PGTARGETSESSIONATTRS", "any")
+            .arg("check")
+            .run();
+        out.assert_code(69);
+        let lines = check_lines(&out);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.what == "the server accepts writes" && l.problem.is_some()),
+            "check must say the server is read-only\n{}",
+            out.describe()
+        );
+    }
+}
+
 /// A configuration error is 78, before connecting; a server that cannot be
 /// reached is 69.
 #[test]
