@@ -70,7 +70,11 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
     let qualified = format!("{schema}.{table}");
     let mut report = BootstrapReport::new();
 
-    let (mut schema_exists, mut table_exists) = lookup(client, settings)?;
+    let Found {
+        mut schema_exists,
+        mut table_exists,
+        quoted,
+    } = lookup(client, settings)?;
     if !(schema_exists && table_exists) {
         let mut tx = client.transaction().map_err(db_error)?;
         // One lock per schema: loaders of different tables in one new
@@ -82,7 +86,11 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
         .map_err(db_error)
         .context("cannot take the bootstrap lock")?;
         // Another loader may have created them while this one waited.
-        (schema_exists, table_exists) = lookup(&mut tx, settings)?;
+        Found {
+            schema_exists,
+            table_exists,
+            ..
+        } = lookup(&mut tx, settings)?;
         if !schema_exists {
             tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
                 .map_err(|err| {
@@ -102,9 +110,9 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
                     create_failed(err, &format!("cannot create table {qualified}"), || {
                         format!(
                             "connect once as a role with CREATE on schema {schema} \
-                             (`pgsense-pg init`), or run `GRANT CREATE ON SCHEMA {schema} \
+                             (`pgsense-pg init`), or run `GRANT CREATE ON SCHEMA {} \
                              TO {}` as an admin",
-                            settings.username
+                            quoted.schema, quoted.user
                         )
                     })
                 })?;
@@ -118,7 +126,7 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
     if table_exists {
         report.push(format!("table {qualified} exists"));
     }
-    check_table(client, settings)?;
+    check_table(client, settings, &quoted)?;
     Ok(report)
 }
 
@@ -144,18 +152,47 @@ pub fn create_table_sql(settings: &Settings) -> String {
     table::create_sql(&settings.qualified_table())
 }
 
-/// Whether the schema and the table exist.
-fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Result<(bool, bool)> {
+/// What [`lookup`] found.
+struct Found {
+    schema_exists: bool,
+    table_exists: bool,
+    quoted: Quoted,
+}
+
+/// The names a GRANT statement takes, quoted as SQL needs them (upper-case
+/// letters, a hyphen or a keyword need double quotes).
+struct Quoted {
+    schema: String,
+    /// schema.table
+    table: String,
+    user: String,
+    database: String,
+}
+
+/// Whether the schema and the table exist, and the names quoted.
+fn lookup(client: &mut impl postgres::GenericClient, settings: &Settings) -> Result<Found> {
+    let [schema, table] = names(settings);
     let row = client
         .query_typed_one(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                            WHERE n.nspname = $1 AND c.relname = $2)",
-            &names(settings),
+                            WHERE n.nspname = $1 AND c.relname = $2),
+                    quote_ident($1), format('%I.%I', $1, $2), quote_ident($3),
+                    quote_ident(current_database())",
+            &[schema, table, (&settings.username.value, Type::TEXT)],
         )
         .map_err(db_error)
         .context("cannot look up the findings schema and table")?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Found {
+        schema_exists: row.get(0),
+        table_exists: row.get(1),
+        quoted: Quoted {
+            schema: row.get(2),
+            table: row.get(3),
+            user: row.get(4),
+            database: row.get(5),
+        },
+    })
 }
 
 /// The schema's and the table's names as query parameters, typed so that
@@ -193,8 +230,8 @@ impl Check {
 
 /// Checks that the existing table can take every row the loader writes, and
 /// that this role may write it: the first problem is the error.
-fn check_table(client: &mut Transaction<'_>, settings: &Settings) -> Result<()> {
-    for check in table_checks(client, settings)? {
+fn check_table(client: &mut Transaction<'_>, settings: &Settings, quoted: &Quoted) -> Result<()> {
+    for check in table_checks(client, settings, quoted)? {
         if let Some(problem) = check.problem {
             bail!("{problem}");
         }
@@ -226,10 +263,14 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
         settings.target(),
         if tls { "TLS" } else { "no TLS" }
     ))];
-    let (schema_exists, table_exists) = lookup(client, settings)?;
+    let Found {
+        schema_exists,
+        table_exists,
+        quoted,
+    } = lookup(client, settings)?;
     if table_exists {
         checks.push(Check::ok(format!("table {qualified} exists")));
-        checks.extend(table_checks(client, settings)?);
+        checks.extend(table_checks(client, settings, &quoted)?);
         return Ok(checks);
     }
     // table_checks says so when the table exists; a missing one cannot be
@@ -244,30 +285,36 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
                 format!("USAGE on schema {schema}"),
                 format!(
                     "role {user} lacks USAGE on schema {schema}: run \
-                     `GRANT USAGE ON SCHEMA {schema} TO {user}` as an admin"
+                     `GRANT USAGE ON SCHEMA {} TO {}` as an admin",
+                    quoted.schema, quoted.user
                 ),
             ));
         }
         checks.push(match create_in_schema {
-            Some(true) => Check::ok(format!("table {qualified} is missing; {user} may create it")),
+            Some(true) => Check::ok(format!(
+                "table {qualified} is missing; {user} may create it"
+            )),
             _ => Check::missing(
                 format!("CREATE on schema {schema}"),
                 format!(
                     "table {qualified} is missing and {user} may not create it: run \
-                     `GRANT CREATE ON SCHEMA {schema} TO {user}` as an admin, or `pgsense-pg init` as one"
+                     `GRANT CREATE ON SCHEMA {} TO {}` as an admin, or `pgsense-pg init` as one",
+                    quoted.schema, quoted.user
                 ),
             ),
         });
     } else {
         checks.push(if create_in_db {
-            Check::ok(format!("schema {schema} and table {qualified} are missing; {user} may create them"))
+            Check::ok(format!(
+                "schema {schema} and table {qualified} are missing; {user} may create them"
+            ))
         } else {
             Check::missing(
                 format!("CREATE on database {}", settings.dbname),
                 format!(
                     "schema {schema} is missing and {user} may not create it: run \
-                     `GRANT CREATE ON DATABASE {} TO {user}` as an admin, or `pgsense-pg init` as one",
-                    settings.dbname
+                     `GRANT CREATE ON DATABASE {} TO {}` as an admin, or `pgsense-pg init` as one",
+                    quoted.database, quoted.user
                 ),
             )
         });
@@ -276,7 +323,11 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
 }
 
 /// The checks of an existing table: kind, grants, columns.
-fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec<Check>> {
+fn table_checks(
+    client: &mut Transaction<'_>,
+    settings: &Settings,
+    quoted: &Quoted,
+) -> Result<Vec<Check>> {
     let relation = Relation::inspect(client, settings)?;
     let mut checks = Vec::new();
     if relation.read_only {
@@ -293,7 +344,7 @@ fn table_checks(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
         ));
         return Ok(checks);
     }
-    checks.extend(relation.grant_checks(settings));
+    checks.extend(relation.grant_checks(settings, quoted));
     let columns = TableColumn::read(client, relation.oid, &qualified)?;
     checks.extend(column_checks(&columns, &qualified));
     checks.extend(unfilled_column_checks(&columns, &qualified));
@@ -370,26 +421,27 @@ impl Relation {
     }
 
     /// USAGE on the schema, INSERT on the table, USAGE on the sequence.
-    fn grant_checks(&self, settings: &Settings) -> Vec<Check> {
+    fn grant_checks(&self, settings: &Settings, quoted: &Quoted) -> Vec<Check> {
         let (schema, user) = (&settings.schema, &settings.username);
         let qualified = format!("{schema}.{}", settings.table);
+        let to = &quoted.user;
         let mut grants = vec![
             Grant {
                 held: self.schema_usage,
                 what: format!("USAGE on schema {schema}"),
-                statement: format!("GRANT USAGE ON SCHEMA {schema} TO {user}"),
+                statement: format!("GRANT USAGE ON SCHEMA {} TO {to}", quoted.schema),
             },
             Grant {
                 held: self.insert,
                 what: format!("INSERT on table {qualified}"),
-                statement: format!("GRANT INSERT ON {qualified} TO {user}"),
+                statement: format!("GRANT INSERT ON {} TO {to}", quoted.table),
             },
         ];
         if let Some((sequence, usage)) = &self.sequence {
             grants.push(Grant {
                 held: *usage,
                 what: format!("USAGE on sequence {sequence}"),
-                statement: format!("GRANT USAGE ON SEQUENCE {sequence} TO {user}"),
+                statement: format!("GRANT USAGE ON SEQUENCE {sequence} TO {to}"),
             });
         }
         grants

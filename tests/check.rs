@@ -340,6 +340,54 @@ fn check_names_a_missing_or_mistyped_column() {
     }
 }
 
+/// Names that PostgreSQL folds or cannot parse unquoted (upper-case
+/// letters, a hyphen): each GRANT check prints runs as printed, and then
+/// check passes and a load works.
+#[test]
+fn printed_grants_quote_names_that_need_it() {
+    let server = shared();
+    let names = ["--schema", "Sens", "--table", "Find"];
+    let check = |db: &str, role: &str| server.pgsense_as(db, role).args(names).arg("check").run();
+    for schema_made in ["", "CREATE SCHEMA \"Sens\"", "init"] {
+        let db = server.new_database();
+        match schema_made {
+            "" => {}
+            "init" => {
+                server
+                    .pgsense(&db)
+                    .args(names)
+                    .arg("init")
+                    .run()
+                    .assert_code(0);
+            }
+            sql => server.execute(&db, sql),
+        }
+        let role = format!("Loader-{}", unique("q"));
+        server.execute(&db, &format!("CREATE ROLE \"{role}\" LOGIN"));
+        for _ in 0..3 {
+            let out = check(&db, &role);
+            if out.code == Some(0) {
+                break;
+            }
+            out.assert_code(69);
+            for line in check_lines(&out) {
+                if let Some(problem) = line.problem {
+                    let grant = quoted_grant(&problem, &out);
+                    server.execute(&db, grant);
+                }
+            }
+        }
+        assert_check_passes(&check(&db, &role));
+        server
+            .pgsense_as(&db, &role)
+            .args(names)
+            .arg("load")
+            .stdin(ndjson(0, 3, Shape::Object))
+            .run()
+            .assert_code(0);
+    }
+}
+
 /// A read-only server (here a database whose sessions are read-only,
 /// reached with target_session_attrs=any) where the table is yet to be
 /// created: a load cannot create it, so check must not pass.
