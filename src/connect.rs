@@ -43,15 +43,31 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
     let config = pg_config(settings);
     let tls = LazyTls::new(&settings.tls);
     let manager = Manager {
-        inner: PostgresConnectionManager::new(config.clone(), tls.clone()),
-        config,
+        inner: PostgresConnectionManager::new(config, tls.clone()),
+        hosts: settings
+            .endpoints()
+            .map(|(host, port)| {
+                let mut config = base_config(settings);
+                config.host(host).port(port);
+                (format!("{host}:{port}"), config)
+            })
+            .collect(),
         tls,
         seed: Mutex::new(None),
     };
     let timeout = whole_attempt(settings);
     let client =
         connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
-            ConnectFailure::Driver(err) => anyhow!(explain(&err, settings)),
+            ConnectFailure::Driver(failures) => match &failures[..] {
+                [(_, err)] => anyhow!(explain(err, settings)),
+                _ => anyhow!(
+                    failures
+                        .iter()
+                        .map(|(host, err)| format!("{host}: {}", explain(err, settings)))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            },
             ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \
                  did not complete): check that the server is up and reachable, or raise \
@@ -82,18 +98,25 @@ fn connect_retrying(
     let started = Instant::now();
     let mut said = None;
     for attempt in 0u32.. {
-        let err = match manager.connect_bounded(timeout) {
-            Err(ConnectFailure::Driver(err)) if busy(&err) => err,
+        let failures = match manager.connect_bounded(timeout) {
+            // One host busy is enough: it may take writes in a moment.
+            Err(ConnectFailure::Driver(failures)) if failures.iter().any(|(_, err)| busy(err)) => {
+                failures
+            }
             done => return done,
         };
         let left = retry_for.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(ConnectFailure::Driver(err));
+            return Err(ConnectFailure::Driver(failures));
         }
         if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
+            let (_, err) = failures
+                .iter()
+                .find(|(_, err)| busy(err))
+                .expect("a busy host");
             log::warn!(
                 "{}; trying again for up to {} s",
-                describe(&err),
+                describe(err),
                 left.as_secs()
             );
             said = Some(Instant::now());
@@ -153,14 +176,21 @@ pub fn session_settings(schema: Option<&str>) -> String {
     sql
 }
 
+/// The settings for every host, tried in order.
 fn pg_config(settings: &Settings) -> postgres::Config {
-    let mut config = postgres::Config::new();
+    let mut config = base_config(settings);
     for host in &settings.hosts.value {
         config.host(host);
     }
     for port in &settings.ports.value {
         config.port(*port);
     }
+    config
+}
+
+/// Every setting but the hosts and ports.
+fn base_config(settings: &Settings) -> postgres::Config {
+    let mut config = postgres::Config::new();
     if let Some(options) = &settings.options {
         config.options(&options.value);
     }
@@ -303,8 +333,10 @@ impl TlsConnect<Socket> for LazyConnect {
 /// connection once, then opens new ones.
 pub struct Manager {
     inner: PostgresConnectionManager<LazyTls>,
-    /// The same settings as `inner`'s, for the bounded first connect.
-    config: postgres::Config,
+    /// The same settings as `inner`'s, one host each with its `host:port`,
+    /// for the bounded first connect: the driver would say only why the
+    /// last host failed.
+    hosts: Vec<(String, postgres::Config)>,
     tls: LazyTls,
     seed: Mutex<Option<Client>>,
 }
@@ -316,16 +348,26 @@ impl Manager {
     /// connect). An abandoned attempt ends with the process.
     fn connect_bounded(&self, timeout: Duration) -> Result<Client, ConnectFailure> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let (config, tls) = (self.config.clone(), self.tls.clone());
+        let (hosts, tls) = (self.hosts.clone(), self.tls.clone());
         std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(config.connect(tls));
+                let mut failures = Vec::new();
+                for (host, config) in hosts {
+                    match config.connect(tls.clone()) {
+                        Ok(client) => {
+                            let _ = tx.send(Ok(client));
+                            return;
+                        }
+                        Err(err) => failures.push((host, err)),
+                    }
+                }
+                let _ = tx.send(Err(failures));
             })
             .map_err(ConnectFailure::NoThread)?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(err)) => Err(ConnectFailure::Driver(err)),
+            Ok(Err(failures)) => Err(ConnectFailure::Driver(failures)),
             Err(_) => Err(ConnectFailure::TimedOut),
         }
     }
@@ -333,7 +375,8 @@ impl Manager {
 
 /// Why the first connection failed.
 enum ConnectFailure {
-    Driver(postgres::Error),
+    /// Each host tried, with its error, in order.
+    Driver(Vec<(String, postgres::Error)>),
     TimedOut,
     NoThread(std::io::Error),
 }

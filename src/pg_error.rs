@@ -236,7 +236,7 @@ fn client_origin(settings: &Settings) -> &str {
 fn read_only(settings: &Settings) -> String {
     let attrs = &settings.target_session_attrs;
     format!(
-        "every host is read-only (a standby, or default_transaction_read_only on for the \
+        "the server is read-only (a standby, or default_transaction_read_only on for the \
          role or database) and target_session_attrs is read-write (from {}): connect to the \
          primary, or turn default_transaction_read_only off",
         attrs.origin

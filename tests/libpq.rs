@@ -110,6 +110,42 @@ fn the_next_host_is_tried_when_the_first_refuses() {
     assert_eq!(server.count(&db, "pgsense.findings"), 3);
 }
 
+/// No host takes writes, each for its own reason: nothing listens on one,
+/// the other is read-only. The error names each host with its own cause,
+/// in either order, and does not say that every host is read-only.
+#[test]
+fn each_host_that_failed_is_named_with_its_own_cause() {
+    let server = shared();
+    let db = server.new_database();
+    let role = format!("reader_{db}");
+    server.execute(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN;
+             ALTER ROLE {role} SET default_transaction_read_only = on;"
+        ),
+    );
+    let (closed, open) = (free_port(), server.port());
+    for ports in [format!("{closed},{open}"), format!("{open},{closed}")] {
+        let out = pgsense()
+            .args(["--host", "127.0.0.1,127.0.0.1", "--port", &ports])
+            .args(["--dbname", &db, "--username", &role, "check"])
+            .run();
+        out.assert_code(69);
+        let refused = format!("127.0.0.1:{closed}: error connecting to server: Connection refused");
+        let read_only =
+            format!("127.0.0.1:{open}: error connecting to server: database does not allow writes");
+        out.assert_stderr_contains(&refused)
+            .assert_stderr_contains(&read_only);
+        assert!(
+            !out.stderr.contains("every host"),
+            "one host refused: not every host is read-only\n{}",
+            out.describe()
+        );
+    }
+    server.execute(&db, &format!("DROP ROLE {role}"));
+}
+
 #[test]
 fn pgconnect_timeout_is_honoured() {
     let silent = SilentServer::new();
