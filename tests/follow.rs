@@ -987,3 +987,38 @@ fn rotations_during_an_outage_load_each_line_once() {
     let out = stop(load, "TERM", 143);
     assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }
+
+/// Started while the database is down: --metrics-file is written all the
+/// same, every few seconds, with the seconds since the last commit going up
+/// (the figure to alert on), not left missing or as the last run left it.
+#[test]
+fn the_metrics_file_is_written_while_the_database_is_down_at_startup() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    fs::write(&metrics, "# what the last run left\n").expect("write the metrics file");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(5);
+    server.stop();
+    let load = setup
+        .command(&server)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let since = |m: &Exposition| {
+        m.kind
+            .contains_key("pgsense_pg_seconds_since_last_commit")
+            .then(|| m.value("pgsense_pg_seconds_since_last_commit", &[]))
+    };
+    let (load, first) = metrics_when(load, &metrics, "the metrics written while down", |m| {
+        since(m).is_some()
+    });
+    let (load, _) = metrics_when(load, &metrics, "the metrics rewritten while down", |m| {
+        since(m) > since(&first)
+    });
+    server.start();
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, 5);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=5, Some(&out));
+}

@@ -163,12 +163,17 @@ fn check_followed(files: &[PathBuf]) -> Result<()> {
 
 /// Connects and bootstraps (unless a dry run), settles what a killed run
 /// left, and positions the inputs where the state file says.
-fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Sink> {
+fn connect(
+    settings: &Settings,
+    args: &LoadArgs,
+    files: &mut Files,
+    tick: Option<&mut load::Tick>,
+) -> Result<Sink> {
     if args.dry_run {
         return Ok(Sink::DryRun);
     }
     let (mut client, manager) = if args.follow {
-        connect_patiently(settings)?
+        connect_patiently(settings, tick)?
     } else {
         super::connect(settings, Duration::from_secs(args.retry_for))?
     };
@@ -198,10 +203,15 @@ fn connect(settings: &Settings, args: &LoadArgs, files: &mut Files) -> Result<Si
 }
 
 /// --follow: connects however long the database takes to be reachable
-/// (the files hold the lines meanwhile).
-fn connect_patiently(settings: &Settings) -> Result<(postgres::Client, connect::Manager)> {
+/// (the files hold the lines meanwhile), keeping --metrics-file written
+/// meanwhile: nothing loaded, and no commit since the start.
+fn connect_patiently(
+    settings: &Settings,
+    mut tick: Option<&mut load::Tick>,
+) -> Result<(postgres::Client, connect::Manager)> {
     let mut delay = Duration::from_secs(1);
     let mut said = false;
+    let mut written: Option<Instant> = None;
     loop {
         match super::connect(settings, load::ENDLESS) {
             Err(err) if exit::status_of(&err) == Status::Unavailable => {
@@ -209,7 +219,20 @@ fn connect_patiently(settings: &Settings) -> Result<(postgres::Client, connect::
                     log::warn!("{err:#}; trying again until it answers");
                     said = true;
                 }
-                std::thread::sleep(delay);
+                let until = Instant::now() + delay;
+                loop {
+                    if let Some(tick) = tick.as_deref_mut()
+                        && written.is_none_or(|at| at.elapsed() >= tick.every)
+                    {
+                        (tick.call)(&load::Snapshot::default());
+                        written = Some(Instant::now());
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(METRICS_EVERY));
+                }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
             result => {
@@ -224,7 +247,8 @@ fn connect_patiently(settings: &Settings) -> Result<(postgres::Client, connect::
 
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
     let mut files = open_files(args, quiet)?;
-    let sink = connect(settings, args, &mut files)?;
+    let mut tick = follow_metrics(args, &names(args), started);
+    let sink = connect(settings, args, &mut files, tick.as_mut())?;
     let Files {
         state,
         sources,
@@ -259,7 +283,6 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         let files = sources.iter().map(|s| s.name.clone()).collect();
         (files, load::Inputs::Sources(sources))
     };
-    let tick = follow_metrics(args, &files, started);
     let outcome = load::load(sink, settings, inputs, options, rejects, state, tick)?;
     let report = Report::of(&outcome, mode(args));
     if !quiet {

@@ -70,6 +70,7 @@ pub enum Inputs {
 }
 
 /// What is known of a running load, for --metrics-file.
+#[derive(Default)]
 pub struct Snapshot {
     pub counts: Counts,
     /// Bytes of the files followed not loaded yet.
