@@ -179,6 +179,7 @@ const RULES: &[Rule] = &[
     rule(Server,  &[&["password authentication failed"]],     When::Always,        password_refused),
     rule(Server,  &[&["password missing"]],                   When::Always,        password_missing),
     rule(Server,  &[&["does not allow writes"]],              When::Always,        read_only),
+    rule(Server,  &[&["unsupported startup parameter"]],      When::Always,        startup_parameter),
 ];
 
 const HOSTNAME_MISMATCH: &[&str] = &["hostname mismatch", "ip address mismatch"];
@@ -358,6 +359,18 @@ fn password_refused(settings: &Settings) -> String {
         Some(password) => format!("the password from {} was refused", password.origin),
         None => "set a password".to_owned(),
     }
+}
+
+fn startup_parameter(settings: &Settings) -> String {
+    let sent = match &settings.options {
+        Some(options) => format!("options (from {}) were sent", options.origin),
+        None => "a startup parameter was sent".to_owned(),
+    };
+    format!(
+        "a connection pooler such as PgBouncer refuses startup parameters it does not \
+         know, and {sent}: unset PGOPTIONS (or the options keyword), or add the parameter \
+         to the pooler's ignore_startup_parameters"
+    )
 }
 
 fn password_missing(_: &Settings) -> String {

@@ -247,6 +247,25 @@ fn init_and_check_work_through_pgbouncer_in_transaction_pooling() {
     );
 }
 
+/// PgBouncer refuses the startup options that PGOPTIONS sends: the error
+/// says which setting sent them and what to do.
+#[test]
+fn pgoptions_refused_by_pgbouncer_get_advice() {
+    let server = shared();
+    let db = server.new_database();
+    let Some((bouncer, _)) = bouncer(server, PoolMode::Transaction, 2) else {
+        return;
+    };
+    let out = bouncer
+        .pgsense(&db)
+        .env("PGOPTIONS", "-c work_mem=64MB")
+        .arg("check")
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("unsupported startup parameter")
+        .assert_stderr_contains("options (from PGOPTIONS) were sent: unset PGOPTIONS");
+}
+
 /// Findings in the fault loads: enough that the load lasts a few seconds
 /// through PgBouncer, so faults land in the middle of it.
 const FAULT_FINDINGS: u64 = 100_000;
