@@ -52,7 +52,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "load" -d 'Cre
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "check" -d 'Check, without writing anything, that a load would succeed: the connection, the table and its columns, and the grants; prints the GRANT that fixes what is missing'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l max-line-bytes -d 'Reject lines longer than this many bytes (the \\r of a CRLF ending counts, the \\n does not), without holding them in memory whole' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l max-line-bytes -d 'Reject lines longer than this many bytes (the \\r of a CRLF ending and a UTF-8 BOM before a file\'s first line count, the \\n does not), without holding them in memory whole' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l reject-file -d 'Append every dropped line there, byte for byte as read, so that `pgsense-pg load PATH` replays them once the cause is fixed' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l summary -d 'At the end, print a summary on stdout in this format' -r -f -a "json\t'One JSON object'"
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l metrics-file -d 'Write the run\'s counters to PATH in Prometheus text format, atomically (for node_exporter\'s textfile collector)' -r -F

@@ -50,7 +50,8 @@ pub struct LoadArgs {
     pub files: Vec<PathBuf>,
 
     /// Reject lines longer than this many bytes (the \r of a CRLF ending
-    /// counts, the \n does not), without holding them in memory whole.
+    /// and a UTF-8 BOM before a file's first line count, the \n does not),
+    /// without holding them in memory whole.
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_line_bytes: u64,

@@ -609,11 +609,21 @@ fn pgpass_the_matching_entry_is_used_and_a_readable_file_is_ignored() {
     .assert_stderr_contains("the password from PGPASSWORD was refused");
 
     chmod(0o644);
-    let out = load_one(as_pw_user().env("HOME", home.path()), 2);
+    // Two hosts: the file is looked at once, and said to be ignored once.
+    let out = load_one(
+        loader(&fx.server, "127.0.0.1,localhost", &db, "pw_user").env("HOME", home.path()),
+        2,
+    );
     out.assert_code(69)
         .assert_stderr_contains("group or world access")
         .assert_stderr_contains("chmod 600")
         .assert_stderr_contains("asks for a password");
+    assert_eq!(
+        out.stderr.matches("group or world access").count(),
+        1,
+        "{}",
+        out.describe()
+    );
     assert_eq!(fx.server.count(&db, "pgsense.findings"), 2);
 }
 

@@ -80,11 +80,9 @@ fn from_passfile(parts: &Parts, env: &PgEnv, targets: &[pgpass::Target]) -> Opti
         (None, Some(home)) => Path::new(home).join(".pgpass"),
         (None, None) => return None,
     };
-    targets.iter().find_map(|target| {
-        pgpass::lookup(&passfile, target).map(|(text, line)| Password {
-            secret: Secret::new(text),
-            origin: format!("{}, line {line}", passfile.display()),
-        })
+    pgpass::lookup(&passfile, targets).map(|(text, line)| Password {
+        secret: Secret::new(text),
+        origin: format!("{}, line {line}", passfile.display()),
     })
 }
 

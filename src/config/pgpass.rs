@@ -17,10 +17,11 @@ pub struct Target<'a> {
     pub user: &'a str,
 }
 
-/// The password of the first line of `path` that matches `target`, with
-/// that line's number; None when the file is missing, unusable (with a
-/// warning saying why) or has no matching line.
-pub fn lookup(path: &Path, target: &Target) -> Option<(String, usize)> {
+/// The password of the first line of `path` that matches the first of
+/// `targets` that any line matches, with that line's number; None when the
+/// file is missing, unusable (with one warning saying why) or has no
+/// matching line.
+pub fn lookup(path: &Path, targets: &[Target]) -> Option<(String, usize)> {
     let shown = path.display();
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
@@ -49,10 +50,15 @@ pub fn lookup(path: &Path, target: &Target) -> Option<(String, usize)> {
             return None;
         }
     };
-    let found = find(&text, target);
-    match &found {
-        Some((_, line)) => log::debug!("password from {shown}, line {line}"),
-        None => log::debug!("no line of {shown} matches {}", describe(target)),
+    let found = targets.iter().find_map(|target| {
+        let found = find(&text, target);
+        if found.is_none() {
+            log::debug!("no line of {shown} matches {}", describe(target));
+        }
+        found
+    });
+    if let Some((_, line)) = &found {
+        log::debug!("password from {shown}, line {line}");
     }
     found
 }
