@@ -988,6 +988,41 @@ fn rotations_during_an_outage_load_each_line_once() {
     assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }
 
+/// A stop signal while the database is down at startup ends the wait
+/// within seconds, with the signal's exit status in the metrics file: a
+/// service stopped during an outage is not left looking as if it ran on.
+#[test]
+fn sigterm_while_the_database_is_down_at_startup_ends_the_run_and_says_so() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(3);
+    server.stop();
+    let load = setup
+        .command(&server)
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let (load, _) = metrics_when(load, &metrics, "the metrics written while down", |m| {
+        m.kind.contains_key("pgsense_pg_seconds_since_last_commit")
+    });
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains("interrupted while waiting for the database");
+    let m = read_metrics(&metrics);
+    assert_eq!(
+        m.value("pgsense_pg_last_run_exit_status", &[]),
+        143.0,
+        "{}",
+        out.describe()
+    );
+    server.start();
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(setup.command(&server).spawn(), &mut table, 3);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=3, Some(&out));
+}
+
 /// Started while the database is down: --metrics-file is written all the
 /// same, every few seconds, with the seconds since the last commit going up
 /// (the figure to alert on), not left missing or as the last run left it.

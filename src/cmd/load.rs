@@ -3,9 +3,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::recovery;
 use crate::bootstrap;
@@ -22,6 +24,8 @@ use crate::state::{RejectsMark, StateFile};
 const PROGRESS_FROM: u64 = 4 << 20;
 /// How often --follow rewrites --metrics-file.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
+/// How often a wait looks for a stop signal.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
     let started = Instant::now();
@@ -204,10 +208,78 @@ fn connect(
 
 /// --follow: connects however long the database takes to be reachable
 /// (the files hold the lines meanwhile), keeping --metrics-file written
-/// meanwhile: nothing loaded, and no commit since the start.
+/// meanwhile: nothing loaded, and no commit since the start. SIGINT or
+/// SIGTERM ends the wait (after the connection attempt in progress); a
+/// second one ends the process at once.
 fn connect_patiently(
     settings: &Settings,
+    tick: Option<&mut load::Tick>,
+) -> Result<(postgres::Client, connect::Manager)> {
+    let stop = StopSignal::catch()?;
+    let connected = connect_until_stopped(settings, tick, &stop);
+    stop.release();
+    connected
+}
+
+/// SIGINT or SIGTERM caught while nothing else listens for them.
+struct StopSignal {
+    caught: Arc<AtomicUsize>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignal {
+    fn catch() -> Result<StopSignal> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let caught = Arc::new(AtomicUsize::new(0));
+        let pressed = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for signal in [SIGINT, SIGTERM] {
+            let cannot = "cannot install signal handlers";
+            let code = 128 + signal;
+            ids.push(
+                signal_hook::flag::register_conditional_shutdown(
+                    signal,
+                    code,
+                    Arc::clone(&pressed),
+                )
+                .context(cannot)?,
+            );
+            ids.push(
+                signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
+                    .context(cannot)?,
+            );
+            ids.push(signal_hook::flag::register(signal, Arc::clone(&pressed)).context(cannot)?);
+        }
+        Ok(StopSignal { caught, ids })
+    }
+
+    /// The signal caught, as the run's exit status.
+    fn caught(&self) -> Option<Status> {
+        match self.caught.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(Status::Signal(i32::try_from(signal).unwrap_or(15))),
+        }
+    }
+
+    /// Hands the signals back to the load, which catches them itself.
+    fn release(self) {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+fn interrupted_waiting() -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted while waiting for the database: nothing was loaded, the files keep \
+         their lines"
+    )
+}
+
+fn connect_until_stopped(
+    settings: &Settings,
     mut tick: Option<&mut load::Tick>,
+    stop: &StopSignal,
 ) -> Result<(postgres::Client, connect::Manager)> {
     let mut delay = Duration::from_secs(1);
     let mut said = false;
@@ -221,6 +293,9 @@ fn connect_patiently(
                 }
                 let until = Instant::now() + delay;
                 loop {
+                    if let Some(status) = stop.caught() {
+                        return Err(interrupted_waiting()).status(status);
+                    }
                     if let Some(tick) = tick.as_deref_mut()
                         && written.is_none_or(|at| at.elapsed() >= tick.every)
                     {
@@ -231,11 +306,14 @@ fn connect_patiently(
                     if left.is_zero() {
                         break;
                     }
-                    std::thread::sleep(left.min(METRICS_EVERY));
+                    std::thread::sleep(left.min(STOP_POLL));
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
             result => {
+                if let Some(status) = stop.caught() {
+                    return Err(interrupted_waiting()).status(status);
+                }
                 if said && result.is_ok() {
                     log::warn!("connected: the database answers again");
                 }
