@@ -12,21 +12,25 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::copy::{Usual, Valid};
-use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, trim_line, would_wait};
+use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
-use super::record::{self, RejectReason};
 use super::set_aside::{Unread, set_aside};
 use super::turns::{PanicGuard, Turn};
 use crate::rejects::Rejects;
+use line::with_hint;
+pub use line::{Kind, classify};
+pub use position::Position;
+
+mod line;
+mod position;
 
 /// How the reader reads.
 #[derive(Debug, Clone, Copy)]
@@ -34,97 +38,6 @@ pub struct ReadOptions {
     pub max_line_bytes: u64,
     /// Stop reading once more lines than this were rejected.
     pub max_rejects: Option<u64>,
-}
-
-/// Where the reader is, for the progress line and for the message that
-/// says where reading stopped.
-#[derive(Default)]
-pub struct Position {
-    source: AtomicUsize,
-    line: AtomicU64,
-    bytes: AtomicU64,
-}
-
-impl Position {
-    /// Input bytes read so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// The input being read, and the lines read from it.
-    pub fn at(&self) -> (usize, u64) {
-        (
-            self.source.load(Ordering::Acquire),
-            self.line.load(Ordering::Acquire),
-        )
-    }
-
-    /// Only the reader adds: a load and a store, where an atomic addition
-    /// would lock the bus after every line.
-    fn add_bytes(&self, bytes: u64) {
-        let read = self.bytes.load(Ordering::Relaxed);
-        self.bytes.store(read + bytes, Ordering::Relaxed);
-    }
-
-    /// Set after each line: release stores, which cost nothing more than
-    /// plain ones on x86, where sequentially consistent ones cost a fence.
-    fn set(&self, source: usize, line: u64) {
-        self.source.store(source, Ordering::Release);
-        self.line.store(line, Ordering::Release);
-    }
-}
-
-/// What a line read is.
-// One lives at a time, on the stack: boxing the finding would allocate per
-// line.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Kind<'a> {
-    /// Longer than --max-line-bytes: skipped, already in the reject file.
-    TooLong {
-        length: u64,
-    },
-    /// Empty or white space only: not a finding, not counted.
-    Blank,
-    /// Not a valid finding; `raw` is the line as read.
-    Invalid {
-        raw: &'a [u8],
-        reason: RejectReason,
-    },
-    Finding {
-        raw: &'a [u8],
-        finding: Valid<'a>,
-    },
-}
-
-/// Classifies the line [`next_line`] read into `buf`; `at_start` says it
-/// is the first line of its input, where a UTF-8 BOM is skipped.
-pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
-    if let Line::TooLong { length, .. } = next {
-        return Kind::TooLong { length: *length };
-    }
-    let raw = if at_start {
-        buf.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(buf)
-    } else {
-        buf
-    };
-    let text = trim_line(raw);
-    if let Some(usual) = Usual::scan(text) {
-        return Kind::Finding {
-            raw,
-            finding: Valid::Usual(usual),
-        };
-    }
-    if text.iter().all(u8::is_ascii_whitespace) {
-        return Kind::Blank;
-    }
-    match record::parse_line(text) {
-        Ok(finding) => Kind::Finding {
-            raw,
-            finding: Valid::Parsed(Box::new(finding)),
-        },
-        Err(reason) => Kind::Invalid { raw, reason },
-    }
 }
 
 /// How reading a followed file ended.
@@ -640,20 +553,6 @@ fn stopped_early(failed: Option<anyhow::Error>) -> Result<()> {
         crate::exit::print_error(&err);
     }
     Ok(())
-}
-
-/// The reason a line is invalid, with a hint when its line endings are
-/// CR alone (old Mac style), which makes the whole file one line.
-fn with_hint(raw: &[u8], reason: String) -> String {
-    let text = trim_line(raw);
-    if memchr::memchr(b'\r', text).is_some() {
-        format!(
-            "{reason} (the line holds carriage returns: if the file ends lines with CR alone, \
-             convert it first, e.g. with tr '\\r' '\\n')"
-        )
-    } else {
-        reason
-    }
 }
 
 /// A long line being written to the reject file, in the reader's turn
