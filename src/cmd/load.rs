@@ -3,13 +3,18 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::recovery;
+use outputs::{
+    check_distinct, check_outputs_not_inputs, check_rejects_not_an_input, metrics_file, own_files,
+};
+use waiting::connect_patiently;
+
+mod outputs;
+mod waiting;
 use crate::bootstrap;
 use crate::cli::{LoadArgs, SummaryFormat};
 use crate::config::Settings;
@@ -20,12 +25,53 @@ use crate::rejects::Rejects;
 use crate::report::{self, Mode, Report, RunSummary};
 use crate::state::{RejectsMark, StateFile};
 
+/// The exit status of a load that ran: its counts', unless the database
+/// failed, a file could not be read or written (each error said once), or
+/// a signal stopped it.
+fn status_of(outcome: load::Outcome) -> Status {
+    let mut status = outcome.counts.status();
+    // --follow leaves what it could not load in the files, dropping
+    // nothing: the stop itself says the database failed.
+    if status == Status::Ok
+        && outcome
+            .stopped
+            .as_ref()
+            .is_some_and(|s| s.reason == load::StopReason::DatabaseFailed)
+    {
+        status = Status::TempFail;
+    }
+    let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
+    let mut said = Vec::new();
+    for err in [outcome.read_error, closed.err(), outcome.state_error]
+        .into_iter()
+        .flatten()
+    {
+        // A reject file that cannot be written fails its closing and the
+        // state's update alike: one message.
+        let text = format!("{err:#}");
+        if !said.contains(&text) {
+            exit::print_error(&err);
+            said.push(text);
+        }
+        status = Status::Failure;
+    }
+    if let Some(signal) = outcome.signal {
+        status = Status::Signal(signal);
+    }
+    status
+}
+
+/// Whether a run's error has been said already.
+#[derive(Clone, Copy)]
+enum Failed {
+    Not,
+    AlreadySaid,
+}
+
 /// Inputs smaller than this load too fast to need a progress line.
 const PROGRESS_FROM: u64 = 4 << 20;
 /// How often --follow rewrites --metrics-file.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
-/// How often a wait looks for a stop signal.
-const STOP_POLL: Duration = Duration::from_millis(100);
 
 pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
     let started = Instant::now();
@@ -206,123 +252,6 @@ fn connect(
     Ok(Sink::Database(connect::pool(settings, manager, client)))
 }
 
-/// --follow: connects however long the database takes to be reachable
-/// (the files hold the lines meanwhile), keeping --metrics-file written
-/// meanwhile: nothing loaded, and no commit since the start. SIGINT or
-/// SIGTERM ends the wait (after the connection attempt in progress); a
-/// second one ends the process at once.
-fn connect_patiently(
-    settings: &Settings,
-    tick: Option<&mut load::Tick>,
-) -> Result<(postgres::Client, connect::Manager)> {
-    let stop = StopSignal::catch()?;
-    let connected = connect_until_stopped(settings, tick, &stop);
-    stop.release();
-    connected
-}
-
-/// SIGINT or SIGTERM caught while nothing else listens for them.
-struct StopSignal {
-    caught: Arc<AtomicUsize>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl StopSignal {
-    fn catch() -> Result<StopSignal> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let caught = Arc::new(AtomicUsize::new(0));
-        let pressed = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for signal in [SIGINT, SIGTERM] {
-            let cannot = "cannot install signal handlers";
-            let code = 128 + signal;
-            ids.push(
-                signal_hook::flag::register_conditional_shutdown(
-                    signal,
-                    code,
-                    Arc::clone(&pressed),
-                )
-                .context(cannot)?,
-            );
-            ids.push(
-                signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
-                    .context(cannot)?,
-            );
-            ids.push(signal_hook::flag::register(signal, Arc::clone(&pressed)).context(cannot)?);
-        }
-        Ok(StopSignal { caught, ids })
-    }
-
-    /// The signal caught, as the run's exit status.
-    fn caught(&self) -> Option<Status> {
-        match self.caught.load(Ordering::SeqCst) {
-            0 => None,
-            signal => Some(Status::Signal(i32::try_from(signal).unwrap_or(15))),
-        }
-    }
-
-    /// Hands the signals back to the load, which catches them itself.
-    fn release(self) {
-        for id in self.ids {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
-
-fn interrupted_waiting() -> anyhow::Error {
-    anyhow::anyhow!(
-        "interrupted while waiting for the database: nothing was loaded, the files keep \
-         their lines"
-    )
-}
-
-fn connect_until_stopped(
-    settings: &Settings,
-    mut tick: Option<&mut load::Tick>,
-    stop: &StopSignal,
-) -> Result<(postgres::Client, connect::Manager)> {
-    let mut delay = Duration::from_secs(1);
-    let mut said = false;
-    let mut written: Option<Instant> = None;
-    loop {
-        match super::connect(settings, load::ENDLESS) {
-            Err(err) if exit::status_of(&err) == Status::Unavailable => {
-                if !said {
-                    log::warn!("{err:#}; trying again until it answers");
-                    said = true;
-                }
-                let until = Instant::now() + delay;
-                loop {
-                    if let Some(status) = stop.caught() {
-                        return Err(interrupted_waiting()).status(status);
-                    }
-                    if let Some(tick) = tick.as_deref_mut()
-                        && written.is_none_or(|at| at.elapsed() >= tick.every)
-                    {
-                        (tick.call)(&load::Snapshot::default());
-                        written = Some(Instant::now());
-                    }
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    std::thread::sleep(left.min(STOP_POLL));
-                }
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            result => {
-                if let Some(status) = stop.caught() {
-                    return Err(interrupted_waiting()).status(status);
-                }
-                if said && result.is_ok() {
-                    log::warn!("connected: the database answers again");
-                }
-                return result;
-            }
-        }
-    }
-}
-
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
     let mut files = open_files(args, quiet)?;
     let mut tick = follow_metrics(args, &names(args), started);
@@ -366,35 +295,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
     if !quiet {
         report.print_summary();
     }
-    let mut status = outcome.counts.status();
-    // --follow leaves what it could not load in the files, dropping
-    // nothing: the stop itself says the database failed.
-    if status == Status::Ok
-        && outcome
-            .stopped
-            .as_ref()
-            .is_some_and(|s| s.reason == load::StopReason::DatabaseFailed)
-    {
-        status = Status::TempFail;
-    }
-    let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
-    let mut said = Vec::new();
-    for err in [outcome.read_error, closed.err(), outcome.state_error]
-        .into_iter()
-        .flatten()
-    {
-        // A reject file that cannot be written fails its closing and the
-        // state's update alike: one message.
-        let text = format!("{err:#}");
-        if !said.contains(&text) {
-            exit::print_error(&err);
-            said.push(text);
-        }
-        status = Status::Failure;
-    }
-    if let Some(signal) = outcome.signal {
-        status = Status::Signal(signal);
-    }
+    let status = status_of(outcome);
     Ok(finish_summary(
         args,
         files,
@@ -403,160 +304,6 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         status,
         Failed::Not,
     ))
-}
-
-/// The files a run writes, with their temporary and lock files.
-fn own_files(args: &LoadArgs) -> Vec<PathBuf> {
-    outputs(args)
-        .into_iter()
-        .flat_map(|(_, files)| files)
-        .collect()
-}
-
-/// The files each flag makes a run write, the named one first.
-fn outputs(args: &LoadArgs) -> Vec<(&'static str, Vec<PathBuf>)> {
-    let mut outputs = Vec::new();
-    for (flag, path, suffixes) in [
-        (
-            "--state-file",
-            &args.state_file,
-            &[".journal", ".lock", ".tmp"][..],
-        ),
-        ("--reject-file", &args.reject_file, &[][..]),
-        ("--metrics-file", &args.metrics_file, &[".tmp"][..]),
-    ] {
-        let Some(path) = path else { continue };
-        let mut files = vec![path.clone()];
-        // The state file puts its own beside the file a link leads to.
-        let base = match flag {
-            "--state-file" => crate::paths::real(path),
-            _ => path.clone(),
-        };
-        for suffix in suffixes {
-            let mut with = base.clone().into_os_string();
-            with.push(suffix);
-            files.push(with.into());
-        }
-        outputs.push((flag, files));
-    }
-    outputs
-}
-
-/// Refuses output files that are one another (or one's journal, lock or
-/// temporary file): what one is written, the other would destroy.
-fn check_distinct(args: &LoadArgs) -> Result<()> {
-    let outputs = outputs(args);
-    for (index, (flag, files)) in outputs.iter().enumerate() {
-        for (other_flag, other_files) in &outputs[index + 1..] {
-            for (file, other) in files
-                .iter()
-                .flat_map(|f| other_files.iter().map(move |o| (f, o)))
-            {
-                if crate::paths::same_file(file, other) {
-                    return Err(anyhow::anyhow!(
-                        "{flag} {} and {other_flag} {} would write the same file ({}): \
-                         name different files",
-                        files[0].display(),
-                        other_files[0].display(),
-                        crate::paths::real(file).display()
-                    ))
-                    .status(Status::Usage);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a run's error has been said already.
-#[derive(Clone, Copy)]
-enum Failed {
-    Not,
-    AlreadySaid,
-}
-
-/// Where the run's metrics go: not to `-`, which was refused, nor to a file
-/// that is an input or another output, nor from a dry run.
-fn metrics_file(args: &LoadArgs) -> Option<&Path> {
-    let path = args.metrics_file.as_deref()?;
-    if path == Path::new("-") || args.dry_run {
-        return None;
-    }
-    let outputs = outputs(args);
-    let (mine, others): (Vec<_>, Vec<_>) = outputs
-        .iter()
-        .partition(|(flag, _)| *flag == "--metrics-file");
-    let others: Vec<&PathBuf> = others
-        .iter()
-        .flat_map(|(_, files)| files)
-        .chain(args.files.iter().filter(|f| f.as_path() != Path::new("-")))
-        .collect();
-    let collides = mine.iter().flat_map(|(_, files)| files).any(|file| {
-        others
-            .iter()
-            .any(|other| crate::paths::same_file(file, other))
-    });
-    (!collides).then_some(path)
-}
-
-/// Refuses a state or metrics file (or one of theirs) that is also an
-/// input: reading it as findings is a mistake, and the run would rewrite
-/// it, or take it for a damaged state file.
-fn check_outputs_not_inputs(args: &LoadArgs) -> Result<()> {
-    for (flag, files) in outputs(args) {
-        // A reject file that is an input has its own message, below.
-        if flag == "--reject-file" {
-            continue;
-        }
-        let input = args.files.iter().find(|input| {
-            input.as_path() != Path::new("-")
-                && files
-                    .iter()
-                    .any(|file| crate::paths::same_file(input, file))
-        });
-        if let Some(input) = input {
-            return Err(anyhow::anyhow!(
-                "{flag} {} is also an input ({}): the run writes it; \
-                 name another file for {flag}",
-                files[0].display(),
-                input.display()
-            ))
-            .status(Status::Usage);
-        }
-    }
-    Ok(())
-}
-
-/// A reject file that is also an input would grow while being read: with
-/// --follow, each dropped line would be read again and dropped again, for
-/// ever.
-fn check_rejects_not_an_input(
-    args: &LoadArgs,
-    sources: &[Source],
-    rejects: Option<&Rejects>,
-) -> Result<()> {
-    // Followed files are opened later: they are told by their names, which
-    // may lead to the reject file through a link.
-    let input = match (rejects, &args.reject_file) {
-        (Some(_), Some(path)) if args.follow => args
-            .files
-            .iter()
-            .find(|file| crate::paths::same_file(file, path))
-            .map(|file| file.display().to_string()),
-        (Some(rejects), _) => sources
-            .iter()
-            .find(|s| s.identity.is_some() && s.identity == rejects.identity())
-            .map(|s| s.name.clone()),
-        _ => None,
-    };
-    match input {
-        Some(input) => Err(anyhow::anyhow!(
-            "the reject file is also an input ({input}): it would grow while being read; \
-             write rejects to another file, and replay this one without --reject-file or with another"
-        ))
-        .status(Status::Usage),
-        None => Ok(()),
-    }
 }
 
 /// The inputs as named on the command line.

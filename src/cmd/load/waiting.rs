@@ -1,0 +1,133 @@
+//! --follow at startup: waiting for a database that does not answer yet,
+//! until it does or a stop signal comes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::Settings;
+use crate::connect;
+use crate::exit::{self, Status, WithStatus};
+use crate::load;
+
+/// How often a wait looks for a stop signal.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// --follow: connects however long the database takes to be reachable
+/// (the files hold the lines meanwhile), keeping --metrics-file written
+/// meanwhile: nothing loaded, and no commit since the start. SIGINT or
+/// SIGTERM ends the wait (after the connection attempt in progress); a
+/// second one ends the process at once.
+pub(super) fn connect_patiently(
+    settings: &Settings,
+    tick: Option<&mut load::Tick>,
+) -> Result<(postgres::Client, connect::Manager)> {
+    let stop = StopSignal::catch()?;
+    let connected = connect_until_stopped(settings, tick, &stop);
+    stop.release();
+    connected
+}
+
+/// SIGINT or SIGTERM caught while nothing else listens for them.
+struct StopSignal {
+    caught: Arc<AtomicUsize>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignal {
+    fn catch() -> Result<StopSignal> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let caught = Arc::new(AtomicUsize::new(0));
+        let pressed = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for signal in [SIGINT, SIGTERM] {
+            let cannot = "cannot install signal handlers";
+            let code = 128 + signal;
+            ids.push(
+                signal_hook::flag::register_conditional_shutdown(
+                    signal,
+                    code,
+                    Arc::clone(&pressed),
+                )
+                .context(cannot)?,
+            );
+            ids.push(
+                signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
+                    .context(cannot)?,
+            );
+            ids.push(signal_hook::flag::register(signal, Arc::clone(&pressed)).context(cannot)?);
+        }
+        Ok(StopSignal { caught, ids })
+    }
+
+    /// The signal caught, as the run's exit status.
+    fn caught(&self) -> Option<Status> {
+        match self.caught.load(Ordering::SeqCst) {
+            0 => None,
+            signal => Some(Status::Signal(i32::try_from(signal).unwrap_or(15))),
+        }
+    }
+
+    /// Hands the signals back to the load, which catches them itself.
+    fn release(self) {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+fn interrupted_waiting() -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted while waiting for the database: nothing was loaded, the files keep \
+         their lines"
+    )
+}
+
+fn connect_until_stopped(
+    settings: &Settings,
+    mut tick: Option<&mut load::Tick>,
+    stop: &StopSignal,
+) -> Result<(postgres::Client, connect::Manager)> {
+    let mut delay = Duration::from_secs(1);
+    let mut said = false;
+    let mut written: Option<Instant> = None;
+    loop {
+        match crate::cmd::connect(settings, load::ENDLESS) {
+            Err(err) if exit::status_of(&err) == Status::Unavailable => {
+                if !said {
+                    log::warn!("{err:#}; trying again until it answers");
+                    said = true;
+                }
+                let until = Instant::now() + delay;
+                loop {
+                    if let Some(status) = stop.caught() {
+                        return Err(interrupted_waiting()).status(status);
+                    }
+                    if let Some(tick) = tick.as_deref_mut()
+                        && written.is_none_or(|at| at.elapsed() >= tick.every)
+                    {
+                        (tick.call)(&load::Snapshot::default());
+                        written = Some(Instant::now());
+                    }
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(STOP_POLL));
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            result => {
+                if let Some(status) = stop.caught() {
+                    return Err(interrupted_waiting()).status(status);
+                }
+                if said && result.is_ok() {
+                    log::warn!("connected: the database answers again");
+                }
+                return result;
+            }
+        }
+    }
+}
