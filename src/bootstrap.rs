@@ -240,7 +240,7 @@ fn check_table(client: &mut Transaction<'_>, settings: &Settings, quoted: &Quote
 }
 
 fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec<Check>> {
-    let (schema, user) = (&settings.schema.value, &settings.username.value);
+    let schema = &settings.schema.value;
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
         .query_typed_one(
@@ -278,9 +278,41 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     if read_only {
         checks.push(read_only_check());
     }
+    checks.extend(creation_checks(
+        settings,
+        schema_exists,
+        &Creation {
+            in_db: create_in_db,
+            in_schema: create_in_schema,
+            usage,
+        },
+        &quoted,
+    ));
+    Ok(checks)
+}
+
+/// What this role may do towards a missing table: CREATE on the database
+/// and on the schema, USAGE on the schema (None when the schema is missing).
+struct Creation {
+    in_db: bool,
+    in_schema: Option<bool>,
+    usage: Option<bool>,
+}
+
+/// The checks of a missing table: that this role may create it, and the
+/// schema when that is missing too.
+fn creation_checks(
+    settings: &Settings,
+    schema_exists: bool,
+    may: &Creation,
+    quoted: &Quoted,
+) -> Vec<Check> {
+    let (schema, user) = (&settings.schema.value, &settings.username.value);
+    let qualified = format!("{schema}.{}", settings.table);
+    let mut checks = Vec::new();
     if schema_exists {
         checks.push(Check::ok(format!("schema {schema} exists")));
-        if usage != Some(true) {
+        if may.usage != Some(true) {
             checks.push(Check::missing(
                 format!("USAGE on schema {schema}"),
                 format!(
@@ -290,7 +322,7 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
                 ),
             ));
         }
-        checks.push(match create_in_schema {
+        checks.push(match may.in_schema {
             Some(true) => Check::ok(format!(
                 "table {qualified} is missing; {user} may create it"
             )),
@@ -304,7 +336,7 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
             ),
         });
     } else {
-        checks.push(if create_in_db {
+        checks.push(if may.in_db {
             Check::ok(format!(
                 "schema {schema} and table {qualified} are missing; {user} may create them"
             ))
@@ -319,7 +351,7 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
             )
         });
     }
-    Ok(checks)
+    checks
 }
 
 /// The checks of an existing table: kind, grants, columns.
