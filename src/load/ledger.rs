@@ -18,25 +18,11 @@ use super::batch::{Batch, Origin, Timing};
 use super::lock;
 use super::turns::Turn;
 use crate::crash;
-use crate::exit::Status;
 use crate::rejects::Rejects;
 use crate::state::{Entry, Known, Mark, Positioned, Progress, Seen, Settled, Trace, Txn};
+pub use counts::{Counts, Dropped};
 
-/// How a dropped line was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dropped {
-    /// The line is not a valid finding.
-    Invalid,
-    /// The server refused the row (constraint, trigger, value).
-    Refused,
-    /// The database failed while the row was being written.
-    Lost,
-    /// Read, but not written because a signal stopped the run.
-    Interrupted,
-    /// Sent with a COMMIT whose outcome could not be learned: maybe in the
-    /// table, maybe not.
-    Uncertain,
-}
+mod counts;
 
 /// The reason for lines not sent because the database had failed for good.
 pub const FAILED_EARLIER: &str = "not sent: the database failed earlier in this run";
@@ -47,59 +33,6 @@ pub const INTERRUPTED: &str = "not inserted: interrupted";
 /// --follow: in each [`SHOWN_WINDOW`]).
 pub const SHOWN_DROPS: u64 = 100;
 const SHOWN_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// What became of the lines read so far.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    /// Non-blank lines read.
-    pub read: u64,
-    pub inserted: u64,
-    pub invalid: u64,
-    pub refused: u64,
-    pub lost: u64,
-    pub interrupted: u64,
-    pub uncertain: u64,
-    /// Of the lost lines, those copied unread to the reject file after the
-    /// database failed.
-    pub set_aside: u64,
-    /// Findings read but not loaded, left in their files for the next run
-    /// (--follow stopped, or a state file's run without a reject file was
-    /// interrupted): not dropped.
-    pub left: u64,
-}
-
-impl Counts {
-    pub fn dropped(&self) -> u64 {
-        self.invalid + self.refused + self.lost + self.interrupted + self.uncertain
-    }
-
-    /// Lines rejected as bad data, which --max-rejects limits.
-    pub fn rejected(&self) -> u64 {
-        self.invalid + self.refused
-    }
-
-    /// The exit status the accounting calls for.
-    pub fn status(&self) -> Status {
-        if self.lost + self.uncertain > 0 {
-            Status::TempFail
-        } else if self.rejected() > 0 {
-            Status::DataErr
-        } else {
-            Status::Ok
-        }
-    }
-
-    /// Counts one dropped line.
-    fn drop_one(&mut self, kind: Dropped) {
-        match kind {
-            Dropped::Invalid => self.invalid += 1,
-            Dropped::Refused => self.refused += 1,
-            Dropped::Lost => self.lost += 1,
-            Dropped::Interrupted => self.interrupted += 1,
-            Dropped::Uncertain => self.uncertain += 1,
-        }
-    }
-}
 
 /// Whether dropped lines are reported one by one on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

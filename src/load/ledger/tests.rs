@@ -1,4 +1,5 @@
 use super::*;
+use crate::exit::Status;
 use crate::load::batch::tests::{batch_of, line};
 use crate::load::turns::Turns;
 
