@@ -102,7 +102,6 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
                         )
                     })
                 })?;
-            report.push(format!("created schema {schema}"));
         }
         if !table_exists {
             tx.batch_execute(&create_table_sql(settings))
@@ -116,16 +115,18 @@ fn bootstrap_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Boo
                         )
                     })
                 })?;
-            report.push(format!("created table {qualified}"));
         }
         tx.commit().map_err(db_error)?;
     }
-    if schema_exists {
-        report.push(format!("schema {schema} exists"));
-    }
-    if table_exists {
-        report.push(format!("table {qualified} exists"));
-    }
+    // The schema first, then the table, whichever was created.
+    report.push(match schema_exists {
+        true => format!("schema {schema} exists"),
+        false => format!("created schema {schema}"),
+    });
+    report.push(match table_exists {
+        true => format!("table {qualified} exists"),
+        false => format!("created table {qualified}"),
+    });
     check_table(client, settings, &quoted)?;
     Ok(report)
 }

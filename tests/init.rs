@@ -196,9 +196,9 @@ fn init_with_custom_schema_and_table_creates_only_what_is_missing() {
         .arg("init")
         .args(["--schema", "alerts_2", "--table", "Found_Here"])
         .run();
+    // The schema's line first, then the table's.
     out.assert_code(0)
-        .assert_stdout_contains("schema alerts_2 exists\n")
-        .assert_stdout_contains("created table alerts_2.Found_Here\n");
+        .assert_stdout_contains("schema alerts_2 exists\ncreated table alerts_2.Found_Here\n");
     // Identifiers are taken as written (quoted), not folded to lower case.
     assert_reference_table(&db, "alerts_2", "Found_Here");
     assert_eq!(
