@@ -3,11 +3,12 @@
 //! Data flows one way: [`cli`] flags -> `config` (validated settings) ->
 //! `connect` -> `load` (input lines -> records -> batches -> database) ->
 //! `report`. [`cmd`] holds one file per command; [`exit`] owns the exit
-//! statuses.
+//! statuses; [`stall`] gives up on a server that stops answering.
 
 pub mod cli;
 pub mod cmd;
 pub mod exit;
+pub mod stall;
 
 mod bootstrap;
 mod compressed;
@@ -19,6 +20,5 @@ mod paths;
 mod pg_error;
 mod rejects;
 mod report;
-mod stall;
 mod state;
 mod table;

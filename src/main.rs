@@ -10,6 +10,7 @@ use pgsense_pg::cli::{Cli, GlobalArgs};
 use pgsense_pg::{cmd, exit};
 
 fn main() -> ExitCode {
+    pgsense_pg::stall::spare_inherited_sockets();
     let cli = Cli::parse();
     init_logging(&cli.global);
     match cmd::run(&cli) {

@@ -7,23 +7,52 @@
 //! the run goes on as it does after one (retries, an unknown COMMIT
 //! outcome settled by asking the server, or the next run).
 
+use std::collections::BTreeSet;
 use std::os::fd::RawFd;
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
-/// Shuts down every socket of this process connected to a named peer: the
-/// database connections (TCP, or a server's Unix socket). A socket pair,
-/// whose peer has no name (as signal handling uses), is left alone. The
+/// The sockets this process was started with, as /proc names them
+/// (`socket:[INODE]`).
+static INHERITED: OnceLock<BTreeSet<String>> = OnceLock::new();
+
+/// Notes the sockets this process was started with: its standard streams
+/// may be sockets (a systemd service's go to the journal), and a parent
+/// may leave others open. [`close_connections`] leaves them alone. Called
+/// first thing, before any connection is opened.
+pub fn spare_inherited_sockets() {
+    INHERITED.get_or_init(|| open_sockets().into_iter().map(|(_, name)| name).collect());
+}
+
+/// The open descriptors that are sockets, with their names in /proc.
+fn open_sockets() -> Vec<(RawFd, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let name = target.to_str()?;
+            name.starts_with("socket:").then(|| (fd, name.to_owned()))
+        })
+        .collect()
+}
+
+/// Shuts down every socket this process opened that is connected to a
+/// named peer: the database connections (TCP, or a server's Unix socket).
+/// A socket pair, whose peer has no name (as signal handling uses), and
+/// the sockets the process was started with are left alone. The
 /// descriptors stay open, so none is reused under the driver. Returns how
 /// many were shut down.
 pub fn close_connections() -> usize {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return 0;
-    };
-    let fds: Vec<RawFd> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    fds.into_iter()
+    let inherited = INHERITED.get();
+    open_sockets()
+        .into_iter()
+        .filter(|(_, name)| !inherited.is_some_and(|sockets| sockets.contains(name)))
+        .map(|(fd, _)| fd)
         .filter(|&fd| connected_to_a_named_peer(fd))
         // SAFETY: shutdown(2) only changes the state of the socket `fd`
         // names; it neither closes nor frees anything.

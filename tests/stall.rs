@@ -152,3 +152,58 @@ fn a_bootstrap_left_waiting_is_given_up_after_the_stall_timeout() {
         out.describe()
     );
 }
+
+/// Standard output connected to a socket with a named peer (a systemd
+/// service's stdout and stderr go to /run/systemd/journal/stdout): giving
+/// up on the database connections leaves it alone, and the summary still
+/// gets there.
+#[test]
+fn a_stall_leaves_a_standard_stream_that_is_a_socket_alone() {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let listener = UnixListener::bind(scratch.path().join("journal.sock")).expect("bind");
+    let stdout = UnixStream::connect(scratch.path().join("journal.sock")).expect("connect");
+    let (mut journal, _) = listener.accept().expect("accept");
+    let received = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = journal.read_to_string(&mut text);
+        text
+    });
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let load = server
+        .pgsense(&db)
+        .args(["--stall-timeout", "2", "--connect-timeout", "2"])
+        .args([
+            "load",
+            "--summary",
+            "json",
+            "--batch-rows",
+            "500",
+            "--state-file",
+        ])
+        .arg(scratch.path().join("state.json"))
+        .arg(&input)
+        .stdout_file(std::fs::File::from(OwnedFd::from(stdout)))
+        .timeout(Duration::from_secs(180))
+        .spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(60), || {
+        server.count(&db, TABLE) > 0
+    });
+    let frozen = Frozen::backends_of(&server, &db);
+    let out = load.wait();
+    drop(frozen);
+    out.assert_stderr_contains("shutting the database connections down");
+    let received = received.join().expect("reader");
+    assert!(
+        received.contains("\"lines_read\""),
+        "no summary on the socket: {received:?}\n{}",
+        out.describe()
+    );
+    rerun_completes(&server, &db, &scratch);
+}
