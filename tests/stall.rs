@@ -207,3 +207,71 @@ fn a_stall_leaves_a_standard_stream_that_is_a_socket_alone() {
     );
     rerun_completes(&server, &db, &scratch);
 }
+
+/// The next run settles what a killed run left in the state journal by
+/// asking the server, before any writer (and its watch) starts: a server
+/// that stops answering then is given up after the stall timeout too.
+#[test]
+fn settling_a_killed_run_is_given_up_when_the_server_stops_answering() {
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let state = scratch.path().join("state.json");
+    let killed = server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .env("PGSENSE_PG_CRASH_AT", "journaled:1")
+        .run();
+    assert_eq!(killed.code, None, "expected a kill\n{}", killed.describe());
+    // The journaled transaction is still in progress: the next run waits
+    // for it to end, asking the server again and again.
+    let mut holder = server.client(&db);
+    holder.batch_execute("begin").expect("begin");
+    let txid: i64 = holder
+        .query_one("select txid_current()", &[])
+        .expect("txid")
+        .get(0);
+    let journal = scratch.path().join("state.json.journal");
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let mut entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+    entry["txid"] = txid.into();
+    std::fs::write(&journal, format!("{entry}\n")).expect("rewrite journal");
+    let started = Instant::now();
+    let load = server
+        .pgsense(&db)
+        .args(["--stall-timeout", "2", "load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .timeout(Duration::from_secs(90))
+        .spawn();
+    let load = wait_during(
+        load,
+        "the loader's backend",
+        Duration::from_secs(20),
+        || {
+            !server
+                .query(
+                    "postgres",
+                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
+                )
+                .is_empty()
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen = Frozen::backends_of(&server, &db);
+    let out = load.wait();
+    drop(frozen);
+    out.assert_code(69)
+        .assert_stderr_contains("the server has not answered for 2 s (--stall-timeout)");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{}",
+        out.describe()
+    );
+    holder.batch_execute("rollback").expect("rollback");
+    rerun_completes(&server, &db, &scratch);
+}

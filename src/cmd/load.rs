@@ -233,7 +233,12 @@ fn connect(
     if let Some(state) = &mut files.state
         && state.needs_recovery()
     {
-        recovery::recover(state, &mut client, &settings.qualified_table())?;
+        recovery::recover(
+            state,
+            &mut client,
+            &settings.qualified_table(),
+            settings.stall_timeout,
+        )?;
     }
     if let Some(rejects) = &mut files.rejects {
         rejects.cut_fragment().status(Status::CantCreate)?;

@@ -13,8 +13,15 @@ use crate::state::{StateFile, Trace, TxStatus, Txn};
 /// backend notices the lost connection at once, unless the host died.
 const IN_PROGRESS_FOR: Duration = Duration::from_secs(30);
 
-pub fn recover(state: &mut StateFile, client: &mut postgres::Client, table: &str) -> Result<()> {
-    let applied = state.recover(|txn, trace| status(client, txn, trace, table))?;
+/// Settles the batches in `state`'s journal; a question the server leaves
+/// unanswered for `stall` is given up.
+pub fn recover(
+    state: &mut StateFile,
+    client: &mut postgres::Client,
+    table: &str,
+    stall: Duration,
+) -> Result<()> {
+    let applied = state.recover(|txn, trace| status(client, txn, trace, table, stall))?;
     log::info!("settled {applied} batches recorded by a run that was stopped");
     Ok(())
 }
@@ -25,11 +32,15 @@ fn status(
     txn: &Txn,
     trace: Option<&Trace>,
     table: &str,
+    stall: Duration,
 ) -> Result<TxStatus> {
     let started = Instant::now();
     let id = txn.id;
     loop {
-        let state = txn_state(client, txn, trace, table)
+        let deadline = crate::stall::Deadline::start(stall, "settling the last run");
+        let state = txn_state(client, txn, trace, table);
+        drop(deadline);
+        let state = state
             .with_context(|| {
                 format!("cannot ask the server whether transaction {id} of the last run committed")
             })
