@@ -1057,3 +1057,47 @@ fn the_metrics_file_is_written_while_the_database_is_down_at_startup() {
     let out = stop(load, "TERM", 143);
     assert_table_holds_after(&server, &setup.db, 1..=5, Some(&out));
 }
+
+/// A stop signal once the database answers, while the bootstrap waits (here
+/// for the lock that serializes bootstraps, held by another session): the
+/// run ends with the signal's status once the bootstrap is over, instead of
+/// the signal being lost and the loader following on.
+#[test]
+fn sigterm_during_the_bootstrap_ends_the_run() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(3);
+    let mut holder = server.client(&setup.db);
+    holder
+        .batch_execute(&format!("drop table {}", crate::support::TABLE))
+        .expect("drop the table");
+    holder
+        .batch_execute("select pg_advisory_lock(1885827952, hashtext('pgsense'))")
+        .expect("take the bootstrap lock");
+    let load = setup.command(&server).spawn();
+    let load = wait_while_running(
+        load,
+        "the bootstrap waiting for its lock",
+        Duration::from_secs(20),
+        || {},
+        || {
+            !server
+                .query(
+                    "postgres",
+                    "select 1 from pg_stat_activity \
+                     where application_name = 'pgsense-pg' and wait_event_type = 'Lock'",
+                )
+                .is_empty()
+        },
+    );
+    let releaser = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(1));
+        holder
+            .batch_execute("select pg_advisory_unlock_all()")
+            .expect("release the bootstrap lock");
+    });
+    let out = stop(load, "TERM", 143);
+    releaser.join().expect("releaser");
+    drop(out);
+}

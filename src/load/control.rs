@@ -96,6 +96,48 @@ impl Drop for Call<'_> {
     }
 }
 
+/// What SIGINT and SIGTERM set.
+#[derive(Clone)]
+pub struct StopFlags {
+    /// Set by either.
+    pub interrupted: Arc<AtomicBool>,
+    /// Which one.
+    pub signal: Arc<AtomicUsize>,
+}
+
+/// Makes SIGINT and SIGTERM set the flags returned, and a second one end
+/// the process at once. The handlers are installed once for the process
+/// and never removed: the wait for the database at startup and the load
+/// share them, so no signal falls between the two (signal-hook ignores a
+/// signal whose handlers were all removed).
+pub fn stop_flags() -> Result<StopFlags> {
+    static FLAGS: Mutex<Option<StopFlags>> = Mutex::new(None);
+    let mut installed = lock(&FLAGS);
+    if let Some(flags) = &*installed {
+        return Ok(flags.clone());
+    }
+    let flags = StopFlags {
+        interrupted: Arc::default(),
+        signal: Arc::default(),
+    };
+    for signal in [SIGINT, SIGTERM] {
+        // Handlers run in the order they were registered: the conditional
+        // shutdown sees the flag as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            128 + signal,
+            Arc::clone(&flags.interrupted),
+        )
+        .context("cannot install signal handlers")?;
+        signal_hook::flag::register_usize(signal, Arc::clone(&flags.signal), signal as usize)
+            .context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&flags.interrupted))
+            .context("cannot install signal handlers")?;
+    }
+    *installed = Some(flags.clone());
+    Ok(flags)
+}
+
 /// How long statements in flight may run on after a stop before they are
 /// cancelled.
 const GRACE: Duration = Duration::from_secs(3);
@@ -106,25 +148,14 @@ const UNANSWERED: Duration = Duration::from_secs(5);
 pub const POLL: Duration = Duration::from_millis(100);
 
 impl Control {
-    /// Makes SIGINT and SIGTERM ask for a stop, and a second one end the
-    /// process at once.
-    pub fn catch_signals(&self) -> Result<()> {
-        for signal in [SIGINT, SIGTERM] {
-            // Handlers run in the order they were registered: the
-            // conditional shutdown sees the flag as the previous signal left
-            // it.
-            signal_hook::flag::register_conditional_shutdown(
-                signal,
-                128 + signal,
-                Arc::clone(&self.interrupted),
-            )
-            .context("cannot install signal handlers")?;
-            signal_hook::flag::register_usize(signal, Arc::clone(&self.signal), signal as usize)
-                .context("cannot install signal handlers")?;
-            signal_hook::flag::register(signal, Arc::clone(&self.interrupted))
-                .context("cannot install signal handlers")?;
-        }
-        Ok(())
+    /// A control whose stop is asked by SIGINT and SIGTERM ([`stop_flags`]).
+    pub fn catching_signals() -> Result<Control> {
+        let flags = stop_flags()?;
+        Ok(Control {
+            interrupted: flags.interrupted,
+            signal: flags.signal,
+            ..Control::default()
+        })
     }
 
     /// Whether a signal asked for a stop.

@@ -49,7 +49,7 @@ use reader::{Position, ReadOptions, Reader};
 use turns::Turns;
 use writer::{Copy, Shares};
 
-pub use control::StopReason;
+pub use control::{StopFlags, StopReason, stop_flags};
 pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
@@ -159,8 +159,7 @@ pub fn load(
         }
     };
     let ledger = Arc::new(ledger);
-    let control = Arc::new(Control::default());
-    control.catch_signals()?;
+    let control = Arc::new(Control::catching_signals()?);
     control.stall_after(settings.stall_timeout);
     let mut threads = start(sink, settings, inputs, options, ledger, control)?;
     if let Some(tick) = tick {

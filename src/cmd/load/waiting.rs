@@ -1,11 +1,10 @@
 //! --follow at startup: waiting for a database that does not answer yet,
 //! until it does or a stop signal comes.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::Settings;
 use crate::connect;
@@ -24,56 +23,18 @@ pub(super) fn connect_patiently(
     settings: &Settings,
     tick: Option<&mut load::Tick>,
 ) -> Result<(postgres::Client, connect::Manager)> {
-    let stop = StopSignal::catch()?;
-    let connected = connect_until_stopped(settings, tick, &stop);
-    stop.release();
-    connected
+    connect_until_stopped(settings, tick, &StopSignal(load::stop_flags()?))
 }
 
-/// SIGINT or SIGTERM caught while nothing else listens for them.
-struct StopSignal {
-    caught: Arc<AtomicUsize>,
-    ids: Vec<signal_hook::SigId>,
-}
+/// SIGINT or SIGTERM caught, by the handlers the load goes on with.
+struct StopSignal(load::StopFlags);
 
 impl StopSignal {
-    fn catch() -> Result<StopSignal> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let caught = Arc::new(AtomicUsize::new(0));
-        let pressed = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for signal in [SIGINT, SIGTERM] {
-            let cannot = "cannot install signal handlers";
-            let code = 128 + signal;
-            ids.push(
-                signal_hook::flag::register_conditional_shutdown(
-                    signal,
-                    code,
-                    Arc::clone(&pressed),
-                )
-                .context(cannot)?,
-            );
-            ids.push(
-                signal_hook::flag::register_usize(signal, Arc::clone(&caught), signal as usize)
-                    .context(cannot)?,
-            );
-            ids.push(signal_hook::flag::register(signal, Arc::clone(&pressed)).context(cannot)?);
-        }
-        Ok(StopSignal { caught, ids })
-    }
-
     /// The signal caught, as the run's exit status.
     fn caught(&self) -> Option<Status> {
-        match self.caught.load(Ordering::SeqCst) {
+        match self.0.signal.load(Ordering::SeqCst) {
             0 => None,
             signal => Some(Status::Signal(i32::try_from(signal).unwrap_or(15))),
-        }
-    }
-
-    /// Hands the signals back to the load, which catches them itself.
-    fn release(self) {
-        for id in self.ids {
-            signal_hook::low_level::unregister(id);
         }
     }
 }
