@@ -275,3 +275,36 @@ fn settling_a_killed_run_is_given_up_when_the_server_stops_answering() {
     holder.batch_execute("rollback").expect("rollback");
     rerun_completes(&server, &db, &scratch);
 }
+
+/// Both writers' COPYs wait on a lock longer than --stall-timeout: each is
+/// cancelled, answers the cancel, and is retried until the lock goes. A
+/// server that answers its cancels keeps its connections.
+#[test]
+fn statements_waiting_on_a_lock_are_cancelled_and_retried_keeping_the_connections() {
+    let server = crate::support::shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "in.ndjson", 20_000);
+    let mut holder = server.client(&db);
+    let mut lock = holder.transaction().expect("begin");
+    lock.batch_execute(&format!("lock table {TABLE} in share mode"))
+        .expect("lock the table");
+    let load = server
+        .pgsense(&db)
+        .args(["--stall-timeout", "6", "load", "--batch-rows", "500"])
+        .arg(&input)
+        .spawn();
+    std::thread::sleep(Duration::from_secs(14));
+    lock.commit().expect("let the lock go");
+    let out = load.wait();
+    out.assert_code(0)
+        .assert_stderr_contains("(--stall-timeout): cancelling it");
+    assert!(
+        !out.stderr
+            .contains("shutting the database connections down"),
+        "{}",
+        out.describe()
+    );
+    assert_table_holds_after(server, &db, 1..=20_000, Some(&out));
+}

@@ -275,59 +275,66 @@ impl Control {
     /// still unanswered a few seconds after its cancel (a server that is
     /// stopped, not slow) has its connection shut down.
     pub fn watch(&self) {
-        let (mut stopped_at, mut stop_cancelled) = (None, None);
-        let (mut cancelled, mut closed) = (None, None);
+        let mut stopped_at = None;
+        // The statements cancelled and still in flight, by writer: when
+        // each was sent, when it was cancelled, and whether the
+        // connections were shut down for it.
+        let mut cancelled: BTreeMap<usize, (Instant, Instant, bool)> = BTreeMap::new();
         while !self.is_done() {
-            if self.interrupted() {
-                let since = *stopped_at.get_or_insert_with(Instant::now);
-                if stop_cancelled.is_none() && since.elapsed() >= GRACE {
-                    self.cancel(None);
-                    stop_cancelled = Some(());
-                    cancelled = Some(Instant::now());
+            let stop = self
+                .interrupted()
+                .then(|| *stopped_at.get_or_insert_with(Instant::now));
+            let stall = *lock(&self.stall_after);
+            let calls: Vec<(usize, Instant)> = lock(&self.calls)
+                .iter()
+                .map(|(w, sent)| (*w, *sent))
+                .collect();
+            cancelled.retain(|writer, (sent, ..)| calls.contains(&(*writer, *sent)));
+            for (writer, sent) in calls {
+                if cancelled.contains_key(&writer) {
+                    continue;
+                }
+                // In flight for GRACE since the stop, or unanswered for
+                // --stall-timeout.
+                let stopped = stop.is_some_and(|at| at.elapsed().min(sent.elapsed()) >= GRACE);
+                let stalled = stall.is_some_and(|limit| sent.elapsed() >= limit);
+                if stalled && !stopped {
+                    log::warn!(
+                        "the server has not answered a statement for {} s (--stall-timeout): \
+                         cancelling it",
+                        sent.elapsed().as_secs()
+                    );
+                }
+                if stalled || stopped {
+                    self.cancel(writer);
+                    cancelled.insert(writer, (sent, Instant::now(), false));
                 }
             }
-            let stall = *lock(&self.stall_after);
-            let oldest = lock(&self.calls)
-                .iter()
-                .map(|(writer, sent)| (*sent, *writer))
-                .min();
-            if let (Some((sent, writer)), Some(limit)) = (oldest, stall)
-                && sent.elapsed() >= limit
-                && cancelled.is_none_or(|at| at < sent)
-            {
-                log::warn!(
-                    "the server has not answered a statement for {} s (--stall-timeout): \
-                     cancelling it",
-                    limit.as_secs()
-                );
-                self.cancel(Some(writer));
-                cancelled = Some(Instant::now());
-            }
-            if let (Some(at), Some((sent, _))) = (cancelled, oldest)
-                && sent <= at
-                && at.elapsed() >= UNANSWERED
-                && closed.is_none_or(|closed| closed < at)
-            {
+            let unanswered = cancelled
+                .values()
+                .any(|(_, at, closed)| !closed && at.elapsed() >= UNANSWERED);
+            if unanswered {
                 log::warn!(
                     "a cancelled statement got no answer for {} s: shutting the database \
                      connections down",
                     UNANSWERED.as_secs()
                 );
                 crate::stall::close_connections();
-                closed = Some(Instant::now());
+                for (.., closed) in cancelled.values_mut() {
+                    *closed = true;
+                }
             }
             std::thread::sleep(POLL);
         }
     }
 
-    /// Sends cancel requests for `writer`'s statement, or for every
-    /// writer's, from threads of their own: a stopped server may never
-    /// answer one.
-    fn cancel(&self, writer: Option<usize>) {
+    /// Sends a cancel request for `writer`'s statement, from a thread of
+    /// its own: a stopped server may never answer it.
+    fn cancel(&self, writer: usize) {
         let tokens: Vec<postgres::CancelToken> = lock(&self.cancels)
-            .iter()
-            .filter(|(index, _)| writer.is_none_or(|w| w == **index))
-            .map(|(_, token)| token.clone())
+            .get(&writer)
+            .cloned()
+            .into_iter()
             .collect();
         for token in tokens {
             let sent = std::thread::Builder::new()
