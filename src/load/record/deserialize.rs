@@ -29,16 +29,12 @@ impl<'de> Visitor<'de> for RawFindingVisitor {
         // Fields seen so far, by their place in OTHER_FIELDS after the text
         // ones: a field given twice is an error even when its value is null.
         let mut seen = 0u32;
-        while let Some(key) = map.next_key_seed(TextSeed)? {
-            let name: &str = &key;
-            let Some(place) = TEXT_FIELDS
-                .iter()
-                .chain(&OTHER_FIELDS)
-                .position(|f| *f == name)
-            else {
+        while let Some(field) = map.next_key_seed(FieldSeed)? {
+            let Some(place) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
+            let name = field_name(place);
             if seen & (1 << place) != 0 {
                 return Err(de::Error::custom(format_args!("duplicate field `{name}`")));
             }
@@ -67,6 +63,48 @@ impl<'de> Visitor<'de> for RawFindingVisitor {
             }
         }
         Ok(raw)
+    }
+}
+
+/// The name of the field at `place` (text fields first).
+fn field_name(place: usize) -> &'static str {
+    TEXT_FIELDS
+        .iter()
+        .chain(&OTHER_FIELDS)
+        .nth(place)
+        .expect("a place comes from the tables")
+}
+
+/// A field's name, as its place among the finding's fields: None for a
+/// field findings do not have. Read as bytes, so that the name of a field
+/// that is ignored anyway may hold what a string may not (a lone
+/// surrogate escape).
+struct FieldSeed;
+
+impl<'de> DeserializeSeed<'de> for FieldSeed {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_bytes(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldSeed {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(TEXT_FIELDS
+            .iter()
+            .chain(&OTHER_FIELDS)
+            .position(|f| f.as_bytes() == v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.visit_bytes(v.as_bytes())
     }
 }
 

@@ -118,6 +118,23 @@ fn rejects_wrong_types_and_missing_fields() {
 }
 
 #[test]
+fn unknown_fields_are_ignored_whatever_their_names_hold() {
+    // A lone surrogate escape is no string a field of a finding has: in an
+    // unknown field's name, as in its value, it is ignored with the field.
+    for extra in [r#""x\ud800y":1,"#, r#""xy":"a\udc00","#] {
+        let line = GOOD.replace("\"lsn\"", &format!("{extra}\"lsn\""));
+        assert_eq!(
+            parse_line(line.as_bytes()).map(|f| f.lsn),
+            Ok(1234567),
+            "{line}"
+        );
+    }
+    // An escaped known name is that field.
+    let escaped = GOOD.replace("\"lsn\":1234567", "\"ls\\u006e\":7");
+    assert_eq!(parse_line(escaped.as_bytes()).map(|f| f.lsn), Ok(7));
+}
+
+#[test]
 fn rejects_nul_and_bad_utf8() {
     assert!(reason(&with("masked_sample", r#""a\u0000b""#)).contains("NUL"));
     assert!(reason(&with("primary_key", r#"{"i\u0000d":"1"}"#)).contains("NUL"));
