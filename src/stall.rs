@@ -9,9 +9,28 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Set by a stop signal, once the handlers are installed.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// How long work under a [`Deadline`] may go on after a stop signal.
+const AFTER_STOP: Duration = Duration::from_secs(3);
+
+/// How often a [`Deadline`] looks at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Makes every [`Deadline`] end a few seconds after `flag` is set.
+pub fn stop_on(flag: Arc<AtomicBool>) {
+    let _ = STOP.set(flag);
+}
+
+fn stop_asked() -> bool {
+    STOP.get().is_some_and(|flag| flag.load(Ordering::SeqCst))
+}
 
 /// The sockets this process was started with, as /proc names them
 /// (`socket:[INODE]`).
@@ -81,8 +100,9 @@ fn connected_to_a_named_peer(fd: RawFd) -> bool {
 }
 
 /// While it lives, the database connections are shut down if it lives
-/// longer than a limit: for work on the main thread (the bootstrap) that
-/// has no watchdog of its own.
+/// longer than a limit, or a few seconds past a stop signal: for work on
+/// the main thread (the bootstrap, settling a killed run) that has no
+/// watchdog of its own.
 pub struct Deadline {
     _done: SyncSender<()>,
 }
@@ -93,19 +113,40 @@ impl Deadline {
         let (done, wait) = mpsc::sync_channel::<()>(0);
         let spawned = std::thread::Builder::new()
             .name("deadline".into())
-            .spawn(move || {
-                if let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-                    log::warn!(
-                        "{what}: the server has not answered for {} s (--stall-timeout): \
-                         closing the connection",
-                        limit.as_secs()
-                    );
-                    close_connections();
-                }
-            });
+            .spawn(move || watch(&wait, limit, what));
         if let Err(err) = spawned {
             log::debug!("cannot watch {what} for a stalled server: {err}");
         }
         Deadline { _done: done }
+    }
+}
+
+/// Until `done` is dropped: shuts the connections down past `limit`, or
+/// [`AFTER_STOP`] past a stop signal.
+fn watch(done: &mpsc::Receiver<()>, limit: Duration, what: &str) {
+    let started = Instant::now();
+    let mut stopped_at: Option<Instant> = None;
+    loop {
+        match done.recv_timeout(POLL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if stop_asked() {
+            let at = *stopped_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= AFTER_STOP {
+                log::warn!("{what}: still going after the stop signal: closing the connection");
+                close_connections();
+                return;
+            }
+        }
+        if started.elapsed() >= limit {
+            log::warn!(
+                "{what}: the server has not answered for {} s (--stall-timeout): \
+                 closing the connection",
+                limit.as_secs()
+            );
+            close_connections();
+            return;
+        }
     }
 }

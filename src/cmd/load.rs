@@ -75,7 +75,22 @@ const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
     let started = Instant::now();
-    let result = settings.and_then(|s| load(&s, args, quiet, started));
+    let mut result = settings.and_then(|s| load(&s, args, quiet, started));
+    // Work cut short by a stop signal (the bootstrap, given up a few
+    // seconds after it) ends as the signal says.
+    if let (Err(_), Some(signal)) = (&result, load::caught_signal()) {
+        result = result.map_err(|err| {
+            let error = match err.downcast::<exit::Exit>() {
+                Ok(exit) => exit.error,
+                Err(err) => err,
+            };
+            exit::Exit {
+                status: Status::Signal(signal),
+                error,
+            }
+            .into()
+        });
+    }
     if let Err(err) = &result {
         // Monitoring must see a run that never got going, too. When the
         // metrics file cannot be written either, the run's error says so

@@ -111,7 +111,6 @@ pub struct StopFlags {
 /// share them, so no signal falls between the two (signal-hook ignores a
 /// signal whose handlers were all removed).
 pub fn stop_flags() -> Result<StopFlags> {
-    static FLAGS: Mutex<Option<StopFlags>> = Mutex::new(None);
     let mut installed = lock(&FLAGS);
     if let Some(flags) = &*installed {
         return Ok(flags.clone());
@@ -135,7 +134,23 @@ pub fn stop_flags() -> Result<StopFlags> {
             .context("cannot install signal handlers")?;
     }
     *installed = Some(flags.clone());
+    // Work on the main thread under a deadline (the bootstrap) ends soon
+    // after a stop too.
+    crate::stall::stop_on(Arc::clone(&flags.interrupted));
     Ok(flags)
+}
+
+/// The stop flags, once installed.
+static FLAGS: Mutex<Option<StopFlags>> = Mutex::new(None);
+
+/// The signal that asked for a stop, when the flags are installed and one
+/// did.
+pub fn caught_signal() -> Option<i32> {
+    let installed = lock(&FLAGS);
+    match installed.as_ref()?.signal.load(Ordering::SeqCst) {
+        0 => None,
+        n => i32::try_from(n).ok(),
+    }
 }
 
 /// How long statements in flight may run on after a stop before they are

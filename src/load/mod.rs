@@ -49,7 +49,7 @@ use reader::{Position, ReadOptions, Reader};
 use turns::Turns;
 use writer::{Copy, Shares};
 
-pub use control::{StopFlags, StopReason, stop_flags};
+pub use control::{StopFlags, StopReason, caught_signal, stop_flags};
 pub use input::{Source, Tracking, open_inputs, resume};
 pub use ledger::{Counts, SHOWN_DROPS, Verbosity};
 pub use sink::Sink;
