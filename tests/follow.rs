@@ -1058,6 +1058,45 @@ fn the_metrics_file_is_written_while_the_database_is_down_at_startup() {
     assert_table_holds_after(&server, &setup.db, 1..=5, Some(&out));
 }
 
+/// Started while the database is down, with lines appended since the last
+/// run: --metrics-file counts the bytes waiting to be loaded, as it does in
+/// an outage later on, instead of saying that nothing is left.
+#[test]
+fn the_unloaded_bytes_are_counted_while_the_database_is_down_at_startup() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let metrics = setup.scratch.path().join("pgsense-pg.prom");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(5);
+    server
+        .pgsense(&setup.db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&setup.state)
+        .arg(&setup.input)
+        .run()
+        .assert_code(0);
+    let loaded = fs::metadata(&setup.input).expect("stat the input").len();
+    writer.append_lines(7);
+    let appended = fs::metadata(&setup.input).expect("stat the input").len() - loaded;
+    let load = setup
+        .command(server)
+        .args(["--port", &crate::support::pg::free_port().to_string()])
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .spawn();
+    let (load, down) = metrics_when(load, &metrics, "the metrics written while down", |m| {
+        m.kind.contains_key("pgsense_pg_unloaded_bytes")
+    });
+    let out = stop(load, "TERM", 143);
+    assert_eq!(
+        down.value("pgsense_pg_unloaded_bytes", &[]),
+        appended as f64,
+        "{}",
+        out.describe()
+    );
+}
+
 /// A stop signal once the database answers, while the bootstrap waits (here
 /// for the lock that serializes bootstraps, held by another session for
 /// good): the run ends with the signal's status a few seconds later,

@@ -238,7 +238,9 @@ fn connect(
         return Ok(Sink::DryRun);
     }
     let (mut client, manager) = if args.follow {
-        connect_patiently(settings, tick)?
+        let state = files.state.as_ref();
+        let unloaded = || state.map_or(0, |state| state.unloaded_bytes(&args.files));
+        connect_patiently(settings, tick, &unloaded)?
     } else {
         super::connect(settings, Duration::from_secs(args.retry_for))?
     };

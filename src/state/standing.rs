@@ -66,6 +66,34 @@ struct Input {
 }
 
 impl StateFile {
+    /// Bytes of the files at `paths` beyond what this state file says is
+    /// loaded of them, before any is read: what --follow counts as not
+    /// loaded while the database is not reachable yet. A file it does not
+    /// know, or no longer as it was, counts whole; a compressed one, one
+    /// that cannot be read, and one named again count for nothing.
+    pub fn unloaded_bytes(&self, paths: &[PathBuf]) -> u64 {
+        let mut counted = BTreeSet::new();
+        paths
+            .iter()
+            .filter_map(|path| {
+                let meta = fs::metadata(path).ok().filter(|meta| meta.is_file())?;
+                let key = format!("{}:{}", meta.dev(), meta.ino());
+                if !counted.insert(key.clone()) {
+                    return None;
+                }
+                let mut content = Content::new(Arc::new(File::open(path).ok()?)).ok()?;
+                if content.format().is_compressed() {
+                    return None;
+                }
+                let loaded = match self.contents.files.get(&key) {
+                    Some(mark) if still(mark, &mut content).unwrap_or(false) => mark.offset,
+                    _ => 0,
+                };
+                Some(meta.len().saturating_sub(loaded))
+            })
+            .sum()
+    }
+
     /// Where each input file starts, in order. Each is resumed at its own
     /// mark, or at the mark of the file it is a copy of (logged), or read
     /// from its start (with a warning when it was tracked but changed).

@@ -16,14 +16,17 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// --follow: connects however long the database takes to be reachable
 /// (the files hold the lines meanwhile), keeping --metrics-file written
-/// meanwhile: nothing loaded, and no commit since the start. SIGINT or
+/// meanwhile: nothing loaded, no commit since the start, and the bytes of
+/// the files beyond what the state file says is loaded. SIGINT or
 /// SIGTERM ends the wait (after the connection attempt in progress); a
 /// second one ends the process at once.
 pub(super) fn connect_patiently(
     settings: &Settings,
     tick: Option<&mut load::Tick>,
+    unloaded_bytes: &dyn Fn() -> u64,
 ) -> Result<(postgres::Client, connect::Manager)> {
-    connect_until_stopped(settings, tick, &StopSignal(load::stop_flags()?))
+    let stop = StopSignal(load::stop_flags()?);
+    connect_until_stopped(settings, tick, unloaded_bytes, &stop)
 }
 
 /// SIGINT or SIGTERM caught, by the handlers the load goes on with.
@@ -49,6 +52,7 @@ fn interrupted_waiting() -> anyhow::Error {
 fn connect_until_stopped(
     settings: &Settings,
     mut tick: Option<&mut load::Tick>,
+    unloaded_bytes: &dyn Fn() -> u64,
     stop: &StopSignal,
 ) -> Result<(postgres::Client, connect::Manager)> {
     let mut delay = Duration::from_secs(1);
@@ -69,7 +73,10 @@ fn connect_until_stopped(
                     if let Some(tick) = tick.as_deref_mut()
                         && written.is_none_or(|at| at.elapsed() >= tick.every)
                     {
-                        (tick.call)(&load::Snapshot::default());
+                        (tick.call)(&load::Snapshot {
+                            unloaded_bytes: unloaded_bytes(),
+                            ..load::Snapshot::default()
+                        });
                         written = Some(Instant::now());
                     }
                     let left = until.saturating_duration_since(Instant::now());
