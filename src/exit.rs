@@ -21,7 +21,7 @@ pub enum Status {
     NoInput,
     /// Could not connect, authenticate or bootstrap.
     Unavailable,
-    /// The reject file could not be opened.
+    /// An output file (reject, state, metrics) could not be created.
     CantCreate,
     /// Findings were dropped because the database failed during the run.
     TempFail,
@@ -96,8 +96,10 @@ pub const STATUSES: &[Documented] = &[
     },
     Documented {
         codes: &[73],
-        brief: "the reject file could not be opened; nothing loaded",
-        detail: "the reject file could not be opened; nothing loaded",
+        brief: "an output file could not be created; nothing loaded",
+        detail: "an output file (the reject file, the state file or its lock or journal, \
+                 the metrics file) could not be created; checked before connecting, \
+                 nothing loaded",
     },
     Documented {
         codes: &[75],
