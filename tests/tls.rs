@@ -890,12 +890,12 @@ fn a_silent_server_fails_within_the_connect_timeout_in_every_sslmode() {
 }
 
 /// As libpq, TLS does not apply to a Unix socket: even verify-full
-/// connects there.
+/// connects there, and verify-ca without a CA certificate to check by.
 #[test]
 fn a_unix_socket_connects_whatever_the_sslmode() {
     let server = shared();
     let db = server.new_database();
-    for (n, mode) in ["verify-full", "require", "disable"]
+    for (n, mode) in ["verify-full", "verify-ca", "require", "disable"]
         .into_iter()
         .enumerate()
     {
@@ -910,7 +910,7 @@ fn a_unix_socket_connects_whatever_the_sslmode() {
         );
         out.assert_code(0);
     }
-    assert_eq!(server.count(&db, "pgsense.findings"), 3);
+    assert_eq!(server.count(&db, "pgsense.findings"), 4);
 }
 
 /// A client key pasted into the config file without its PEM armour is

@@ -224,7 +224,9 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(password) => log::debug!("password from {}", password.origin),
         None => log::debug!("no password set"),
     }
-    let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env)?;
+    // A host that is a directory is a Unix socket, where TLS does not apply.
+    let over_tcp = hosts.value.iter().any(|host| !host.starts_with('/'));
+    let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env, over_tcp)?;
     let session = session(args, &parts, env)?;
 
     Ok(Settings {

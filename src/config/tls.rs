@@ -71,7 +71,13 @@ impl fmt::Display for SslMode {
 }
 
 /// Resolves the TLS settings and loads the files they name.
-pub fn resolve(args: &GlobalArgs, section: TlsSection, parts: &Parts, env: &PgEnv) -> Result<Tls> {
+pub fn resolve(
+    args: &GlobalArgs,
+    section: TlsSection,
+    parts: &Parts,
+    env: &PgEnv,
+    over_tcp: bool,
+) -> Result<Tls> {
     let TlsSection {
         enabled,
         mode,
@@ -88,7 +94,7 @@ pub fn resolve(args: &GlobalArgs, section: TlsSection, parts: &Parts, env: &PgEn
         trusted_root_certs,
         env.sslrootcert.as_ref(),
     );
-    let roots = roots(root, mode)?;
+    let roots = roots(root, mode, over_tcp)?;
     let cert = PemSetting::pick(
         &setting::SSLCERT,
         parts,
@@ -150,8 +156,9 @@ fn parse_sslmode(text: String, origin: Origin) -> Result<SslMode> {
 }
 
 /// What a verifying mode trusts: the root certificates are read only when
-/// the mode uses them.
-fn roots(root: Option<PemSetting>, mode: Sourced<SslMode>) -> Result<Roots> {
+/// the mode uses them. Over Unix sockets alone (`over_tcp` false), where
+/// TLS does not apply, verify-ca needs none.
+fn roots(root: Option<PemSetting>, mode: Sourced<SslMode>, over_tcp: bool) -> Result<Roots> {
     let verifies = matches!(mode.value, SslMode::VerifyCa | SslMode::VerifyFull);
     let roots = match root {
         Some(root) if root.is_system() => Roots::System,
@@ -162,7 +169,7 @@ fn roots(root: Option<PemSetting>, mode: Sourced<SslMode>) -> Result<Roots> {
         }
         None => Roots::System,
     };
-    if mode.value == SslMode::VerifyCa && matches!(roots, Roots::System) {
+    if over_tcp && mode.value == SslMode::VerifyCa && matches!(roots, Roots::System) {
         bail!(
             "sslmode verify-ca (from {}) needs the certificate of the CA that signed the \
              server's: set {}. Against the system's roots, which vouch for any public host, \
