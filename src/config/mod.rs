@@ -224,9 +224,7 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(password) => log::debug!("password from {}", password.origin),
         None => log::debug!("no password set"),
     }
-    // A host that is a directory is a Unix socket, where TLS does not apply.
-    let over_tcp = hosts.value.iter().any(|host| !host.starts_with('/'));
-    let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env, over_tcp)?;
+    let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env, over_tcp(&hosts))?;
     let session = session(args, &parts, env)?;
 
     Ok(Settings {
@@ -244,6 +242,12 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         options: session.options,
         stall_timeout: Duration::from_secs(args.stall_timeout),
     })
+}
+
+/// Whether a host is reached over TCP: a host that is a directory is a
+/// Unix socket, where TLS does not apply.
+fn over_tcp(hosts: &Sourced<Vec<String>>) -> bool {
+    hosts.value.iter().any(|host| !host.starts_with('/'))
 }
 
 /// Each host with its port: one port for all, or one per host.
