@@ -308,3 +308,49 @@ fn statements_waiting_on_a_lock_are_cancelled_and_retried_keeping_the_connection
     );
     assert_table_holds_after(server, &db, 1..=20_000, Some(&out));
 }
+
+/// The query that opens a batch's transaction (BEGIN, its settings,
+/// txid_current()) waits past --stall-timeout after its BEGIN ran: here its
+/// function lookups wait on a lock on pg_proc, which a new connection
+/// needs. The cancel leaves that transaction open and aborted; it is rolled
+/// back before the batch is retried, and the retry loads the batch once the
+/// lock goes, rather than taking "current transaction is aborted" for an
+/// error that retrying cannot fix.
+#[test]
+fn a_batch_whose_begin_was_cancelled_is_retried() {
+    use std::io::Write;
+
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let load = server
+        .pgsense(&db)
+        .args(["--stall-timeout", "1", "load", "--retry-for", "60"])
+        .timeout(Duration::from_secs(120))
+        .spawn_piped();
+    // The bootstrap is over once the loader's connection has been idle for
+    // a while: it waits for input.
+    let idle = format!(
+        "select count(*) from pg_stat_activity where datname = '{db}' \
+         and application_name = 'pgsense-pg' and state = 'idle' \
+         and now() - state_change > interval '1 second'"
+    );
+    let mut load = wait_during(load, "the bootstrap", Duration::from_secs(30), || {
+        server.query_one("postgres", &idle).as_deref() != Some("0")
+    });
+    let mut holder = server.client(&db);
+    let mut lock = holder.transaction().expect("begin");
+    lock.batch_execute("lock table pg_catalog.pg_proc in access exclusive mode")
+        .expect("lock pg_proc");
+    load.stdin()
+        .write_all(crate::support::markers::findings(1..=3).as_bytes())
+        .expect("write findings");
+    load.close_stdin();
+    // Cancelled after 1 s, then retried while the lock stays.
+    std::thread::sleep(Duration::from_secs(4));
+    lock.commit().expect("let the lock go");
+    let out = load.wait();
+    out.assert_code(0)
+        .assert_stderr_contains("(--stall-timeout): cancelling it");
+    assert_table_holds_after(&server, &db, 1..=3, Some(&out));
+}

@@ -83,14 +83,24 @@ impl<'a> Session<'a> {
     /// deferred constraints are checked row by row, where a refused row can
     /// be told apart.
     pub fn begin(&mut self, settings: &str) -> Result<Txn, Failure> {
-        let _call = self.control.in_call(self.writer);
-        let client = self.connect()?;
-        let messages = client
-            .simple_query(&format!(
-                "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
-                 SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}"
-            ))
-            .map_err(|e| classify(&e))?;
+        let call = self.control.in_call(self.writer);
+        let answer = self.connect()?.simple_query(&format!(
+            "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
+             SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}"
+        ));
+        drop(call);
+        let messages = match answer {
+            Ok(messages) => messages,
+            Err(err) => {
+                // The BEGIN may have run before a later statement failed (a
+                // cancel after --stall-timeout): the transaction it left
+                // open, aborted, would refuse everything the retry sends on
+                // this connection.
+                let failure = classify(&err);
+                self.rollback();
+                return Err(failure);
+            }
+        };
         let row = messages.iter().find_map(|m| match m {
             postgres::SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
