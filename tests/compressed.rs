@@ -438,6 +438,24 @@ fn a_compressed_file_cut_in_its_last_line_leaves_it_for_the_next_run() {
     assert_each_line_once(server, &db, 3, &out);
 }
 
+/// A compressed file new to the state file (neither tracked nor a copy of
+/// a tracked file) loads from its start, also when the state file tracks
+/// another file whose first bytes it is compared with first: that decodes
+/// it past its start.
+#[test]
+fn a_new_compressed_file_loads_beside_a_tracked_one() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("state");
+    let plain = scratch.write("findings.jsonl", findings(1..=100));
+    cron(server, &db, &state, std::slice::from_ref(&plain)).assert_code(0);
+    let packed = scratch.write("other.jsonl.gz", gzip(&findings(101..=200)));
+    let out = cron(server, &db, &state, &[packed, plain]);
+    out.assert_code(0);
+    assert_each_line_once(server, &db, 200, &out);
+}
+
 /// A compressed copy of a file whose original this run reads too (logrotate
 /// still compressing it): read once, from the original.
 #[test]

@@ -236,6 +236,13 @@ impl Content {
                 .context("cannot seek in the input")?;
             return Ok(Some(Positioned::File(file)));
         }
+        // Decoded past what it kept before `offset` (to compare heads with
+        // the marks' for a file that starts early in the content, say): from
+        // the start again, to there.
+        let decoded = self.decoded_to(offset)?;
+        if decoded.pos - decoded.last.len() as u64 > offset {
+            self.decoded = None;
+        }
         let decoded = self.decoded_to(offset)?;
         if decoded.pos < offset {
             return Ok(None);
