@@ -303,6 +303,13 @@ fn cr_only_line_endings_get_a_hint() {
         .assert_stderr_contains("convert it first");
 }
 
+/// `count` files of one finding each, findings 1..=count.
+fn one_finding_files(scratch: &Scratch, count: u64) -> Vec<std::path::PathBuf> {
+    (1..=count)
+        .map(|n| scratch.write(&format!("{n:03}.ndjson"), findings(n..=n)))
+        .collect()
+}
+
 /// A backlog of many files: more than the usual soft limit of open files
 /// (here 64) is fine while the hard limit allows them.
 #[test]
@@ -310,9 +317,7 @@ fn more_files_than_the_soft_limit_of_open_files_are_loaded() {
     let server = shared();
     let db = server.new_database();
     let scratch = Scratch::new();
-    let files: Vec<_> = (1..=200)
-        .map(|n| scratch.write(&format!("{n:03}.ndjson"), findings(n..=n)))
-        .collect();
+    let files = one_finding_files(&scratch, 200);
     let out = server
         .pgsense(&db)
         .open_files_limit(64, 4096)
@@ -332,9 +337,7 @@ fn more_files_than_the_hard_limit_of_open_files_load_nothing() {
     let db = server.new_database();
     init(server, &db);
     let scratch = Scratch::new();
-    let files: Vec<_> = (1..=200)
-        .map(|n| scratch.write(&format!("{n:03}.ndjson"), findings(n..=n)))
-        .collect();
+    let files = one_finding_files(&scratch, 200);
     let out = server
         .pgsense(&db)
         .open_files_limit(64, 64)
