@@ -42,6 +42,7 @@ pub enum Verbosity {
 }
 
 /// A row the server refused: which part of its batch, which row, why.
+#[derive(Clone)]
 pub struct Refused {
     pub timing: Timing,
     pub index: usize,

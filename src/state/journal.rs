@@ -14,13 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use super::Mark;
 
-/// A transaction, as the server that ran it knows it: its id, and the
-/// timeline of that server's WAL (a promoted standby starts a new one, and
-/// may hand out the same ids again).
+/// A transaction, as the server that ran it knows it: its id, the timeline
+/// of that server's WAL (a promoted standby starts a new one, and may hand
+/// out the same ids again), and when the server last reset its shared
+/// statistics, which it does when it recovers from a crash (and may then
+/// hand out again the ids of transactions whose WAL was lost).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Txn {
     pub id: i64,
     pub timeline: Option<String>,
+    pub stats_reset: Option<String>,
 }
 
 /// What a committed batch leaves in the table, to recognise it there when
@@ -41,6 +44,9 @@ pub struct Entry {
     /// The timeline of the server that ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<String>,
+    /// When that server last reset its statistics (see [`Txn`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats_reset: Option<String>,
     /// What it leaves in the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,
@@ -138,6 +144,7 @@ mod tests {
         Entry {
             txid,
             timeline: None,
+            stats_reset: None,
             trace: None,
             key: Some("1:2".into()),
             mark: Some(Mark {

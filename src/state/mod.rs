@@ -226,6 +226,7 @@ impl StateFile {
                 let txn = Txn {
                     id,
                     timeline: entry.timeline.clone(),
+                    stats_reset: entry.stats_reset.clone(),
                 };
                 match status(&txn, entry.trace.as_ref())? {
                     TxStatus::Committed => {}

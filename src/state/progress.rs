@@ -80,6 +80,7 @@ impl Progress {
         Ok(Some(Entry {
             txid: txn.map(|(t, _)| t.id),
             timeline: txn.and_then(|(t, _)| t.timeline.clone()),
+            stats_reset: txn.and_then(|(t, _)| t.stats_reset.clone()),
             trace: txn.and_then(|(_, trace)| trace),
             key,
             mark,

@@ -29,6 +29,7 @@ fn every_line_read_is_inserted_or_dropped_once() {
             Some(&Txn {
                 id: 1,
                 timeline: None,
+                stats_reset: None,
             }),
             &turn,
         )
@@ -85,6 +86,7 @@ fn dropped_lines_reach_the_reject_file_as_read_once() {
             Some(&Txn {
                 id: 1,
                 timeline: None,
+                stats_reset: None,
             }),
             &turn,
         )

@@ -2,10 +2,11 @@
 //! transaction of its own, on one pool connection, then settles it in its
 //! turn (see `turns`).
 //!
-//! - A row the server refuses drops only itself: each COPY runs under a
-//!   savepoint, PostgreSQL names the failing line, and the rows around it
-//!   are sent again; without a line number the rows are bisected. The batch
-//!   still commits once.
+//! - A row the server refuses drops only itself: the batch is probed under
+//!   savepoints (PostgreSQL names the failing line, and the rows around it
+//!   are sent again; without a line number the rows are bisected), rolled
+//!   back, and sent again without the refused rows. The batch still commits
+//!   once, every row under the transaction's own id.
 //! - A transient failure (connection lost, server restarting, too many
 //!   connections, deadlock) is retried on a new connection with exponential
 //!   backoff and jitter, for up to --retry-for.
@@ -213,11 +214,13 @@ impl<'a> Writer<'a> {
         let mut attempt = 0u32;
         // Said at the first failure, then every few seconds while it goes on.
         let mut said = None;
-        // Whole first: a refused row is rare, and the savepoints that find
-        // it cost round trips.
-        let mut mode = Copying::Whole;
+        // Plainly first: a refused row is rare, and the savepoints that
+        // find it cost round trips.
+        let mut mode = Copying::Plain;
+        let mut known = Vec::new();
+        let mut probes = 0;
         loop {
-            let reason = match self.attempt(batch, mode, turn) {
+            let reason = match self.attempt(batch, mode, &known, turn) {
                 Ok(()) => {
                     if self.copy.endless && self.control.outage_over() {
                         log::warn!("the database is back: loading again");
@@ -226,7 +229,16 @@ impl<'a> Writer<'a> {
                 }
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
                 Err(Attempt::RowRefused) => {
-                    mode = Copying::RowByRow;
+                    probes += 1;
+                    mode = match probes {
+                        ..=MAX_PROBES => Copying::Probe,
+                        _ => Copying::Savepoints,
+                    };
+                    continue;
+                }
+                Err(Attempt::Probed(refused)) => {
+                    known = refused;
+                    mode = Copying::Plain;
                     continue;
                 }
                 Err(Attempt::Yield) => {
@@ -322,11 +334,13 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// One attempt: BEGIN, COPY each part, then in turn record and COMMIT.
+    /// One attempt: BEGIN, COPY each part (but the `known` refused rows),
+    /// then in turn record and COMMIT.
     fn attempt(
         &mut self,
         batch: &Batch,
         mode: Copying,
+        known: &[Refused],
         turn: &mut Option<Turn<'a>>,
     ) -> Result<(), Attempt> {
         let mut refused = Vec::new();
@@ -335,13 +349,25 @@ impl<'a> Writer<'a> {
         } else {
             let txn = self.session.begin(&self.copy.settings)?;
             for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
-                if let Err(failure) = self.copy_rows(rows, mode, &mut refused) {
+                let copied = match mode {
+                    Copying::Plain => self.copy_kept(rows, known),
+                    Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
+                };
+                if let Err(failure) = copied {
                     self.session.rollback();
                     return Err(match failure {
-                        Failure::Row { .. } if mode == Copying::Whole => Attempt::RowRefused,
+                        Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
                         failure => failure.into(),
                     });
                 }
+            }
+            match mode {
+                Copying::Probe => {
+                    self.session.rollback();
+                    return Err(Attempt::Probed(refused));
+                }
+                Copying::Plain => refused = known.to_vec(),
+                Copying::Savepoints => {}
             }
             // Found part by part, range by range: reported in input order.
             refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
@@ -403,18 +429,31 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// COPY of every row of `rows`, but for those the server refuses, which
-    /// are added to `refused`.
-    fn copy_rows(
-        &mut self,
-        rows: &Rows,
-        mode: Copying,
-        refused: &mut Vec<Refused>,
-    ) -> Result<(), Failure> {
+    /// One COPY of the rows of `rows` but the `known` refused ones.
+    fn copy_kept(&mut self, rows: &Rows, known: &[Refused]) -> Result<(), Failure> {
         let sql = self.copy.sql(rows.timing).to_owned();
-        if mode == Copying::Whole {
-            return self.session.copy(&sql, rows.row_bytes(0..rows.len()));
+        let mut skipped: Vec<usize> = known
+            .iter()
+            .filter(|r| r.timing == rows.timing)
+            .map(|r| r.index)
+            .collect();
+        skipped.sort_unstable();
+        skipped.push(rows.len());
+        let mut start = 0;
+        let mut pieces = Vec::with_capacity(skipped.len());
+        for end in skipped {
+            if start < end {
+                pieces.push(rows.row_bytes(start..end));
+            }
+            start = end + 1;
         }
+        self.session.copy(&sql, &pieces)
+    }
+
+    /// COPY of every row of `rows` under savepoints, but for those the
+    /// server refuses, which are added to `refused`.
+    fn copy_rows(&mut self, rows: &Rows, refused: &mut Vec<Refused>) -> Result<(), Failure> {
+        let sql = self.copy.sql(rows.timing).to_owned();
         let mut pending = Vec::new();
         pending.push(0..rows.len());
         while let Some(range) = pending.pop() {
@@ -437,13 +476,27 @@ impl<'a> Writer<'a> {
 }
 
 /// How a batch's rows are copied.
+///
+/// Committed rows carry the id of the transaction that wrote them (`xmin`),
+/// which is how a batch is recognised when the server may have handed its
+/// transaction id out again (after a crash or a failover): rows copied under
+/// a savepoint would carry the savepoint's own id. So savepoints only find
+/// the refused rows, in a transaction rolled back, and the batch is then
+/// copied plainly without them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Copying {
-    /// Each part in one COPY.
-    Whole,
-    /// Under savepoints, so that a refused row is found and dropped alone.
-    RowByRow,
+    /// Each part in one COPY, but the rows known to be refused.
+    Plain,
+    /// Under savepoints, to find the rows the server refuses; rolled back.
+    Probe,
+    /// Under savepoints, committed: when rows kept being refused after
+    /// each probe (refusals that depend on concurrent writers).
+    Savepoints,
 }
+
+/// Probes after which a batch whose rows keep being refused is committed
+/// under savepoints.
+const MAX_PROBES: u32 = 3;
 
 /// How one attempt at a batch failed.
 enum Attempt {
@@ -452,9 +505,10 @@ enum Attempt {
     Gap,
     /// Let go of the connection while waiting for the turn: try again.
     Yield,
-    /// The server refused a row of a batch copied whole: copy it again row
-    /// range by row range.
+    /// The server refused a row of a batch copied plainly: probe it.
     RowRefused,
+    /// The rows a probe found refused: copy the batch without them.
+    Probed(Vec<Refused>),
     /// COMMIT was sent and its answer lost.
     Unknown(Box<Unresolved>),
 }

@@ -86,7 +86,7 @@ impl<'a> Session<'a> {
         let call = self.control.in_call(self.writer);
         let answer = self.connect()?.simple_query(&format!(
             "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
-             SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}"
+             SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}, {STATS_RESET}"
         ));
         drop(call);
         let messages = match answer {
@@ -101,23 +101,26 @@ impl<'a> Session<'a> {
                 return Err(failure);
             }
         };
-        let row = messages.iter().find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => Some(row),
-            _ => None,
-        });
+        let row = first_row(&messages);
         let id = row
             .and_then(|row| row.get(0)?.parse().ok())
             .ok_or_else(|| {
                 Failure::Permanent("txid_current() returned no transaction id".into())
             })?;
         let timeline = row.and_then(|row| row.get(1)).map(timeline_of);
-        Ok(Txn { id, timeline })
+        let stats_reset = row.and_then(|row| row.get(2)).map(str::to_owned);
+        Ok(Txn {
+            id,
+            timeline,
+            stats_reset,
+        })
     }
 
-    /// COPY of `data`, alone: a refused row aborts the transaction.
-    pub fn copy(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+    /// One COPY of the rows in `pieces`, alone: a refused row aborts the
+    /// transaction.
+    pub fn copy(&mut self, sql: &str, pieces: &[&[u8]]) -> Result<(), Failure> {
         let _call = self.control.in_call(self.writer);
-        copy_in(self.connect()?, sql, data)
+        copy_in(self.connect()?, sql, pieces)
     }
 
     /// COPY of `data` under a savepoint: a refused row undoes only this.
@@ -127,7 +130,7 @@ impl<'a> Session<'a> {
         client
             .batch_execute("SAVEPOINT rows")
             .map_err(|e| classify(&e))?;
-        match copy_in(client, sql, data) {
+        match copy_in(client, sql, &[data]) {
             Ok(()) => client
                 .batch_execute("RELEASE SAVEPOINT rows")
                 .map_err(|e| classify(&e)),
@@ -219,6 +222,14 @@ impl<'a> Session<'a> {
 const TIMELINE: &str = "CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE pg_walfile_name(pg_current_wal_lsn()) END";
 
+/// When the server last reset its shared statistics, in microseconds since
+/// the epoch (text would follow the session's DateStyle): it does on every
+/// crash recovery, the one time it may hand out again the ids of
+/// transactions whose WAL it lost. A reset asked for by hand looks the
+/// same, and only makes the check below more careful.
+const STATS_RESET: &str =
+    "(SELECT (extract(epoch FROM stats_reset) * 1000000)::bigint FROM pg_stat_bgwriter)";
+
 /// The timeline in a WAL file name: its first 8 hexadecimal digits.
 fn timeline_of(walfile: &str) -> String {
     walfile.chars().take(8).collect()
@@ -242,20 +253,20 @@ pub enum TxnState {
 /// transaction-pooling PgBouncer, a prepared statement could run on another
 /// server connection than the one that prepared it.
 ///
-/// A promoted standby is on a new timeline. A transaction of the old one
-/// that reached it keeps its id there; one that did not may see its id
-/// given to another transaction, and did not commit there. So "aborted",
-/// "in progress" and an id "in the future" all mean not committed; but
-/// "committed" may be about another transaction, and is checked against
-/// what the batch leaves in `table` (`trace`).
+/// A server that recovered from a crash, or a promoted standby (on a new
+/// timeline), may have given the id of a transaction whose WAL it lost to
+/// another transaction. That transaction did not commit there, so
+/// "aborted", "in progress" and an id "in the future" all mean not
+/// committed; but "committed" may be about another transaction, and is
+/// checked against what the batch leaves in `table` (`trace`).
 pub fn txn_state(
     client: &mut postgres::Client,
     txn: &Txn,
     trace: Option<&Trace>,
     table: &str,
 ) -> Result<TxnState, postgres::Error> {
-    let now =
-        first_value(&client.simple_query(&format!("SELECT {TIMELINE}"))?).map(|w| timeline_of(&w));
+    let now = client.simple_query(&format!("SELECT {TIMELINE}, {STATS_RESET}"))?;
+    let now = first_row(&now);
     let status = match client.simple_query(&format!("SELECT txid_status({})", txn.id)) {
         Ok(messages) => first_value(&messages),
         Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
@@ -263,34 +274,55 @@ pub fn txn_state(
         }
         Err(err) => return Err(err),
     };
-    if let (Some(then), Some(now)) = (&txn.timeline, &now)
+    let Some(since) = ids_handed_out_again(txn, now) else {
+        return Ok(match status.as_deref() {
+            Some("committed") => TxnState::Committed,
+            Some("aborted") => TxnState::Aborted,
+            Some(_) => TxnState::InProgress,
+            None => TxnState::Forgotten,
+        });
+    };
+    match (status.as_deref(), trace) {
+        (Some("committed"), Some(trace)) => traced(client, txn, trace, table, &since),
+        (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
+            "{since}, which may have given its id to another transaction"
+        ))),
+        (None, _) => Ok(TxnState::Forgotten),
+        (Some(_), _) => Ok(TxnState::Aborted),
+    }
+}
+
+/// Why the server may have given `txn`'s id to another transaction since it
+/// ran (`now`: the server's timeline and statistics reset), if it may.
+fn ids_handed_out_again(txn: &Txn, now: Option<&postgres::SimpleQueryRow>) -> Option<String> {
+    let timeline = now.and_then(|row| row.get(0)).map(timeline_of);
+    if let (Some(then), Some(now)) = (&txn.timeline, &timeline)
         && then != now
     {
-        return match (status.as_deref(), trace) {
-            (Some("committed"), Some(trace)) => traced(client, txn, trace, table),
-            (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
-                "it ran on timeline {then} and the server is now on timeline {now} (a standby \
-                 was promoted since), which may have given its id to another transaction"
-            ))),
-            (None, _) => Ok(TxnState::Forgotten),
-            (Some(_), _) => Ok(TxnState::Aborted),
-        };
+        return Some(format!(
+            "it ran on timeline {then} and the server is now on timeline {now} (a standby was \
+             promoted since)"
+        ));
     }
-    Ok(match status.as_deref() {
-        Some("committed") => TxnState::Committed,
-        Some("aborted") => TxnState::Aborted,
-        Some(_) => TxnState::InProgress,
-        None => TxnState::Forgotten,
-    })
+    let reset = now.and_then(|row| row.get(1));
+    match (&txn.stats_reset, reset) {
+        (Some(then), Some(now)) if then != now => {
+            Some("the server recovered from a crash since it ran".into())
+        }
+        _ => None,
+    }
 }
 
 /// Whether the rows a batch left carry the id of `txn`: all of them
 /// (committed), none (not committed), or some (another transaction's).
+/// A batch's rows carry its own id: they are never committed under a
+/// savepoint's (see the writer's `Copying`).
 fn traced(
     client: &mut postgres::Client,
     txn: &Txn,
     trace: &Trace,
     table: &str,
+    since: &str,
 ) -> Result<TxnState, postgres::Error> {
     // xmin holds the low 32 bits of the transaction id.
     let xid = txn.id & 0xFFFF_FFFF;
@@ -302,41 +334,43 @@ fn traced(
         Ok(messages) => messages,
         Err(err) if err.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
             return Ok(TxnState::Unknowable(format!(
-                "after a failover, telling its rows apart needs SELECT on {table}"
+                "{since}; telling its rows apart needs SELECT on {table}"
             )));
         }
         Err(err) => return Err(err),
     };
-    let row = messages.iter().find_map(|m| match m {
-        postgres::SimpleQueryMessage::Row(row) => Some((row.get(0), row.get(1))),
-        _ => None,
-    });
+    let row = first_row(&messages).map(|row| (row.get(0), row.get(1)));
     let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Ok(match row.map(|(all, first)| (count(all), count(first))) {
         Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
         Some((0, _)) | None => TxnState::Aborted,
         Some((all, _)) => TxnState::Unknowable(format!(
-            "after a failover its id is on {all} rows of {table}, not the {} it wrote",
+            "{since}; its id is on {all} rows of {table}, not the {} it wrote",
             trace.rows
         )),
     })
 }
 
-/// The first column of the first row of a simple query's answer.
-fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
+/// The first row of a simple query's answer.
+fn first_row(messages: &[postgres::SimpleQueryMessage]) -> Option<&postgres::SimpleQueryRow> {
     messages.iter().find_map(|m| match m {
-        postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        postgres::SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
     })
 }
 
-/// COPY FROM STDIN of `data`, rows in binary format.
-fn copy_in(client: &mut Connection, sql: &str, data: &[u8]) -> Result<(), Failure> {
+/// The first column of the first row of a simple query's answer.
+fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
+    first_row(messages).and_then(|row| row.get(0).map(str::to_owned))
+}
+
+/// COPY FROM STDIN of the rows in `pieces`, in binary format.
+fn copy_in(client: &mut Connection, sql: &str, pieces: &[&[u8]]) -> Result<(), Failure> {
     let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
-    // In pieces: the driver buffers what it is given whole, and megabyte
+    // In chunks: the driver buffers what it is given whole, and megabyte
     // buffers per batch would fragment the heap.
     let written = std::iter::once(HEADER)
-        .chain(data.chunks(64 * 1024))
+        .chain(pieces.iter().flat_map(|piece| piece.chunks(64 * 1024)))
         .chain(std::iter::once(TRAILER))
         .try_for_each(|piece| writer.write_all(piece));
     if let Err(err) = written {
