@@ -1,7 +1,9 @@
 //! Named points where the test suite can stop the process dead, as kill -9
 //! would, to check that the next run settles exactly what was done:
 //! `PGSENSE_PG_CRASH_AT=POINT[:N]` stops the N-th time (default the first)
-//! the run reaches POINT. Without the variable this does nothing.
+//! the run reaches POINT. `POINT:N:freeze` stops it with SIGSTOP instead,
+//! its connections left open as by a host that hangs, until the test kills
+//! it. Without the variable this does nothing.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,7 @@ const VARIABLE: &str = "PGSENSE_PG_CRASH_AT";
 struct Armed {
     point: String,
     nth: u64,
+    freeze: bool,
     reached: AtomicU64,
 }
 
@@ -20,13 +23,18 @@ fn armed() -> Option<&'static Armed> {
     ARMED
         .get_or_init(|| {
             let value = std::env::var(VARIABLE).ok()?;
-            let (point, nth) = match value.split_once(':') {
-                Some((point, nth)) => (point.to_owned(), nth.parse().ok()?),
-                None => (value, 1),
+            let mut parts = value.split(':');
+            let point = parts.next()?.to_owned();
+            let nth = parts.next().map_or(Some(1), |nth| nth.parse().ok())?;
+            let freeze = match parts.next() {
+                None => false,
+                Some("freeze") => true,
+                Some(_) => return None,
             };
             Some(Armed {
                 point,
                 nth,
+                freeze,
                 reached: AtomicU64::new(0),
             })
         })
@@ -47,8 +55,12 @@ pub fn at(point: &str) {
     }
 }
 
-/// Stops the process with SIGKILL: no destructor runs, nothing is flushed.
+/// Stops the process with SIGKILL (or freezes it, see the module): no
+/// destructor runs, nothing is flushed.
 pub fn die() -> ! {
+    if armed().is_some_and(|armed| armed.freeze) {
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGSTOP);
+    }
     let _ = signal_hook::low_level::raise(signal_hook::consts::SIGKILL);
     std::process::abort()
 }

@@ -1,7 +1,8 @@
 //! kill -9 at any moment, then the same command again (issue 10): every
 //! line of the input ends up exactly once in the table or the reject file,
 //! and the reject file holds only whole lines. The loader is stopped dead
-//! at named points (PGSENSE_PG_CRASH_AT) and at moments picked by time.
+//! at named points (PGSENSE_PG_CRASH_AT) and at moments picked by time, and
+//! the server may crash too before the next run settles what it left.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use crate::support::markers::{each_once_after, file_markers, finding, table_markers};
 use crate::support::process::send_signal;
 use crate::support::run::{Outcome, Pgsense, init};
-use crate::support::{PgServer, Scratch, TABLE, shared};
+use crate::support::wait::wait_until;
+use crate::support::{PgServer, Scratch, TABLE, private_with, shared};
 
 const ROWS: u64 = 30_000;
 const BATCH_ROWS: &str = "500";
@@ -60,12 +62,27 @@ impl Setup {
         self.scratch.path().join(name)
     }
 
+    /// The transaction ids in the state journal a killed run left.
+    fn journaled_txids(&self) -> Vec<u64> {
+        let text = std::fs::read_to_string(self.path("state.journal")).expect("read the journal");
+        text.lines()
+            .filter_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("a journal entry");
+                entry["txid"].as_u64()
+            })
+            .collect()
+    }
+
     /// The same command every time: state file, reject file, small batches.
     fn load(&self, server: &PgServer) -> Pgsense {
+        self.load_in_batches_of(server, BATCH_ROWS)
+    }
+
+    fn load_in_batches_of(&self, server: &PgServer, rows: &str) -> Pgsense {
         server
             .pgsense(&self.db)
             .arg("load")
-            .args(["--batch-rows", BATCH_ROWS])
+            .args(["--batch-rows", rows])
             .arg("--state-file")
             .arg(self.path("state"))
             .arg("--reject-file")
@@ -169,6 +186,108 @@ fn killed_in_the_first_batch_and_again_in_the_rerun() {
     );
     let last = complete(&setup, server);
     setup.assert_exactly_once(server, &last);
+}
+
+/// A server that crashes may hand out again the ids of transactions whose
+/// WAL it lost, so after a crash the next run checks a "committed" answer
+/// against the rows each batch left. Every batch here has a row the server
+/// refused: its rows must still carry its transaction's id, not a
+/// savepoint's, or they would be taken for not committed and sent twice.
+#[test]
+fn batches_with_refused_rows_committed_before_a_server_crash_are_not_sent_again() {
+    // The harness's own statements must survive the crash.
+    let server = private_with(&["synchronous_commit = on"]);
+    let setup = Setup::new(&server);
+    killed(
+        &setup
+            .load(&server)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    assert!(
+        !setup.journaled_txids().is_empty(),
+        "the killed run left no transaction to settle: nothing was tested"
+    );
+    server.stop_immediate();
+    server.start();
+    let last = complete(&setup, &server);
+    setup.assert_exactly_once(&server, &last);
+}
+
+/// A run stopped between its journal and COMMIT, then the server crashing
+/// before that transaction's WAL was written: crash recovery hands its id
+/// out again, here to another client's transaction, which commits. The
+/// next run must not take txid_status()'s "committed" for its batch's.
+///
+/// The run freezes (SIGSTOP, connections open) rather than dying, so that
+/// its backend does not roll back (which would wake the WAL writer). The
+/// WAL writer waits 10 s and the buffers are large, so the batch's WAL is
+/// still in memory when the server stops; the first batches have no
+/// refused row (whose rollback would wake it too). Should the WAL have been
+/// written all the same, the id is not reused and the round is tried again.
+#[test]
+fn a_batch_whose_id_a_crashed_server_gave_to_another_transaction_is_loaded() {
+    let server = private_with(&[
+        // The harness's own statements must survive the crash.
+        "synchronous_commit = on",
+        "wal_writer_delay = 10s",
+        "wal_writer_flush_after = 1GB",
+        "wal_buffers = 32MB",
+        "bgwriter_lru_maxpages = 0",
+        "checkpoint_timeout = 1h",
+        "autovacuum = off",
+    ]);
+    for _round in 0..3 {
+        let setup = Setup::new(&server);
+        let load = setup
+            .load_in_batches_of(&server, "40")
+            .env("PGSENSE_PG_CRASH_AT", "journaled:1:freeze")
+            .spawn();
+        let pid = load.id();
+        wait_until("frozen loader", Duration::from_secs(60), || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('T')
+            })
+        });
+        let xid = *setup
+            .journaled_txids()
+            .first()
+            .expect("the frozen run journaled its batch");
+        server.stop_immediate();
+        send_signal(pid, "KILL");
+        killed(&load.wait());
+        server.start();
+        if !hand_out_again(&server, xid) {
+            continue;
+        }
+        let last = complete(&setup, &server);
+        setup.assert_exactly_once(&server, &last);
+        return;
+    }
+    panic!("the server never handed a lost transaction id out again: nothing was tested");
+}
+
+/// Commits transactions until the server has handed out `xid`: whether it
+/// gave that id to one of them (it had lost the transaction that had it).
+fn hand_out_again(server: &PgServer, xid: u64) -> bool {
+    let mut client = server.client("postgres");
+    loop {
+        let current: u64 = client
+            .query_one("select txid_current()::text", &[])
+            .unwrap()
+            .get::<_, String>(0)
+            .parse()
+            .unwrap();
+        if current >= xid {
+            return current == xid
+                || server.query_one("postgres", &format!("select txid_status({xid})"))
+                    == Some("committed".into());
+        }
+    }
 }
 
 /// kill -9 from outside, at moments picked by time, several times over the
