@@ -27,7 +27,7 @@ pub fn describe(err: &postgres::Error) -> String {
             }
             let code = db.code().code();
             text.push_str(&format!(" (SQLSTATE {code})"));
-            if let Some(step) = next_step(code) {
+            if let Some(step) = next_step(code, db.message()) {
                 text.push_str(&format!(": {step}"));
             }
             text
@@ -54,8 +54,13 @@ pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 
 /// What to do about an error whose cause its SQLSTATE names, whatever the
 /// statement: the cause is the server's setting, not the statement.
-pub fn next_step(sqlstate: &str) -> Option<&'static str> {
+pub fn next_step(sqlstate: &str, message: &str) -> Option<&'static str> {
     Some(match sqlstate {
+        // query_canceled by a cancel request: not a setting to change.
+        "57014" if message.contains("user request") => {
+            "a cancel request: pg_cancel_backend, or pgsense-pg's own after --stall-timeout \
+             or a stop signal"
+        }
         // query_canceled
         "57014" => {
             "the server cancelled the statement: statement_timeout (see `SHOW \
