@@ -89,7 +89,54 @@ pub fn next_step(sqlstate: &str, message: &str) -> Option<&'static str> {
 
 /// Wraps a driver error as one readable line.
 pub fn db_error(err: postgres::Error) -> anyhow::Error {
-    anyhow::anyhow!(describe(&err))
+    anyhow::Error::new(DbError {
+        lost: connection_lost(&err),
+        text: describe(&err),
+    })
+}
+
+/// A driver error in words ([`describe`]), remembering whether it lost the
+/// connection.
+#[derive(Debug)]
+struct DbError {
+    text: String,
+    lost: bool,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// Whether the connection was lost, or ended by a server going down or
+/// not up yet: another connection may do.
+pub fn connection_lost(err: &postgres::Error) -> bool {
+    match err.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => {
+            err.is_closed()
+                || std::error::Error::source(err).is_some_and(|cause| cause.is::<std::io::Error>())
+        }
+    }
+}
+
+/// Whether an error came of a lost connection ([`connection_lost`]).
+pub fn lost_connection(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.downcast_ref::<DbError>().is_some_and(|db| db.lost)
+            || cause
+                .downcast_ref::<postgres::Error>()
+                .is_some_and(connection_lost)
+            || cause
+                .downcast_ref::<crate::exit::Exit>()
+                .is_some_and(|exit| lost_connection(&exit.error))
+    })
 }
 
 /// A failed first connection in one line: the driver's or server's words

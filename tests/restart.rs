@@ -51,6 +51,67 @@ fn a_server_restart_mid_load_loses_and_duplicates_nothing() {
     assert_table_holds_after(&server, &db, 1..=LARGE, Some(&out));
 }
 
+/// The next run of a killed one settles its journal before loading; a
+/// restart then (here while it waits for a transaction still in progress)
+/// is retried within --retry-for, as a load is: the run reconnects, learns
+/// that the transaction did not commit, and loads everything once.
+#[test]
+fn a_restart_while_settling_a_killed_run_is_retried() {
+    let server = private();
+    let db = server.new_database();
+    init(&server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let state = scratch.path().join("state.json");
+    let killed = server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .env("PGSENSE_PG_CRASH_AT", "journaled:1")
+        .run();
+    assert_eq!(killed.code, None, "expected a kill\n{}", killed.describe());
+    // The journaled batch did not commit: it stands for one that is still
+    // in progress, so that the next run waits, asking again and again.
+    let mut holder = server.client(&db);
+    holder.batch_execute("begin").expect("begin");
+    let txid: i64 = holder
+        .query_one("select txid_current()", &[])
+        .expect("txid")
+        .get(0);
+    let journal = scratch.path().join("state.json.journal");
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let mut entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+    entry["txid"] = txid.into();
+    std::fs::write(&journal, format!("{entry}\n")).expect("rewrite journal");
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .spawn();
+    let load = wait_during(
+        load,
+        "the loader's backend",
+        Duration::from_secs(20),
+        || {
+            !server
+                .query(
+                    "postgres",
+                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
+                )
+                .is_empty()
+        },
+    );
+    thread::sleep(Duration::from_millis(500));
+    server.restart();
+    let out = load.wait();
+    out.assert_code(0)
+        .assert_stderr_contains("trying again for up to")
+        .assert_stderr_contains(&format!("{LARGE} read, {LARGE} inserted, 0 dropped"));
+    assert_table_holds_after(&server, &db, 1..=LARGE, Some(&out));
+}
+
 /// The loader's backends killed with pg_terminate_backend again and again
 /// during a load: same result as a restart. The shared server is fine, the
 /// backends killed are only those of this test's database.

@@ -243,7 +243,14 @@ fn settling_a_killed_run_is_given_up_when_the_server_stops_answering() {
     let started = Instant::now();
     let load = server
         .pgsense(&db)
-        .args(["--stall-timeout", "2", "load", "--state-file"])
+        .args([
+            "--stall-timeout",
+            "2",
+            "load",
+            "--retry-for",
+            "0",
+            "--state-file",
+        ])
         .arg(&state)
         .arg(&input)
         .timeout(Duration::from_secs(90))

@@ -237,26 +237,7 @@ fn connect(
     if args.dry_run {
         return Ok(Sink::DryRun);
     }
-    let (mut client, manager) = if args.follow {
-        let state = files.state.as_ref();
-        let unloaded = || state.map_or(0, |state| state.unloaded_bytes(&args.files));
-        connect_patiently(settings, tick, &unloaded)?
-    } else {
-        super::connect(settings, Duration::from_secs(args.retry_for))?
-    };
-    for line in bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)? {
-        log::info!("{line}");
-    }
-    if let Some(state) = &mut files.state
-        && state.needs_recovery()
-    {
-        recovery::recover(
-            state,
-            &mut client,
-            &settings.qualified_table(),
-            settings.stall_timeout,
-        )?;
-    }
+    let (client, manager) = reach(settings, args, files, tick)?;
     if let Some(rejects) = &mut files.rejects {
         rejects.cut_fragment().status(Status::CantCreate)?;
     }
@@ -272,6 +253,78 @@ fn connect(
         state.watch_rejects(mark)?;
     }
     Ok(Sink::Database(connect::pool(settings, manager, client)))
+}
+
+/// The first connection, with the bootstrap and the settling of a killed
+/// run done on it. A connection lost to a restart meanwhile is opened
+/// again, within --retry-for (in --follow, without end), as a load does.
+fn reach(
+    settings: &Settings,
+    args: &LoadArgs,
+    files: &mut Files,
+    mut tick: Option<&mut load::Tick>,
+) -> Result<(postgres::Client, connect::Manager)> {
+    let retry_for = match args.follow {
+        true => load::ENDLESS,
+        false => Duration::from_secs(args.retry_for),
+    };
+    let mut first_failure: Option<Instant> = None;
+    let mut said: Option<Instant> = None;
+    loop {
+        let connected = if args.follow {
+            let state = files.state.as_ref();
+            let unloaded = || state.map_or(0, |state| state.unloaded_bytes(&args.files));
+            connect_patiently(settings, tick.as_deref_mut(), &unloaded)
+        } else {
+            let since = first_failure.map_or(Duration::ZERO, |at| at.elapsed());
+            super::connect(settings, retry_for.saturating_sub(since))
+        };
+        let err = match connected {
+            // Refused while the server restarts, once it was reached.
+            Err(err) if first_failure.is_some() => err,
+            Err(err) => return Err(err),
+            Ok((mut client, manager)) => match start_up(settings, &mut client, files) {
+                Ok(()) => return Ok((client, manager)),
+                Err(err) if crate::pg_error::lost_connection(&err) => err,
+                Err(err) => return Err(err),
+            },
+        };
+        let since = *first_failure.get_or_insert_with(Instant::now);
+        let left = retry_for.saturating_sub(since.elapsed());
+        if left.is_zero() || load::caught_signal().is_some() {
+            return Err(err);
+        }
+        if said.is_none_or(|at| at.elapsed() >= connect::SAY_EVERY) {
+            match args.follow {
+                true => log::warn!("{err:#}; trying again until the database is back"),
+                false => log::warn!(
+                    "{err:#}; trying again for up to {} s",
+                    left.as_secs().max(1)
+                ),
+            }
+            said = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_secs(1).min(left));
+    }
+}
+
+/// The work before loading on the first connection: the bootstrap, and
+/// settling what a killed run left.
+fn start_up(settings: &Settings, client: &mut postgres::Client, files: &mut Files) -> Result<()> {
+    for line in bootstrap::bootstrap(client, settings).status(Status::Unavailable)? {
+        log::info!("{line}");
+    }
+    if let Some(state) = &mut files.state
+        && state.needs_recovery()
+    {
+        recovery::recover(
+            state,
+            client,
+            &settings.qualified_table(),
+            settings.stall_timeout,
+        )?;
+    }
+    Ok(())
 }
 
 fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {

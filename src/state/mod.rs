@@ -215,13 +215,15 @@ impl StateFile {
     /// Settles what a killed run left: each journal entry whose transaction
     /// committed (by `status`), or that had nothing to commit, moves its
     /// mark; the reject file is cut back to the length the last of them
-    /// recorded. Saves the result and empties the journal.
+    /// recorded. Saves the result and empties the journal. Nothing changes
+    /// until `status` has answered for every entry: a failure can be tried
+    /// again.
     pub fn recover(
         &mut self,
         mut status: impl FnMut(&Txn, Option<&Trace>) -> Result<TxStatus>,
     ) -> Result<usize> {
-        let mut applied = 0;
-        for entry in std::mem::take(&mut self.unsettled) {
+        let mut settled = Vec::with_capacity(self.unsettled.len());
+        for (index, entry) in self.unsettled.iter().enumerate() {
             if let Some(id) = entry.txid {
                 let txn = Txn {
                     id,
@@ -231,12 +233,16 @@ impl StateFile {
                 match status(&txn, entry.trace.as_ref())? {
                     TxStatus::Committed => {}
                     TxStatus::Aborted => continue,
-                    TxStatus::Unknowable(why) => return Err(self.unknowable(&entry, &why)),
+                    TxStatus::Unknowable(why) => return Err(self.unknowable(entry, &why)),
                 }
             }
-            self.apply(&entry);
-            applied += 1;
+            settled.push(index);
         }
+        let entries = std::mem::take(&mut self.unsettled);
+        for &index in &settled {
+            self.apply(&entries[index]);
+        }
+        let applied = settled.len();
         if let Some(rejects) = self.contents.rejects.take() {
             cut_rejects(&rejects)?;
         }
