@@ -214,13 +214,9 @@ impl<'a> Writer<'a> {
         let mut attempt = 0u32;
         // Said at the first failure, then every few seconds while it goes on.
         let mut said = None;
-        // Plainly first: a refused row is rare, and the savepoints that
-        // find it cost round trips.
-        let mut mode = Copying::Plain;
-        let mut known = Vec::new();
-        let mut probes = 0;
+        let mut plan = Plan::default();
         loop {
-            let reason = match self.attempt(batch, mode, &known, turn) {
+            let reason = match self.attempt(batch, plan.mode, &plan.known, turn) {
                 Ok(()) => {
                     if self.copy.endless && self.control.outage_over() {
                         log::warn!("the database is back: loading again");
@@ -229,16 +225,11 @@ impl<'a> Writer<'a> {
                 }
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
                 Err(Attempt::RowRefused) => {
-                    probes += 1;
-                    mode = match probes {
-                        ..=MAX_PROBES => Copying::Probe,
-                        _ => Copying::Savepoints,
-                    };
+                    plan.refused();
                     continue;
                 }
                 Err(Attempt::Probed(refused)) => {
-                    known = refused;
-                    mode = Copying::Plain;
+                    plan.probed(refused);
                     continue;
                 }
                 Err(Attempt::Yield) => {
@@ -266,13 +257,11 @@ impl<'a> Writer<'a> {
             let since = *first_failure.get_or_insert_with(Instant::now);
             let left = self.copy.retry_for.saturating_sub(since.elapsed());
             if left.is_zero() {
-                let window = self.copy.retry_for.as_secs_f64();
-                let reason = if window > 0.0 {
-                    format!(
+                let reason = match self.copy.retry_for.as_secs_f64() {
+                    0.0 => format!("database failure: {reason}"),
+                    window => format!(
                         "database failure, still failing after retrying for {window:.0} s: {reason}"
-                    )
-                } else {
-                    format!("database failure: {reason}")
+                    ),
                 };
                 log::error!("{reason}");
                 self.control.fail();
@@ -343,35 +332,12 @@ impl<'a> Writer<'a> {
         known: &[Refused],
         turn: &mut Option<Turn<'a>>,
     ) -> Result<(), Attempt> {
-        let mut refused = Vec::new();
-        let txn = if batch.rows() == 0 {
-            None
-        } else {
-            let txn = self.session.begin(&self.copy.settings)?;
-            for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
-                let copied = match mode {
-                    Copying::Plain => self.copy_kept(rows, known),
-                    Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
-                };
-                if let Err(failure) = copied {
-                    self.session.rollback();
-                    return Err(match failure {
-                        Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
-                        failure => failure.into(),
-                    });
-                }
+        let (txn, refused) = match batch.rows() {
+            0 => (None, Vec::new()),
+            _ => {
+                let (txn, refused) = self.copy_batch(batch, mode, known)?;
+                (Some(txn), refused)
             }
-            match mode {
-                Copying::Probe => {
-                    self.session.rollback();
-                    return Err(Attempt::Probed(refused));
-                }
-                Copying::Plain => refused = known.to_vec(),
-                Copying::Savepoints => {}
-            }
-            // Found part by part, range by range: reported in input order.
-            refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
-            Some(txn)
         };
         if turn.is_none() {
             // Holding a transaction (and a connection) open for the turn:
@@ -427,6 +393,42 @@ impl<'a> Writer<'a> {
                 prepared,
             }))),
         }
+    }
+
+    /// BEGIN and COPY of each part of a batch (but the `known` refused
+    /// rows): the transaction, and the rows refused, in input order.
+    fn copy_batch(
+        &mut self,
+        batch: &Batch,
+        mode: Copying,
+        known: &[Refused],
+    ) -> Result<(Txn, Vec<Refused>), Attempt> {
+        let mut refused = Vec::new();
+        let txn = self.session.begin(&self.copy.settings)?;
+        for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
+            let copied = match mode {
+                Copying::Plain => self.copy_kept(rows, known),
+                Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
+            };
+            if let Err(failure) = copied {
+                self.session.rollback();
+                return Err(match failure {
+                    Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
+                    failure => failure.into(),
+                });
+            }
+        }
+        match mode {
+            Copying::Probe => {
+                self.session.rollback();
+                return Err(Attempt::Probed(refused));
+            }
+            Copying::Plain => refused = known.to_vec(),
+            Copying::Savepoints => {}
+        }
+        // Found part by part, range by range: reported in input order.
+        refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
+        Ok((txn, refused))
     }
 
     /// One COPY of the rows of `rows` but the `known` refused ones.
@@ -497,6 +499,43 @@ enum Copying {
 /// Probes after which a batch whose rows keep being refused is committed
 /// under savepoints.
 const MAX_PROBES: u32 = 3;
+
+/// How the next attempt at a batch copies it, from what the earlier ones
+/// found. Plainly first: a refused row is rare, and the savepoints that
+/// find it cost round trips.
+struct Plan {
+    mode: Copying,
+    /// The rows a probe found refused.
+    known: Vec<Refused>,
+    probes: u32,
+}
+
+impl Default for Plan {
+    fn default() -> Plan {
+        Plan {
+            mode: Copying::Plain,
+            known: Vec::new(),
+            probes: 0,
+        }
+    }
+}
+
+impl Plan {
+    /// A plain COPY had a row refused: probe the batch.
+    fn refused(&mut self) {
+        self.probes += 1;
+        self.mode = match self.probes {
+            ..=MAX_PROBES => Copying::Probe,
+            _ => Copying::Savepoints,
+        };
+    }
+
+    /// A probe found these rows refused: copy the batch without them.
+    fn probed(&mut self, refused: Vec<Refused>) {
+        self.known = refused;
+        self.mode = Copying::Plain;
+    }
+}
 
 /// How one attempt at a batch failed.
 enum Attempt {
