@@ -23,13 +23,19 @@ fn armed() -> Option<&'static Armed> {
     ARMED
         .get_or_init(|| {
             let value = std::env::var(VARIABLE).ok()?;
+            // Only the test suite sets it: a typo must not disarm a test.
+            let malformed = || -> ! { panic!("{VARIABLE}={value:?} is not POINT[:N[:freeze]]") };
+
             let mut parts = value.split(':');
-            let point = parts.next()?.to_owned();
-            let nth = parts.next().map_or(Some(1), |nth| nth.parse().ok())?;
+            let point = parts.next().unwrap_or_default().to_owned();
+            let nth = parts
+                .next()
+                .map_or(Some(1), |nth| nth.parse().ok())
+                .unwrap_or_else(|| malformed());
             let freeze = match parts.next() {
                 None => false,
                 Some("freeze") => true,
-                Some(_) => return None,
+                Some(_) => malformed(),
             };
             Some(Armed {
                 point,

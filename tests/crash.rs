@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::markers::{each_once_after, file_markers, finding, table_markers};
+use crate::support::markers::{
+    assert_disjoint, each_once_after, file_markers, finding, table_markers,
+};
 use crate::support::process::send_signal;
 use crate::support::run::{Outcome, Pgsense, init};
 use crate::support::wait::wait_until;
@@ -212,6 +214,86 @@ fn batches_with_refused_rows_committed_before_a_server_crash_are_not_sent_again(
     server.start();
     let last = complete(&setup, &server);
     setup.assert_exactly_once(&server, &last);
+}
+
+/// Refusals that change from one attempt to the next (a trigger that
+/// refuses rows by a sequence, which no rollback resets): the rows a probe
+/// found are not those the next COPY has refused. The batch must still
+/// commit plainly, under its own transaction id, so that after a kill and
+/// a server crash the next run recognises it and sends nothing twice.
+#[test]
+fn rows_refused_differently_at_each_attempt_are_loaded_once_across_a_server_crash() {
+    let server = private_with(&["synchronous_commit = on"]);
+    let setup = Setup::new(&server);
+    server.execute(
+        &setup.db,
+        &format!(
+            "CREATE SEQUENCE flip; \
+             CREATE FUNCTION flip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF nextval('flip') * 7919 % 300 = 0 THEN RAISE EXCEPTION 'flip'; END IF; \
+               RETURN NEW; END $$; \
+             CREATE TRIGGER flip BEFORE INSERT ON {TABLE} FOR EACH ROW EXECUTE FUNCTION flip()"
+        ),
+    );
+    killed(
+        &setup
+            .load(&server)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    server.stop_immediate();
+    server.start();
+    let last = complete(&setup, &server);
+    let in_table = each_once_after(&table_markers(&server, &setup.db), "the table", Some(&last));
+    let rejects = setup.path("rejects.ndjson");
+    let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(&last));
+    assert_disjoint(&in_table, &rejected);
+    let all: BTreeSet<u64> = in_table.union(&rejected).copied().collect();
+    assert_eq!(all, (1..=ROWS).collect(), "{}", last.describe());
+    assert!(
+        rejected.len() > (ROWS / 89) as usize,
+        "the trigger refused nothing: nothing was tested\n{}",
+        last.describe()
+    );
+}
+
+/// Batches whose every row the server refuses commit nothing, and leave no
+/// transaction to settle: after a kill and a server crash, the next run
+/// has nothing to ask about them.
+#[test]
+fn batches_of_refused_rows_only_leave_nothing_to_settle_after_a_server_crash() {
+    let server = private_with(&["synchronous_commit = on"]);
+    let setup = Setup::new(&server);
+    let first_loaded = 2001;
+    server.execute(
+        &setup.db,
+        &format!("ALTER TABLE {TABLE} ADD CHECK (lsn >= {first_loaded})"),
+    );
+    killed(
+        &setup
+            .load(&server)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    server.stop_immediate();
+    server.start();
+    let last = complete(&setup, &server);
+    let in_table = each_once_after(&table_markers(&server, &setup.db), "the table", Some(&last));
+    let rejected = each_once_after(
+        &file_markers(&setup.path("rejects.ndjson")),
+        "the reject file",
+        Some(&last),
+    );
+    let expect_table: BTreeSet<u64> = (first_loaded..=ROWS)
+        .filter(|&m| !invalid(m) && !refused(m))
+        .collect();
+    assert!(in_table == expect_table, "the table\n{}", last.describe());
+    assert_eq!(
+        rejected.len() as u64 + in_table.len() as u64,
+        ROWS,
+        "{}",
+        last.describe()
+    );
 }
 
 /// A run stopped between its journal and COMMIT, then the server crashing

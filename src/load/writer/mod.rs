@@ -224,10 +224,13 @@ impl<'a> Writer<'a> {
                     return Ok(());
                 }
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
-                Err(Attempt::RowRefused) => {
-                    plan.refused();
-                    continue;
-                }
+                Err(Attempt::RowRefused(row)) => match plan.refused(row) {
+                    Ok(()) => continue,
+                    Err(reason) => {
+                        plan = Plan::default();
+                        reason
+                    }
+                },
                 Err(Attempt::Probed(refused)) => {
                     plan.probed(refused);
                     continue;
@@ -334,10 +337,7 @@ impl<'a> Writer<'a> {
     ) -> Result<(), Attempt> {
         let (txn, refused) = match batch.rows() {
             0 => (None, Vec::new()),
-            _ => {
-                let (txn, refused) = self.copy_batch(batch, mode, known)?;
-                (Some(txn), refused)
-            }
+            _ => self.copy_batch(batch, mode, known)?,
         };
         if turn.is_none() {
             // Holding a transaction (and a connection) open for the turn:
@@ -396,36 +396,45 @@ impl<'a> Writer<'a> {
     }
 
     /// BEGIN and COPY of each part of a batch (but the `known` refused
-    /// rows): the transaction, and the rows refused, in input order.
+    /// rows): the transaction, none when every row is known to be refused,
+    /// and the rows refused, in input order.
     fn copy_batch(
         &mut self,
         batch: &Batch,
         mode: Copying,
         known: &[Refused],
-    ) -> Result<(Txn, Vec<Refused>), Attempt> {
+    ) -> Result<(Option<Txn>, Vec<Refused>), Attempt> {
         let mut refused = Vec::new();
-        let txn = self.session.begin(&self.copy.settings)?;
-        for rows in batch.parts().into_iter().filter(|rows| rows.len() > 0) {
+        let txn = match mode {
+            // Nothing to commit, and no transaction id to settle later.
+            Copying::Plain if known.len() == batch.rows() => None,
+            _ => Some(self.session.begin(&self.copy.settings)?),
+        };
+        for rows in batch.parts().into_iter().filter(|_| txn.is_some()) {
             let copied = match mode {
                 Copying::Plain => self.copy_kept(rows, known),
-                Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
+                Copying::Probe => self.copy_rows(rows, &mut refused),
             };
             if let Err(failure) = copied {
                 self.session.rollback();
                 return Err(match failure {
-                    Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
+                    Failure::Row { line, reason } if mode == Copying::Plain => {
+                        let row = line.and_then(|line| kept_row(rows, known, line));
+                        Attempt::RowRefused(row.map(|index| Refused {
+                            timing: rows.timing,
+                            index,
+                            reason,
+                        }))
+                    }
                     failure => failure.into(),
                 });
             }
         }
-        match mode {
-            Copying::Probe => {
-                self.session.rollback();
-                return Err(Attempt::Probed(refused));
-            }
-            Copying::Plain => refused = known.to_vec(),
-            Copying::Savepoints => {}
+        if mode == Copying::Probe {
+            self.session.rollback();
+            return Err(Attempt::Probed(refused));
         }
+        refused = known.to_vec();
         // Found part by part, range by range: reported in input order.
         refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
         Ok((txn, refused))
@@ -433,6 +442,9 @@ impl<'a> Writer<'a> {
 
     /// One COPY of the rows of `rows` but the `known` refused ones.
     fn copy_kept(&mut self, rows: &Rows, known: &[Refused]) -> Result<(), Failure> {
+        if rows.len() == 0 {
+            return Ok(());
+        }
         let sql = self.copy.sql(rows.timing).to_owned();
         let mut skipped: Vec<usize> = known
             .iter()
@@ -491,13 +503,10 @@ enum Copying {
     Plain,
     /// Under savepoints, to find the rows the server refuses; rolled back.
     Probe,
-    /// Under savepoints, committed: when rows kept being refused after
-    /// each probe (refusals that depend on concurrent writers).
-    Savepoints,
 }
 
-/// Probes after which a batch whose rows keep being refused is committed
-/// under savepoints.
+/// Probes of one batch, beyond which rows refused without the server
+/// naming them fail the attempt.
 const MAX_PROBES: u32 = 3;
 
 /// How the next attempt at a batch copies it, from what the earlier ones
@@ -505,7 +514,7 @@ const MAX_PROBES: u32 = 3;
 /// find it cost round trips.
 struct Plan {
     mode: Copying,
-    /// The rows a probe found refused.
+    /// The rows found refused so far.
     known: Vec<Refused>,
     probes: u32,
 }
@@ -521,20 +530,55 @@ impl Default for Plan {
 }
 
 impl Plan {
-    /// A plain COPY had a row refused: probe the batch.
-    fn refused(&mut self) {
-        self.probes += 1;
-        self.mode = match self.probes {
-            ..=MAX_PROBES => Copying::Probe,
-            _ => Copying::Savepoints,
-        };
+    /// A plain COPY had a row refused, `row` when the server named it: the
+    /// first time, probe the whole batch; after that (a row refused now
+    /// that the probe let through: refusals that depend on concurrent
+    /// writers), drop the row named, or probe again. Every step drops a
+    /// row more or counts a probe, so this ends; rows refused without a
+    /// name after the last probe fail the attempt (retried as any
+    /// failure).
+    fn refused(&mut self, row: Option<Refused>) -> Result<(), String> {
+        match row {
+            Some(row) if self.probes > 0 => self.known.push(row),
+            _ if self.probes < MAX_PROBES => {
+                self.probes += 1;
+                self.mode = Copying::Probe;
+            }
+            _ => {
+                return Err(format!(
+                    "the server kept refusing rows of the batch without naming them, after {} \
+                     probes",
+                    self.probes
+                ));
+            }
+        }
+        Ok(())
     }
 
-    /// A probe found these rows refused: copy the batch without them.
+    /// A probe found these rows refused: copy the batch without them (and
+    /// without those found before).
     fn probed(&mut self, refused: Vec<Refused>) {
-        self.known = refused;
+        for row in refused {
+            let same = |known: &Refused| known.timing == row.timing && known.index == row.index;
+            if !self.known.iter().any(same) {
+                self.known.push(row);
+            }
+        }
         self.mode = Copying::Plain;
     }
+}
+
+/// The index in `rows` of the `line`-th (from 1) row of a COPY that left
+/// out the `known` refused ones.
+fn kept_row(rows: &Rows, known: &[Refused], line: usize) -> Option<usize> {
+    let skipped = |index: &usize| {
+        known
+            .iter()
+            .any(|r| r.timing == rows.timing && r.index == *index)
+    };
+    (0..rows.len())
+        .filter(|index| !skipped(index))
+        .nth(line.checked_sub(1)?)
 }
 
 /// How one attempt at a batch failed.
@@ -544,8 +588,9 @@ enum Attempt {
     Gap,
     /// Let go of the connection while waiting for the turn: try again.
     Yield,
-    /// The server refused a row of a batch copied plainly: probe it.
-    RowRefused,
+    /// The server refused a row of a batch copied plainly: the row, when
+    /// the server named it.
+    RowRefused(Option<Refused>),
     /// The rows a probe found refused: copy the batch without them.
     Probed(Vec<Refused>),
     /// COMMIT was sent and its answer lost.

@@ -1,7 +1,7 @@
 //! One writer's connection: open it from the pool, run a transaction on it
-//! (BEGIN with its id, COPY under a savepoint, COMMIT), ask a new one how a
-//! COMMIT whose answer was lost ended, and sort server errors by what can
-//! be done about them.
+//! (BEGIN with its id, COPY, COMMIT), ask a new one how a COMMIT whose
+//! answer was lost ended, and sort server errors by what can be done about
+//! them.
 
 use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
@@ -84,9 +84,19 @@ impl<'a> Session<'a> {
     /// be told apart.
     pub fn begin(&mut self, settings: &str) -> Result<Txn, Failure> {
         let call = self.control.in_call(self.writer);
-        let answer = self.connect()?.simple_query(&format!(
+        let connection = self.connect()?;
+        // Asked once per connection: no connection outlives a crash (one
+        // to PgBouncer may, and then only makes the check more careful).
+        let known = Connection::extensions(connection)
+            .get::<StatsReset>()
+            .cloned();
+        let stats_reset = match known {
+            Some(_) => "",
+            None => STATS_RESET,
+        };
+        let answer = connection.simple_query(&format!(
             "BEGIN; {settings}; SET LOCAL synchronous_commit = on; \
-             SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}, {STATS_RESET}"
+             SET CONSTRAINTS ALL IMMEDIATE; SELECT txid_current(), {TIMELINE}{stats_reset}"
         ));
         drop(call);
         let messages = match answer {
@@ -108,7 +118,16 @@ impl<'a> Session<'a> {
                 Failure::Permanent("txid_current() returned no transaction id".into())
             })?;
         let timeline = row.and_then(|row| row.get(1)).map(timeline_of);
-        let stats_reset = row.and_then(|row| row.get(2)).map(str::to_owned);
+        let StatsReset(stats_reset) = match known {
+            Some(known) => known,
+            None => {
+                let answered = StatsReset(row.and_then(|row| row.get(2)).map(str::to_owned));
+                if let Some(connection) = &mut self.connection {
+                    Connection::extensions_mut(connection).insert(answered.clone());
+                }
+                answered
+            }
+        };
         Ok(Txn {
             id,
             timeline,
@@ -223,12 +242,17 @@ const TIMELINE: &str = "CASE WHEN pg_is_in_recovery() THEN NULL \
      ELSE pg_walfile_name(pg_current_wal_lsn()) END";
 
 /// When the server last reset its shared statistics, in microseconds since
-/// the epoch (text would follow the session's DateStyle): it does on every
-/// crash recovery, the one time it may hand out again the ids of
-/// transactions whose WAL it lost. A reset asked for by hand looks the
-/// same, and only makes the check below more careful.
+/// the epoch (text would follow the session's DateStyle), as a further
+/// column: it does on every crash recovery, the one time it may hand out
+/// again the ids of transactions whose WAL it lost. A reset asked for by
+/// hand (`pg_stat_reset_shared`) looks the same, and only makes the check
+/// below more careful.
 const STATS_RESET: &str =
-    "(SELECT (extract(epoch FROM stats_reset) * 1000000)::bigint FROM pg_stat_bgwriter)";
+    ", (SELECT (extract(epoch FROM stats_reset) * 1000000)::bigint FROM pg_stat_bgwriter)";
+
+/// What a connection's server said of [`STATS_RESET`] when first asked.
+#[derive(Clone)]
+struct StatsReset(Option<String>);
 
 /// The timeline in a WAL file name: its first 8 hexadecimal digits.
 fn timeline_of(walfile: &str) -> String {
@@ -256,17 +280,20 @@ pub enum TxnState {
 /// A server that recovered from a crash, or a promoted standby (on a new
 /// timeline), may have given the id of a transaction whose WAL it lost to
 /// another transaction. That transaction did not commit there, so
-/// "aborted", "in progress" and an id "in the future" all mean not
-/// committed; but "committed" may be about another transaction, and is
-/// checked against what the batch leaves in `table` (`trace`).
+/// "aborted" and an id "in the future" mean not committed; but "committed"
+/// may be about another transaction, and is checked against what the batch
+/// leaves in `table` (`trace`). "In progress" means not committed on a new
+/// timeline; after a statistics reset, which may not have been a crash, it
+/// is waited for like any other.
 pub fn txn_state(
     client: &mut postgres::Client,
     txn: &Txn,
     trace: Option<&Trace>,
     table: &str,
 ) -> Result<TxnState, postgres::Error> {
-    let now = client.simple_query(&format!("SELECT {TIMELINE}, {STATS_RESET}"))?;
-    let now = first_row(&now);
+    // The status first: behind PgBouncer the two questions may reach the
+    // server either side of a crash, and an answer from before it must not
+    // be checked against the server as it was then.
     let status = match client.simple_query(&format!("SELECT txid_status({})", txn.id)) {
         Ok(messages) => first_value(&messages),
         Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
@@ -274,7 +301,8 @@ pub fn txn_state(
         }
         Err(err) => return Err(err),
     };
-    let Some(since) = ids_handed_out_again(txn, now) else {
+    let answer = client.simple_query(&format!("SELECT {TIMELINE}{STATS_RESET}"))?;
+    let Some(reuse) = ids_handed_out_again(txn, first_row(&answer)) else {
         return Ok(match status.as_deref() {
             Some("committed") => TxnState::Committed,
             Some("aborted") => TxnState::Aborted,
@@ -283,32 +311,49 @@ pub fn txn_state(
         });
     };
     match (status.as_deref(), trace) {
-        (Some("committed"), Some(trace)) => traced(client, txn, trace, table, &since),
+        (Some("committed"), Some(trace)) => traced(client, txn, trace, table, &reuse.why),
         (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
-            "{since}, which may have given its id to another transaction"
+            "{}, which may have given its id to another transaction",
+            reuse.why
         ))),
+        (Some("aborted"), _) => Ok(TxnState::Aborted),
+        (Some(_), _) if reuse.certain => Ok(TxnState::Aborted),
+        (Some(_), _) => Ok(TxnState::InProgress),
         (None, _) => Ok(TxnState::Forgotten),
-        (Some(_), _) => Ok(TxnState::Aborted),
     }
 }
 
-/// Why the server may have given `txn`'s id to another transaction since it
-/// ran (`now`: the server's timeline and statistics reset), if it may.
-fn ids_handed_out_again(txn: &Txn, now: Option<&postgres::SimpleQueryRow>) -> Option<String> {
+/// Why a server may have given a transaction's id to another one.
+struct Reuse {
+    why: String,
+    /// Whether it did give out ids again since (a new timeline), or only
+    /// may have (statistics reset, maybe by hand).
+    certain: bool,
+}
+
+/// Whether the server may have given `txn`'s id to another transaction
+/// since it ran (`now`: the server's timeline and statistics reset).
+fn ids_handed_out_again(txn: &Txn, now: Option<&postgres::SimpleQueryRow>) -> Option<Reuse> {
     let timeline = now.and_then(|row| row.get(0)).map(timeline_of);
     if let (Some(then), Some(now)) = (&txn.timeline, &timeline)
         && then != now
     {
-        return Some(format!(
-            "it ran on timeline {then} and the server is now on timeline {now} (a standby was \
-             promoted since)"
-        ));
+        return Some(Reuse {
+            why: format!(
+                "it ran on timeline {then} and the server is now on timeline {now} (a standby \
+                 was promoted since)"
+            ),
+            certain: true,
+        });
     }
     let reset = now.and_then(|row| row.get(1));
     match (&txn.stats_reset, reset) {
-        (Some(then), Some(now)) if then != now => {
-            Some("the server recovered from a crash since it ran".into())
-        }
+        (Some(then), Some(now)) if then != now => Some(Reuse {
+            why: "the server's shared statistics were reset since it ran (by a crash recovery, \
+                  or pg_stat_reset_shared)"
+                .into(),
+            certain: false,
+        }),
         _ => None,
     }
 }
@@ -322,7 +367,7 @@ fn traced(
     txn: &Txn,
     trace: &Trace,
     table: &str,
-    since: &str,
+    why: &str,
 ) -> Result<TxnState, postgres::Error> {
     // xmin holds the low 32 bits of the transaction id.
     let xid = txn.id & 0xFFFF_FFFF;
@@ -334,7 +379,8 @@ fn traced(
         Ok(messages) => messages,
         Err(err) if err.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
             return Ok(TxnState::Unknowable(format!(
-                "{since}; telling its rows apart needs SELECT on {table}"
+                "{why}; telling its rows apart needs SELECT on {table} (`GRANT SELECT ON \
+                 {table} TO` the loading role)"
             )));
         }
         Err(err) => return Err(err),
@@ -345,7 +391,7 @@ fn traced(
         Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
         Some((0, _)) | None => TxnState::Aborted,
         Some((all, _)) => TxnState::Unknowable(format!(
-            "{since}; its id is on {all} rows of {table}, not the {} it wrote",
+            "{why}; its id is on {all} rows of {table}, not the {} it wrote",
             trace.rows
         )),
     })
