@@ -100,6 +100,38 @@ fn appends_of_random_sizes_at_random_pauses_load_each_line_once() {
     assert_table_holds_after(server, &setup.db, 1..=LINES, Some(&out));
 }
 
+/// Once a followed file stops growing, the state file catches up within
+/// seconds and the journal is emptied: a run killed while idle leaves
+/// nothing for the next one to settle (which, after a crash of the server,
+/// would need SELECT on the table).
+#[test]
+fn an_idle_follow_leaves_nothing_in_the_journal() {
+    const LINES: u64 = 2_000;
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(LINES);
+    let load = setup.command(server).args(["--batch-rows", "50"]).spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, LINES);
+    let mut journal = PathBuf::from(&setup.state).into_os_string();
+    journal.push(".journal");
+    let load = wait_while_running(
+        load,
+        "an empty journal while idle",
+        Duration::from_secs(10),
+        || {},
+        || fs::metadata(&journal).is_ok_and(|meta| meta.len() == 0),
+    );
+    let state = fs::read_to_string(&setup.state).expect("read the state file");
+    assert!(
+        state.contains(&format!("\"line\": {LINES}")),
+        "the state file is not at line {LINES}:\n{state}"
+    );
+    let out = kill(load);
+    assert_table_holds_after(server, &setup.db, 1..=LINES, Some(&out));
+}
+
 /// The loader follows while the writer appends and `rotate` rotates the
 /// file 30 times. Before each rotation the start of the current file is in
 /// the table (the loader knows the file), then a burst of lines goes in

@@ -480,6 +480,16 @@ impl Ledger {
         Ok(entry)
     }
 
+    /// Between batches: the state file catches up with what is applied
+    /// (see [`crate::state::Progress::save_if_idle`]).
+    pub fn save_if_idle(&self) {
+        if let Some(progress) = &self.progress
+            && let Err(err) = lock(progress).save_if_idle()
+        {
+            log::error!("{err:#}");
+        }
+    }
+
     fn apply(&self, entry: Option<Entry>) {
         if let (Some(progress), Some(entry)) = (&self.progress, entry) {
             let saved = lock(progress).apply(&entry);

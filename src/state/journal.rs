@@ -106,6 +106,29 @@ impl Journal {
         self.file.sync_data().with_context(context)
     }
 
+    /// Replaces the journal's entries with `entries`, atomically: a crash
+    /// leaves the old ones or the new ones.
+    pub fn replace(&mut self, entries: &[Entry]) -> Result<()> {
+        let temp = super::sibling(&self.path, ".tmp");
+        let context = || format!("cannot rewrite state journal {}", self.path.display());
+        let mut text = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut text, entry).expect("an entry serializes");
+            text.push(b'\n');
+        }
+        let mut file = File::create(&temp).with_context(context)?;
+        file.write_all(&text).with_context(context)?;
+        file.sync_all().with_context(context)?;
+        std::fs::rename(&temp, &self.path).with_context(context)?;
+        super::sync_parent(&self.path);
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(context)?;
+        self.dirty = !entries.is_empty();
+        Ok(())
+    }
+
     /// Empties the journal, once the state file holds what it said.
     pub fn clear(&mut self) -> Result<()> {
         if !self.dirty {

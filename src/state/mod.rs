@@ -233,7 +233,7 @@ impl StateFile {
                 match status(&txn, entry.trace.as_ref())? {
                     TxStatus::Committed => {}
                     TxStatus::Aborted => continue,
-                    TxStatus::Unknowable(why) => return Err(self.unknowable(entry, &why)),
+                    TxStatus::Unknowable(why) => return Err(self.unknowable(index, &why)),
                 }
             }
             settled.push(index);
@@ -250,13 +250,26 @@ impl StateFile {
         Ok(applied)
     }
 
-    /// The error for a batch whose outcome no server can tell: which lines
-    /// to look for in the table, and how to go on.
-    fn unknowable(&self, entry: &Entry, why: &str) -> anyhow::Error {
+    /// The error for the batch of unsettled entry `index`, whose outcome no
+    /// server can tell: which lines to look for in the table, and how to go
+    /// on. The batch starts where the entry before it of the same input
+    /// ended, else where the state file says.
+    fn unknowable(&self, index: usize, why: &str) -> anyhow::Error {
+        let entry = &self.unsettled[index];
         let lines = match (&entry.key, &entry.mark) {
             (Some(key), Some(mark)) => {
-                let from = self.contents.files.get(key).map_or(0, |m| m.line);
-                format!("lines {}-{} of {}", from + 1, mark.line, mark.path)
+                let before = self.unsettled[..index]
+                    .iter()
+                    .rev()
+                    .find(|e| e.key.as_ref() == Some(key))
+                    .and_then(|e| e.mark.as_ref())
+                    .or_else(|| self.contents.files.get(key));
+                match before.map_or(0, |m| m.line) {
+                    from if from < mark.line => {
+                        format!("lines {}-{} of {}", from + 1, mark.line, mark.path)
+                    }
+                    _ => format!("lines up to {} of {}", mark.line, mark.path),
+                }
             }
             _ => "lines of standard input".into(),
         };
@@ -297,10 +310,11 @@ impl StateFile {
         self.journal.clear()
     }
 
-    /// Replaces the file, keeping the journal: it holds a batch whose
+    /// Replaces the file, then the journal with `in_doubt`: a batch whose
     /// outcome only the server knows, for the next run to settle.
-    pub fn save_keeping_journal(&mut self) -> Result<()> {
-        self.write()
+    pub fn save_keeping_journal(&mut self, in_doubt: &[Entry]) -> Result<()> {
+        self.write()?;
+        self.journal.replace(in_doubt)
     }
 
     fn write(&mut self) -> Result<()> {
@@ -313,18 +327,23 @@ impl StateFile {
         file.sync_all().with_context(context)?;
         crate::crash::at("state-written");
         fs::rename(&temp, &self.path).with_context(context)?;
-        // The rename itself is durable once the directory is synced.
-        if let Some(dir) = self.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(dir) = File::open(dir) {
-                let _ = dir.sync_all();
-            }
-        }
+        sync_parent(&self.path);
         Ok(())
+    }
+}
+
+/// Makes a rename to `path` durable: syncs the directory it is in, as far
+/// as the file system lets it.
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(dir) = File::open(dir) {
+            let _ = dir.sync_all();
+        }
     }
 }
 

@@ -37,6 +37,12 @@ pub struct Progress {
     /// Inputs are added as files are followed.
     following: bool,
     last_save: Instant,
+    /// Entries applied since the state file was last written.
+    unsaved: bool,
+    /// Entries journaled since the last one applied: of the batch between
+    /// its journal and its commit, or whose commit's outcome is unknown
+    /// (with those of its attempts that failed).
+    in_doubt: Vec<Entry>,
 }
 
 impl Progress {
@@ -47,6 +53,8 @@ impl Progress {
             free: Vec::new(),
             following: false,
             last_save: Instant::now(),
+            unsaved: false,
+            in_doubt: Vec::new(),
         }
     }
 
@@ -103,12 +111,18 @@ impl Progress {
     /// Writes an entry to the journal and syncs it: before the commit it
     /// stands for.
     pub fn journal(&mut self, entry: &Entry) -> Result<()> {
-        self.file.journal(entry)
+        self.file.journal(entry)?;
+        self.in_doubt.push(entry.clone());
+        Ok(())
     }
 
     /// The batch of `entry` is settled: the state file may say so.
     pub fn apply(&mut self, entry: &Entry) -> Result<()> {
         self.file.apply(entry);
+        self.unsaved = true;
+        // Batches are journaled, committed and applied one at a time, in
+        // input order: nothing journaled before is in doubt any more.
+        self.in_doubt.clear();
         self.save_if_due()
     }
 
@@ -120,8 +134,25 @@ impl Progress {
         self.save()
     }
 
+    /// Between batches (a followed file that stopped growing): rewrites the
+    /// state file, and empties the journal, when batches were applied
+    /// since the last time and none is in doubt. Otherwise a run that sits
+    /// idle keeps its last batches in the journal only, for the next run
+    /// to settle after a kill.
+    pub fn save_if_idle(&mut self) -> Result<()> {
+        if !self.unsaved || !self.in_doubt.is_empty() {
+            return Ok(());
+        }
+        let saved = self.save_if_due();
+        // Said once: the journal still covers it, and the next batch or
+        // the end of the run tries again.
+        self.unsaved &= saved.is_ok();
+        saved
+    }
+
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
+        self.unsaved = false;
         self.file.save()
     }
 
@@ -229,7 +260,9 @@ impl Progress {
         self.last_save = Instant::now();
         match settled {
             Settled::All => self.file.watch_rejects(None),
-            Settled::OutcomeUnknown => self.file.save_keeping_journal(),
+            // Only the batch in doubt stays for the next run to settle:
+            // the state file covers those before it.
+            Settled::OutcomeUnknown => self.file.save_keeping_journal(&self.in_doubt),
         }
     }
 }

@@ -30,8 +30,30 @@ pub enum CutAt {
 /// every connection after the cut, is relayed unchanged.
 pub struct CommitCutter {
     pub port: u16,
-    cuts: Arc<AtomicUsize>,
+    cuts: Arc<Cutting>,
     stop: Arc<AtomicBool>,
+}
+
+/// How many connections were cut, and how many batches' COMMITs are still
+/// to pass before the cut.
+pub struct Cutting {
+    cuts: AtomicUsize,
+    skip: AtomicUsize,
+}
+
+impl Cutting {
+    /// Whether this COMMIT is the one to cut (once).
+    fn due(&self) -> bool {
+        let passed = self
+            .skip
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        !passed
+            && self
+                .cuts
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
 }
 
 /// Protocol codes of the untyped start-up requests a server answers with
@@ -61,12 +83,20 @@ impl CommitCutter {
     }
 
     pub fn start_then(upstream: u16, at: CutAt, after: After) -> CommitCutter {
+        CommitCutter::start_after(upstream, at, after, 0)
+    }
+
+    /// Cuts the COMMIT of the batch after the first `skip` ones.
+    pub fn start_after(upstream: u16, at: CutAt, after: After, skip: usize) -> CommitCutter {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener
             .set_nonblocking(true)
             .expect("set_nonblocking on a listener");
         let port = listener.local_addr().expect("bound listener").port();
-        let cuts = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(Cutting {
+            cuts: AtomicUsize::new(0),
+            skip: AtomicUsize::new(skip),
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let (accepted_cuts, accepting) = (Arc::clone(&cuts), Arc::clone(&stop));
         // With After::Refuse, every client connection, to be ended at the
@@ -75,7 +105,7 @@ impl CommitCutter {
         thread::spawn(move || {
             let done = || {
                 accepting.load(Ordering::SeqCst)
-                    || (after == After::Refuse && accepted_cuts.load(Ordering::SeqCst) > 0)
+                    || (after == After::Refuse && accepted_cuts.cuts.load(Ordering::SeqCst) > 0)
             };
             while !done() {
                 match listener.accept() {
@@ -100,7 +130,7 @@ impl CommitCutter {
     }
 
     pub fn cuts(&self) -> usize {
-        self.cuts.load(Ordering::SeqCst)
+        self.cuts.cuts.load(Ordering::SeqCst)
     }
 }
 
@@ -112,13 +142,7 @@ impl Drop for CommitCutter {
 
 /// Relays one client connection to the server until either side closes, or
 /// until the cut.
-pub fn relay(
-    client: TcpStream,
-    upstream: u16,
-    at: CutAt,
-    cuts: &AtomicUsize,
-    others: Option<Open>,
-) {
+pub fn relay(client: TcpStream, upstream: u16, at: CutAt, cuts: &Cutting, others: Option<Open>) {
     let _ = client.set_nonblocking(false);
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         return;
@@ -168,7 +192,7 @@ pub fn forward_requests(
     client: &TcpStream,
     server: &TcpStream,
     at: CutAt,
-    cuts: &AtomicUsize,
+    cuts: &Cutting,
     muted: &AtomicBool,
     others: Option<&Open>,
 ) -> io::Result<()> {
@@ -190,12 +214,7 @@ pub fn forward_requests(
         match message[0] {
             // CopyDone: a batch's rows are in; its COMMIT comes next.
             b'c' => copied = true,
-            b'Q' if copied
-                && is_commit(&message[5..])
-                && cuts
-                    .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok() =>
-            {
+            b'Q' if copied && is_commit(&message[5..]) && cuts.due() => {
                 muted.store(true, Ordering::SeqCst);
                 if let Some(others) = others {
                     for other in lock(others).iter() {

@@ -130,6 +130,7 @@ pub fn run(
                 if shares.control.stopped_while_waiting() {
                     return;
                 }
+                shares.ledger.save_if_idle();
             }
             Err(RecvTimeoutError::Disconnected) => return,
         }
