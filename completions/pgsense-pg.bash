@@ -549,7 +549,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__load)
-            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
+            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --settle --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -610,6 +610,10 @@ _pgsense__pg() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o filenames
                     fi
+                    return 0
+                    ;;
+                --settle)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --flush-interval)

@@ -91,6 +91,15 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub state_file: Option<PathBuf>,
 
+    /// Settle by hand a batch of a stopped run whose outcome the server
+    /// cannot tell (the error names its transaction and lines): `committed`
+    /// when its findings are in the table, `aborted` when they are not, and
+    /// the run goes on from there. Only for that transaction, and only when
+    /// the server cannot answer; may be given more than once.
+    #[arg(long, value_name = "TXID=committed|aborted", requires = "state_file",
+          value_parser = parse_settle)]
+    pub settle: Vec<Settle>,
+
     /// Keep running after the end of each FILE, loading lines as they are
     /// appended, as `tail -F` does: a FILE replaced by rotation (rename and
     /// create, or copy and truncate) is followed by name, after the lines
@@ -216,6 +225,32 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub stall_timeout: u64,
+}
+
+/// An operator's word on a transaction of a stopped run (--settle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settle {
+    pub txid: i64,
+    pub committed: bool,
+}
+
+/// `123=committed` or `123=aborted`.
+fn parse_settle(text: &str) -> Result<Settle, String> {
+    let (txid, outcome) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected TXID=committed or TXID=aborted: {text}"))?;
+    let txid = txid
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|txid| *txid > 0)
+        .ok_or_else(|| format!("not a transaction id: {txid}"))?;
+    let committed = match outcome.trim() {
+        "committed" => true,
+        "aborted" => false,
+        other => return Err(format!("expected committed or aborted, not {other:?}")),
+    };
+    Ok(Settle { txid, committed })
 }
 
 /// A duration in seconds, decimals allowed, from 0.01 to 3600.

@@ -131,8 +131,9 @@ pub const STATUSES: &[Documented] = &[
         brief: "any other failure",
         detail: "any other failure, such as an input file that cannot be read to its end (a \
                  corrupt or truncated compressed file: its lines before the damage and the other \
-                 inputs are loaded, and the error names the file and the line), or a reject, \
-                 state or metrics file that cannot be written",
+                 inputs are loaded, and the error names the file and the line), a reject, \
+                 state or metrics file that cannot be written, or a batch of a stopped run \
+                 whose outcome the server cannot tell (see --settle)",
     },
 ];
 

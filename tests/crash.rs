@@ -81,8 +81,12 @@ impl Setup {
     }
 
     fn load_in_batches_of(&self, server: &PgServer, rows: &str) -> Pgsense {
+        self.load_as(server, "postgres", rows)
+    }
+
+    fn load_as(&self, server: &PgServer, role: &str, rows: &str) -> Pgsense {
         server
-            .pgsense(&self.db)
+            .pgsense_as(&self.db, role)
             .arg("load")
             .args(["--batch-rows", rows])
             .arg("--state-file")
@@ -294,6 +298,62 @@ fn batches_of_refused_rows_only_leave_nothing_to_settle_after_a_server_crash() {
         "{}",
         last.describe()
     );
+}
+
+/// A least-privileged role (no SELECT on the table) cannot have the
+/// batches of a killed run checked against the table after a crash of the
+/// server: the next run stops, naming each batch and the --settle that
+/// settles it by hand; with the operator's word the load completes, each
+/// line once.
+#[test]
+fn batches_the_server_cannot_settle_are_settled_by_hand() {
+    let server = private_with(&["synchronous_commit = on"]);
+    let setup = Setup::new(&server);
+    let role = crate::support::pg::unique("loader_");
+    server.execute(
+        &setup.db,
+        &format!(
+            "CREATE ROLE {role} LOGIN; \
+             GRANT USAGE ON SCHEMA pgsense TO {role}; \
+             GRANT INSERT ON {TABLE} TO {role}; \
+             GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};"
+        ),
+    );
+    killed(
+        &setup
+            .load_as(&server, &role, BATCH_ROWS)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    let journaled = setup.journaled_txids();
+    server.stop_immediate();
+    server.start();
+    // Every batch the killed run journaled committed (it died after the
+    // third COMMIT): the operator says so, one batch at a time.
+    let mut settled = Vec::new();
+    let last = loop {
+        let mut command = setup.load_as(&server, &role, BATCH_ROWS);
+        for txid in &settled {
+            command = command.args(["--settle", &format!("{txid}=committed")]);
+        }
+        let out = command.run();
+        if out.code != Some(1) {
+            break out;
+        }
+        let txid = journaled
+            .iter()
+            .find(|txid| out.stderr.contains(&format!("--settle {txid}=committed")))
+            .unwrap_or_else(|| panic!("no --settle advice\n{}", out.describe()));
+        assert!(!settled.contains(txid), "asked twice\n{}", out.describe());
+        out.assert_stderr_contains("needs SELECT on");
+        settled.push(*txid);
+    };
+    assert!(
+        !settled.is_empty(),
+        "nothing to settle by hand: nothing was tested"
+    );
+    assert!(matches!(last.code, Some(0 | 65)), "{}", last.describe());
+    setup.assert_exactly_once(&server, &last);
 }
 
 /// A run stopped between its journal and COMMIT, then the server crashing

@@ -283,7 +283,7 @@ fn reach(
             // Refused while the server restarts, once it was reached.
             Err(err) if first_failure.is_some() => err,
             Err(err) => return Err(err),
-            Ok((mut client, manager)) => match start_up(settings, &mut client, files) {
+            Ok((mut client, manager)) => match start_up(settings, args, &mut client, files) {
                 Ok(()) => return Ok((client, manager)),
                 Err(err) if crate::pg_error::lost_connection(&err) => err,
                 Err(err) => return Err(err),
@@ -310,7 +310,12 @@ fn reach(
 
 /// The work before loading on the first connection: the bootstrap, and
 /// settling what a killed run left.
-fn start_up(settings: &Settings, client: &mut postgres::Client, files: &mut Files) -> Result<()> {
+fn start_up(
+    settings: &Settings,
+    args: &LoadArgs,
+    client: &mut postgres::Client,
+    files: &mut Files,
+) -> Result<()> {
     for line in bootstrap::bootstrap(client, settings).status(Status::Unavailable)? {
         log::info!("{line}");
     }
@@ -322,6 +327,7 @@ fn start_up(settings: &Settings, client: &mut postgres::Client, files: &mut File
             client,
             &settings.qualified_table(),
             settings.stall_timeout,
+            &args.settle,
         )?;
     }
     Ok(())

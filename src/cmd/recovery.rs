@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::cli::Settle;
 use crate::exit::{Status, WithStatus};
 use crate::load::{TxnState, txn_state};
 use crate::state::{StateFile, Trace, TxStatus, Txn};
@@ -14,14 +15,39 @@ use crate::state::{StateFile, Trace, TxStatus, Txn};
 const IN_PROGRESS_FOR: Duration = Duration::from_secs(30);
 
 /// Settles the batches in `state`'s journal; a question the server leaves
-/// unanswered for `stall` is given up.
+/// unanswered for `stall` is given up. A batch the server cannot tell of
+/// is settled as `settled` says (--settle), when it names it.
 pub fn recover(
     state: &mut StateFile,
     client: &mut postgres::Client,
     table: &str,
     stall: Duration,
+    settled: &[Settle],
 ) -> Result<()> {
-    let applied = state.recover(|txn, trace| status(client, txn, trace, table, stall))?;
+    let applied = state.recover(|txn, trace| {
+        let status = status(client, txn, trace, table, stall)?;
+        Ok(match status {
+            TxStatus::Unknowable(why) => match settled.iter().find(|s| s.txid == txn.id) {
+                Some(settle) => {
+                    log::warn!(
+                        "transaction {} of the last run: {why}; settled as {} (--settle)",
+                        txn.id,
+                        if settle.committed {
+                            "committed"
+                        } else {
+                            "aborted"
+                        }
+                    );
+                    match settle.committed {
+                        true => TxStatus::Committed,
+                        false => TxStatus::Aborted,
+                    }
+                }
+                None => TxStatus::Unknowable(why),
+            },
+            status => status,
+        })
+    })?;
     log::info!("settled {applied} batches recorded by a run that was stopped");
     Ok(())
 }

@@ -273,12 +273,11 @@ impl StateFile {
             }
             _ => "lines of standard input".into(),
         };
+        let txid = entry.txid.unwrap_or_default();
         anyhow::anyhow!(
-            "whether the batch of {lines} (transaction {}) was loaded cannot be learned: {why}; \
-             check the table for those findings, load them again if they are missing, then \
-             remove {} to go on",
-            entry.txid.unwrap_or_default(),
-            sibling(&self.path, ".journal").display()
+            "whether the batch of {lines} (transaction {txid}) was loaded cannot be learned: \
+             {why}; check the table for those findings, then run the same command with \
+             `--settle {txid}=committed` if they are there, or `--settle {txid}=aborted` if not"
         )
     }
 
