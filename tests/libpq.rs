@@ -266,4 +266,12 @@ fn a_malformed_connection_string_does_not_show_pieces_of_its_password() {
     out.assert_code(78).assert_stderr_contains(
         "error: the connection string of --dbname: \"bogus\" is not a libpq connection keyword",
     );
+    // In a URI a password cannot spill into the keywords: the unknown one
+    // is named.
+    let out = pgsense()
+        .args(["--dbname", "postgresql://u:Sec9@db/x?bogus=1", "check"])
+        .run();
+    out.assert_code(78)
+        .assert_stderr_contains("\"bogus\" is not a libpq connection keyword");
+    assert!(!out.stderr.contains("Sec9"), "{}", out.describe());
 }

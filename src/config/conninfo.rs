@@ -79,11 +79,13 @@ pub fn is_conninfo(text: &str) -> bool {
 
 /// The keywords of a connection string or URI.
 pub fn parse(text: &str, whole: Whole) -> Result<Params> {
-    let pairs = match uri_rest(text) {
-        Some(rest) => parse_uri(rest)?,
-        None => parse_pairs(text)?,
+    let (pairs, is_uri) = match uri_rest(text) {
+        Some(rest) => (parse_uri(rest)?, true),
+        None => (parse_pairs(text)?, false),
     };
-    let has_password = pairs.iter().any(|(keyword, _)| keyword == "password");
+    // A URI's keywords are never a password's tail: its parameters are
+    // split on "&", and a password is percent-encoded.
+    let has_password = !is_uri && pairs.iter().any(|(keyword, _)| keyword == "password");
     let mut values = Vec::new();
     for (index, (keyword, value)) in pairs.into_iter().enumerate() {
         // After an unquoted password with a space in it, the "keyword" is
