@@ -315,8 +315,9 @@ impl<'de> Visitor<'de> for LsnSeed {
             // serde_json reads -0 as a float.
             Err(E::custom("-0 has a minus sign: an LSN is unsigned"))
         } else {
+            // The line's own digits are gone: say the value, as a value.
             Err(E::custom(format_args!(
-                "{v} is written with a fraction or an exponent, not as an integer"
+                "written with a fraction or an exponent (a value of {v}), not as an integer"
             )))
         }
     }

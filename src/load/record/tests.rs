@@ -85,7 +85,7 @@ fn lsn_forms_and_limits() {
         lsn("1e3")
             .unwrap_err()
             .0
-            .contains("1000 is written with a fraction or an exponent")
+            .contains("written with a fraction or an exponent (a value of 1000)")
     );
     assert!(lsn("-0").unwrap_err().0.contains("-0 has a minus sign"));
     assert!(lsn(r#""FFFFFFFF/0""#).unwrap_err().0.contains("BIGINT"));
