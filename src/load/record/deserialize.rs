@@ -40,7 +40,9 @@ impl<'de> Visitor<'de> for RawFindingVisitor {
             }
             seen |= 1 << place;
             // Re-labels a value's error with the field it belongs to.
-            let field = |e: A::Error| de::Error::custom(format_args!("field `{name}`: {e}"));
+            let field = |e: A::Error| {
+                de::Error::custom(format_args!("field `{name}`: {}", plain(&e.to_string())))
+            };
             match name {
                 "primary_key" => {
                     raw.primary_key = map
@@ -330,4 +332,17 @@ impl<'de> Visitor<'de> for LsnSeed {
         })?;
         i64::try_from(lsn).map_err(|_| E::custom(format_args!("{v:?} is {LSN_RANGE}")))
     }
+}
+
+/// serde_json's words for a lone surrogate escape, said plainly.
+fn plain(message: &str) -> std::borrow::Cow<'_, str> {
+    const LONE: &str = "a \\u escape of half a UTF-16 surrogate pair without its other half \
+                        (a lone surrogate), which is no character";
+    [
+        "unexpected end of hex escape",
+        "lone leading surrogate in hex escape",
+    ]
+    .iter()
+    .find(|words| message.contains(*words))
+    .map_or(message.into(), |words| message.replace(words, LONE).into())
 }

@@ -135,6 +135,22 @@ fn unknown_fields_are_ignored_whatever_their_names_hold() {
 }
 
 #[test]
+fn a_lone_surrogate_is_named_as_such() {
+    for sample in [
+        r#""N\ud800""#,
+        r#""N\ud800x""#,
+        r#""N\udc00""#,
+        r#""N\ud800\u0041""#,
+    ] {
+        let why = reason(&with("masked_sample", sample));
+        assert!(
+            why.starts_with("field `masked_sample`: a \\u escape of half a UTF-16 surrogate pair"),
+            "{sample}: {why}"
+        );
+    }
+}
+
+#[test]
 fn rejects_nul_and_bad_utf8() {
     assert!(reason(&with("masked_sample", r#""a\u0000b""#)).contains("NUL"));
     assert!(reason(&with("primary_key", r#"{"i\u0000d":"1"}"#)).contains("NUL"));
