@@ -29,7 +29,12 @@ pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// At most this many connections at once, bootstrap included.
 pub const POOL_SIZE: u32 = 2;
 
-pub type Pool = r2d2::Pool<Manager>;
+/// The pool, and how long one attempt at a connection may take.
+#[derive(Clone)]
+pub struct Pool {
+    inner: r2d2::Pool<Manager>,
+    attempt: Duration,
+}
 pub type Connection = r2d2::PooledConnection<Manager>;
 
 /// Opens the first connection directly, so that a failure says why
@@ -54,8 +59,9 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
             .collect(),
         tls,
         seed: Mutex::new(None),
+        attempt: whole_attempt(settings),
     };
-    let timeout = whole_attempt(settings);
+    let timeout = manager.attempt;
     let client =
         connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
             ConnectFailure::Driver(failures) => match &failures[..] {
@@ -141,13 +147,21 @@ fn busy(err: &postgres::Error) -> bool {
     })
 }
 
+/// The longest the pool waits between its own attempts at a connection.
+const POOL_RETRY_CAP: Duration = Duration::from_millis(500);
+
 /// Builds the pool around `manager`, seeded with `first`.
-pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
+pub fn pool(manager: Manager, first: Client) -> Pool {
     *manager.seed.lock().expect("seed lock is never poisoned") = Some(first);
-    r2d2::Pool::builder()
+    let attempt = manager.attempt;
+    let inner = r2d2::Pool::builder()
         .max_size(POOL_SIZE)
         .min_idle(Some(0))
-        .connection_timeout(whole_attempt(settings))
+        // r2d2 retries a failed connect by itself, waiting up to half of
+        // this in between: a server back from a restart must not wait
+        // seconds for it. (A checkout waits for the whole attempt: see
+        // `checkout`.)
+        .connection_timeout(POOL_RETRY_CAP * 2)
         // Each writer holds its connection for the whole run and notices a
         // broken one by its own failed query: no extra round trip per checkout.
         .test_on_check_out(false)
@@ -155,7 +169,8 @@ pub fn pool(settings: &Settings, manager: Manager, first: Client) -> Pool {
         // Manager::last_error); r2d2's own handler would log each attempt
         // as an error without its cause.
         .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager)
+        .build_unchecked(manager);
+    Pool { inner, attempt }
 }
 
 /// The settings every transaction makes for itself, with SET LOCAL: no
@@ -339,6 +354,8 @@ pub struct Manager {
     hosts: Vec<(String, postgres::Config)>,
     tls: LazyTls,
     seed: Mutex<Option<Client>>,
+    /// How long one attempt at a connection may take, all hosts tried.
+    attempt: Duration,
 }
 
 impl Manager {
@@ -407,17 +424,17 @@ pub fn checkout(pool: &Pool, stopping: &dyn Fn() -> bool) -> Result<Connection, 
     let failed_before = FAILURES.load(Ordering::SeqCst);
     let started = Instant::now();
     loop {
-        match pool.get_timeout(Duration::from_millis(50)) {
+        match pool.inner.get_timeout(Duration::from_millis(50)) {
             Ok(connection) => return Ok(connection),
             Err(_) if FAILURES.load(Ordering::SeqCst) > failed_before => {
                 let cause = last_error().unwrap_or_else(|| "unknown error".into());
                 return Err(format!("cannot connect: {cause}"));
             }
             Err(_) if stopping() => return Err("cannot connect: stopping".into()),
-            Err(_) if started.elapsed() >= pool.connection_timeout() => {
+            Err(_) if started.elapsed() >= pool.attempt => {
                 return Err(format!(
                     "cannot connect: no answer within {} s",
-                    pool.connection_timeout().as_secs()
+                    pool.attempt.as_secs()
                 ));
             }
             Err(_) => {}

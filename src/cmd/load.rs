@@ -252,7 +252,7 @@ fn connect(
         });
         state.watch_rejects(mark)?;
     }
-    Ok(Sink::Database(connect::pool(settings, manager, client)))
+    Ok(Sink::Database(connect::pool(manager, client)))
 }
 
 /// The first connection, with the bootstrap and the settling of a killed
