@@ -128,16 +128,12 @@ impl Ledger {
         }
     }
 
-    /// Whether rows of input `source` kept out of the table because progress
-    /// could not be recorded stay in it: the state file tracks it and stops
-    /// before them. No database failed, and the next run loads them.
-    fn left_by_record_failure(&self, source: usize) -> bool {
-        let failed = lock(&self.record_error).is_some();
-        failed
-            && self
-                .progress
-                .as_ref()
-                .is_some_and(|progress| lock(progress).tracks(source))
+    /// Whether the state file tracks input `source`: rows of it kept out
+    /// of the table after a gap stay in it, and the next run loads them.
+    fn tracked(&self, source: usize) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|progress| lock(progress).tracks(source))
     }
 
     /// Lines not loaded when the run stops stay in their inputs (--follow).
@@ -399,10 +395,9 @@ impl Ledger {
     /// Settles a batch after a gap: nothing is written, the next run loads
     /// it again.
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
-        if self.leave_in_inputs
-            || self.leaves(batch.source, kind)
-            || self.left_by_record_failure(batch.source)
-        {
+        // After a gap the state file stops before the batch: a file it
+        // tracks keeps the lines for the next run (standard input does not).
+        if self.leave_in_inputs || self.leaves(batch.source, kind) || self.tracked(batch.source) {
             lock(&self.counts).left += batch.rows() as u64;
             return;
         }
