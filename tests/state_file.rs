@@ -195,6 +195,43 @@ fn a_rotated_file_is_loaded_from_its_start() {
     assert_table_holds(server, &db, 1..=170);
 }
 
+/// Cron over a glob (`findings.ndjson*`) while logrotate runs: a file the
+/// shell named is renamed before the run opens it. Known to the state file
+/// by that name, it is skipped with a warning, and its lines are loaded
+/// under its new name, from where it was left; a gone file never loaded is
+/// still an error.
+#[test]
+fn a_file_rotated_away_between_the_glob_and_the_run_is_skipped() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=50));
+    load_with_state(server, &db, &state, &input).assert_code(0);
+    append(&input, &findings(51..=80));
+    let rotated = scratch.path().join("findings.ndjson.1");
+    fs::rename(&input, &rotated).expect("rotate");
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .arg(&rotated)
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("gone since it was named")
+        .assert_stderr_contains("30 read, 30 inserted, 0 dropped");
+    assert_table_holds_after(server, &db, 1..=80, Some(&out));
+    let never = scratch.path().join("never.ndjson");
+    server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&never)
+        .run()
+        .assert_code(66);
+}
+
 /// The file was truncated in place (same inode, shorter than the offset
 /// reached): its new content is loaded from the start.
 #[test]

@@ -1,7 +1,8 @@
 //! `load`: open the inputs and the output files, connect and bootstrap, run
 //! the load, and report how it ended (also for a run that never started).
 
-use std::io::{IsTerminal, Write};
+use std::fs;
+use std::io::{ErrorKind, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -160,7 +161,12 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         check_followed(&args.files)?;
         Vec::new()
     } else {
-        load::open_inputs(&args.files, tracking).status(Status::NoInput)?
+        let files = still_there(&args.files, state.as_ref());
+        match files.is_empty() && !args.files.is_empty() {
+            // Not standard input: every FILE named is gone.
+            true => Vec::new(),
+            false => load::open_inputs(&files, tracking).status(Status::NoInput)?,
+        }
     };
     let rejects = match &args.reject_file {
         Some(path) if !args.dry_run => Some(Rejects::open(path).status(Status::CantCreate)?),
@@ -185,6 +191,32 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         sources,
         rejects,
     })
+}
+
+/// The FILEs but those gone since they were named whose name the state
+/// file knows: a rotation deleted or renamed them between the shell's glob
+/// and now. A renamed one is found by its content under its new name; the
+/// others must open.
+fn still_there(files: &[PathBuf], state: Option<&StateFile>) -> Vec<PathBuf> {
+    let Some(state) = state else {
+        return files.to_vec();
+    };
+    files
+        .iter()
+        .filter(|path| {
+            let gone = path.as_os_str() != "-"
+                && fs::symlink_metadata(path).is_err_and(|e| e.kind() == ErrorKind::NotFound)
+                && state.loaded_under(path);
+            if gone {
+                log::warn!(
+                    "{}: gone since it was named (rotated away); loaded before, so skipped",
+                    path.display()
+                );
+            }
+            !gone
+        })
+        .cloned()
+        .collect()
 }
 
 /// The files to follow: named, and regular files where they exist (one

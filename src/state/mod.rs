@@ -207,6 +207,25 @@ impl StateFile {
         self.following = true;
     }
 
+    /// Whether a file was loaded under the name `path` (which need not
+    /// exist any more).
+    pub fn loaded_under(&self, path: &Path) -> bool {
+        let name = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(file)) => fs::canonicalize(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .map(|dir| dir.join(file)),
+            _ => std::path::absolute(path),
+        };
+        let Ok(name) = name else {
+            return false;
+        };
+        let name = name.to_string_lossy();
+        self.contents.files.values().any(|mark| mark.path == name)
+    }
+
     /// Whether a killed run left batches to settle.
     pub fn needs_recovery(&self) -> bool {
         !self.unsettled.is_empty() || self.contents.rejects.is_some()
