@@ -222,9 +222,11 @@ fn batches_with_refused_rows_committed_before_a_server_crash_are_not_sent_again(
 
 /// Refusals that change from one attempt to the next (a trigger that
 /// refuses rows by a sequence, which no rollback resets): the rows a probe
-/// found are not those the next COPY has refused. The batch must still
-/// commit plainly, under its own transaction id, so that after a kill and
-/// a server crash the next run recognises it and sends nothing twice.
+/// found are not those the next COPY has refused. After a few probes such
+/// a batch commits under savepoints, saying so in the journal; after a
+/// kill and a server crash the next run does not take its rows for
+/// another transaction's (which would send them twice) but asks the
+/// operator.
 #[test]
 fn rows_refused_differently_at_each_attempt_are_loaded_once_across_a_server_crash() {
     let server = private_with(&["synchronous_commit = on"]);
@@ -247,16 +249,23 @@ fn rows_refused_differently_at_each_attempt_are_loaded_once_across_a_server_cras
     );
     server.stop_immediate();
     server.start();
-    let last = complete(&setup, &server);
+    // Batches committed under savepoints cannot be recognised after the
+    // crash: the operator is asked, never answered by a guess.
+    let (last, _) = settle_by_hand(&setup, &server, "postgres");
+    assert!(matches!(last.code, Some(0 | 65)), "{}", last.describe());
     let in_table = each_once_after(&table_markers(&server, &setup.db), "the table", Some(&last));
     let rejects = setup.path("rejects.ndjson");
     let rejected = each_once_after(&file_markers(&rejects), "the reject file", Some(&last));
     assert_disjoint(&in_table, &rejected);
     let all: BTreeSet<u64> = in_table.union(&rejected).copied().collect();
     assert_eq!(all, (1..=ROWS).collect(), "{}", last.describe());
+    // Invalid lines, the CHECK's refusals, and about one in 300 by the
+    // trigger: not a batch whittled down row by row.
+    let expected = ROWS / 97 + ROWS / 89 + ROWS / 300;
     assert!(
-        rejected.len() > (ROWS / 89) as usize,
-        "the trigger refused nothing: nothing was tested\n{}",
+        (ROWS / 89..2 * expected).contains(&(rejected.len() as u64)),
+        "{} lines set aside, about {expected} expected\n{}",
+        rejected.len(),
         last.describe()
     );
 }
@@ -325,35 +334,39 @@ fn batches_the_server_cannot_settle_are_settled_by_hand() {
             .env("PGSENSE_PG_CRASH_AT", "committed:3")
             .run(),
     );
-    let journaled = setup.journaled_txids();
     server.stop_immediate();
     server.start();
-    // Every batch the killed run journaled committed (it died after the
-    // third COMMIT): the operator says so, one batch at a time.
-    let mut settled = Vec::new();
-    let last = loop {
-        let mut command = setup.load_as(&server, &role, BATCH_ROWS);
-        for txid in &settled {
-            command = command.args(["--settle", &format!("{txid}=committed")]);
-        }
-        let out = command.run();
-        if out.code != Some(1) {
-            break out;
-        }
-        let txid = journaled
-            .iter()
-            .find(|txid| out.stderr.contains(&format!("--settle {txid}=committed")))
-            .unwrap_or_else(|| panic!("no --settle advice\n{}", out.describe()));
-        assert!(!settled.contains(txid), "asked twice\n{}", out.describe());
-        out.assert_stderr_contains("needs SELECT on");
-        settled.push(*txid);
-    };
+    let (last, settled) = settle_by_hand(&setup, &server, &role);
     assert!(
         !settled.is_empty(),
         "nothing to settle by hand: nothing was tested"
     );
     assert!(matches!(last.code, Some(0 | 65)), "{}", last.describe());
     setup.assert_exactly_once(&server, &last);
+}
+
+/// Runs the load as `role` after a run killed after its COMMITs, saying
+/// each batch the run cannot settle committed (`--settle TXID=committed`),
+/// one at a time, until it goes on: the last run, and the ids settled.
+fn settle_by_hand(setup: &Setup, server: &PgServer, role: &str) -> (Outcome, Vec<u64>) {
+    let journaled = setup.journaled_txids();
+    let mut settled = Vec::new();
+    loop {
+        let mut command = setup.load_as(server, role, BATCH_ROWS);
+        for txid in &settled {
+            command = command.args(["--settle", &format!("{txid}=committed")]);
+        }
+        let out = command.run();
+        if out.code != Some(1) {
+            return (out, settled);
+        }
+        let txid = journaled
+            .iter()
+            .find(|txid| out.stderr.contains(&format!("--settle {txid}=committed")))
+            .unwrap_or_else(|| panic!("no --settle advice\n{}", out.describe()));
+        assert!(!settled.contains(txid), "asked twice\n{}", out.describe());
+        settled.push(*txid);
+    }
 }
 
 /// A run stopped between its journal and COMMIT, then the server crashing

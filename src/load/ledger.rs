@@ -294,7 +294,7 @@ impl Ledger {
             batch.source,
             batch.end,
             Some(&batch.seen),
-            txn.map(|t| (t, trace(batch, refused))),
+            txn.map(|t| (t, trace(batch, refused, t.savepoints))),
         )?;
         crash::at("journaled");
         Ok(Prepared {
@@ -563,8 +563,9 @@ impl From<Origin> for Shown {
 }
 
 /// What a batch leaves in the table once committed: its rows but those the
-/// server refused, one of them by its lsn. None when it leaves nothing.
-pub fn trace(batch: &Batch, refused: &[Refused]) -> Option<Trace> {
+/// server refused, one of them by its lsn, and whether they were copied
+/// under savepoints. None when it leaves nothing.
+pub fn trace(batch: &Batch, refused: &[Refused], savepoints: bool) -> Option<Trace> {
     let kept = |rows: &super::batch::Rows, index: usize| {
         !refused
             .iter()
@@ -578,6 +579,7 @@ pub fn trace(batch: &Batch, refused: &[Refused]) -> Option<Trace> {
     Some(Trace {
         rows: (batch.rows() - refused.len()) as u64,
         lsn,
+        savepoints,
     })
 }
 

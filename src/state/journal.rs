@@ -24,6 +24,8 @@ pub struct Txn {
     pub id: i64,
     pub timeline: Option<String>,
     pub stats_reset: Option<String>,
+    /// Its rows were copied under savepoints, and carry their ids.
+    pub savepoints: bool,
 }
 
 /// What a committed batch leaves in the table, to recognise it there when
@@ -33,6 +35,10 @@ pub struct Txn {
 pub struct Trace {
     pub rows: u64,
     pub lsn: i64,
+    /// The rows carry the ids of savepoints, not the transaction's: they
+    /// cannot be told apart by it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub savepoints: bool,
 }
 
 /// One settled batch.

@@ -248,6 +248,7 @@ impl StateFile {
                     id,
                     timeline: entry.timeline.clone(),
                     stats_reset: entry.stats_reset.clone(),
+                    savepoints: entry.trace.is_some_and(|trace| trace.savepoints),
                 };
                 match status(&txn, entry.trace.as_ref())? {
                     TxStatus::Committed => {}

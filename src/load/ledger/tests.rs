@@ -30,6 +30,7 @@ fn every_line_read_is_inserted_or_dropped_once() {
                 id: 1,
                 timeline: None,
                 stats_reset: None,
+                savepoints: false,
             }),
             &turn,
         )
@@ -87,6 +88,7 @@ fn dropped_lines_reach_the_reject_file_as_read_once() {
                 id: 1,
                 timeline: None,
                 stats_reset: None,
+                savepoints: false,
             }),
             &turn,
         )

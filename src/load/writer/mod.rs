@@ -34,7 +34,7 @@ use crate::config::Settings;
 use crate::connect::{SAY_EVERY, session_settings};
 use crate::state::Txn;
 use crate::table;
-use plan::{Copying, Plan, isolate, kept_row};
+use plan::{Copying, Plan, isolate};
 use session::{Commit, Failure, Session, backoff};
 
 /// The COPY statements of the table, what each transaction sets first, and
@@ -226,13 +226,10 @@ impl<'a> Writer<'a> {
                     return Ok(());
                 }
                 Err(Attempt::Gap) => return Err(GaveUp::Gap),
-                Err(Attempt::RowRefused(row)) => match plan.refused(row) {
-                    Ok(()) => continue,
-                    Err(reason) => {
-                        plan = Plan::default();
-                        reason
-                    }
-                },
+                Err(Attempt::RowRefused) => {
+                    plan.refused();
+                    continue;
+                }
                 Err(Attempt::Probed(refused)) => {
                     plan.probed(refused);
                     continue;
@@ -302,7 +299,7 @@ impl<'a> Writer<'a> {
             refused,
             prepared,
         } = unresolved;
-        let trace = ledger::trace(batch, &refused);
+        let trace = ledger::trace(batch, &refused, txn.savepoints);
         match self
             .session
             .resolve(&txn, trace, &self.copy.table, deadline)
@@ -407,7 +404,7 @@ impl<'a> Writer<'a> {
         known: &[Refused],
     ) -> Result<(Option<Txn>, Vec<Refused>), Attempt> {
         let mut refused = Vec::new();
-        let txn = match mode {
+        let mut txn = match mode {
             // Nothing to commit, and no transaction id to settle later.
             Copying::Plain if known.len() == batch.rows() => None,
             _ => Some(self.session.begin(&self.copy.settings)?),
@@ -415,28 +412,28 @@ impl<'a> Writer<'a> {
         for rows in batch.parts().into_iter().filter(|_| txn.is_some()) {
             let copied = match mode {
                 Copying::Plain => self.copy_kept(rows, known),
-                Copying::Probe => self.copy_rows(rows, &mut refused),
+                Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
             };
             if let Err(failure) = copied {
                 self.session.rollback();
                 return Err(match failure {
-                    Failure::Row { line, reason } if mode == Copying::Plain => {
-                        let row = line.and_then(|line| kept_row(rows, known, line));
-                        Attempt::RowRefused(row.map(|index| Refused {
-                            timing: rows.timing,
-                            index,
-                            reason,
-                        }))
-                    }
+                    Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
                     failure => failure.into(),
                 });
             }
         }
-        if mode == Copying::Probe {
-            self.session.rollback();
-            return Err(Attempt::Probed(refused));
+        match mode {
+            Copying::Probe => {
+                self.session.rollback();
+                return Err(Attempt::Probed(refused));
+            }
+            Copying::Plain => refused = known.to_vec(),
+            Copying::Savepoints => {
+                if let Some(txn) = &mut txn {
+                    txn.savepoints = true;
+                }
+            }
         }
-        refused = known.to_vec();
         // Found part by part, range by range: reported in input order.
         refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
         Ok((txn, refused))
@@ -498,9 +495,8 @@ enum Attempt {
     Gap,
     /// Let go of the connection while waiting for the turn: try again.
     Yield,
-    /// The server refused a row of a batch copied plainly: the row, when
-    /// the server named it.
-    RowRefused(Option<Refused>),
+    /// The server refused a row of a batch copied plainly: probe it.
+    RowRefused,
     /// The rows a probe found refused: copy the batch without them.
     Probed(Vec<Refused>),
     /// COMMIT was sent and its answer lost.

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::super::batch::{Rows, Timing};
+use super::super::batch::Timing;
 use super::super::ledger::Refused;
 
 /// How a batch's rows are copied.
@@ -20,18 +20,25 @@ pub enum Copying {
     Plain,
     /// Under savepoints, to find the rows the server refuses; rolled back.
     Probe,
+    /// Under savepoints, committed: when the plain copy kept having rows
+    /// refused that the probe before it let through (a trigger or
+    /// constraint that refuses different rows at each attempt). Its rows
+    /// cannot be told apart by their id after a crash, and the journal
+    /// says so.
+    Savepoints,
 }
 
-/// Probes of one batch, beyond which rows refused without the server
-/// naming them fail the attempt.
+/// Probes of one batch, after which it is committed under savepoints.
 const MAX_PROBES: u32 = 3;
 
 /// How the next attempt at a batch copies it, from what the earlier ones
 /// found. Plainly first: a refused row is rare, and the savepoints that
-/// find it cost round trips.
+/// find it cost round trips. Each attempt sends the whole batch once (a
+/// probe, once and a bit), so a batch costs at most 2 + 2 x MAX_PROBES
+/// sends.
 pub struct Plan {
     pub mode: Copying,
-    /// The rows found refused so far.
+    /// The rows the probes found refused.
     pub known: Vec<Refused>,
     probes: u32,
 }
@@ -47,29 +54,22 @@ impl Default for Plan {
 }
 
 impl Plan {
-    /// A plain COPY had a row refused, `row` when the server named it: the
-    /// first time, probe the whole batch; after that (a row refused now
-    /// that the probe let through: refusals that depend on concurrent
-    /// writers), drop the row named, or probe again. Every step drops a
-    /// row more or counts a probe, so this ends; rows refused without a
-    /// name after the last probe fail the attempt (retried as any
-    /// failure).
-    pub fn refused(&mut self, row: Option<Refused>) -> Result<(), String> {
-        match row {
-            Some(row) if self.probes > 0 => self.known.push(row),
-            _ if self.probes < MAX_PROBES => {
-                self.probes += 1;
-                self.mode = Copying::Probe;
-            }
-            _ => {
-                return Err(format!(
-                    "the server kept refusing rows of the batch without naming them, after {} \
-                     probes",
-                    self.probes
-                ));
-            }
+    /// A plain COPY had a row refused: probe the batch, or after
+    /// MAX_PROBES (the rows refused change from one attempt to the next),
+    /// commit it under savepoints.
+    pub fn refused(&mut self) {
+        self.mode = match self.probes {
+            probes if probes < MAX_PROBES => Copying::Probe,
+            _ => Copying::Savepoints,
+        };
+        self.probes += 1;
+        if self.mode == Copying::Savepoints {
+            log::warn!(
+                "the server refused other rows of a batch at each of {MAX_PROBES} attempts (a \
+                 trigger or constraint that depends on other writers?): committing it under \
+                 savepoints"
+            );
         }
-        Ok(())
     }
 
     /// A probe found these rows refused: copy the batch without them (and
@@ -83,19 +83,6 @@ impl Plan {
         }
         self.mode = Copying::Plain;
     }
-}
-
-/// The index in `rows` of the `line`-th (from 1) row of a COPY that left
-/// out the `known` refused ones.
-pub fn kept_row(rows: &Rows, known: &[Refused], line: usize) -> Option<usize> {
-    let skipped = |index: &usize| {
-        known
-            .iter()
-            .any(|r| r.timing == rows.timing && r.index == *index)
-    };
-    (0..rows.len())
-        .filter(|index| !skipped(index))
-        .nth(line.checked_sub(1)?)
 }
 
 /// Marks the row the server refused and queues the rows around it.

@@ -132,6 +132,7 @@ impl<'a> Session<'a> {
             id,
             timeline,
             stats_reset,
+            savepoints: false,
         })
     }
 
@@ -369,6 +370,12 @@ fn traced(
     table: &str,
     why: &str,
 ) -> Result<TxnState, postgres::Error> {
+    if trace.savepoints {
+        return Ok(TxnState::Unknowable(format!(
+            "{why}; its rows were committed under savepoints (the server refused other rows at \
+             each attempt), so they do not carry its id"
+        )));
+    }
     // xmin holds the low 32 bits of the transaction id.
     let xid = txn.id & 0xFFFF_FFFF;
     let sql = format!(
