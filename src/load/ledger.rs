@@ -331,6 +331,9 @@ impl Ledger {
         {
             log::error!("{err:#}");
         }
+        if let (Some(progress), Some(entry)) = (&self.progress, &prepared.entry) {
+            lock(progress).forget(entry);
+        }
     }
 
     /// COMMIT's outcome could not be learned. With a state file what was

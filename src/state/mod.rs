@@ -278,11 +278,14 @@ impl StateFile {
         let entry = &self.unsettled[index];
         let lines = match (&entry.key, &entry.mark) {
             (Some(key), Some(mark)) => {
+                // Not an earlier attempt at the same batch, which ends
+                // where it does.
                 let before = self.unsettled[..index]
                     .iter()
                     .rev()
-                    .find(|e| e.key.as_ref() == Some(key))
-                    .and_then(|e| e.mark.as_ref())
+                    .filter(|e| e.key.as_ref() == Some(key))
+                    .filter_map(|e| e.mark.as_ref())
+                    .find(|m| m.line < mark.line)
                     .or_else(|| self.contents.files.get(key));
                 match before.map_or(0, |m| m.line) {
                     from if from < mark.line => {
@@ -454,6 +457,47 @@ mod tests {
             seen,
             loaded_ns: None,
         }
+    }
+
+    /// A batch tried twice is journaled twice, ending at the same line: the
+    /// lines named for the second are those of the batch, not "up to" its
+    /// end.
+    #[test]
+    fn a_batch_that_cannot_be_settled_is_named_by_its_own_lines() {
+        let dir = std::env::temp_dir().join(format!("pgsense-unknowable-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let mut state = StateFile::open(&dir.join("state")).expect("open");
+        let at = |line| Mark {
+            path: "/in.ndjson".into(),
+            line,
+            ..mark(1)
+        };
+        state.contents.files.insert("1:2".into(), at(1500));
+        let entry = |txid| Entry {
+            txid: Some(txid),
+            timeline: None,
+            stats_reset: None,
+            trace: None,
+            key: Some("1:2".into()),
+            mark: Some(at(2000)),
+            rejects: None,
+        };
+        state.unsettled = vec![entry(100), entry(101)];
+        let err = state
+            .recover(|txn, _| {
+                Ok(match txn.id {
+                    100 => TxStatus::Aborted,
+                    _ => TxStatus::Unknowable("why".into()),
+                })
+            })
+            .expect_err("101 cannot be settled");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("lines 1501-2000 of /in.ndjson (transaction 101)"),
+            "{text}"
+        );
+        drop(state);
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

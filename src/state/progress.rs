@@ -116,6 +116,14 @@ impl Progress {
         Ok(())
     }
 
+    /// The batch of `entry` did not commit, for sure (it is tried again):
+    /// nothing to settle of it.
+    pub fn forget(&mut self, entry: &Entry) {
+        if let Some(at) = self.in_doubt.iter().rposition(|e| e == entry) {
+            self.in_doubt.remove(at);
+        }
+    }
+
     /// The batch of `entry` is settled: the state file may say so.
     pub fn apply(&mut self, entry: &Entry) -> Result<()> {
         self.file.apply(entry);
