@@ -243,12 +243,15 @@ fn a_state_or_metrics_file_that_is_an_input_is_refused() {
     let input = scratch.write("findings.jsonl", findings(1..=3));
     let state = scratch.write("findings.jsonl.state", "{\"files\":{}}\n");
     let journal = scratch.write("findings.jsonl.state.journal", "");
+    // Left by a run killed while it rewrote the journal.
+    let journal_tmp = scratch.write("findings.jsonl.state.journal.tmp", "");
     let link = scratch.path().join("link.jsonl");
     std::os::unix::fs::symlink(&state, &link).expect("symbolic link");
     for (flag, output, also) in [
         ("--state-file", &state, &state),
         ("--state-file", &state, &link),
         ("--state-file", &state, &journal),
+        ("--state-file", &state, &journal_tmp),
         ("--metrics-file", &input, &input),
     ] {
         let silent = SilentServer::new();

@@ -25,7 +25,7 @@ pub(super) fn outputs(args: &LoadArgs) -> Vec<(&'static str, Vec<PathBuf>)> {
         (
             "--state-file",
             &args.state_file,
-            &[".journal", ".lock", ".tmp"][..],
+            &[".journal", ".journal.tmp", ".lock", ".tmp"][..],
         ),
         ("--reject-file", &args.reject_file, &[][..]),
         ("--metrics-file", &args.metrics_file, &[".tmp"][..]),
