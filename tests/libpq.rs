@@ -274,4 +274,14 @@ fn a_malformed_connection_string_does_not_show_pieces_of_its_password() {
     out.assert_code(78)
         .assert_stderr_contains("\"bogus\" is not a libpq connection keyword");
     assert!(!out.stderr.contains("Sec9"), "{}", out.describe());
+    // Unless it comes after an unencoded password with an "&" in it.
+    let out = pgsense()
+        .args([
+            "--dbname",
+            "postgresql://u@db/x?password=Sec&ret9x=1",
+            "check",
+        ])
+        .run();
+    out.assert_code(78).assert_stderr_contains("keyword number");
+    assert!(!out.stderr.contains("ret9x"), "{}", out.describe());
 }

@@ -79,18 +79,28 @@ pub fn is_conninfo(text: &str) -> bool {
 
 /// The keywords of a connection string or URI.
 pub fn parse(text: &str, whole: Whole) -> Result<Params> {
-    let (pairs, is_uri) = match uri_rest(text) {
-        Some(rest) => (parse_uri(rest)?, true),
-        None => (parse_pairs(text)?, false),
+    // After an unquoted password with a space in it (or, in a URI's query,
+    // with an "&"), the "keyword" may be the password's tail: it is not
+    // shown. In a URI only a parameter after a `password=` one can be (the
+    // user info's password is percent-encoded).
+    let (pairs, password_at) = match uri_rest(text) {
+        Some(rest) => {
+            let (pairs, query) = parse_uri(rest)?;
+            let password_at = pairs[query..]
+                .iter()
+                .position(|(keyword, _)| keyword == "password")
+                .map(|at| query + at);
+            (pairs, password_at)
+        }
+        None => {
+            let pairs = parse_pairs(text)?;
+            let password = pairs.iter().any(|(keyword, _)| keyword == "password");
+            (pairs, password.then_some(0))
+        }
     };
-    // A URI's keywords are never a password's tail: its parameters are
-    // split on "&", and a password is percent-encoded.
-    let has_password = !is_uri && pairs.iter().any(|(keyword, _)| keyword == "password");
     let mut values = Vec::new();
     for (index, (keyword, value)) in pairs.into_iter().enumerate() {
-        // After an unquoted password with a space in it, the "keyword" is
-        // the password's tail: it is not shown.
-        if has_password
+        if password_at.is_some_and(|at| index >= at)
             && !HONOURED.contains(&keyword.as_str())
             && !NOT_USED.contains(&keyword.as_str())
         {
@@ -174,7 +184,9 @@ fn parse_pairs(text: &str) -> Result<Vec<(String, String)>> {
 
 /// `[user[:password]@][host[:port][,...]][/dbname][?keyword=value&...]`,
 /// percent-decoded.
-fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
+/// The keywords of a URI (after its prefix), and the index of the first
+/// of its query's.
+fn parse_uri(rest: &str) -> Result<(Vec<(String, String)>, usize)> {
     let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
     if path.contains('@') {
@@ -206,6 +218,7 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
     if !path.is_empty() {
         pairs.push(("dbname".to_owned(), decode(path, "dbname")?));
     }
+    let first_of_query = pairs.len();
     for param in query.split('&').filter(|p| !p.is_empty()) {
         let Some((keyword, value)) = param.split_once('=') else {
             bail!("a URI parameter has no \"=\"");
@@ -214,7 +227,7 @@ fn parse_uri(rest: &str) -> Result<Vec<(String, String)>> {
         let value = decode(value, &keyword)?;
         pairs.push((keyword, value));
     }
-    Ok(pairs)
+    Ok((pairs, first_of_query))
 }
 
 /// `host=a,b` and, when any host has one, `port=p,q` (an entry without a
