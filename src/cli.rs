@@ -97,7 +97,7 @@ pub struct LoadArgs {
     /// the run goes on from there. Only for that transaction, and only when
     /// the server cannot answer; may be given more than once.
     #[arg(long, value_name = "TXID=committed|aborted", requires = "state_file",
-          value_parser = parse_settle)]
+          value_parser = parse_settle, value_hint = clap::ValueHint::Other)]
     pub settle: Vec<Settle>,
 
     /// Keep running after the end of each FILE, loading lines as they are

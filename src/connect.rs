@@ -148,7 +148,7 @@ fn busy(err: &postgres::Error) -> bool {
 }
 
 /// The longest the pool waits between its own attempts at a connection.
-const POOL_RETRY_CAP: Duration = Duration::from_millis(500);
+const POOL_RETRY_CAP: Duration = Duration::from_secs(1);
 
 /// Builds the pool around `manager`, seeded with `first`.
 pub fn pool(manager: Manager, first: Client) -> Pool {
@@ -162,8 +162,8 @@ pub fn pool(manager: Manager, first: Client) -> Pool {
         // seconds for it. (A checkout waits for the whole attempt: see
         // `checkout`.)
         .connection_timeout(POOL_RETRY_CAP * 2)
-        // Each writer holds its connection for the whole run and notices a
-        // broken one by its own failed query: no extra round trip per checkout.
+        // A writer notices a broken connection by its own failed query: no
+        // extra round trip per checkout.
         .test_on_check_out(false)
         // Failed attempts are retried by the writers, which say why (see
         // Manager::last_error); r2d2's own handler would log each attempt

@@ -343,6 +343,14 @@ fn batches_the_server_cannot_settle_are_settled_by_hand() {
     );
     assert!(matches!(last.code, Some(0 | 65)), "{}", last.describe());
     setup.assert_exactly_once(&server, &last);
+    // A --settle that names no such batch is said to be ignored.
+    let again = setup
+        .load_as(&server, &role, BATCH_ROWS)
+        .args(["--settle", "1=aborted"])
+        .run();
+    again
+        .assert_code(0)
+        .assert_stderr_contains("--settle 1: no batch of that transaction");
 }
 
 /// Runs the load as `role` after a run killed after its COMMITs, saying

@@ -118,6 +118,69 @@ fn a_restart_while_settling_a_killed_run_is_retried() {
     assert_table_holds_after(&server, &db, 1..=LARGE, Some(&out));
 }
 
+/// --follow catches SIGTERM from the start: one that comes while the run
+/// waits for a killed run's transaction still in progress ends it at once,
+/// not after the 30 s that wait may take.
+#[test]
+fn sigterm_while_settling_a_killed_run_ends_the_wait() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", 2_000);
+    let state = scratch.path().join("state.json");
+    let killed = server
+        .pgsense(&db)
+        .args(["load", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .env("PGSENSE_PG_CRASH_AT", "journaled:1")
+        .run();
+    assert_eq!(killed.code, None, "expected a kill\n{}", killed.describe());
+    let mut holder = server.client(&db);
+    holder.batch_execute("begin").expect("begin");
+    let txid: i64 = holder
+        .query_one("select txid_current()", &[])
+        .expect("txid")
+        .get(0);
+    let journal = scratch.path().join("state.json.journal");
+    let text = std::fs::read_to_string(&journal).expect("journal");
+    let mut entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+    entry["txid"] = txid.into();
+    std::fs::write(&journal, format!("{entry}\n")).expect("rewrite the journal");
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--follow", "--state-file"])
+        .arg(&state)
+        .arg(&input)
+        .spawn();
+    let load = wait_during(
+        load,
+        "the loader's backend",
+        Duration::from_secs(20),
+        || {
+            !server
+                .query(
+                    "postgres",
+                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
+                )
+                .is_empty()
+        },
+    );
+    thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    crate::support::process::send_signal(load.id(), "TERM");
+    let out = load.wait();
+    out.assert_code(143);
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?} after SIGTERM\n{}",
+        sent.elapsed(),
+        out.describe()
+    );
+    holder.batch_execute("rollback").expect("rollback");
+}
+
 /// The loader's backends killed with pg_terminate_backend again and again
 /// during a load: same result as a restart. The shared server is fine, the
 /// backends killed are only those of this test's database.

@@ -351,10 +351,11 @@ fn start_up(
     for line in bootstrap::bootstrap(client, settings).status(Status::Unavailable)? {
         log::info!("{line}");
     }
+    let mut used = Vec::new();
     if let Some(state) = &mut files.state
         && state.needs_recovery()
     {
-        recovery::recover(
+        used = recovery::recover(
             state,
             client,
             &settings.qualified_table(),
@@ -362,6 +363,7 @@ fn start_up(
             &args.settle,
         )?;
     }
+    recovery::unused_settles(&args.settle, &used);
     Ok(())
 }
 

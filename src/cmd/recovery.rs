@@ -23,12 +23,14 @@ pub fn recover(
     table: &str,
     stall: Duration,
     settled: &[Settle],
-) -> Result<()> {
+) -> Result<Vec<i64>> {
+    let mut used = Vec::new();
     let applied = state.recover(|txn, trace| {
         let status = status(client, txn, trace, table, stall)?;
         Ok(match status {
             TxStatus::Unknowable(why) => match settled.iter().find(|s| s.txid == txn.id) {
                 Some(settle) => {
+                    used.push(txn.id);
                     log::warn!(
                         "transaction {} of the last run: {why}; settled as {} (--settle)",
                         txn.id,
@@ -49,7 +51,18 @@ pub fn recover(
         })
     })?;
     log::info!("settled {applied} batches recorded by a run that was stopped");
-    Ok(())
+    Ok(used)
+}
+
+/// Says which --settle named no batch the server could not tell of (`used`
+/// are those that did).
+pub fn unused_settles(settled: &[Settle], used: &[i64]) {
+    for settle in settled.iter().filter(|s| !used.contains(&s.txid)) {
+        log::warn!(
+            "--settle {}: no batch of that transaction was left to settle by hand; ignored",
+            settle.txid
+        );
+    }
 }
 
 /// What became of transaction `txn`, waiting while it is in progress.
@@ -75,6 +88,13 @@ fn status(
             TxnState::Committed => return Ok(TxStatus::Committed),
             TxnState::Aborted => return Ok(TxStatus::Aborted),
             TxnState::Unknowable(why) => return Ok(TxStatus::Unknowable(why)),
+            // A stop signal (caught in --follow) ends the wait.
+            TxnState::InProgress if crate::load::caught_signal().is_some() => {
+                return Err(anyhow::anyhow!(
+                    "interrupted while transaction {id} of a run that was stopped was still in \
+                     progress: nothing was loaded"
+                ));
+            }
             TxnState::InProgress if started.elapsed() < IN_PROGRESS_FOR => {
                 std::thread::sleep(Duration::from_millis(200));
             }

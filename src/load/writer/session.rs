@@ -85,10 +85,12 @@ impl<'a> Session<'a> {
     pub fn begin(&mut self, settings: &str) -> Result<Txn, Failure> {
         let call = self.control.in_call(self.writer);
         let connection = self.connect()?;
-        // Asked once per connection: no connection outlives a crash (one
-        // to PgBouncer may, and then only makes the check more careful).
+        // Asked once a minute per connection: no connection outlives a
+        // crash (one to PgBouncer may, and then only makes the check more
+        // careful), and a reset by hand is seen within a minute.
         let known = Connection::extensions(connection)
             .get::<StatsReset>()
+            .filter(|known| known.asked.elapsed() < STATS_RESET_FOR)
             .cloned();
         let stats_reset = match known {
             Some(_) => "",
@@ -118,10 +120,15 @@ impl<'a> Session<'a> {
                 Failure::Permanent("txid_current() returned no transaction id".into())
             })?;
         let timeline = row.and_then(|row| row.get(1)).map(timeline_of);
-        let StatsReset(stats_reset) = match known {
+        let StatsReset {
+            value: stats_reset, ..
+        } = match known {
             Some(known) => known,
             None => {
-                let answered = StatsReset(row.and_then(|row| row.get(2)).map(str::to_owned));
+                let answered = StatsReset {
+                    value: row.and_then(|row| row.get(2)).map(str::to_owned),
+                    asked: Instant::now(),
+                };
                 if let Some(connection) = &mut self.connection {
                     Connection::extensions_mut(connection).insert(answered.clone());
                 }
@@ -251,9 +258,15 @@ const TIMELINE: &str = "CASE WHEN pg_is_in_recovery() THEN NULL \
 const STATS_RESET: &str =
     ", (SELECT (extract(epoch FROM stats_reset) * 1000000)::bigint FROM pg_stat_bgwriter)";
 
-/// What a connection's server said of [`STATS_RESET`] when first asked.
+/// What a connection's server said of [`STATS_RESET`], and when.
 #[derive(Clone)]
-struct StatsReset(Option<String>);
+struct StatsReset {
+    value: Option<String>,
+    asked: Instant,
+}
+
+/// How long an answer of [`STATS_RESET`] is taken as still true.
+const STATS_RESET_FOR: Duration = Duration::from_secs(60);
 
 /// The timeline in a WAL file name: its first 8 hexadecimal digits.
 fn timeline_of(walfile: &str) -> String {
