@@ -6,7 +6,8 @@
 //!   savepoints (PostgreSQL names the failing line, and the rows around it
 //!   are sent again; without a line number the rows are bisected), rolled
 //!   back, and sent again without the refused rows. The batch still commits
-//!   once, every row under the transaction's own id.
+//!   once, every row under the transaction's own id (but when the refused
+//!   rows change at each attempt: see `plan`).
 //! - A transient failure (connection lost, server restarting, too many
 //!   connections, deadlock) is retried on a new connection with exponential
 //!   backoff and jitter, for up to --retry-for.

@@ -374,8 +374,9 @@ fn ids_handed_out_again(txn: &Txn, now: Option<&postgres::SimpleQueryRow>) -> Op
 
 /// Whether the rows a batch left carry the id of `txn`: all of them
 /// (committed), none (not committed), or some (another transaction's).
-/// A batch's rows carry its own id: they are never committed under a
-/// savepoint's (see the writer's `Copying`).
+/// A batch's rows carry its own id, unless the trace says they were
+/// committed under savepoints (see the writer's `Copying`): then nothing
+/// can be told.
 fn traced(
     client: &mut postgres::Client,
     txn: &Txn,
