@@ -16,6 +16,8 @@ pub struct Report {
     pub mode: Mode,
     /// Where reading stopped early, and why.
     pub stopped: Option<String>,
+    /// The errors that failed the run, as said on stderr.
+    pub errors: Vec<String>,
 }
 
 /// Whether the load wrote anything.
@@ -33,6 +35,7 @@ impl Report {
             counts: Counts::default(),
             mode,
             stopped: None,
+            errors: Vec::new(),
         }
     }
 
@@ -45,6 +48,7 @@ impl Report {
                 .stopped
                 .as_ref()
                 .map(|stopped| stopped_text(stopped, outcome.counts.set_aside)),
+            errors: Vec::new(),
         }
     }
 
@@ -164,7 +168,9 @@ impl RunSummary<'_> {
             "dropped_database_failure": r.lost,
             "dropped_interrupted": r.interrupted,
             "dropped_outcome_unknown": r.uncertain,
+            "left_in_files": r.left,
             "stopped": self.report.stopped,
+            "errors": self.report.errors,
             "dry_run": self.report.mode == Mode::DryRun,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": self.rows_per_second().round(),

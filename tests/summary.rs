@@ -66,7 +66,9 @@ fn json_summary_parses_and_matches_the_table() {
     assert_eq!(number(&summary, "refused_by_server"), 2);
     assert_eq!(number(&summary, "dropped_database_failure"), 0);
     assert_eq!(number(&summary, "dropped_interrupted"), 0);
+    assert_eq!(number(&summary, "left_in_files"), 0);
     assert_eq!(summary["stopped"], Value::Null);
+    assert_eq!(summary["errors"], serde_json::json!([]));
     assert_eq!(summary["dry_run"], Value::Bool(false));
     assert_eq!(number(&summary, "exit_status"), 65);
     let seconds = summary["seconds"].as_f64().expect("seconds is a number");
@@ -86,6 +88,58 @@ fn json_summary_parses_and_matches_the_table() {
     }
     // The summary on stderr says the same.
     assert_eq!(out.summary(), (7 + 12 + 2, count, 4), "{}", out.describe());
+}
+
+/// A run that fails says why in the JSON summary too, as on stderr: one
+/// that never got going (no server), and one whose input broke off.
+#[test]
+fn json_summary_names_the_errors_that_failed_the_run() {
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.jsonl", ndjson(0, 3, Shape::Object));
+    let out = crate::support::pgsense()
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--connect-timeout",
+            "2",
+        ])
+        .args(["load", "--summary", "json"])
+        .arg(&input)
+        .run();
+    out.assert_code(69);
+    let summary = json_summary(&out);
+    let errors = summary["errors"].as_array().expect("errors is an array");
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot connect")),
+        "{summary:?}"
+    );
+    // A gzip file cut short: its lines before the cut are read, and the
+    // error names it.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, ndjson(0, 40, Shape::Object).as_bytes()).expect("gzip");
+    let mut gz = encoder.finish().expect("gzip");
+    gz.truncate(gz.len() - 10);
+    let cut = scratch.path().join("cut.jsonl.gz");
+    fs::write(&cut, gz).expect("write");
+    let out = crate::support::pgsense()
+        .args(["load", "--dry-run", "--summary", "json"])
+        .arg(&cut)
+        .run();
+    out.assert_code(1);
+    let summary = json_summary(&out);
+    let errors = summary["errors"].as_array().expect("errors is an array");
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .as_str()
+                .is_some_and(|e| e.contains(&cut.display().to_string())),
+        "{summary:?}"
+    );
 }
 
 fn unix_now() -> f64 {

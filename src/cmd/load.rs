@@ -29,7 +29,7 @@ use crate::state::{RejectsMark, StateFile};
 /// The exit status of a load that ran: its counts', unless the database
 /// failed, a file could not be read or written (each error said once), or
 /// a signal stopped it.
-fn status_of(outcome: load::Outcome) -> Status {
+fn status_of(outcome: load::Outcome) -> (Status, Vec<String>) {
     let mut status = outcome.counts.status();
     // --follow leaves what it could not load in the files, dropping
     // nothing: the stop itself says the database failed.
@@ -59,7 +59,7 @@ fn status_of(outcome: load::Outcome) -> Status {
     if let Some(signal) = outcome.signal {
         status = Status::Signal(signal);
     }
-    status
+    (status, said)
 }
 
 /// Whether a run's error has been said already.
@@ -96,7 +96,8 @@ pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<S
         // Monitoring must see a run that never got going, too. When the
         // metrics file cannot be written either, the run's error says so
         // already.
-        let report = Report::empty(mode(args));
+        let mut report = Report::empty(mode(args));
+        report.errors.push(format!("{err:#}"));
         let status = exit::status_of(err);
         finish_summary(
             args,
@@ -406,11 +407,12 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> 
         (files, load::Inputs::Sources(sources))
     };
     let outcome = load::load(sink, settings, inputs, options, rejects, state, tick)?;
-    let report = Report::of(&outcome, mode(args));
+    let mut report = Report::of(&outcome, mode(args));
     if !quiet {
         report.print_summary();
     }
-    let status = status_of(outcome);
+    let (status, errors) = status_of(outcome);
+    report.errors = errors;
     Ok(finish_summary(
         args,
         files,
@@ -441,6 +443,7 @@ fn follow_metrics(args: &LoadArgs, files: &[String], started: Instant) -> Option
                 counts: snapshot.counts,
                 mode: Mode::Load,
                 stopped: None,
+                errors: Vec::new(),
             };
             let summary = RunSummary {
                 files: files.clone(),
