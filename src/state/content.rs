@@ -168,6 +168,14 @@ impl Content {
     }
 
     /// The size of the file as it is on disk (compressed).
+    /// When the file was created (Unix nanoseconds), when the file system
+    /// keeps it.
+    pub fn born(&self) -> Option<u64> {
+        let created = self.file.metadata().ok()?.created().ok()?;
+        let since = created.duration_since(std::time::UNIX_EPOCH).ok()?;
+        u64::try_from(since.as_nanos()).ok()
+    }
+
     pub fn file_len(&self) -> Result<u64> {
         Ok(self
             .file

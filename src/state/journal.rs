@@ -183,6 +183,7 @@ mod tests {
                 tail: String::new(),
                 head: Default::default(),
                 ended: None,
+                born: None,
                 seen: 0,
                 loaded_ns: None,
             }),

@@ -68,6 +68,11 @@ pub struct Mark {
     /// new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<u64>,
+    /// When the file was created (Unix nanoseconds), where the file system
+    /// says: a file deleted and made again can get the same inode back, and
+    /// even start with the same bytes, but not this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born: Option<u64>,
     /// When it was last loaded or seen (Unix seconds); marks unseen for long
     /// are forgotten.
     pub seen: u64,
@@ -454,6 +459,7 @@ mod tests {
             tail: "0a".into(),
             head: Head::default(),
             ended: None,
+            born: None,
             seen,
             loaded_ns: None,
         }

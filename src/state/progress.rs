@@ -303,6 +303,7 @@ fn mark_at(resume: &Resume, offset: u64, line: u64, seen: Option<&Seen>) -> Resu
         tail,
         head,
         ended,
+        born: resume.mark.born.or_else(|| content.born()),
         seen: now(),
         loaded_ns: Some(now_ns()),
     })

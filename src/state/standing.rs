@@ -160,7 +160,8 @@ impl StateFile {
                     mark.line,
                     mark.line + 1
                 );
-                mark
+                // Its own birth, not its original's.
+                Mark { born: None, ..mark }
             }
             Standing::Within { of } => {
                 let origin = self.origin(&of);
@@ -199,6 +200,7 @@ impl StateFile {
                     tail: String::new(),
                     head: Head::default(),
                     ended: None,
+                    born: None,
                     seen: now(),
                     loaded_ns: None,
                 }
@@ -220,9 +222,11 @@ impl StateFile {
         mark: Mark,
         content: &mut Content,
     ) -> Result<Mark> {
+        // A copy's mark is its original's, but for its name and birth.
         let mut mark = Mark {
             path: name,
             seen: now(),
+            born: content.born(),
             ..mark
         };
         let size = content.file_len()?;
@@ -391,6 +395,11 @@ fn name_of(path: &Path) -> String {
 
 /// Whether `content` is still what `mark` was taken of.
 fn still(mark: &Mark, content: &mut Content) -> Result<bool> {
+    if let (Some(then), Some(now)) = (mark.born, content.born())
+        && then != now
+    {
+        return Ok(false);
+    }
     let head_matches = mark.head.len == 0 || content.head(mark.head.len)? == Some(mark.head);
     if content.format().is_compressed() && mark.ended == Some(content.file_len()?) {
         return Ok(head_matches);

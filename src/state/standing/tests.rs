@@ -54,6 +54,7 @@ fn loaded(state: &mut StateFile, path: &Path, offset: u64, line: u64) {
             .expect("head")
             .expect("long enough"),
         ended: None,
+        born: None,
         seen: now(),
         loaded_ns: None,
     };
@@ -201,4 +202,34 @@ fn marks_of_older_versions_load() {
     let contents: super::super::Contents = serde_json::from_str(old).expect("loads");
     let mark = &contents.files["1:2"];
     assert_eq!((mark.head, mark.ended), (Head::default(), None));
+}
+
+/// A file made again under the name of one loaded, that got its inode back
+/// and starts with the same bytes, is told apart by its birth time (where
+/// the file system keeps one): it is not resumed from the old mark.
+#[test]
+fn a_file_born_again_under_the_same_inode_is_new() {
+    let dir = Dir::new("born");
+    let mut state = StateFile::open(&dir.0.join("state")).expect("state");
+    let text = lines(0..200);
+    let live = dir.write("findings.jsonl", &text);
+    let born = File::open(&live)
+        .and_then(|file| file.metadata())
+        .and_then(|meta| meta.created());
+    if born.is_err() {
+        // No birth times here: nothing to tell the files apart by.
+        return;
+    }
+    loaded(&mut state, &live, text.len() as u64, 200);
+    let content = Content::new(Arc::new(File::open(&live).expect("open"))).expect("content");
+    for mark in state.contents.files.values_mut() {
+        mark.born = content.born();
+    }
+    assert_eq!(state.knows(&live).expect("knows"), Known::Loaded);
+    // The same inode, the same bytes, another birth: as if deleted and
+    // made again.
+    for mark in state.contents.files.values_mut() {
+        mark.born = mark.born.map(|ns| ns - 1);
+    }
+    assert_eq!(state.knows(&live).expect("knows"), Known::Unknown);
 }
