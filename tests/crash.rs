@@ -353,28 +353,57 @@ fn batches_the_server_cannot_settle_are_settled_by_hand() {
         .assert_stderr_contains("--settle 1: no batch of that transaction");
 }
 
-/// Runs the load as `role` after a run killed after its COMMITs, saying
-/// each batch the run cannot settle committed (`--settle TXID=committed`),
-/// one at a time, until it goes on: the last run, and the ids settled.
+/// Runs the load as `role` after a run killed, settling by hand each batch
+/// it cannot settle, one at a time, as an operator would: by the query the
+/// message gives, run as a role that can read the table, or else by the
+/// lsn it names. The last run, and the ids settled.
 fn settle_by_hand(setup: &Setup, server: &PgServer, role: &str) -> (Outcome, Vec<u64>) {
     let journaled = setup.journaled_txids();
-    let mut settled = Vec::new();
+    let mut settled: Vec<(u64, bool)> = Vec::new();
     loop {
         let mut command = setup.load_as(server, role, BATCH_ROWS);
-        for txid in &settled {
-            command = command.args(["--settle", &format!("{txid}=committed")]);
+        for (txid, committed) in &settled {
+            let outcome = if *committed { "committed" } else { "aborted" };
+            command = command.args(["--settle", &format!("{txid}={outcome}")]);
         }
         let out = command.run();
         if out.code != Some(1) {
-            return (out, settled);
+            return (out, settled.iter().map(|(txid, _)| *txid).collect());
         }
-        let txid = journaled
+        let txid = *journaled
             .iter()
             .find(|txid| out.stderr.contains(&format!("--settle {txid}=committed")))
             .unwrap_or_else(|| panic!("no --settle advice\n{}", out.describe()));
-        assert!(!settled.contains(txid), "asked twice\n{}", out.describe());
-        settled.push(*txid);
+        assert!(
+            settled.iter().all(|(t, _)| *t != txid),
+            "asked twice\n{}",
+            out.describe()
+        );
+        settled.push((txid, committed_by_hand(server, &setup.db, &out)));
     }
+}
+
+/// Whether the batch a run could not settle is in the table, found as its
+/// message says.
+fn committed_by_hand(server: &PgServer, db: &str, out: &Outcome) -> bool {
+    let error = out
+        .stderr
+        .lines()
+        .find(|line| line.starts_with("pgsense-pg: error:"))
+        .unwrap_or_else(|| panic!("no error\n{}", out.describe()));
+    let between = |from: &str, to: &str| {
+        let start = error.find(from)? + from.len();
+        let len = error[start..].find(to)?;
+        Some(error[start..start + len].to_owned())
+    };
+    if let Some(query) = between("as a role that can read it, `", "`") {
+        let rows = server.query(db, &query);
+        let count = |i: usize| -> u64 { rows[0][i].as_deref().unwrap().parse().unwrap() };
+        return count(0) > 0 && count(1) > 0;
+    }
+    let lsn = between("one of them with lsn ", ".")
+        .unwrap_or_else(|| panic!("no way to look the batch up\n{}", out.describe()));
+    server.count(db, &format!("{TABLE} WHERE lsn = {lsn}")) > 0
 }
 
 /// A run stopped between its journal and COMMIT, then the server crashing

@@ -304,8 +304,9 @@ impl StateFile {
         let txid = entry.txid.unwrap_or_default();
         anyhow::anyhow!(
             "whether the batch of {lines} (transaction {txid}) was loaded cannot be learned: \
-             {why}; check the table for those findings, then run the same command with \
-             `--settle {txid}=committed` if they are there, or `--settle {txid}=aborted` if not"
+             {why}. The file may have been rotated or truncated since: go by the table, not the \
+             file. Then run the same command with `--settle {txid}=committed` if the batch is in \
+             the table, or `--settle {txid}=aborted` if not"
         )
     }
 

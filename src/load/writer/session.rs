@@ -387,7 +387,9 @@ fn traced(
     if trace.savepoints {
         return Ok(TxnState::Unknowable(format!(
             "{why}; its rows were committed under savepoints (the server refused other rows at \
-             each attempt), so they do not carry its id"
+             each attempt), so they do not carry its id: look for its {} rows, one of them with \
+             lsn {}",
+            trace.rows, trace.lsn
         )));
     }
     // xmin holds the low 32 bits of the transaction id.
@@ -401,7 +403,9 @@ fn traced(
         Err(err) if err.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
             return Ok(TxnState::Unknowable(format!(
                 "{why}; telling its rows apart needs SELECT on {table} (`GRANT SELECT ON \
-                 {table} TO` the loading role)"
+                 {table} TO` the loading role); as a role that can read it, `{sql}` says {} \
+                 and at least 1 if it committed, 0 if not",
+                trace.rows
             )));
         }
         Err(err) => return Err(err),
