@@ -16,10 +16,11 @@
 //!   its transaction id; a COMMIT whose answer was lost is looked up with
 //!   txid_status() instead of guessed, now or by the next run.
 
+mod outcome;
 mod plan;
 mod session;
 
-pub use session::{TxnState, txn_state};
+pub use outcome::{TxnState, txn_state};
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::super::control::Control;
 use super::super::copy::{HEADER, TRAILER};
+use super::outcome::{STATS_RESET, TIMELINE, TxnState, first_row, timeline_of, txn_state};
 use crate::connect::{Connection, Pool};
 use crate::pg_error::describe;
 use crate::state::{Trace, Txn};
@@ -245,19 +246,6 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The current WAL timeline, or NULL on a standby.
-const TIMELINE: &str = "CASE WHEN pg_is_in_recovery() THEN NULL \
-     ELSE pg_walfile_name(pg_current_wal_lsn()) END";
-
-/// When the server last reset its shared statistics, in microseconds since
-/// the epoch (text would follow the session's DateStyle), as a further
-/// column: it does on every crash recovery, the one time it may hand out
-/// again the ids of transactions whose WAL it lost. A reset asked for by
-/// hand (`pg_stat_reset_shared`) looks the same, and only makes the check
-/// below more careful.
-const STATS_RESET: &str =
-    ", (SELECT (extract(epoch FROM stats_reset) * 1000000)::bigint FROM pg_stat_bgwriter)";
-
 /// What a connection's server said of [`STATS_RESET`], and when.
 #[derive(Clone)]
 struct StatsReset {
@@ -267,173 +255,6 @@ struct StatsReset {
 
 /// How long an answer of [`STATS_RESET`] is taken as still true.
 const STATS_RESET_FOR: Duration = Duration::from_secs(60);
-
-/// The timeline in a WAL file name: its first 8 hexadecimal digits.
-fn timeline_of(walfile: &str) -> String {
-    walfile.chars().take(8).collect()
-}
-
-/// What a server says of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxnState {
-    Committed,
-    /// Aborted, or never seen by this server (its id is "in the future"):
-    /// not committed here.
-    Aborted,
-    InProgress,
-    /// Too old for the server to remember.
-    Forgotten,
-    /// This server cannot tell: why.
-    Unknowable(String),
-}
-
-/// What `client`'s server says of `txn`. Simple queries: behind a
-/// transaction-pooling PgBouncer, a prepared statement could run on another
-/// server connection than the one that prepared it.
-///
-/// A server that recovered from a crash, or a promoted standby (on a new
-/// timeline), may have given the id of a transaction whose WAL it lost to
-/// another transaction. That transaction did not commit there, so
-/// "aborted" and an id "in the future" mean not committed; but "committed"
-/// may be about another transaction, and is checked against what the batch
-/// leaves in `table` (`trace`). "In progress" means not committed on a new
-/// timeline; after a statistics reset, which may not have been a crash, it
-/// is waited for like any other.
-pub fn txn_state(
-    client: &mut postgres::Client,
-    txn: &Txn,
-    trace: Option<&Trace>,
-    table: &str,
-) -> Result<TxnState, postgres::Error> {
-    // The status first: behind PgBouncer the two questions may reach the
-    // server either side of a crash, and an answer from before it must not
-    // be checked against the server as it was then.
-    let status = match client.simple_query(&format!("SELECT txid_status({})", txn.id)) {
-        Ok(messages) => first_value(&messages),
-        Err(err) if err.code() == Some(&postgres::error::SqlState::INVALID_PARAMETER_VALUE) => {
-            return Ok(TxnState::Aborted);
-        }
-        Err(err) => return Err(err),
-    };
-    let answer = client.simple_query(&format!("SELECT {TIMELINE}{STATS_RESET}"))?;
-    let Some(reuse) = ids_handed_out_again(txn, first_row(&answer)) else {
-        return Ok(match status.as_deref() {
-            Some("committed") => TxnState::Committed,
-            Some("aborted") => TxnState::Aborted,
-            Some(_) => TxnState::InProgress,
-            None => TxnState::Forgotten,
-        });
-    };
-    match (status.as_deref(), trace) {
-        (Some("committed"), Some(trace)) => traced(client, txn, trace, table, &reuse.why),
-        (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
-            "{}, which may have given its id to another transaction",
-            reuse.why
-        ))),
-        (Some("aborted"), _) => Ok(TxnState::Aborted),
-        (Some(_), _) if reuse.certain => Ok(TxnState::Aborted),
-        (Some(_), _) => Ok(TxnState::InProgress),
-        (None, _) => Ok(TxnState::Forgotten),
-    }
-}
-
-/// Why a server may have given a transaction's id to another one.
-struct Reuse {
-    why: String,
-    /// Whether it did give out ids again since (a new timeline), or only
-    /// may have (statistics reset, maybe by hand).
-    certain: bool,
-}
-
-/// Whether the server may have given `txn`'s id to another transaction
-/// since it ran (`now`: the server's timeline and statistics reset).
-fn ids_handed_out_again(txn: &Txn, now: Option<&postgres::SimpleQueryRow>) -> Option<Reuse> {
-    let timeline = now.and_then(|row| row.get(0)).map(timeline_of);
-    if let (Some(then), Some(now)) = (&txn.timeline, &timeline)
-        && then != now
-    {
-        return Some(Reuse {
-            why: format!(
-                "it ran on timeline {then} and the server is now on timeline {now} (a standby \
-                 was promoted since)"
-            ),
-            certain: true,
-        });
-    }
-    let reset = now.and_then(|row| row.get(1));
-    match (&txn.stats_reset, reset) {
-        (Some(then), Some(now)) if then != now => Some(Reuse {
-            why: "the server's shared statistics were reset since it ran (by a crash recovery, \
-                  or pg_stat_reset_shared)"
-                .into(),
-            certain: false,
-        }),
-        _ => None,
-    }
-}
-
-/// Whether the rows a batch left carry the id of `txn`: all of them
-/// (committed), none (not committed), or some (another transaction's).
-/// A batch's rows carry its own id, unless the trace says they were
-/// committed under savepoints (see the writer's `Copying`): then nothing
-/// can be told.
-fn traced(
-    client: &mut postgres::Client,
-    txn: &Txn,
-    trace: &Trace,
-    table: &str,
-    why: &str,
-) -> Result<TxnState, postgres::Error> {
-    if trace.savepoints {
-        return Ok(TxnState::Unknowable(format!(
-            "{why}; its rows were committed under savepoints (the server refused other rows at \
-             each attempt), so they do not carry its id: look for its {} rows, one of them with \
-             lsn {}",
-            trace.rows, trace.lsn
-        )));
-    }
-    // xmin holds the low 32 bits of the transaction id.
-    let xid = txn.id & 0xFFFF_FFFF;
-    let sql = format!(
-        "SELECT count(*), count(*) FILTER (WHERE lsn = {}) FROM {table} WHERE xmin = '{xid}'::xid",
-        trace.lsn
-    );
-    let messages = match client.simple_query(&sql) {
-        Ok(messages) => messages,
-        Err(err) if err.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
-            return Ok(TxnState::Unknowable(format!(
-                "{why}; telling its rows apart needs SELECT on {table} (`GRANT SELECT ON \
-                 {table} TO` the loading role); as a role that can read it, `{sql}` says {} \
-                 and at least 1 if it committed, 0 if not",
-                trace.rows
-            )));
-        }
-        Err(err) => return Err(err),
-    };
-    let row = first_row(&messages).map(|row| (row.get(0), row.get(1)));
-    let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(match row.map(|(all, first)| (count(all), count(first))) {
-        Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
-        Some((0, _)) | None => TxnState::Aborted,
-        Some((all, _)) => TxnState::Unknowable(format!(
-            "{why}; its id is on {all} rows of {table}, not the {} it wrote",
-            trace.rows
-        )),
-    })
-}
-
-/// The first row of a simple query's answer.
-fn first_row(messages: &[postgres::SimpleQueryMessage]) -> Option<&postgres::SimpleQueryRow> {
-    messages.iter().find_map(|m| match m {
-        postgres::SimpleQueryMessage::Row(row) => Some(row),
-        _ => None,
-    })
-}
-
-/// The first column of the first row of a simple query's answer.
-fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
-    first_row(messages).and_then(|row| row.get(0).map(str::to_owned))
-}
 
 /// COPY FROM STDIN of the rows in `pieces`, in binary format.
 fn copy_in(client: &mut Connection, sql: &str, pieces: &[&[u8]]) -> Result<(), Failure> {
