@@ -82,6 +82,8 @@ pub struct Control {
     calls: Mutex<BTreeMap<usize, Instant>>,
     /// How long a statement may go unanswered: --stall-timeout.
     stall_after: Mutex<Option<Duration>>,
+    /// The transaction each writer last began, by writer.
+    began: Mutex<BTreeMap<usize, i64>>,
 }
 
 /// A writer's statement in flight, from [`Control::in_call`] until dropped.
@@ -265,6 +267,19 @@ impl Control {
     /// stop that in-flight statements would otherwise delay.
     pub fn on_stop_cancel(&self, writer: usize, token: postgres::CancelToken) {
         lock(&self.cancels).insert(writer, token);
+    }
+
+    /// Writer `writer` began transaction `id`.
+    pub fn began(&self, writer: usize, id: i64) {
+        lock(&self.began).insert(writer, id);
+    }
+
+    /// Whether another writer than `writer` began transaction `id` (after
+    /// a crash of the server, which handed the id out again).
+    pub fn began_elsewhere(&self, writer: usize, id: i64) -> bool {
+        lock(&self.began)
+            .iter()
+            .any(|(other, began)| *other != writer && *began == id)
     }
 
     /// Statements unanswered for this long are cancelled, then their

@@ -136,6 +136,7 @@ impl<'a> Session<'a> {
                 answered
             }
         };
+        self.control.began(self.writer, id);
         Ok(Txn {
             id,
             timeline,
@@ -225,6 +226,11 @@ impl<'a> Session<'a> {
             match state {
                 Some(TxnState::Committed) => return Ok(true),
                 Some(TxnState::Aborted) => return Ok(false),
+                // The other writer's: the server lost this one in a crash
+                // and handed its id out again.
+                Some(TxnState::InProgress) if self.control.began_elsewhere(self.writer, txn.id) => {
+                    return Ok(false);
+                }
                 Some(TxnState::Unknowable(why)) => return Err(why),
                 Some(TxnState::Forgotten) => {
                     return Err("the server no longer knows it (too old)".into());
