@@ -353,12 +353,11 @@ fn batches_the_server_cannot_settle_are_settled_by_hand() {
         .assert_stderr_contains("--settle 1: no batch of that transaction");
 }
 
-/// Runs the load as `role` after a run killed, settling by hand each batch
-/// it cannot settle, one at a time, as an operator would: by the query the
-/// message gives, run as a role that can read the table, or else by the
+/// Runs the load as `role` after a run killed, settling by hand the
+/// batches it cannot settle, as an operator would: by the query the message
+/// gives for each, run as a role that can read the table, or else by the
 /// lsn it names. The last run, and the ids settled.
 fn settle_by_hand(setup: &Setup, server: &PgServer, role: &str) -> (Outcome, Vec<u64>) {
-    let journaled = setup.journaled_txids();
     let mut settled: Vec<(u64, bool)> = Vec::new();
     loop {
         let mut command = setup.load_as(server, role, BATCH_ROWS);
@@ -370,39 +369,44 @@ fn settle_by_hand(setup: &Setup, server: &PgServer, role: &str) -> (Outcome, Vec
         if out.code != Some(1) {
             return (out, settled.iter().map(|(txid, _)| *txid).collect());
         }
-        let txid = *journaled
-            .iter()
-            .find(|txid| out.stderr.contains(&format!("--settle {txid}=committed")))
-            .unwrap_or_else(|| panic!("no --settle advice\n{}", out.describe()));
-        assert!(
-            settled.iter().all(|(t, _)| *t != txid),
-            "asked twice\n{}",
-            out.describe()
-        );
-        settled.push((txid, committed_by_hand(server, &setup.db, &out)));
+        let error = out
+            .stderr
+            .lines()
+            .find(|line| line.starts_with("pgsense-pg: error:"))
+            .unwrap_or_else(|| panic!("no error\n{}", out.describe()));
+        let batches: Vec<&str> = error.split("whether the batch of ").skip(1).collect();
+        assert!(!batches.is_empty(), "no batch named\n{}", out.describe());
+        for batch in batches {
+            let txid: u64 = between(batch, "(transaction ", ")")
+                .and_then(|txid| txid.parse().ok())
+                .unwrap_or_else(|| panic!("no transaction in {batch}"));
+            assert!(
+                settled.iter().all(|(t, _)| *t != txid),
+                "asked twice\n{}",
+                out.describe()
+            );
+            settled.push((txid, committed_by_hand(server, &setup.db, batch)));
+        }
     }
 }
 
-/// Whether the batch a run could not settle is in the table, found as its
-/// message says.
-fn committed_by_hand(server: &PgServer, db: &str, out: &Outcome) -> bool {
-    let error = out
-        .stderr
-        .lines()
-        .find(|line| line.starts_with("pgsense-pg: error:"))
-        .unwrap_or_else(|| panic!("no error\n{}", out.describe()));
-    let between = |from: &str, to: &str| {
-        let start = error.find(from)? + from.len();
-        let len = error[start..].find(to)?;
-        Some(error[start..start + len].to_owned())
-    };
-    if let Some(query) = between("as a role that can read it, `", "`") {
+/// The text between `from` and the next `to` in `text`.
+fn between(text: &str, from: &str, to: &str) -> Option<String> {
+    let start = text.find(from)? + from.len();
+    let len = text[start..].find(to)?;
+    Some(text[start..start + len].to_owned())
+}
+
+/// Whether the batch a run could not settle is in the table, found as what
+/// its message says of it (`batch`) tells.
+fn committed_by_hand(server: &PgServer, db: &str, batch: &str) -> bool {
+    if let Some(query) = between(batch, "as a role that can read it, `", "`") {
         let rows = server.query(db, &query);
         let count = |i: usize| -> u64 { rows[0][i].as_deref().unwrap().parse().unwrap() };
         return count(0) > 0 && count(1) > 0;
     }
-    let lsn = between("one of them with lsn ", ".")
-        .unwrap_or_else(|| panic!("no way to look the batch up\n{}", out.describe()));
+    let lsn = between(batch, "one of them with lsn ", " ")
+        .unwrap_or_else(|| panic!("no way to look the batch up in {batch}"));
     server.count(db, &format!("{TABLE} WHERE lsn = {lsn}")) > 0
 }
 

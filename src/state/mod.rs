@@ -247,6 +247,7 @@ impl StateFile {
         mut status: impl FnMut(&Txn, Option<&Trace>) -> Result<TxStatus>,
     ) -> Result<usize> {
         let mut settled = Vec::with_capacity(self.unsettled.len());
+        let mut unknowable = Vec::new();
         for (index, entry) in self.unsettled.iter().enumerate() {
             if let Some(id) = entry.txid {
                 let txn = Txn {
@@ -258,10 +259,23 @@ impl StateFile {
                 match status(&txn, entry.trace.as_ref())? {
                     TxStatus::Committed => {}
                     TxStatus::Aborted => continue,
-                    TxStatus::Unknowable(why) => return Err(self.unknowable(index, &why)),
+                    TxStatus::Unknowable(why) => {
+                        unknowable.push(self.unknowable(index, &why));
+                        continue;
+                    }
                 }
             }
             settled.push(index);
+        }
+        // All at once: an operator settles them with one more run.
+        if !unknowable.is_empty() {
+            return Err(anyhow::anyhow!(
+                "{}. The files may have been rotated or truncated since: go by the table, not \
+                 the files. Then run the same command with, for each of these transactions, \
+                 `--settle TXID=committed` if its batch is in the table, or \
+                 `--settle TXID=aborted` if not",
+                unknowable.join("; ")
+            ));
         }
         let entries = std::mem::take(&mut self.unsettled);
         for &index in &settled {
@@ -275,11 +289,11 @@ impl StateFile {
         Ok(applied)
     }
 
-    /// The error for the batch of unsettled entry `index`, whose outcome no
-    /// server can tell: which lines to look for in the table, and how to go
-    /// on. The batch starts where the entry before it of the same input
+    /// What to say of the batch of unsettled entry `index`, whose outcome
+    /// no server can tell: which lines to look for in the table, and how to
+    /// settle it. The batch starts where the entry before it of the same input
     /// ended, else where the state file says.
-    fn unknowable(&self, index: usize, why: &str) -> anyhow::Error {
+    fn unknowable(&self, index: usize, why: &str) -> String {
         let entry = &self.unsettled[index];
         let lines = match (&entry.key, &entry.mark) {
             (Some(key), Some(mark)) => {
@@ -302,11 +316,9 @@ impl StateFile {
             _ => "lines of standard input".into(),
         };
         let txid = entry.txid.unwrap_or_default();
-        anyhow::anyhow!(
+        format!(
             "whether the batch of {lines} (transaction {txid}) was loaded cannot be learned: \
-             {why}. The file may have been rotated or truncated since: go by the table, not the \
-             file. Then run the same command with `--settle {txid}=committed` if the batch is in \
-             the table, or `--settle {txid}=aborted` if not"
+             {why} (`--settle {txid}=committed` or `--settle {txid}=aborted`)"
         )
     }
 
