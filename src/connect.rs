@@ -137,14 +137,27 @@ fn connect_retrying(
 pub const SAY_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the server refused a connection only for now: too many clients,
-/// starting up, shutting down.
+/// starting up, shutting down; or cut one it had accepted, before the
+/// session began (a server going down under it).
 fn busy(err: &postgres::Error) -> bool {
-    err.as_db_error().is_some_and(|db| {
-        matches!(
+    if let Some(db) = err.as_db_error() {
+        return matches!(
             db.code().code(),
             "53300" | "53000" | "57P03" | "57P01" | "57P02"
-        )
-    })
+        );
+    }
+    let cut = std::error::Error::source(err)
+        .and_then(|cause| cause.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        });
+    err.is_closed() || cut
 }
 
 /// The longest the pool waits between its own attempts at a connection.

@@ -11,6 +11,43 @@ use crate::support::findings::ndjson;
 use crate::support::pg::free_port;
 use crate::support::{Shape, SilentServer, pgsense, private, shared};
 
+/// A server that accepts connections and cuts them before the session
+/// begins is going down (a restart under the first connection): tried
+/// again within --retry-for, then 69 with the cause. A refused connection
+/// is not tried again (below).
+#[test]
+fn a_connection_cut_before_the_session_begins_is_tried_again() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port().to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let out = pgsense()
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--sslmode",
+            "disable",
+        ])
+        .args(["load", "--retry-for", "2"])
+        .stdin(ndjson(0, 1, Shape::Object))
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("trying again for up to");
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "tried once\n{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn a_refused_connection_gives_69_with_the_cause() {
     let port = free_port().to_string();
