@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::journal::journaled_txids;
 use crate::support::markers::{
     assert_table_holds_after, each_once_after, file_markers, finding, table_markers, write_findings,
 };
@@ -113,12 +114,10 @@ fn an_unknown_commit_outcome_is_settled_by_the_next_run() {
     // Only the batch in doubt is left to settle: those before it are in
     // the state file, and asking about them again could only go wrong (a
     // server crash since makes each such question need SELECT).
-    let journal = std::fs::read_to_string(scratch.path().join("state.journal")).expect("journal");
-    let txids: BTreeSet<u64> = journal
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["txid"].as_u64())
+    let txids: BTreeSet<u64> = journaled_txids(&scratch.path().join("state.journal"))
+        .into_iter()
         .collect();
-    assert_eq!(txids.len(), 1, "journal:\n{journal}\n{}", cut.describe());
+    assert_eq!(txids.len(), 1, "{txids:?}\n{}", cut.describe());
     let again = load(server.port());
     again.assert_code(0);
     assert_table_holds_after(server, &db, 1..=COUNT, Some(&again));

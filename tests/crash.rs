@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::journal::journaled_txids;
 use crate::support::markers::{
     assert_disjoint, each_once_after, file_markers, finding, table_markers,
 };
@@ -66,13 +67,7 @@ impl Setup {
 
     /// The transaction ids in the state journal a killed run left.
     fn journaled_txids(&self) -> Vec<u64> {
-        let text = std::fs::read_to_string(self.path("state.journal")).expect("read the journal");
-        text.lines()
-            .filter_map(|line| {
-                let entry: serde_json::Value = serde_json::from_str(line).expect("a journal entry");
-                entry["txid"].as_u64()
-            })
-            .collect()
+        journaled_txids(&self.path("state.journal"))
     }
 
     /// The same command every time: state file, reject file, small batches.

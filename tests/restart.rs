@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::journal::{in_progress_in, settling};
 use crate::support::markers::{
     BATCH_ROWS, LARGE, append, assert_disjoint, assert_each_once_but, assert_table_holds_after,
     each_once_after, file_markers, finding, overlap_of_unknown_outcome, table_markers,
@@ -76,38 +77,15 @@ fn a_restart_while_settling_a_killed_run_is_retried() {
     // still in progress, so that the next run waits, asking again and
     // again: the restart comes after it has learned of the others, which
     // it must not forget.
-    let mut holder = server.client(&db);
-    holder.batch_execute("begin").expect("begin");
-    let txid: i64 = holder
-        .query_one("select txid_current()", &[])
-        .expect("txid")
-        .get(0);
     let journal = scratch.path().join("state.json.journal");
-    let text = std::fs::read_to_string(&journal).expect("journal");
-    let last = text.lines().last().expect("journaled batches");
-    let mut entry: serde_json::Value = serde_json::from_str(last).expect("an entry");
-    entry["txid"] = txid.into();
-    std::fs::write(&journal, format!("{text}{entry}\n")).expect("extend the journal");
+    let _holder = in_progress_in(&server, &db, &journal, false);
     let load = server
         .pgsense(&db)
         .args(["load", "--state-file"])
         .arg(&state)
         .arg(&input)
         .spawn();
-    let load = wait_during(
-        load,
-        "the loader's backend",
-        Duration::from_secs(20),
-        || {
-            !server
-                .query(
-                    "postgres",
-                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
-                )
-                .is_empty()
-        },
-    );
-    thread::sleep(Duration::from_millis(500));
+    let load = settling(load, &server);
     server.restart();
     let out = load.wait();
     // The two batches that committed are not loaded again.
@@ -137,37 +115,15 @@ fn sigterm_while_settling_a_killed_run_ends_the_wait() {
         .env("PGSENSE_PG_CRASH_AT", "journaled:1")
         .run();
     assert_eq!(killed.code, None, "expected a kill\n{}", killed.describe());
-    let mut holder = server.client(&db);
-    holder.batch_execute("begin").expect("begin");
-    let txid: i64 = holder
-        .query_one("select txid_current()", &[])
-        .expect("txid")
-        .get(0);
     let journal = scratch.path().join("state.json.journal");
-    let text = std::fs::read_to_string(&journal).expect("journal");
-    let mut entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
-    entry["txid"] = txid.into();
-    std::fs::write(&journal, format!("{entry}\n")).expect("rewrite the journal");
+    let mut holder = in_progress_in(server, &db, &journal, true);
     let load = server
         .pgsense(&db)
         .args(["load", "--follow", "--state-file"])
         .arg(&state)
         .arg(&input)
         .spawn();
-    let load = wait_during(
-        load,
-        "the loader's backend",
-        Duration::from_secs(20),
-        || {
-            !server
-                .query(
-                    "postgres",
-                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
-                )
-                .is_empty()
-        },
-    );
-    thread::sleep(Duration::from_millis(500));
+    let load = settling(load, server);
     let sent = Instant::now();
     crate::support::process::send_signal(load.id(), "TERM");
     let out = load.wait();

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::journal::{in_progress_in, settling};
 use crate::support::markers::{LARGE, assert_table_holds_after, write_findings};
 use crate::support::process::send_signal;
 use crate::support::run::init;
@@ -229,17 +230,8 @@ fn settling_a_killed_run_is_given_up_when_the_server_stops_answering() {
     assert_eq!(killed.code, None, "expected a kill\n{}", killed.describe());
     // The journaled transaction is still in progress: the next run waits
     // for it to end, asking the server again and again.
-    let mut holder = server.client(&db);
-    holder.batch_execute("begin").expect("begin");
-    let txid: i64 = holder
-        .query_one("select txid_current()", &[])
-        .expect("txid")
-        .get(0);
     let journal = scratch.path().join("state.json.journal");
-    let text = std::fs::read_to_string(&journal).expect("journal");
-    let mut entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
-    entry["txid"] = txid.into();
-    std::fs::write(&journal, format!("{entry}\n")).expect("rewrite journal");
+    let mut holder = in_progress_in(&server, &db, &journal, true);
     let started = Instant::now();
     let load = server
         .pgsense(&db)
@@ -255,20 +247,7 @@ fn settling_a_killed_run_is_given_up_when_the_server_stops_answering() {
         .arg(&input)
         .timeout(Duration::from_secs(90))
         .spawn();
-    let load = wait_during(
-        load,
-        "the loader's backend",
-        Duration::from_secs(20),
-        || {
-            !server
-                .query(
-                    "postgres",
-                    "select 1 from pg_stat_activity where application_name = 'pgsense-pg'",
-                )
-                .is_empty()
-        },
-    );
-    std::thread::sleep(Duration::from_millis(500));
+    let load = settling(load, &server);
     let frozen = Frozen::backends_of(&server, &db);
     let out = load.wait();
     drop(frozen);

@@ -109,15 +109,7 @@ fn json_summary_names_the_errors_that_failed_the_run() {
         .arg(&input)
         .run();
     out.assert_code(69);
-    let summary = json_summary(&out);
-    let errors = summary["errors"].as_array().expect("errors is an array");
-    assert!(
-        errors.len() == 1
-            && errors[0]
-                .as_str()
-                .is_some_and(|e| e.contains("cannot connect")),
-        "{summary:?}"
-    );
+    assert_one_error(&out, "cannot connect");
     // A gzip file cut short: its lines before the cut are read, and the
     // error names it.
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -131,13 +123,16 @@ fn json_summary_names_the_errors_that_failed_the_run() {
         .arg(&cut)
         .run();
     out.assert_code(1);
-    let summary = json_summary(&out);
+    assert_one_error(&out, &cut.display().to_string());
+}
+
+/// The JSON summary of `out` names one error, which says `what`.
+#[track_caller]
+fn assert_one_error(out: &crate::support::run::Outcome, what: &str) {
+    let summary = json_summary(out);
     let errors = summary["errors"].as_array().expect("errors is an array");
     assert!(
-        errors.len() == 1
-            && errors[0]
-                .as_str()
-                .is_some_and(|e| e.contains(&cut.display().to_string())),
+        errors.len() == 1 && errors[0].as_str().is_some_and(|e| e.contains(what)),
         "{summary:?}"
     );
 }

@@ -7,7 +7,8 @@
 //! ([`proxy`]), TLS material ([`tls`]), a small disk to fill ([`tmpfs`]),
 //! a primary with a synchronous standby to fail over to ([`standby`]), a
 //! writer that appends to and rotates a followed file ([`follow`]) and
-//! scratch directories for input and config files ([`Scratch`]).
+//! a state file's journal to read and doctor ([`journal`]), and scratch
+//! directories for input and config files ([`Scratch`]).
 
 // The harness is an API for all test modules, present and to come: a helper
 // not called by today's tests is not dead.
@@ -15,6 +16,7 @@
 
 pub mod findings;
 pub mod follow;
+pub mod journal;
 pub mod markers;
 pub mod pg;
 pub mod pgbouncer;
