@@ -313,8 +313,9 @@ fn reach(
             super::connect(settings, retry_for.saturating_sub(since))
         };
         let err = match connected {
-            // Refused while the server restarts, once it was reached.
-            Err(err) if first_failure.is_some() => err,
+            // Refused while the server restarts, once it was reached (in
+            // --follow, connecting waits for the database by itself).
+            Err(err) if first_failure.is_some() && !args.follow => err,
             Err(err) => return Err(err),
             Ok((mut client, manager)) => match start_up(settings, args, &mut client, files) {
                 Ok(()) => return Ok((client, manager)),

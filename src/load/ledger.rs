@@ -400,7 +400,7 @@ impl Ledger {
     pub fn left_for_next_run(&self, batch: &Batch, kind: Dropped) {
         // After a gap the state file stops before the batch: a file it
         // tracks keeps the lines for the next run (standard input does not).
-        if self.leave_in_inputs || self.leaves(batch.source, kind) || self.tracked(batch.source) {
+        if self.leave_in_inputs || self.tracked(batch.source) {
             lock(&self.counts).left += batch.rows() as u64;
             return;
         }
