@@ -662,6 +662,46 @@ fn a_line_appended_while_idle_is_in_the_table_within_about_a_second() {
     );
 }
 
+/// A line over --max-line-bytes whose end is not written yet is read again
+/// once it is, and goes to the reject file whole, once. Before, its first
+/// half was rejected at once and its second half again as a line of its
+/// own.
+#[test]
+fn a_line_too_long_written_in_two_halves_is_rejected_whole() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let rejects = setup.scratch.path().join("rejects.jsonl");
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(1);
+    let load = setup
+        .command(server)
+        .args(["--max-line-bytes", "1000", "--reject-file"])
+        .arg(&rejects)
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 1);
+    let long = format!("{{\"database\":\"{}\"}}\n", "x".repeat(3000));
+    let (head, tail) = long.split_at(2000);
+    crate::support::markers::append(&setup.input, head);
+    // Read to its end meanwhile: the loader polls about every 200 ms.
+    thread::sleep(Duration::from_millis(1500));
+    crate::support::markers::append(&setup.input, tail);
+    writer.append_lines(1);
+    let load = loaded_through(load, &mut table, 2);
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains(&format!(
+        "findings.jsonl:2: line of {} bytes",
+        long.len() - 1
+    ));
+    assert_eq!(
+        fs::read_to_string(&rejects).expect("the reject file"),
+        long,
+        "{}",
+        out.describe()
+    );
+    assert_table_holds_after(server, &setup.db, 1..=2, Some(&out));
+}
+
 /// A FILE that does not exist when the loader starts is waited for, not an
 /// error, and loaded once it is created and as it grows. SIGINT ends the
 /// loader with 130.

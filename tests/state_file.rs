@@ -110,6 +110,54 @@ fn an_unterminated_last_line_is_left_for_the_next_run() {
     assert_table_holds(server, &db, 1..=12);
 }
 
+/// The same for a line over --max-line-bytes: half-written, it is left,
+/// and the next run rejects it whole, once, in the reject file too. Before,
+/// its first half went to the reject file and its second half was
+/// rejected again by the next run as a line of its own.
+#[test]
+fn an_unterminated_line_too_long_is_left_for_the_next_run_and_rejected_whole() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let rejects = scratch.path().join("rejects.ndjson");
+    let long = format!("{{\"database\":\"{}\"}}", "x".repeat(3000));
+    let (head, tail) = long.split_at(2000);
+    let input = scratch.write("findings.ndjson", findings(1..=10) + head);
+    let run = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--max-line-bytes", "1000", "--state-file"])
+            .arg(&state)
+            .arg("--reject-file")
+            .arg(&rejects)
+            .arg(&input)
+            .run()
+    };
+    run()
+        .assert_code(0)
+        .assert_stderr_contains("10 read, 10 inserted, 0 dropped");
+    assert_eq!(
+        fs::read(&rejects).unwrap_or_default(),
+        b"",
+        "nothing rejected yet"
+    );
+
+    append(&input, &format!("{tail}\n{}", findings(12..=12)));
+    let out = run();
+    out.assert_code(65)
+        .assert_stderr_contains("2 read, 1 inserted, 1 dropped")
+        .assert_stderr_contains(&format!("findings.ndjson:11: line of {} bytes", long.len()));
+    assert_eq!(
+        fs::read_to_string(&rejects).expect("the reject file"),
+        long + "\n",
+        "{}",
+        out.describe()
+    );
+    assert_table_holds(server, &db, (1..=10).chain(12..=12));
+}
+
 /// logrotate's copytruncate while a run waits at a half-written last line,
 /// and the scanner writing on past the point read (issue 13's session): the
 /// run stops reading at the truncation instead of taking the new lines for

@@ -369,11 +369,17 @@ impl Cursor {
 
 /// What [`next_line`] read into the buffer.
 pub enum Line {
-    /// A line, terminator included, is in the buffer.
+    /// A line, terminator included (unless the input ended in it), is in
+    /// the buffer.
     Text,
-    /// The line was longer than the limit and was skipped: its length, and
-    /// the bytes consumed with its terminator.
-    TooLong { length: u64, consumed: u64 },
+    /// The line was longer than the limit and was skipped: its length, the
+    /// bytes consumed with its terminator, and whether it had one (else
+    /// the input ended in it).
+    TooLong {
+        length: u64,
+        consumed: u64,
+        terminated: bool,
+    },
     /// No more input.
     End,
 }
@@ -474,7 +480,23 @@ fn skip_rest(
         spill(b"\n");
     }
     let consumed = length + u64::from(terminated);
-    Ok(Line::TooLong { length, consumed })
+    Ok(Line::TooLong {
+        length,
+        consumed,
+        terminated,
+    })
+}
+
+impl Line {
+    /// Whether the input ended in the line read into `buf`, before its
+    /// terminator.
+    pub fn unfinished(&self, buf: &[u8]) -> bool {
+        match self {
+            Line::Text => buf.last() != Some(&b'\n'),
+            Line::TooLong { terminated, .. } => !terminated,
+            Line::End => false,
+        }
+    }
 }
 
 /// The line without its terminator, LF or CRLF.
@@ -504,9 +526,9 @@ mod tests {
                 &mut || {},
             ) {
                 Ok(Line::End) => break,
-                Ok(Line::TooLong { length, consumed }) => {
-                    seen.push(format!("long {length}/{consumed}"))
-                }
+                Ok(Line::TooLong {
+                    length, consumed, ..
+                }) => seen.push(format!("long {length}/{consumed}")),
                 Ok(Line::Text) => seen.push(String::from_utf8(trim_line(&buf).to_vec()).unwrap()),
                 Err(err) => panic!("{err}"),
             }

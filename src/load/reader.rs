@@ -164,7 +164,18 @@ impl Reader {
                 Some(false) => return Ok(Flow::Stop),
                 None => {}
             }
-            let next = match self.next_line(&mut reader, &cursor, cursor.at_end(), fd) {
+            // The scanner may be writing the last line right now: a run
+            // that keeps its place leaves it for the next run. (Compressed
+            // data that ended properly is whole: its last line can never
+            // get an end.)
+            let leaves_unfinished = cursor.tracked && cursor.at_end() == AtEnd::MayGrow;
+            let next = match self.next_line(
+                &mut reader,
+                &cursor,
+                cursor.at_end(),
+                leaves_unfinished,
+                fd,
+            ) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Flow::Stop),
                 Err(err) => {
@@ -185,14 +196,7 @@ impl Reader {
                     self.drop_interrupted_line(&cursor);
                     return Ok(Flow::Stop);
                 }
-                // The scanner may be writing this line right now: leave it
-                // for the next run. (Compressed data that ended properly
-                // is whole: its last line can never get an end.)
-                Line::Text
-                    if cursor.tracked
-                        && cursor.at_end() == AtEnd::MayGrow
-                        && self.line.last() != Some(&b'\n') =>
-                {
+                _ if leaves_unfinished && next.unfinished(&self.line) => {
                     log::info!(
                         "{}: line {} has no end yet: left for the next run",
                         self.ledger.name(index),
@@ -272,7 +276,7 @@ impl Reader {
             // A line without its end yet is read again from its start
             // next time, not waited for: the file may be truncated and
             // written again meanwhile.
-            let next = match self.next_line(reader, cursor, AtEnd::Final, None) {
+            let next = match self.next_line(reader, cursor, AtEnd::Final, rewind.is_some(), None) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Available::Stop),
                 Err(err) => {
@@ -282,7 +286,7 @@ impl Reader {
             };
             match next {
                 Line::End => return Ok(Available::Idle),
-                Line::Text if self.line.last() != Some(&b'\n') && rewind.is_some() => {
+                _ if rewind.is_some() && next.unfinished(&self.line) => {
                     let ahead = reader.buffer().len();
                     reader.consume(ahead);
                     if let Some(mut file) = rewind {
@@ -376,12 +380,14 @@ impl Reader {
     /// A line too long to hold goes to the reject file in pieces as it is
     /// read, in a turn of the reader's own (after every batch before it),
     /// holding the reject file until its end so that no other line lands in
-    /// between.
+    /// between; unless the input ends in it and `leaves_unfinished` (the
+    /// next read, or the next run, takes it whole).
     fn next_line<R: Read>(
         &mut self,
         reader: &mut BufReader<R>,
         cursor: &Cursor,
         at_end: AtEnd,
+        leaves_unfinished: bool,
         fd: Option<RawFd>,
     ) -> io::Result<Option<Line>> {
         let ledger = Arc::clone(&self.ledger);
@@ -435,7 +441,11 @@ impl Reader {
         }) = spill
         {
             match &next {
-                Ok(Line::TooLong { consumed, .. }) => {
+                Ok(Line::TooLong {
+                    consumed,
+                    terminated,
+                    ..
+                }) if *terminated || !leaves_unfinished => {
                     drop(rejects);
                     let end = (cursor.offset + consumed, cursor.line + 1);
                     ledger.written(cursor.index, end, None, &turn);

@@ -49,6 +49,7 @@ fn too_long_lines_are_classified_before_parsing() {
     let next = Line::TooLong {
         length: 10,
         consumed: 11,
+        terminated: true,
     };
     assert!(matches!(
         classify(&next, b"", false),
