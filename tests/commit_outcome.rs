@@ -11,7 +11,7 @@ use crate::support::markers::{
 };
 use crate::support::proxy::{After, CommitCutter, CutAt};
 use crate::support::run::init;
-use crate::support::{Scratch, shared};
+use crate::support::{Scratch, TABLE, shared};
 
 /// A load through a [`CommitCutter`]: the run ends 0 with every finding in
 /// the table exactly once, whatever became of the cut COMMIT.
@@ -166,4 +166,42 @@ fn an_unknown_commit_outcome_writes_each_rejected_line_once() {
         "lines are in neither\n{}",
         cut.describe()
     );
+}
+
+/// The answer to a COMMIT is lost, and the server refuses, every time, to
+/// say how that transaction ended (here the role may not run
+/// txid_status()): the run says why and stops after a few tries. Before,
+/// it asked on, silently, until --retry-for ran out, and without end in
+/// --follow.
+#[test]
+fn a_server_that_refuses_to_say_how_a_commit_ended_ends_the_run_saying_so() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let role = crate::support::pg::unique("loader_");
+    server.execute(
+        &db,
+        &format!(
+            "CREATE ROLE {role} LOGIN; \
+             GRANT USAGE ON SCHEMA pgsense TO {role}; \
+             GRANT INSERT ON {TABLE} TO {role}; \
+             GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role}; \
+             REVOKE EXECUTE ON FUNCTION txid_status(bigint) FROM PUBLIC;"
+        ),
+    );
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", 3_000);
+    let proxy = CommitCutter::start(server.port(), CutAt::AnswerLost);
+    let out = server
+        .pgsense_as(&db, &role)
+        .args(["--port", &proxy.port.to_string()])
+        .arg("load")
+        .args(["--batch-rows", "1000", "--retry-for", "3600"])
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", out.describe());
+    out.assert_code(75)
+        .assert_stderr_contains("is not known: the server refused to say")
+        .assert_stderr_contains("permission denied for function txid_status");
 }

@@ -11,7 +11,7 @@ use super::super::control::Control;
 use super::super::copy::{HEADER, TRAILER};
 use super::outcome::{STATS_RESET, TIMELINE, TxnState, first_row, timeline_of, txn_state};
 use crate::connect::{Connection, Pool};
-use crate::pg_error::describe;
+use crate::pg_error::{connection_lost, describe};
 use crate::state::{Trace, Txn};
 
 /// Backoff bounds between retries.
@@ -216,13 +216,30 @@ impl<'a> Session<'a> {
         deadline: Instant,
     ) -> Result<bool, String> {
         let mut attempt = 0;
+        let mut refused = 0;
         loop {
             let call = self.control.in_call(self.writer);
-            let state = self
+            let answer = self
                 .connect()
                 .ok()
-                .and_then(|c| txn_state(c, txn, trace.as_ref(), table).ok());
+                .map(|c| txn_state(c, txn, trace.as_ref(), table));
             drop(call);
+            let state = match answer {
+                Some(Ok(state)) => Some(state),
+                // What the server refuses to answer, it refuses again (a
+                // statement_timeout shorter than the check, a table
+                // changed): said, and given up after a few tries.
+                Some(Err(err)) if !connection_lost(&err) => {
+                    refused += 1;
+                    let err = describe(&err);
+                    if refused >= MAX_REFUSED_CHECKS {
+                        return Err(format!("the server refused to say: {err}"));
+                    }
+                    log::warn!("asking whether transaction {} committed: {err}", txn.id);
+                    None
+                }
+                Some(Err(_)) | None => None,
+            };
             match state {
                 Some(TxnState::Committed) => return Ok(true),
                 Some(TxnState::Aborted) => return Ok(false),
@@ -258,6 +275,10 @@ struct StatsReset {
     value: Option<String>,
     asked: Instant,
 }
+
+/// How many times the server may refuse to say how a transaction ended
+/// before the question is given up.
+const MAX_REFUSED_CHECKS: u32 = 3;
 
 /// How long an answer of [`STATS_RESET`] is taken as still true.
 const STATS_RESET_FOR: Duration = Duration::from_secs(60);
