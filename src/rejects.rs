@@ -20,6 +20,9 @@ pub struct Rejects {
     failed: Option<io::Error>,
     /// The file's length with everything appended so far.
     len: u64,
+    /// Whether it is a regular file, which can be synced and cut back; not
+    /// a pipe (`>(gzip > rejects.gz)`) or /dev/null.
+    regular: bool,
 }
 
 impl Rejects {
@@ -31,16 +34,22 @@ impl Rejects {
             .read(true)
             .open(path)
             .with_context(|| format!("cannot open reject file {}", path.display()))?;
-        let len = file
+        let meta = file
             .metadata()
-            .with_context(|| format!("cannot open reject file {}", path.display()))?
-            .len();
+            .with_context(|| format!("cannot open reject file {}", path.display()))?;
         Ok(Rejects {
             path: path.to_owned(),
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             failed: None,
-            len,
+            len: meta.len(),
+            regular: meta.is_file(),
         })
+    }
+
+    /// Whether it is a regular file: lines appended to anything else (a
+    /// pipe, a device) cannot be taken back.
+    pub fn is_regular(&self) -> bool {
+        self.regular
     }
 
     pub fn path(&self) -> &Path {
@@ -62,7 +71,7 @@ impl Rejects {
                 self.path.display()
             )
         };
-        let Some(file) = &mut self.file else {
+        let Some(file) = self.file.as_mut().filter(|_| self.regular) else {
             return Ok(());
         };
         file.flush().with_context(context)?;
@@ -86,6 +95,12 @@ impl Rejects {
     /// Cuts the file back to `len` bytes: lines appended for a transaction
     /// that then did not commit.
     pub fn cut_to(&mut self, len: u64) -> anyhow::Result<()> {
+        if !self.regular && len != self.len && self.failed.is_none() {
+            self.failed = Some(io::Error::other(
+                "lines written for a batch that was then not committed cannot be taken back \
+                 from what is not a regular file",
+            ));
+        }
         if let (Some(file), None) = (&mut self.file, &self.failed)
             && let Err(err) = file.flush().and_then(|()| file.get_ref().set_len(len))
         {
@@ -139,11 +154,16 @@ impl Rejects {
     }
 
     /// Flushes and fsyncs what was appended so far: afterwards those lines
-    /// are on disk. Fails, now and ever after, once a write has failed.
+    /// are on disk (a pipe or a device is only written to). Fails, now and
+    /// ever after, once a write has failed.
     pub fn sync(&mut self) -> anyhow::Result<()> {
+        let regular = self.regular;
         if self.failed.is_none()
             && let Some(file) = &mut self.file
-            && let Err(err) = file.flush().and_then(|()| file.get_ref().sync_data())
+            && let Err(err) = file.flush().and_then(|()| match regular {
+                true => file.get_ref().sync_data(),
+                false => Ok(()),
+            })
         {
             self.failed = Some(err);
         }

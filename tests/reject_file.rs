@@ -559,3 +559,62 @@ fn input_set_aside_after_a_database_failure_leaves_its_bom_out() {
     replay.assert_code(0);
     assert_table_holds_after(server, &db, 1..=1200, Some(&replay));
 }
+
+/// A reject file that is a pipe (`--reject-file >(gzip > r.gz)`) or
+/// /dev/null is written to, not synced: the run ends as it would with a
+/// file. Before, the fsync it cannot take failed the run (exit 1, saying
+/// the dropped lines were missing from it). With --state-file, whose next
+/// run takes a killed run's lines back from the reject file, it is refused
+/// before anything is loaded (exit 2).
+#[test]
+fn a_reject_file_that_is_a_pipe_or_a_device_is_written_unsynced() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let text = findings(1..=5) + "{\"lsn\":-1}\n" + &findings(6..=10);
+    let input = scratch.write("findings.ndjson", text);
+    let fifo = scratch.path().join("rejects.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    // The other end: opened before the load, so that its open does not
+    // wait, and read to its end.
+    let reading = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || fs::read(fifo).expect("read the pipe")
+    });
+    let load = |rejects: &Path| {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--reject-file")
+            .arg(rejects)
+            .arg(&input)
+            .run()
+    };
+    let out = load(&fifo);
+    out.assert_code(65)
+        .assert_stderr_contains("11 read, 10 inserted, 1 dropped");
+    assert_eq!(reading.join().expect("reader"), b"{\"lsn\":-1}\n");
+    assert_table_holds_after(server, &db, 1..=10, Some(&out));
+    load(Path::new("/dev/null"))
+        .assert_code(65)
+        .assert_stderr_contains("11 read, 10 inserted, 1 dropped");
+
+    let other = server.new_database();
+    init(server, &other);
+    server
+        .pgsense(&other)
+        .arg("load")
+        .arg("--state-file")
+        .arg(scratch.path().join("state"))
+        .args(["--reject-file", "/dev/null"])
+        .arg(&input)
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--reject-file /dev/null is not a regular file");
+    assert!(table_markers(server, &other).is_empty());
+}

@@ -10,7 +10,8 @@ use anyhow::Result;
 
 use super::recovery;
 use outputs::{
-    check_distinct, check_outputs_not_inputs, check_rejects_not_an_input, metrics_file, own_files,
+    check_distinct, check_outputs_not_inputs, check_rejects_not_an_input, check_rejects_regular,
+    metrics_file, own_files,
 };
 use waiting::connect_patiently;
 
@@ -174,6 +175,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         _ => None,
     };
     check_rejects_not_an_input(args, &sources, rejects.as_ref())?;
+    check_rejects_regular(args, rejects.as_ref())?;
     match &args.metrics_file {
         // The file holds the metrics of the last real run: a dry run's
         // counts there would page someone, or hide a failure.

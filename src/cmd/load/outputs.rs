@@ -156,3 +156,20 @@ pub(super) fn check_rejects_not_an_input(
         None => Ok(()),
     }
 }
+
+/// With a state file, the reject file must be a regular file: a killed
+/// run's lines are taken back from it by the next run.
+pub(super) fn check_rejects_regular(args: &LoadArgs, rejects: Option<&Rejects>) -> Result<()> {
+    match rejects {
+        Some(rejects) if args.state_file.is_some() && !rejects.is_regular() => {
+            Err(anyhow::anyhow!(
+                "--reject-file {} is not a regular file: with --state-file, the lines of a batch \
+             whose COMMIT did not happen are taken back from it, which a pipe or a device \
+             cannot do; name a file, or leave --reject-file out",
+                rejects.path().display()
+            ))
+            .status(Status::Usage)
+        }
+        _ => Ok(()),
+    }
+}
