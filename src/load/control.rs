@@ -82,7 +82,7 @@ pub struct Control {
     calls: Mutex<BTreeMap<usize, Instant>>,
     /// How long a statement may go unanswered: --stall-timeout.
     stall_after: Mutex<Option<Duration>>,
-    /// The transaction each writer last began, by writer.
+    /// The transaction each writer holds open, by writer.
     began: Mutex<BTreeMap<usize, i64>>,
 }
 
@@ -269,12 +269,18 @@ impl Control {
         lock(&self.cancels).insert(writer, token);
     }
 
-    /// Writer `writer` began transaction `id`.
+    /// Writer `writer` began transaction `id`, until [`Control::ended`].
     pub fn began(&self, writer: usize, id: i64) {
         lock(&self.began).insert(writer, id);
     }
 
-    /// Whether another writer than `writer` began transaction `id` (after
+    /// Writer `writer`'s transaction ended, whichever way: its id is no
+    /// longer the writer's to hold.
+    pub fn ended(&self, writer: usize) {
+        lock(&self.began).remove(&writer);
+    }
+
+    /// Whether another writer than `writer` holds transaction `id` (after
     /// a crash of the server, which handed the id out again).
     pub fn began_elsewhere(&self, writer: usize, id: i64) -> bool {
         lock(&self.began)
@@ -396,6 +402,18 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a crash, the server may give writer 0 an id writer 1 held
+    /// before it: once writer 1's transaction ended, the id is not its.
+    #[test]
+    fn a_transaction_id_is_held_until_its_transaction_ends() {
+        let control = Control::default();
+        control.began(1, 42);
+        assert!(control.began_elsewhere(0, 42));
+        assert!(!control.began_elsewhere(1, 42));
+        control.ended(1);
+        assert!(!control.began_elsewhere(0, 42));
+    }
 
     #[test]
     fn no_reason_once_everything_was_read() {

@@ -60,6 +60,7 @@ impl<'a> Session<'a> {
     /// Hands the connection back to the pool, for the other writer when it
     /// cannot open one (the server has no connection to spare).
     pub fn release(&mut self) {
+        self.control.ended(self.writer);
         self.connection = None;
     }
 
@@ -175,6 +176,9 @@ impl<'a> Session<'a> {
 
     pub fn commit(&mut self) -> Commit {
         let _call = self.control.in_call(self.writer);
+        // Whatever its outcome, the transaction is over: should its id be
+        // asked about by the other writer, it is not this one's.
+        self.control.ended(self.writer);
         let Some(client) = self.connection.as_mut().filter(|c| !c.is_closed()) else {
             self.connection = None;
             return Commit::Refused(Failure::Transient(
@@ -198,6 +202,7 @@ impl<'a> Session<'a> {
     /// the connection when that fails.
     pub fn rollback(&mut self) {
         let _call = self.control.in_call(self.writer);
+        self.control.ended(self.writer);
         if let Some(client) = &mut self.connection
             && client.batch_execute("ROLLBACK").is_err()
         {
