@@ -408,8 +408,8 @@ struct Relation {
     kind: String,
     schema_usage: bool,
     insert: bool,
-    /// The sequence behind `id`, when there is one, and whether this role
-    /// may use it.
+    /// The sequence behind a serial `id`, when there is one, and whether
+    /// this role may use it. An identity column's needs no privilege.
     sequence: Option<(String, bool)>,
     read_only: bool,
 }
@@ -419,7 +419,10 @@ impl Relation {
     /// so a missing USAGE is reported rather than failing.
     const SQL: &str = "SELECT c.oid, c.relkind::text,
                 has_schema_privilege(c.relnamespace, 'USAGE'),
-                has_table_privilege(c.oid, 'INSERT'),
+                has_table_privilege(c.oid, 'INSERT') OR NOT EXISTS (
+                    SELECT FROM pg_attribute w
+                    WHERE w.attrelid = c.oid AND w.attname = ANY($3) AND NOT w.attisdropped
+                      AND NOT has_column_privilege(c.oid, w.attnum, 'INSERT')),
                 CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
                 has_sequence_privilege(s.oid, 'USAGE'),
                 current_setting('transaction_read_only') = 'on'
@@ -427,7 +430,7 @@ impl Relation {
          LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'id'
          LEFT JOIN pg_depend d ON d.classid = 'pg_class'::regclass
                               AND d.refobjid = c.oid AND d.refobjsubid = a.attnum
-                              AND d.deptype IN ('a', 'i')
+                              AND d.deptype = 'a'
          LEFT JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
          LEFT JOIN pg_namespace sn ON sn.oid = s.relnamespace
          WHERE n.nspname = $1 AND c.relname = $2
@@ -435,8 +438,13 @@ impl Relation {
 
     fn inspect(client: &mut Transaction<'_>, settings: &Settings) -> Result<Relation> {
         let (schema, table) = (&settings.schema.value, &settings.table.value);
+        let written: Vec<&str> = table::COLUMNS.iter().map(|c| c.name).collect();
+        let [schema_name, table_name] = names(settings);
         let row = client
-            .query_typed_one(Relation::SQL, &names(settings))
+            .query_typed_one(
+                Relation::SQL,
+                &[schema_name, table_name, (&written, Type::NAME_ARRAY)],
+            )
             .map_err(db_error)
             .with_context(|| format!("cannot inspect table {schema}.{table}"))?;
         let sequence = row.get::<_, Option<String>>(4).map(|name| {

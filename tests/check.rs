@@ -3,9 +3,10 @@
 //! database (and, where it needs one, a role) of its own.
 
 use crate::support::findings::ndjson;
+use crate::support::markers::{assert_table_holds, findings};
 use crate::support::pg::{free_port, unique};
 use crate::support::run::Outcome;
-use crate::support::{PgServer, Shape, SilentServer, TABLE, pgsense, shared};
+use crate::support::{PgServer, Scratch, Shape, SilentServer, TABLE, pgsense, shared};
 
 /// One line of `pgsense-pg check`: `ok       WHAT` or
 /// `missing  WHAT: PROBLEM`.
@@ -252,6 +253,54 @@ fn check_names_missing_usage_on_the_id_sequence() {
         "USAGE on sequence pgsense.findings_id_seq",
         "GRANT USAGE ON SEQUENCE ",
     );
+}
+
+/// A table made by hand with an identity `id` (no sequence privilege is
+/// needed for it), and INSERT granted on the loaded columns only: check
+/// passes and a load inserts. Before, both were said to be missing.
+#[test]
+fn an_identity_id_and_insert_on_the_loaded_columns_are_enough() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    server.execute(
+        &db,
+        "DROP TABLE pgsense.findings;
+         CREATE TABLE pgsense.findings (
+             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             database text NOT NULL, rule_id text NOT NULL, description text NOT NULL,
+             category text NOT NULL, severity text NOT NULL, schema_name text NOT NULL,
+             table_name text NOT NULL, column_name text NOT NULL,
+             masked_sample text NOT NULL, primary_key jsonb NOT NULL DEFAULT '{}',
+             lsn bigint NOT NULL, detected_at timestamptz NOT NULL DEFAULT now(),
+             triaged boolean NOT NULL DEFAULT false)",
+    );
+    let role = role_with(
+        server,
+        &db,
+        "GRANT USAGE ON SCHEMA pgsense TO {role};
+         GRANT INSERT (database, rule_id, description, category, severity, schema_name,
+             table_name, column_name, masked_sample, primary_key, lsn, detected_at)
+             ON pgsense.findings TO {role};",
+    );
+    let out = server.pgsense_as(&db, &role).arg("check").run();
+    assert_check_passes(&out);
+    let whats: Vec<String> = check_lines(&out).into_iter().map(|l| l.what).collect();
+    assert!(
+        !whats.iter().any(|w| w.contains("sequence")),
+        "{}",
+        out.describe()
+    );
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=3));
+    server
+        .pgsense_as(&db, &role)
+        .arg("load")
+        .arg(&input)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("3 read, 3 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=3);
 }
 
 /// Schema and table missing: the role must be able to create the schema.
