@@ -79,6 +79,9 @@ impl Report {
             text.push_str(&format!(", {} not loaded when interrupted", c.interrupted));
         }
         text.push(')');
+        if c.skipped > 0 {
+            text.push_str(&format!("; {} skipped by a trigger", c.skipped));
+        }
         if c.left > 0 {
             text.push_str(&format!(
                 "; {} left in their files for the next run",
@@ -169,6 +172,7 @@ impl RunSummary<'_> {
             "dropped_interrupted": r.interrupted,
             "dropped_outcome_unknown": r.uncertain,
             "left_in_files": r.left,
+            "skipped_by_trigger": r.skipped,
             "stopped": self.report.stopped,
             "errors": self.report.errors,
             "dry_run": self.report.mode == Mode::DryRun,

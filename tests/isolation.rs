@@ -188,3 +188,47 @@ fn batches_hitting_one_unique_value_do_not_wait_on_each_other() {
     let expected: std::collections::BTreeSet<u64> = (1..=19_999).chain(20_001..=40_000).collect();
     assert!(markers == expected, "{}", out.describe());
 }
+
+/// A BEFORE INSERT trigger that returns NULL skips rows without refusing
+/// them: the server takes fewer rows than it was sent. They are counted as
+/// skipped, not inserted, beside a row another trigger refuses in the same
+/// batches, and each batch says how many it lost so. Before, they were
+/// counted as inserted.
+#[test]
+fn rows_a_trigger_skips_are_counted_as_skipped_not_inserted() {
+    use crate::support::markers::{assert_table_holds_after, findings};
+    use crate::support::report::json_summary;
+    let server = shared();
+    let db = server.new_database();
+    crate::support::run::init(server, &db);
+    server.execute(
+        &db,
+        "CREATE FUNCTION pgsense.triage() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF new.lsn = 5 THEN RAISE EXCEPTION 'refused by policy'; END IF;
+             IF new.lsn % 3 = 0 THEN RETURN NULL; END IF;
+             RETURN new;
+         END $$;
+         CREATE TRIGGER triage BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.triage();",
+    );
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", "7", "--summary", "json"])
+        .stdin(findings(1..=30))
+        .run();
+    out.assert_code(65)
+        .assert_stderr_contains("30 read, 19 inserted, 1 dropped")
+        .assert_stderr_contains("; 10 skipped by a trigger")
+        .assert_stderr_contains("-: lines 1 to 7: 2 rows not inserted: a trigger");
+    let summary = json_summary(&out);
+    assert_eq!(summary["inserted"], 19, "{}", out.describe());
+    assert_eq!(summary["skipped_by_trigger"], 10, "{}", out.describe());
+    assert_eq!(summary["refused_by_server"], 1, "{}", out.describe());
+    assert_table_holds_after(
+        server,
+        &db,
+        (1..=30).filter(|m| m % 3 != 0 && *m != 5),
+        Some(&out),
+    );
+}

@@ -54,6 +54,14 @@ pub struct Prepared {
     /// The reject file's length before the batch's lines.
     rejects_before: Option<u64>,
     entry: Option<Entry>,
+    /// Rows sent that the server did not take (a trigger skipped them).
+    skipped: u64,
+}
+
+impl Prepared {
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
 }
 
 /// The accounting, shared by the reader and the writers. The methods that
@@ -265,6 +273,7 @@ impl Ledger {
         &self,
         batch: &Batch,
         refused: &[Refused],
+        skipped: u64,
         txn: Option<&Txn>,
         _turn: &Turn<'_>,
     ) -> Result<Prepared> {
@@ -294,18 +303,24 @@ impl Ledger {
             batch.source,
             batch.end,
             Some(&batch.seen),
-            txn.map(|t| (t, trace(batch, refused, t.savepoints))),
+            txn.map(|t| (t, trace(batch, refused, skipped, t.savepoints))),
         )?;
         crash::at("journaled");
         Ok(Prepared {
             rejects_before,
             entry,
+            skipped,
         })
     }
 
-    /// After COMMIT: the rows are in, but for the refused ones.
+    /// After COMMIT: the rows are in, but for the refused ones and those a
+    /// trigger skipped.
     pub fn committed(&self, batch: &Batch, refused: &[Refused], prepared: Prepared) {
-        self.inserted(batch.rows() - refused.len());
+        let skipped = prepared.skipped as usize;
+        self.inserted(batch.rows() - refused.len() - skipped);
+        if skipped > 0 {
+            self.skipped(batch, skipped);
+        }
         *lock(&self.last_commit) = Some(std::time::Instant::now());
         let mut shown = Vec::new();
         {
@@ -321,6 +336,19 @@ impl Ledger {
             self.say(&origin.into(), &reason);
         }
         self.apply(prepared.entry);
+    }
+
+    /// Rows of `batch` the server did not take though it refused none: a
+    /// trigger skipped them (BEFORE INSERT returning NULL). How many is all
+    /// that is known, not which.
+    fn skipped(&self, batch: &Batch, rows: usize) {
+        lock(&self.counts).skipped += rows as u64;
+        let (first, last) = (batch.end.1 + 1 - batch.lines, batch.end.1);
+        log::warn!(
+            "{}: lines {first} to {last}: {rows} rows not inserted: a trigger on the table \
+             skipped them (a BEFORE INSERT trigger returned NULL)",
+            self.name(batch.source)
+        );
     }
 
     /// COMMIT failed for sure: what was appended to the reject file for the
@@ -566,9 +594,10 @@ impl From<Origin> for Shown {
 }
 
 /// What a batch leaves in the table once committed: its rows but those the
-/// server refused, one of them by its lsn, and whether they were copied
-/// under savepoints. None when it leaves nothing.
-pub fn trace(batch: &Batch, refused: &[Refused], savepoints: bool) -> Option<Trace> {
+/// server refused or a trigger skipped, one of them by its lsn (which a
+/// trigger may have skipped too), and whether they were copied under
+/// savepoints. None when it leaves nothing.
+pub fn trace(batch: &Batch, refused: &[Refused], skipped: u64, savepoints: bool) -> Option<Trace> {
     let kept = |rows: &super::batch::Rows, index: usize| {
         !refused
             .iter()
@@ -580,9 +609,10 @@ pub fn trace(batch: &Batch, refused: &[Refused], savepoints: bool) -> Option<Tra
             .map(|index| rows.rows[index].lsn)
     })?;
     Some(Trace {
-        rows: (batch.rows() - refused.len()) as u64,
+        rows: (batch.rows() - refused.len()) as u64 - skipped,
         lsn,
         savepoints,
+        skipped: skipped > 0,
     })
 }
 

@@ -32,6 +32,9 @@ pub struct Counts {
     /// Of the lost lines, those copied unread to the reject file after the
     /// database failed.
     pub set_aside: u64,
+    /// Rows the server did not take though it refused none: a trigger
+    /// skipped them. Not dropped: the table's own rule.
+    pub skipped: u64,
     /// Findings read but not loaded, left in their files for the next run
     /// (--follow stopped, or a state file's run without a reject file was
     /// interrupted): not dropped.

@@ -26,6 +26,7 @@ fn every_line_read_is_inserted_or_dropped_once() {
         .prepare(
             &batch,
             &refused,
+            0,
             Some(&Txn {
                 id: 1,
                 timeline: None,
@@ -84,6 +85,7 @@ fn dropped_lines_reach_the_reject_file_as_read_once() {
         .prepare(
             &batch,
             &[],
+            0,
             Some(&Txn {
                 id: 1,
                 timeline: None,

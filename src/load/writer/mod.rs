@@ -143,7 +143,7 @@ pub fn run(
 /// A dry run: the rows count as inserted.
 fn count(batch: &Batch, shares: &Shares) {
     let turn = shares.turns.wait(batch.seq);
-    match shares.ledger.prepare(batch, &[], None, &turn) {
+    match shares.ledger.prepare(batch, &[], 0, None, &turn) {
         Ok(prepared) => shares.ledger.committed(batch, &[], prepared),
         Err(err) => log::error!("{err:#}"),
     }
@@ -301,7 +301,7 @@ impl<'a> Writer<'a> {
             refused,
             prepared,
         } = unresolved;
-        let trace = ledger::trace(batch, &refused, txn.savepoints);
+        let trace = ledger::trace(batch, &refused, prepared.skipped(), txn.savepoints);
         match self
             .session
             .resolve(&txn, trace, &self.copy.table, deadline)
@@ -336,9 +336,14 @@ impl<'a> Writer<'a> {
         known: &[Refused],
         turn: &mut Option<Turn<'a>>,
     ) -> Result<(), Attempt> {
-        let (txn, refused) = match batch.rows() {
-            0 => (None, Vec::new()),
+        let (txn, refused, taken) = match batch.rows() {
+            0 => (None, Vec::new(), 0),
             _ => self.copy_batch(batch, mode, known)?,
+        };
+        // Rows sent that the server did not take: a trigger skipped them.
+        let skipped = match txn {
+            Some(_) => ((batch.rows() - refused.len()) as u64).saturating_sub(taken),
+            None => 0,
         };
         if turn.is_none() {
             // Holding a transaction (and a connection) open for the turn:
@@ -364,7 +369,10 @@ impl<'a> Writer<'a> {
             self.session.rollback();
             return Err(Attempt::Gap);
         }
-        let prepared = match self.ledger.prepare(batch, &refused, txn.as_ref(), turn) {
+        let prepared = match self
+            .ledger
+            .prepare(batch, &refused, skipped, txn.as_ref(), turn)
+        {
             Ok(prepared) => prepared,
             Err(err) => {
                 self.session.rollback();
@@ -398,14 +406,16 @@ impl<'a> Writer<'a> {
 
     /// BEGIN and COPY of each part of a batch (but the `known` refused
     /// rows): the transaction, none when every row is known to be refused,
-    /// and the rows refused, in input order.
+    /// the rows refused, in input order, and how many rows the server
+    /// took.
     fn copy_batch(
         &mut self,
         batch: &Batch,
         mode: Copying,
         known: &[Refused],
-    ) -> Result<(Option<Txn>, Vec<Refused>), Attempt> {
+    ) -> Result<(Option<Txn>, Vec<Refused>, u64), Attempt> {
         let mut refused = Vec::new();
+        let mut taken = 0;
         let mut txn = match mode {
             // Nothing to commit, and no transaction id to settle later.
             Copying::Plain if known.len() == batch.rows() => None,
@@ -416,12 +426,15 @@ impl<'a> Writer<'a> {
                 Copying::Plain => self.copy_kept(rows, known),
                 Copying::Probe | Copying::Savepoints => self.copy_rows(rows, &mut refused),
             };
-            if let Err(failure) = copied {
-                self.session.rollback();
-                return Err(match failure {
-                    Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
-                    failure => failure.into(),
-                });
+            match copied {
+                Ok(rows) => taken += rows,
+                Err(failure) => {
+                    self.session.rollback();
+                    return Err(match failure {
+                        Failure::Row { .. } if mode == Copying::Plain => Attempt::RowRefused,
+                        failure => failure.into(),
+                    });
+                }
             }
         }
         match mode {
@@ -438,13 +451,14 @@ impl<'a> Writer<'a> {
         }
         // Found part by part, range by range: reported in input order.
         refused.sort_by_key(|r| batch.part(r.timing).rows[r.index].origin.line);
-        Ok((txn, refused))
+        Ok((txn, refused, taken))
     }
 
-    /// One COPY of the rows of `rows` but the `known` refused ones.
-    fn copy_kept(&mut self, rows: &Rows, known: &[Refused]) -> Result<(), Failure> {
+    /// One COPY of the rows of `rows` but the `known` refused ones: how
+    /// many rows the server took.
+    fn copy_kept(&mut self, rows: &Rows, known: &[Refused]) -> Result<u64, Failure> {
         if rows.len() == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let sql = self.copy.sql(rows.timing).to_owned();
         let mut skipped: Vec<usize> = known
@@ -466,9 +480,11 @@ impl<'a> Writer<'a> {
     }
 
     /// COPY of every row of `rows` under savepoints, but for those the
-    /// server refuses, which are added to `refused`.
-    fn copy_rows(&mut self, rows: &Rows, refused: &mut Vec<Refused>) -> Result<(), Failure> {
+    /// server refuses, which are added to `refused`: how many rows the
+    /// server took.
+    fn copy_rows(&mut self, rows: &Rows, refused: &mut Vec<Refused>) -> Result<u64, Failure> {
         let sql = self.copy.sql(rows.timing).to_owned();
+        let mut taken = 0;
         let mut pending = Vec::new();
         pending.push(0..rows.len());
         while let Some(range) = pending.pop() {
@@ -479,14 +495,14 @@ impl<'a> Writer<'a> {
                 .session
                 .copy_undoable(&sql, rows.row_bytes(range.clone()))
             {
-                Ok(()) => {}
+                Ok(rows) => taken += rows,
                 Err(Failure::Row { line, reason }) => {
                     isolate(rows.timing, &mut pending, range, line, reason, refused);
                 }
                 Err(failure) => return Err(failure),
             }
         }
-        Ok(())
+        Ok(taken)
     }
 }
 

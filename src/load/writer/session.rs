@@ -147,22 +147,24 @@ impl<'a> Session<'a> {
     }
 
     /// One COPY of the rows in `pieces`, alone: a refused row aborts the
-    /// transaction.
-    pub fn copy(&mut self, sql: &str, pieces: &[&[u8]]) -> Result<(), Failure> {
+    /// transaction. How many rows the server took.
+    pub fn copy(&mut self, sql: &str, pieces: &[&[u8]]) -> Result<u64, Failure> {
         let _call = self.control.in_call(self.writer);
         copy_in(self.connect()?, sql, pieces)
     }
 
     /// COPY of `data` under a savepoint: a refused row undoes only this.
-    pub fn copy_undoable(&mut self, sql: &str, data: &[u8]) -> Result<(), Failure> {
+    /// How many rows the server took.
+    pub fn copy_undoable(&mut self, sql: &str, data: &[u8]) -> Result<u64, Failure> {
         let _call = self.control.in_call(self.writer);
         let client = self.connect()?;
         client
             .batch_execute("SAVEPOINT rows")
             .map_err(|e| classify(&e))?;
         match copy_in(client, sql, &[data]) {
-            Ok(()) => client
+            Ok(rows) => client
                 .batch_execute("RELEASE SAVEPOINT rows")
+                .map(|()| rows)
                 .map_err(|e| classify(&e)),
             Err(failure @ Failure::Row { .. }) => {
                 client
@@ -288,8 +290,9 @@ const MAX_REFUSED_CHECKS: u32 = 3;
 /// How long an answer of [`STATS_RESET`] is taken as still true.
 const STATS_RESET_FOR: Duration = Duration::from_secs(60);
 
-/// COPY FROM STDIN of the rows in `pieces`, in binary format.
-fn copy_in(client: &mut Connection, sql: &str, pieces: &[&[u8]]) -> Result<(), Failure> {
+/// COPY FROM STDIN of the rows in `pieces`, in binary format: how many
+/// rows the server took (fewer than sent when a trigger skipped some).
+fn copy_in(client: &mut Connection, sql: &str, pieces: &[&[u8]]) -> Result<u64, Failure> {
     let mut writer = client.copy_in(sql).map_err(|e| classify(&e))?;
     // In chunks: the driver buffers what it is given whole, and megabyte
     // buffers per batch would fragment the heap.
@@ -309,7 +312,7 @@ fn copy_in(client: &mut Connection, sql: &str, pieces: &[&[u8]]) -> Result<(), F
             },
         );
     }
-    writer.finish().map(drop).map_err(|e| classify(&e))
+    writer.finish().map_err(|e| classify(&e))
 }
 
 /// Exponential backoff with jitter: 100 ms doubling to 5 s, each delay
