@@ -342,11 +342,31 @@ impl Ledger {
     /// trigger skipped them (BEFORE INSERT returning NULL). How many is all
     /// that is known, not which.
     fn skipped(&self, batch: &Batch, rows: usize) {
-        lock(&self.counts).skipped += rows as u64;
+        let told = {
+            let mut counts = lock(&self.counts);
+            counts.skipped += rows as u64;
+            counts.skipped_batches += 1;
+            counts.skipped_batches
+        };
+        if told > SHOWN_SKIPPED_BATCHES {
+            return;
+        }
         let (first, last) = (batch.end.1 + 1 - batch.lines, batch.end.1);
+        let lines = match first == last {
+            true => format!("line {last}"),
+            false => format!("lines {first} to {last}"),
+        };
+        let rows = match rows {
+            1 => "1 row".to_owned(),
+            rows => format!("{rows} rows"),
+        };
+        let further = match told == SHOWN_SKIPPED_BATCHES {
+            true => "; further batches' are counted only",
+            false => "",
+        };
         log::warn!(
-            "{}: lines {first} to {last}: {rows} rows not inserted: a trigger on the table \
-             skipped them (a BEFORE INSERT trigger returned NULL)",
+            "{}: {lines}: {rows} not inserted: a trigger on the table skipped them (a BEFORE \
+             INSERT trigger returned NULL){further}",
             self.name(batch.source)
         );
     }
@@ -592,6 +612,9 @@ impl From<Origin> for Shown {
         }
     }
 }
+
+/// How many batches say what a trigger skipped of them.
+const SHOWN_SKIPPED_BATCHES: u64 = 10;
 
 /// What a batch leaves in the table once committed: its rows but those the
 /// server refused or a trigger skipped, one of them by its lsn (which a

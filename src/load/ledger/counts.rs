@@ -35,6 +35,8 @@ pub struct Counts {
     /// Rows the server did not take though it refused none: a trigger
     /// skipped them. Not dropped: the table's own rule.
     pub skipped: u64,
+    /// Of the batches, those with rows a trigger skipped.
+    pub skipped_batches: u64,
     /// Findings read but not loaded, left in their files for the next run
     /// (--follow stopped, or a state file's run without a reject file was
     /// interrupted): not dropped.
