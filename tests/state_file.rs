@@ -110,6 +110,56 @@ fn an_unterminated_last_line_is_left_for_the_next_run() {
     assert_table_holds(server, &db, 1..=12);
 }
 
+/// The state file cannot be rewritten any more in the middle of a run
+/// (here a directory took its temporary file's name) while its journal
+/// still can: the journal would grow without end, every entry of it for a
+/// later run to settle. After 1000 batches so recorded, nothing more is
+/// committed and the run fails saying why; once the state file can be
+/// written again, the same command loads the rest, each line once. Before,
+/// the run went on for good, saying only that each rewrite failed.
+#[test]
+fn a_state_file_that_cannot_be_rewritten_stops_the_run_after_a_while() {
+    const LINES: u64 = 6_000;
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", LINES);
+    let state = scratch.path().join("state");
+    let load = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--batch-rows", "1", "--state-file"])
+            .arg(&state)
+            .arg(&input)
+            .timeout(Duration::from_secs(120))
+    };
+    let started = wait_during(
+        load().spawn(),
+        "the first batches committed",
+        Duration::from_secs(30),
+        || server.count(&db, TABLE) > 0,
+    );
+    let blocker = scratch.path().join("state.tmp");
+    fs::create_dir(&blocker).expect("take the temporary file's name");
+    let stuck = started.wait();
+    stuck
+        .assert_code(1)
+        .assert_stderr_contains("cannot write state file")
+        .assert_stderr_contains("nothing more is, until it can be rewritten");
+    let committed = server.count(&db, TABLE) as u64;
+    assert!(
+        committed < LINES,
+        "the run loaded everything: nothing was tested\n{}",
+        stuck.describe()
+    );
+    fs::remove_dir(&blocker).expect("free the name");
+    let rerun = load().run();
+    rerun.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=LINES, Some(&rerun));
+}
+
 /// The same for a line over --max-line-bytes: half-written, it is left,
 /// and the next run rejects it whole, once, in the reject file too. Before,
 /// its first half went to the reject file and its second half was

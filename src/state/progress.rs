@@ -43,7 +43,15 @@ pub struct Progress {
     /// its journal and its commit, or whose commit's outcome is unknown
     /// (with those of its attempts that failed).
     in_doubt: Vec<Entry>,
+    /// While rewrites of the state file fail: how many entries were
+    /// journaled since the first failure, and the last error.
+    failing: Option<(usize, String)>,
 }
+
+/// How many batches may be journaled while the state file cannot be
+/// rewritten: the journal grows until it is, and a next run would settle
+/// every entry of it.
+const MAX_JOURNALED_UNSAVED: usize = 1000;
 
 impl Progress {
     pub fn new(file: StateFile, inputs: Vec<Option<Resume>>) -> Progress {
@@ -55,6 +63,7 @@ impl Progress {
             last_save: Instant::now(),
             unsaved: false,
             in_doubt: Vec::new(),
+            failing: None,
         }
     }
 
@@ -111,6 +120,15 @@ impl Progress {
     /// Writes an entry to the journal and syncs it: before the commit it
     /// stands for.
     pub fn journal(&mut self, entry: &Entry) -> Result<()> {
+        if let Some((journaled, error)) = &mut self.failing {
+            if *journaled >= MAX_JOURNALED_UNSAVED {
+                anyhow::bail!(
+                    "{error}; {journaled} batches were committed since it last could be, \
+                     recorded in its journal only: nothing more is, until it can be rewritten"
+                );
+            }
+            *journaled += 1;
+        }
         self.file.journal(entry)?;
         self.in_doubt.push(entry.clone());
         Ok(())
@@ -161,7 +179,15 @@ impl Progress {
     pub fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
         self.unsaved = false;
-        self.file.save()
+        let saved = self.file.save();
+        match &saved {
+            Ok(()) => self.failing = None,
+            Err(err) => {
+                let journaled = self.failing.take().map_or(0, |(journaled, _)| journaled);
+                self.failing = Some((journaled, format!("{err:#}")));
+            }
+        }
+        saved
     }
 
     /// Tracks more inputs (--follow found them): their indexes, and where to
