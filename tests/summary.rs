@@ -266,3 +266,26 @@ fn assert_a_second_run_replaces_the_file(
         .collect();
     assert_eq!(left, ["pgsense_pg.prom"], "only the metrics file is left");
 }
+
+/// `--summary json` to a standard output that cannot take it (/dev/full):
+/// said on stderr, and the run fails, so that no one takes the missing
+/// summary for a success. Before, it was lost silently, with exit 0.
+#[test]
+fn a_json_summary_that_cannot_be_written_fails_the_run() {
+    let server = shared();
+    let db = server.new_database();
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--summary", "json"])
+        .stdin(ndjson(1, 1, Shape::Object))
+        .stdout_file(full)
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write the JSON summary to standard output")
+        .assert_stderr_contains("1 read, 1 inserted, 0 dropped");
+    assert_eq!(server.count(&db, TABLE), 1);
+}

@@ -498,7 +498,18 @@ fn finish_summary(
         }
     }
     if args.summary == Some(SummaryFormat::Json) {
-        let _ = writeln!(std::io::stdout(), "{}", summary.to_json());
+        let mut stdout = std::io::stdout();
+        let written = writeln!(stdout, "{}", summary.to_json()).and_then(|()| stdout.flush());
+        // A closed or full standard output: whoever reads the summary
+        // must not take its absence for success.
+        if let Err(err) = written {
+            exit::print_error(&anyhow::anyhow!(
+                "cannot write the JSON summary to standard output: {err}"
+            ));
+            if status == Status::Ok {
+                status = Status::Failure;
+            }
+        }
     }
     status
 }
