@@ -364,6 +364,12 @@ fn a_reject_file_that_is_another_output_is_refused() {
 /// the next run reads them again instead of losing them.
 #[test]
 fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
+    let Some(disk) = Tmpfs::mount("1m") else {
+        return;
+    };
+    // Full to the last block: what fits of a file larger than the disk.
+    let _ = fs::write(disk.path().join("filler"), vec![0u8; 2 << 20]);
+    let rejects = disk.path().join("rejects.ndjson");
     let server = shared();
     let db = server.new_database();
     let scratch = Scratch::new();
@@ -374,11 +380,12 @@ fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
         .arg("load")
         .arg("--state-file")
         .arg(&state)
-        .args(["--reject-file", "/dev/full"])
+        .arg("--reject-file")
+        .arg(&rejects)
         .arg(&input)
         .run();
     out.assert_code(1)
-        .assert_stderr_contains("cannot write reject file /dev/full");
+        .assert_stderr_contains("cannot write reject file");
     assert_eq!(
         out.stderr.matches("cannot write reject file").count(),
         1,
@@ -400,6 +407,22 @@ fn a_full_reject_file_fails_the_run_and_holds_the_state_back() {
         offset,
         0,
         "the state moved past a dropped line the reject file does not hold\n{}",
+        out.describe()
+    );
+    // A device that is always full, without a state file: the same, said
+    // once.
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .args(["--reject-file", "/dev/full"])
+        .arg(&input)
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write reject file /dev/full");
+    assert_eq!(
+        out.stderr.matches("cannot write reject file").count(),
+        1,
+        "said once\n{}",
         out.describe()
     );
 }

@@ -667,7 +667,7 @@ fn a_full_disk_under_the_state_file_is_not_said_to_be_a_database_failure() {
 /// A directory named as the state file is a usage error, said before
 /// anything is created beside it.
 #[test]
-fn a_directory_for_a_state_file_is_refused_leaving_nothing() {
+fn a_directory_or_a_pipe_for_a_state_file_is_refused_leaving_nothing() {
     let server = shared();
     let db = server.new_database();
     let scratch = Scratch::new();
@@ -682,6 +682,18 @@ fn a_directory_for_a_state_file_is_refused_leaving_nothing() {
         .map(|e| e.expect("entry").file_name())
         .collect();
     assert_eq!(beside.len(), 2, "{beside:?}");
+    // Nor anything else that is not a regular file (`--state-file
+    // /dev/null` made /dev/null.lock, then called /dev/null damaged).
+    let fifo = scratch.path().join("state.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    load_with_state(server, &db, &fifo, &input)
+        .assert_code(2)
+        .assert_stderr_contains("is not a regular file: name a file");
+    assert!(!scratch.path().join("state.fifo.lock").exists());
 }
 
 /// A backlog of more files than the state file keeps marks of files no

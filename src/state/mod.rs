@@ -154,9 +154,15 @@ impl StateFile {
     /// those of the file it leads to, whatever name a run is given.
     pub fn open(path: &Path) -> Result<StateFile> {
         let path = &crate::paths::real(path);
-        if path.is_dir() {
+        if let Ok(meta) = fs::metadata(path)
+            && !meta.is_file()
+        {
+            let what = match meta.is_dir() {
+                true => "a directory",
+                false => "not a regular file",
+            };
             return Err(anyhow::anyhow!(
-                "state file {} is a directory: name a file (it need not exist yet)",
+                "state file {} is {what}: name a file (it need not exist yet)",
                 path.display()
             ))
             .status(Status::Usage);
