@@ -54,7 +54,7 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
             .map(|(host, port)| {
                 let mut config = base_config(settings);
                 config.host(host).port(port);
-                (format!("{host}:{port}"), config)
+                (crate::config::endpoint(host, port), config)
             })
             .collect(),
         tls,

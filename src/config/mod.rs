@@ -64,6 +64,14 @@ pub struct Settings {
     pub stall_timeout: Duration,
 }
 
+/// `host:port` for messages, an IPv6 address in brackets (`[::1]:5432`).
+pub fn endpoint(host: &str, port: u16) -> String {
+    match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    }
+}
+
 impl Settings {
     /// `"schema"."table"`, safe to splice into SQL: both are validated
     /// identifiers.
@@ -75,7 +83,7 @@ impl Settings {
     pub fn target(&self) -> String {
         let endpoints: Vec<String> = self
             .endpoints()
-            .map(|(host, port)| format!("{host}:{port}"))
+            .map(|(host, port)| endpoint(host, port))
             .collect();
         format!("{}@{}/{}", self.username, endpoints.join(","), self.dbname)
     }

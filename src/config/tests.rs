@@ -381,6 +381,8 @@ mod libpq {
         };
         let s = resolve(&global(&["--host", "a,b"]), &env).unwrap();
         assert_eq!(s.target(), "postgres@a:5432,b:5433/postgres");
+        let s = resolve(&global(&["--host", "::1,10.0.0.2"]), &env).unwrap();
+        assert_eq!(s.target(), "postgres@[::1]:5432,10.0.0.2:5433/postgres");
         let err = resolve(&global(&["--host", "a,b,c"]), &env).err().unwrap();
         assert!(
             err.to_string()
