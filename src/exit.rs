@@ -75,7 +75,7 @@ pub const STATUSES: &[Documented] = &[
     Documented {
         codes: &[2],
         brief: "usage error",
-        detail: "usage error: bad flags or arguments, or a reject file that is also an input",
+        detail: "usage error: bad flags or arguments, a reject file that is also an input, or a state file (or, with one, a reject file) that is not a regular file",
     },
     Documented {
         codes: &[65],
