@@ -86,6 +86,76 @@ fn three_runs_over_a_growing_file_load_each_finding_once() {
     assert_table_holds(server, &db, 1..=300);
 }
 
+/// The same with invalid lines among the findings: the invalid lines of the
+/// batches not committed when the run stopped stay in the file with them,
+/// and are counted as left, not as rejected, by the stopped run: over both
+/// runs each invalid line is counted once. Before, those were counted by
+/// both runs.
+#[test]
+fn invalid_lines_left_in_the_file_by_a_stopped_run_are_counted_once() {
+    use crate::support::report::json_summary;
+    const LINES: u64 = 200_000;
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let invalid = |n: u64| n.is_multiple_of(7);
+    let text: String = (1..=LINES)
+        .map(|n| match invalid(n) {
+            true => format!("{{\"bad\":{n}}}\n"),
+            false => finding(n) + "\n",
+        })
+        .collect();
+    let input = scratch.write("mixed.ndjson", text);
+    let load = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--batch-rows", &BATCH_ROWS.to_string(), "--summary", "json"])
+            .arg("--state-file")
+            .arg(&state)
+            .arg(&input)
+    };
+    let started = wait_during(
+        load().spawn(),
+        "rows in the table",
+        Duration::from_secs(30),
+        || server.count(&db, TABLE) > 0,
+    );
+    send_signal(started.id(), "TERM");
+    let first = started.wait();
+    first.assert_code(143);
+    let second = load().run();
+    let count = |out: &Outcome, field: &str| {
+        json_summary(out)[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}\n{}", out.describe()))
+    };
+    for out in [&first, &second] {
+        assert_eq!(
+            count(out, "lines_read"),
+            count(out, "inserted") + count(out, "rejected_invalid") + count(out, "left_in_files"),
+            "{}",
+            out.describe()
+        );
+    }
+    let bad = (1..=LINES).filter(|n| invalid(*n)).count() as u64;
+    assert_eq!(
+        count(&first, "rejected_invalid") + count(&second, "rejected_invalid"),
+        bad,
+        "first run:\n{}\nsecond run:\n{}",
+        first.describe(),
+        second.describe()
+    );
+    assert_table_holds_after(
+        server,
+        &db,
+        (1..=LINES).filter(|n| !invalid(*n)),
+        Some(&second),
+    );
+}
+
 /// The scanner is mid-write when cron fires: the half-written last line is
 /// not a bad line, it is loaded whole by the next run.
 #[test]

@@ -119,6 +119,9 @@ pub struct Batch {
     pub untimed: Rows,
     /// The lines the reader rejected, as read, each newline-terminated.
     pub rejects: Vec<u8>,
+    /// How many lines the reader rejected as invalid (kept in `rejects`
+    /// when there is a reject file).
+    pub invalid: u64,
     /// The binary forms of the table's columns.
     wire: Wire,
 }
@@ -134,6 +137,7 @@ impl Batch {
             timed: Rows::new(Timing::Timed, limits),
             untimed: Rows::new(Timing::Untimed, limits),
             rejects: Vec::new(),
+            invalid: 0,
             wire: table::wire(),
         }
     }
@@ -188,6 +192,7 @@ impl Batch {
         self.timed.clear();
         self.untimed.clear();
         self.rejects.clear();
+        self.invalid = 0;
         self.lines = 0;
     }
 }

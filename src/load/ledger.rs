@@ -406,7 +406,7 @@ impl Ledger {
     /// state file stops before them (the next run loads them again).
     pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
         if self.leaves(batch.source, kind) {
-            lock(&self.counts).left += batch.rows() as u64;
+            self.left(batch);
             turn.open_gap();
             return;
         }
@@ -449,10 +449,19 @@ impl Ledger {
         // After a gap the state file stops before the batch: a file it
         // tracks keeps the lines for the next run (standard input does not).
         if self.leave_in_inputs || self.tracked(batch.source) {
-            lock(&self.counts).left += batch.rows() as u64;
+            self.left(batch);
             return;
         }
         self.count_rows(batch, kind, LEFT_FOR_NEXT_RUN);
+    }
+
+    /// Counts a batch's lines as left in their file: its rows, and the
+    /// invalid lines among them, which were said and counted when read
+    /// but are read again (and said again) by the next run.
+    fn left(&self, batch: &Batch) {
+        let mut counts = lock(&self.counts);
+        counts.left += batch.rows() as u64 + batch.invalid;
+        counts.invalid = counts.invalid.saturating_sub(batch.invalid);
     }
 
     /// Settles lines written to the reject file (by the reader itself: a

@@ -88,6 +88,7 @@ impl Pending {
 
     /// A line rejected by the reader, kept for the reject file.
     pub fn reject(&mut self, raw: &[u8], end: (u64, u64)) {
+        self.batch.invalid += 1;
         if self.pipeline.ledger.keeps_lines() {
             self.batch.reject(raw);
         }
