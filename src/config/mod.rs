@@ -28,7 +28,7 @@ use postgres::config::TargetSessionAttrs;
 pub use crate::cli::SslMode;
 use crate::cli::{DEFAULT_PORT, GlobalArgs, Ports, parse_ports};
 pub use env::PgEnv;
-use file::{PortValue, PostgresSection};
+use file::{PasswordSource, PortValue, PostgresSection};
 pub use password::Password;
 pub use source::Sourced;
 use source::{Origin, Params, Precedence, Whole};
@@ -187,8 +187,14 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(path) => file::read(path)?,
         None => PostgresSection::default(),
     };
+    // An empty value is no value, as libpq takes it: the next source, or
+    // the default, applies.
+    let given = |text: Option<String>| text.filter(|text| !text.is_empty());
+    let (dbname, username) = (given(dbname), given(username));
+    let password =
+        password.filter(|p| !matches!(p, PasswordSource::Inline(text) if text.is_empty()));
     let parts = Parts::gather(args, dbname.as_ref(), env)?;
-    let plain = |text: Option<String>| text.filter(|text| !conninfo::is_conninfo(text));
+    let plain = |text: Option<String>| given(text).filter(|text| !conninfo::is_conninfo(text));
     let hosts = hosts(&parts, args.host.clone(), host, env);
     let ports = ports(&parts, args.port.clone(), port, env)?;
     check_counts(&hosts, &ports)?;
@@ -199,16 +205,16 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
             plain(dbname),
             |v| v,
         )
-        .env(env.dbname.clone())
+        .env(given(env.dbname.clone()))
         .or_default("postgres".to_owned());
     let username = parts
         .text(
             Precedence::of(&setting::USERNAME),
-            args.username.clone(),
+            given(args.username.clone()),
             username,
             |v| v,
         )
-        .env(env.user.clone())
+        .env(given(env.user.clone()))
         .or_default("postgres".to_owned());
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;

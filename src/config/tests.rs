@@ -56,6 +56,27 @@ mod resolve {
         resolve(&global(&argv), env)
     }
 
+    /// An empty value is no value, as libpq takes it: the next source or
+    /// the default applies, and an empty password does not keep .pgpass
+    /// from being read.
+    #[test]
+    fn empty_values_are_unset() {
+        let dir = Dir::new("empty");
+        let text = "[alerts.postgres]\nusername = \"\"\ndbname = \"\"\npassword = \"\"\n";
+        let settings = with_config(&dir, text, &[], &no_env()).unwrap();
+        assert_eq!(settings.username.value, "postgres");
+        assert_eq!(settings.dbname.value, "postgres");
+        assert!(settings.password.is_none());
+        let env = PgEnv {
+            user: Some("loader".into()),
+            dbname: Some(String::new()),
+            ..PgEnv::default()
+        };
+        let settings = with_config(&dir, text, &["--username", ""], &env).unwrap();
+        assert_eq!(settings.username.value, "loader");
+        assert_eq!(settings.dbname.value, "postgres");
+    }
+
     #[test]
     fn a_password_file_table_takes_no_other_key() {
         let dir = Dir::new("pwkeys");
