@@ -272,6 +272,12 @@ fn decode(text: &str, what: &str) -> Result<String> {
             let Ok(byte) = u8::from_str_radix(hex, 16) else {
                 bail!("invalid percent-encoding in the {what} of the URI");
             };
+            // libpq refuses it too: no connection parameter holds a NUL.
+            if byte == 0 {
+                bail!(
+                    "the {what} of the URI holds %00, a NUL byte, which no connection parameter can"
+                );
+            }
             out.push(byte);
             i += 3;
         } else {
@@ -344,6 +350,10 @@ mod tests {
         assert_eq!(pairs("postgresql://"), owned(&[]));
         assert!(parse("postgresql://db/x?nonsense=1", Whole::DbnameFlag).is_err());
         assert!(parse("postgresql://db/%zz", Whole::DbnameFlag).is_err());
+        let Err(nul) = parse("postgresql://db/find%00ings", Whole::DbnameFlag) else {
+            panic!("a NUL is refused");
+        };
+        assert!(nul.to_string().contains("%00"), "{nul}");
     }
 
     #[test]
