@@ -26,7 +26,7 @@ use super::set_aside::{Unread, set_aside};
 use super::turns::{PanicGuard, Turn};
 use crate::rejects::Rejects;
 use line::with_hint;
-pub use line::{Kind, classify};
+pub use line::{Kind, classify, is_blank};
 pub use position::Position;
 
 mod line;

@@ -74,7 +74,7 @@ struct Copied {
 impl Copied {
     fn count(&mut self, line: &[u8]) {
         self.lines += 1;
-        self.findings += u64::from(line.iter().any(|b| !b.is_ascii_whitespace()));
+        self.findings += u64::from(!super::reader::is_blank(line));
     }
 
     /// Copies whole lines of `chunk` (with the partial line before them).

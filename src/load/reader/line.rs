@@ -28,6 +28,13 @@ pub enum Kind<'a> {
     },
 }
 
+/// Whether a line holds nothing but JSON's white space: a form feed, which
+/// is not, makes a line that is not JSON, as a vertical tab does.
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
 /// Classifies the line [`next_line`] read into `buf`; `at_start` says it
 /// is the first line of its input, where a UTF-8 BOM is skipped.
 pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
@@ -46,7 +53,7 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
             finding: Valid::Usual(usual),
         };
     }
-    if text.iter().all(u8::is_ascii_whitespace) {
+    if is_blank(text) {
         return Kind::Blank;
     }
     match record::parse_line(text) {

@@ -20,6 +20,9 @@ fn blank_lines_are_not_findings() {
     assert_eq!(kind(b" \t\r\n", false), "blank");
     assert_eq!(kind(b"", false), "blank");
     assert_eq!(kind(b"\xEF\xBB\xBF\n", true), "blank");
+    // Not JSON's white space.
+    assert!(kind(b"\x0c\n", false).starts_with("invalid"));
+    assert!(kind(b"\x0b\n", false).starts_with("invalid"));
 }
 
 #[test]
