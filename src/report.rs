@@ -147,6 +147,45 @@ pub struct RunSummary<'a> {
     pub report: &'a Report,
     pub seconds: f64,
     pub status: Status,
+    /// What the metrics file's `pgsense_alerts_total` held before the run.
+    pub alerts_before: AlertTotals,
+}
+
+/// `pgsense_alerts_total` by status: a counter, which must only grow for
+/// Prometheus' `increase()` to be right across runs, so each run adds its
+/// counts to what the metrics file held.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AlertTotals {
+    pub ok: f64,
+    pub error: f64,
+}
+
+/// The alert totals of the metrics file at `path`: none when it is
+/// missing or holds none (a counter that starts again, which Prometheus
+/// takes as a reset).
+pub fn alerts_in(path: &Path) -> AlertTotals {
+    let mut totals = AlertTotals::default();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return totals;
+    };
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("pgsense_alerts_total{channel=\"postgres\",status=\"")
+        else {
+            continue;
+        };
+        let (field, value) = match rest.split_once("\"} ") {
+            Some(("ok", value)) => (&mut totals.ok, value),
+            Some(("error", value)) => (&mut totals.error, value),
+            _ => continue,
+        };
+        if let Ok(value) = value.trim().parse::<f64>()
+            && value.is_finite()
+            && value >= 0.0
+        {
+            *field = value;
+        }
+    }
+    totals
 }
 
 impl RunSummary<'_> {
@@ -233,12 +272,15 @@ impl RunSummary<'_> {
         metric(
             "pgsense_alerts_total",
             "counter",
-            "Findings inserted (status=ok) and dropped (status=error) by the last run (with --follow: since it started).",
+            "Findings inserted (status=ok) and dropped (status=error), over the runs that wrote this file.",
             &[
-                ("{channel=\"postgres\",status=\"ok\"}", r.inserted as f64),
+                (
+                    "{channel=\"postgres\",status=\"ok\"}",
+                    self.alerts_before.ok + r.inserted as f64,
+                ),
                 (
                     "{channel=\"postgres\",status=\"error\"}",
-                    r.dropped() as f64,
+                    self.alerts_before.error + r.dropped() as f64,
                 ),
             ],
         );

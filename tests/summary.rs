@@ -221,7 +221,10 @@ fn metrics_file_parses_and_matches_the_run() {
 }
 
 /// A second, clean run replaces the metrics file whole, by rename: a new
-/// inode, no temp file left next to it.
+/// inode, no temp file left next to it. Its `pgsense_alerts_total` counts
+/// on from the first run's (27 inserted, 6 dropped), as a counter must for
+/// Prometheus' increase() over cron runs; the per-run gauges are its own.
+/// Before, the counter held the last run's counts only.
 #[track_caller]
 fn assert_a_second_run_replaces_the_file(
     server: &PgServer,
@@ -245,15 +248,18 @@ fn assert_a_second_run_replaces_the_file(
             "pgsense_alerts_total",
             &[("channel", "postgres"), ("status", "ok")]
         ),
-        5.0
+        27.0 + 5.0
     );
     assert_eq!(
         m.value(
             "pgsense_alerts_total",
             &[("channel", "postgres"), ("status", "error")]
         ),
-        0.0
+        6.0
     );
+    assert_eq!(m.value("pgsense_pg_lines_read", &[]), 5.0);
+    let dropped = |reason| m.value("pgsense_pg_dropped_lines", &[("reason", reason)]);
+    assert_eq!(dropped("invalid"), 0.0);
     assert_eq!(m.value("pgsense_pg_last_run_exit_status", &[]), 0.0);
     assert_ne!(
         fs::metadata(metrics).expect("metrics file").ino(),

@@ -24,7 +24,7 @@ use crate::connect;
 use crate::exit::{self, Status, WithStatus};
 use crate::load::{self, Sink, Source, Tracking, Verbosity};
 use crate::rejects::Rejects;
-use crate::report::{self, Mode, Report, RunSummary};
+use crate::report::{self, AlertTotals, Mode, Report, RunSummary};
 use crate::state::{RejectsMark, StateFile};
 
 /// The exit status of a load that ran: its counts', unless the database
@@ -75,8 +75,20 @@ const PROGRESS_FROM: u64 = 4 << 20;
 /// How often --follow rewrites --metrics-file.
 const METRICS_EVERY: Duration = Duration::from_secs(5);
 
+/// When the run began, and the alert totals its metrics file held then.
+#[derive(Clone, Copy)]
+struct Begun {
+    at: Instant,
+    alerts: AlertTotals,
+}
+
 pub fn run(settings: Result<Settings>, args: &LoadArgs, quiet: bool) -> Result<Status> {
-    let started = Instant::now();
+    let started = Begun {
+        at: Instant::now(),
+        alerts: metrics_file(args)
+            .map(report::alerts_in)
+            .unwrap_or_default(),
+    };
     let mut result = settings.and_then(|s| load(&s, args, quiet, started));
     // Work cut short by a stop signal (the bootstrap, given up a few
     // seconds after it) ends as the signal says.
@@ -371,7 +383,7 @@ fn start_up(
     Ok(())
 }
 
-fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Instant) -> Result<Status> {
+fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Begun) -> Result<Status> {
     let mut files = open_files(args, quiet)?;
     let mut tick = follow_metrics(args, &names(args), started);
     let sink = connect(settings, args, &mut files, tick.as_mut())?;
@@ -436,7 +448,7 @@ fn names(args: &LoadArgs) -> Vec<String> {
 }
 
 /// With --follow, --metrics-file is rewritten every few seconds.
-fn follow_metrics(args: &LoadArgs, files: &[String], started: Instant) -> Option<load::Tick> {
+fn follow_metrics(args: &LoadArgs, files: &[String], started: Begun) -> Option<load::Tick> {
     let path = args.metrics_file.clone().filter(|_| args.follow)?;
     let files = files.to_vec();
     Some(load::Tick {
@@ -451,8 +463,9 @@ fn follow_metrics(args: &LoadArgs, files: &[String], started: Instant) -> Option
             let summary = RunSummary {
                 files: files.clone(),
                 report: &report,
-                seconds: started.elapsed().as_secs_f64(),
+                seconds: started.at.elapsed().as_secs_f64(),
                 status: Status::Ok,
+                alerts_before: started.alerts,
             };
             if let Err(err) = summary.write_following(&path, snapshot) {
                 log::warn!("{err:#}");
@@ -475,14 +488,15 @@ fn finish_summary(
     args: &LoadArgs,
     files: Vec<String>,
     report: &Report,
-    started: Instant,
+    started: Begun,
     mut status: Status,
     failed: Failed,
 ) -> Status {
     let mut summary = RunSummary {
         files,
         report,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: started.at.elapsed().as_secs_f64(),
+        alerts_before: started.alerts,
         status,
     };
     if let Some(path) = metrics_file(args)
