@@ -569,18 +569,6 @@ fn column_checks(columns: &[TableColumn], qualified: &str) -> Vec<Check> {
                         column.type_name, accepts[0]
                     ),
                 ),
-                // Left out for findings without a timestamp, which would
-                // all be refused.
-                Some(column) if *name == table::TIMED && column.not_null && !column.has_default => {
-                    Check::missing(
-                        what,
-                        format!(
-                            "column {name} of {qualified} is NOT NULL without a default, and \
-                             findings without a timestamp, left to the default, would all be \
-                             refused: give it one (`ALTER COLUMN {name} SET DEFAULT now()`)"
-                        ),
-                    )
-                }
                 Some(_) => Check::ok(what),
             }
         })

@@ -369,12 +369,6 @@ fn check_names_a_missing_or_mistyped_column() {
             "lsn",
             "is text",
         ),
-        // Findings without a timestamp leave it to its default.
-        (
-            "ALTER TABLE pgsense.findings ALTER COLUMN detected_at DROP DEFAULT",
-            "detected_at",
-            "SET DEFAULT now()",
-        ),
     ] {
         let db = server.new_database();
         server.pgsense(&db).arg("init").run().assert_code(0);
