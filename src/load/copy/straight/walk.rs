@@ -87,6 +87,12 @@ impl<'a> Walk<'a> {
     #[inline(always)]
     fn any_string(&mut self) -> Option<(Span, bool)> {
         self.expect(b'"')?;
+        self.string_body()
+    }
+
+    /// [`Walk::any_string`] past its opening quote.
+    #[inline(always)]
+    fn string_body(&mut self) -> Option<(Span, bool)> {
         let start = self.at;
         let mut escaped = false;
         let mut from = start;
@@ -151,14 +157,15 @@ impl<'a> Walk<'a> {
     fn usual_text_fields(&mut self, fields: &mut Fields) -> Option<usize> {
         for place in 0..9 {
             let Some(len) = usual_key_at(self.line, self.at, place) else {
+                fields.seen |= (1 << place) - 1;
                 return Some(place);
             };
             if self.line.get(self.at + len) != Some(&b'"') {
+                fields.seen |= (1 << place) - 1;
                 return Some(place);
             }
-            self.at += len;
-            let (span, escaped) = self.any_string()?;
-            fields.seen |= 1 << place;
+            self.at += len + 1;
+            let (span, escaped) = self.string_body()?;
             fields.text[place] = span;
             fields.escaped |= u16::from(escaped) << place;
             // The line's end or white space here: the record path says
@@ -168,6 +175,7 @@ impl<'a> Walk<'a> {
             }
             self.at += 1;
         }
+        fields.seen |= (1 << 9) - 1;
         Some(9)
     }
 
