@@ -82,8 +82,9 @@ pub struct Control {
     calls: Mutex<BTreeMap<usize, Instant>>,
     /// How long a statement may go unanswered: --stall-timeout.
     stall_after: Mutex<Option<Duration>>,
-    /// The transaction each writer holds open, by writer.
-    began: Mutex<BTreeMap<usize, i64>>,
+    /// The transactions the writers began, oldest first: (writer, id), the
+    /// last [`BEGUN_KEPT`] of them.
+    began: Mutex<std::collections::VecDeque<(usize, i64)>>,
 }
 
 /// A writer's statement in flight, from [`Control::in_call`] until dropped.
@@ -157,6 +158,10 @@ pub fn caught_signal() -> Option<i32> {
 
 /// How long statements in flight may run on after a stop before they are
 /// cancelled.
+/// How many begun transactions [`Control::began_again_elsewhere`] looks
+/// through: more than the writers begin while one waits for its answer.
+const BEGUN_KEPT: usize = 4096;
+
 const GRACE: Duration = Duration::from_secs(3);
 /// How long a cancelled statement may stay unanswered before the
 /// connections are shut down.
@@ -269,23 +274,29 @@ impl Control {
         lock(&self.cancels).insert(writer, token);
     }
 
-    /// Writer `writer` began transaction `id`, until [`Control::ended`].
+    /// Writer `writer` began transaction `id`.
     pub fn began(&self, writer: usize, id: i64) {
-        lock(&self.began).insert(writer, id);
+        let mut began = lock(&self.began);
+        if began.len() == BEGUN_KEPT {
+            began.pop_front();
+        }
+        began.push_back((writer, id));
     }
 
-    /// Writer `writer`'s transaction ended, whichever way: its id is no
-    /// longer the writer's to hold.
-    pub fn ended(&self, writer: usize) {
-        lock(&self.began).remove(&writer);
-    }
-
-    /// Whether another writer than `writer` holds transaction `id` (after
-    /// a crash of the server, which handed the id out again).
-    pub fn began_elsewhere(&self, writer: usize, id: i64) -> bool {
-        lock(&self.began)
+    /// Whether another writer than `writer` began a transaction with the
+    /// id of `writer`'s transaction `id` after it. Ids are never handed out
+    /// twice (they count on over the server's life) but after a crash that
+    /// lost the WAL of the transaction that had it: then that one did not
+    /// commit, whatever the server says of the id now.
+    pub fn began_again_elsewhere(&self, writer: usize, id: i64) -> bool {
+        let began = lock(&self.began);
+        let Some(mine) = began.iter().rposition(|&b| b == (writer, id)) else {
+            return false;
+        };
+        began
             .iter()
-            .any(|(other, began)| *other != writer && *began == id)
+            .skip(mine + 1)
+            .any(|&(other, began)| other != writer && began == id)
     }
 
     /// Statements unanswered for this long are cancelled, then their
@@ -403,16 +414,26 @@ impl Control {
 mod tests {
     use super::*;
 
-    /// After a crash, the server may give writer 0 an id writer 1 held
-    /// before it: once writer 1's transaction ended, the id is not its.
+    /// After a crash the server may give an id again: the transaction that
+    /// had it first lost it, whichever writer began it.
     #[test]
-    fn a_transaction_id_is_held_until_its_transaction_ends() {
+    fn an_id_begun_again_by_the_other_writer_was_lost_by_the_first() {
         let control = Control::default();
+        control.began(0, 41);
         control.began(1, 42);
-        assert!(control.began_elsewhere(0, 42));
-        assert!(!control.began_elsewhere(1, 42));
-        control.ended(1);
-        assert!(!control.began_elsewhere(0, 42));
+        control.began(0, 42);
+        control.began(0, 43);
+        // Writer 1's 42 was begun again by writer 0: it was lost.
+        assert!(control.began_again_elsewhere(1, 42));
+        // Writer 0's 42 is the later one: nothing is known of it so.
+        assert!(!control.began_again_elsewhere(0, 42));
+        assert!(!control.began_again_elsewhere(0, 41));
+        // An id this writer never began.
+        assert!(!control.began_again_elsewhere(1, 43));
+        for id in 100..100 + BEGUN_KEPT as i64 {
+            control.began(0, id);
+        }
+        assert!(!control.began_again_elsewhere(1, 42), "forgotten");
     }
 
     #[test]

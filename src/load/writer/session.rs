@@ -60,7 +60,6 @@ impl<'a> Session<'a> {
     /// Hands the connection back to the pool, for the other writer when it
     /// cannot open one (the server has no connection to spare).
     pub fn release(&mut self) {
-        self.control.ended(self.writer);
         self.connection = None;
     }
 
@@ -178,9 +177,6 @@ impl<'a> Session<'a> {
 
     pub fn commit(&mut self) -> Commit {
         let _call = self.control.in_call(self.writer);
-        // Whatever its outcome, the transaction is over: should its id be
-        // asked about by the other writer, it is not this one's.
-        self.control.ended(self.writer);
         let Some(client) = self.connection.as_mut().filter(|c| !c.is_closed()) else {
             self.connection = None;
             return Commit::Refused(Failure::Transient(
@@ -204,7 +200,6 @@ impl<'a> Session<'a> {
     /// the connection when that fails.
     pub fn rollback(&mut self) {
         let _call = self.control.in_call(self.writer);
-        self.control.ended(self.writer);
         if let Some(client) = &mut self.connection
             && client.batch_execute("ROLLBACK").is_err()
         {
@@ -225,6 +220,11 @@ impl<'a> Session<'a> {
         let mut attempt = 0;
         let mut refused = 0;
         loop {
+            // The other writer was given this id since: the server lost
+            // this transaction in a crash and handed its id out again.
+            if self.control.began_again_elsewhere(self.writer, txn.id) {
+                return Ok(false);
+            }
             let call = self.control.in_call(self.writer);
             let answer = self
                 .connect()
@@ -232,11 +232,15 @@ impl<'a> Session<'a> {
                 .map(|c| txn_state(c, txn, trace.as_ref(), table));
             drop(call);
             let state = match answer {
-                Some(Ok(state)) => Some(state),
-                // What the server refuses to answer, it refuses again (a
-                // statement_timeout shorter than the check, a table
-                // changed): said, and given up after a few tries.
-                Some(Err(err)) if !connection_lost(&err) => {
+                Some(Ok(state)) => {
+                    refused = 0;
+                    Some(state)
+                }
+                // What the server refuses to answer, it refuses again (no
+                // privilege, a statement_timeout shorter than the check,
+                // a table changed): said, and given up after a few tries
+                // in a row. A cancel, a lock or a lack of resources passes.
+                Some(Err(err)) if !connection_lost(&err) && !passing(&err) => {
                     refused += 1;
                     let err = describe(&err);
                     if refused >= MAX_REFUSED_CHECKS {
@@ -250,11 +254,6 @@ impl<'a> Session<'a> {
             match state {
                 Some(TxnState::Committed) => return Ok(true),
                 Some(TxnState::Aborted) => return Ok(false),
-                // The other writer's: the server lost this one in a crash
-                // and handed its id out again.
-                Some(TxnState::InProgress) if self.control.began_elsewhere(self.writer, txn.id) => {
-                    return Ok(false);
-                }
                 Some(TxnState::Unknowable(why)) => return Err(why),
                 Some(TxnState::Forgotten) => {
                     return Err("the server no longer knows it (too old)".into());
@@ -283,8 +282,22 @@ struct StatsReset {
     asked: Instant,
 }
 
-/// How many times the server may refuse to say how a transaction ended
-/// before the question is given up.
+/// Whether a server error may pass if asked again: a cancel (the stall
+/// watchdog's, or an admin's), a lock not granted, a lack of resources, a
+/// serialization failure. A statement_timeout's cancel comes back each
+/// time: it is a refusal.
+fn passing(err: &postgres::Error) -> bool {
+    let Some(db) = err.as_db_error() else {
+        return false;
+    };
+    let code = db.code().code();
+    code.starts_with("53")
+        || matches!(code, "55P03" | "40001" | "40P01")
+        || (code == "57014" && !db.message().contains("statement timeout"))
+}
+
+/// How many times in a row the server may refuse to say how a transaction
+/// ended before the question is given up.
 const MAX_REFUSED_CHECKS: u32 = 3;
 
 /// How long an answer of [`STATS_RESET`] is taken as still true.
