@@ -297,6 +297,12 @@ impl RunSummary<'_> {
             ],
         );
         metric(
+            "pgsense_pg_skipped_by_trigger",
+            "gauge",
+            "Rows the last run sent (with --follow: since it started) that a BEFORE INSERT trigger returned NULL for.",
+            &[("", r.skipped as f64)],
+        );
+        metric(
             "pgsense_pg_lines_read",
             "gauge",
             "Lines read by the last run (with --follow: since it started).",

@@ -39,9 +39,6 @@ pub struct Trace {
     /// cannot be told apart by it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub savepoints: bool,
-    /// A trigger skipped some of the rows: the one of `lsn` may be one.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
 }
 
 /// One settled batch.

@@ -301,7 +301,7 @@ impl<'a> Writer<'a> {
             refused,
             prepared,
         } = unresolved;
-        let trace = ledger::trace(batch, &refused, prepared.skipped(), txn.savepoints);
+        let trace = ledger::trace(batch, &refused, txn.savepoints);
         match self
             .session
             .resolve(&txn, trace, &self.copy.table, deadline)

@@ -162,9 +162,7 @@ fn traced(
     let row = first_row(&messages).map(|row| (row.get(0), row.get(1)));
     let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Ok(match row.map(|(all, first)| (count(all), count(first))) {
-        Some((all, first)) if all == trace.rows && (first > 0 || trace.skipped) => {
-            TxnState::Committed
-        }
+        Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
         Some((0, _)) | None => TxnState::Aborted,
         Some((all, _)) => TxnState::Unknowable(format!(
             "{why}; its id is on {all} rows of {table}, not the {} it wrote",
