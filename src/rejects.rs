@@ -95,11 +95,21 @@ impl Rejects {
     /// Cuts the file back to `len` bytes: lines appended for a transaction
     /// that then did not commit.
     pub fn cut_to(&mut self, len: u64) -> anyhow::Result<()> {
-        if !self.regular && len != self.len && self.failed.is_none() {
-            self.failed = Some(io::Error::other(
-                "lines written for a batch that was then not committed cannot be taken back \
-                 from what is not a regular file",
-            ));
+        // A pipe or a device keeps what it was given: the lines of a batch
+        // sent again are there twice (with --state-file, which counts on
+        // taking lines back, such a reject file is refused).
+        if !self.regular {
+            if len < self.len {
+                log::warn!(
+                    "reject file {} is not a regular file: the lines written for a batch that \
+                     did not commit cannot be taken back, and are written again with it",
+                    self.path.display()
+                );
+            }
+            return match &self.failed {
+                Some(err) => Err(self.error(err)),
+                None => Ok(()),
+            };
         }
         if let (Some(file), None) = (&mut self.file, &self.failed)
             && let Err(err) = file.flush().and_then(|()| file.get_ref().set_len(len))

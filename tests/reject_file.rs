@@ -626,6 +626,24 @@ fn a_reject_file_that_is_a_pipe_or_a_device_is_written_unsynced() {
     load(Path::new("/dev/null"))
         .assert_code(65)
         .assert_stderr_contains("11 read, 10 inserted, 1 dropped");
+    // A batch whose COMMIT never reached the server is sent again: the
+    // invalid line written for it cannot be taken back from the device,
+    // which is said, and the run goes on.
+    let resent = server.new_database();
+    init(server, &resent);
+    let proxy = CommitCutter::start(server.port(), CutAt::CommitLost);
+    let out = server
+        .pgsense(&resent)
+        .args(["--port", &proxy.port.to_string()])
+        .args(["load", "--reject-file", "/dev/null"])
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", out.describe());
+    out.assert_code(65)
+        .assert_stderr_contains("11 read, 10 inserted, 1 dropped")
+        .assert_stderr_contains("cannot be taken back");
+    assert_table_holds_after(server, &resent, 1..=10, Some(&out));
 
     let other = server.new_database();
     init(server, &other);
