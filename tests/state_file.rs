@@ -100,11 +100,13 @@ fn invalid_lines_left_in_the_file_by_a_stopped_run_are_counted_once() {
     init(server, &db);
     let scratch = Scratch::new();
     let state = scratch.path().join("pgsense-pg.state");
-    let invalid = |n: u64| n.is_multiple_of(7);
+    // Every 7th line is invalid, and every 50th over --max-line-bytes.
+    let invalid = |n: u64| n.is_multiple_of(7) || n % 50 == 25;
     let text: String = (1..=LINES)
-        .map(|n| match invalid(n) {
-            true => format!("{{\"bad\":{n}}}\n"),
-            false => finding(n) + "\n",
+        .map(|n| match (n.is_multiple_of(7), n % 50 == 25) {
+            (true, _) => format!("{{\"bad\":{n}}}\n"),
+            (_, true) => format!("{{\"long\":\"{}\"}}\n", "x".repeat(2000)),
+            _ => finding(n) + "\n",
         })
         .collect();
     let input = scratch.write("mixed.ndjson", text);
@@ -113,7 +115,7 @@ fn invalid_lines_left_in_the_file_by_a_stopped_run_are_counted_once() {
             .pgsense(&db)
             .arg("load")
             .args(["--batch-rows", &BATCH_ROWS.to_string(), "--summary", "json"])
-            .arg("--state-file")
+            .args(["--max-line-bytes", "1000", "--state-file"])
             .arg(&state)
             .arg(&input)
     };

@@ -88,10 +88,16 @@ impl Pending {
 
     /// A line rejected by the reader, kept for the reject file.
     pub fn reject(&mut self, raw: &[u8], end: (u64, u64)) {
-        self.batch.invalid += 1;
         if self.pipeline.ledger.keeps_lines() {
             self.batch.reject(raw);
         }
+        self.invalid(end);
+    }
+
+    /// A line rejected by the reader and not kept (too long, without a
+    /// reject file): the batch covers it and counts it.
+    pub fn invalid(&mut self, end: (u64, u64)) {
+        self.batch.invalid += 1;
         self.cover(end);
     }
 

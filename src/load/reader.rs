@@ -532,7 +532,7 @@ impl Reader {
                     // Settled as it was written to the reject file.
                     self.pending.settled_to(end);
                 } else {
-                    self.pending.skip(end);
+                    self.pending.invalid(end);
                 }
             }
             Kind::Blank => self.pending.skip(end),
