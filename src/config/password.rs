@@ -41,6 +41,12 @@ pub fn resolve(
             value: PasswordSource::File(PasswordFile { file }),
             origin,
         }) => read_secret(&file, &file_origin(origin)).map(Some),
+        // An empty password is none, as libpq takes it: the password file
+        // is read.
+        Some(Sourced {
+            value: PasswordSource::Inline(text),
+            ..
+        }) if text.is_empty() => Ok(from_passfile(parts, env, targets)),
         Some(Sourced {
             value: PasswordSource::Inline(text),
             origin,

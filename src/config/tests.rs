@@ -75,6 +75,12 @@ mod resolve {
         let settings = with_config(&dir, text, &["--username", ""], &env).unwrap();
         assert_eq!(settings.username.value, "loader");
         assert_eq!(settings.dbname.value, "postgres");
+        let env = PgEnv {
+            password: Some(String::new()),
+            ..PgEnv::default()
+        };
+        let settings = with_config(&dir, text, &["--dbname", "password="], &env).unwrap();
+        assert!(settings.password.is_none());
     }
 
     #[test]
