@@ -220,7 +220,9 @@ fn rows_a_trigger_skips_are_counted_as_skipped_not_inserted() {
     out.assert_code(65)
         .assert_stderr_contains("30 read, 19 inserted, 1 dropped")
         .assert_stderr_contains("; 10 skipped by a trigger")
-        .assert_stderr_contains("-: lines 1 to 7: 2 rows not taken by the table: a BEFORE INSERT trigger");
+        .assert_stderr_contains(
+            "-: lines 1 to 7: 2 rows not taken by the table: a BEFORE INSERT trigger",
+        );
     let summary = json_summary(&out);
     assert_eq!(summary["inserted"], 19, "{}", out.describe());
     assert_eq!(summary["skipped_by_trigger"], 10, "{}", out.describe());

@@ -28,7 +28,7 @@ use postgres::config::TargetSessionAttrs;
 pub use crate::cli::SslMode;
 use crate::cli::{DEFAULT_PORT, GlobalArgs, Ports, parse_ports};
 pub use env::PgEnv;
-use file::{PasswordSource, PortValue, PostgresSection};
+use file::{PortValue, PostgresSection};
 pub use password::Password;
 pub use source::Sourced;
 use source::{Origin, Params, Precedence, Whole};
@@ -187,35 +187,12 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         Some(path) => file::read(path)?,
         None => PostgresSection::default(),
     };
-    // An empty value is no value, as libpq takes it: the next source, or
-    // the default, applies.
-    let given = |text: Option<String>| text.filter(|text| !text.is_empty());
-    let (dbname, username) = (given(dbname), given(username));
-    let password =
-        password.filter(|p| !matches!(p, PasswordSource::Inline(text) if text.is_empty()));
+    let dbname = given(dbname);
     let parts = Parts::gather(args, dbname.as_ref(), env)?;
-    let plain = |text: Option<String>| given(text).filter(|text| !conninfo::is_conninfo(text));
     let hosts = hosts(&parts, args.host.clone(), host, env);
     let ports = ports(&parts, args.port.clone(), port, env)?;
     check_counts(&hosts, &ports)?;
-    let dbname = parts
-        .text(
-            Precedence::of(&setting::DBNAME),
-            plain(args.dbname.clone()),
-            plain(dbname),
-            |v| v,
-        )
-        .env(given(env.dbname.clone()))
-        .or_default("postgres".to_owned());
-    let username = parts
-        .text(
-            Precedence::of(&setting::USERNAME),
-            given(args.username.clone()),
-            username,
-            |v| v,
-        )
-        .env(given(env.user.clone()))
-        .or_default("postgres".to_owned());
+    let (dbname, username) = database_and_user(args, &parts, env, dbname, given(username));
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
@@ -256,6 +233,43 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         options: session.options,
         stall_timeout: Duration::from_secs(args.stall_timeout),
     })
+}
+
+/// An empty value is no value, as libpq takes it: the next source, or the
+/// default, applies.
+fn given(text: Option<String>) -> Option<String> {
+    text.filter(|text| !text.is_empty())
+}
+
+/// The database and the user, from the flags, the config file's `dbname`
+/// and `username`, the connection strings and service, and PG* variables.
+fn database_and_user(
+    args: &GlobalArgs,
+    parts: &Parts,
+    env: &PgEnv,
+    dbname: Option<String>,
+    username: Option<String>,
+) -> (Sourced<String>, Sourced<String>) {
+    let plain = |text: Option<String>| given(text).filter(|text| !conninfo::is_conninfo(text));
+    let dbname = parts
+        .text(
+            Precedence::of(&setting::DBNAME),
+            plain(args.dbname.clone()),
+            plain(dbname),
+            |v| v,
+        )
+        .env(given(env.dbname.clone()))
+        .or_default("postgres".to_owned());
+    let username = parts
+        .text(
+            Precedence::of(&setting::USERNAME),
+            given(args.username.clone()),
+            username,
+            |v| v,
+        )
+        .env(given(env.user.clone()))
+        .or_default("postgres".to_owned());
+    (dbname, username)
 }
 
 /// Whether a host is reached over TCP: a host that is a directory is a

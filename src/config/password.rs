@@ -27,6 +27,10 @@ pub fn resolve(
     env: &PgEnv,
     targets: &[pgpass::Target],
 ) -> Result<Option<Password>> {
+    // An empty password in the config file is none: the next source
+    // applies. (From a source after it, the password file is read.)
+    let in_config =
+        in_config.filter(|p| !matches!(p, PasswordSource::Inline(text) if text.is_empty()));
     let chosen = parts
         .text(
             Precedence::of(&setting::PASSWORD),

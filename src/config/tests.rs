@@ -81,6 +81,18 @@ mod resolve {
         };
         let settings = with_config(&dir, text, &["--dbname", "password="], &env).unwrap();
         assert!(settings.password.is_none());
+        let env = PgEnv {
+            password: Some("from-env".into()),
+            ..PgEnv::default()
+        };
+        let settings = with_config(&dir, text, &[], &env).unwrap();
+        assert_eq!(
+            settings
+                .password
+                .map(|p| p.secret.expose().to_owned())
+                .as_deref(),
+            Some("from-env")
+        );
     }
 
     #[test]
