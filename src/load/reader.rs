@@ -169,23 +169,9 @@ impl Reader {
             // data that ended properly is whole: its last line can never
             // get an end.)
             let leaves_unfinished = cursor.tracked && cursor.at_end() == AtEnd::MayGrow;
-            let next = match self.next_line(
-                &mut reader,
-                &cursor,
-                cursor.at_end(),
-                leaves_unfinished,
-                fd,
-            ) {
-                Ok(Some(next)) => next,
-                Ok(None) => return Ok(Flow::Stop),
-                Err(err) => {
-                    let err = read_error(err, &self.ledger.name(index), cursor.line);
-                    return if self.pending.flush() {
-                        Ok(Flow::Failed(err))
-                    } else {
-                        Err(err)
-                    };
-                }
+            let next = match self.next_of_input(&mut reader, &cursor, leaves_unfinished, fd)? {
+                Ok(next) => next,
+                Err(flow) => return Ok(flow),
             };
             match next {
                 Line::End => break,
@@ -219,6 +205,27 @@ impl Reader {
         } else {
             Flow::Stop
         })
+    }
+
+    /// The next line of the input `cursor` is in, or how reading it ends.
+    fn next_of_input<R: Read>(
+        &mut self,
+        reader: &mut BufReader<R>,
+        cursor: &Cursor,
+        leaves_unfinished: bool,
+        fd: Option<RawFd>,
+    ) -> Result<Result<Line, Flow>> {
+        match self.next_line(reader, cursor, cursor.at_end(), leaves_unfinished, fd) {
+            Ok(Some(next)) => Ok(Ok(next)),
+            Ok(None) => Ok(Err(Flow::Stop)),
+            Err(err) => {
+                let err = read_error(err, &self.ledger.name(cursor.index), cursor.line);
+                match self.pending.flush() {
+                    true => Ok(Err(Flow::Failed(err))),
+                    false => Err(err),
+                }
+            }
+        }
     }
 
     /// The line after `cursor` was cut short by the signal that stops the
@@ -434,30 +441,7 @@ impl Reader {
             },
         );
         control.set_reader_idle(false);
-        if let Some(Spill {
-            turn,
-            rejects: Some(mut rejects),
-            before,
-        }) = spill
-        {
-            match &next {
-                Ok(Line::TooLong {
-                    consumed,
-                    terminated,
-                    ..
-                }) if *terminated || !leaves_unfinished => {
-                    drop(rejects);
-                    let end = (cursor.offset + consumed, cursor.line + 1);
-                    ledger.written(cursor.index, end, None, &turn);
-                }
-                // Not a whole line: it goes, the next run reads it again.
-                _ => {
-                    if let Err(err) = rejects.cut_to(before) {
-                        log::error!("{err:#}");
-                    }
-                }
-            }
-        }
+        settle_spill(spill, &next, cursor, leaves_unfinished, &ledger);
         if !handed_over.get() {
             self.pending.drop_unsent();
             return Ok(None);
@@ -552,6 +536,42 @@ impl Reader {
             }
         }
         true
+    }
+}
+
+/// After a line too long to hold went to the reject file piece by piece:
+/// settled when it was whole, else taken back (the next read, or the next
+/// run, takes it whole).
+fn settle_spill(
+    spill: Option<Spill<'_>>,
+    next: &io::Result<Line>,
+    cursor: &Cursor,
+    leaves_unfinished: bool,
+    ledger: &Ledger,
+) {
+    let Some(Spill {
+        turn,
+        rejects: Some(mut rejects),
+        before,
+    }) = spill
+    else {
+        return;
+    };
+    match next {
+        Ok(Line::TooLong {
+            consumed,
+            terminated,
+            ..
+        }) if *terminated || !leaves_unfinished => {
+            drop(rejects);
+            let end = (cursor.offset + consumed, cursor.line + 1);
+            ledger.written(cursor.index, end, None, &turn);
+        }
+        _ => {
+            if let Err(err) = rejects.cut_to(before) {
+                log::error!("{err:#}");
+            }
+        }
     }
 }
 
