@@ -205,3 +205,61 @@ fn a_server_that_refuses_to_say_how_a_commit_ended_ends_the_run_saying_so() {
         .assert_stderr_contains("is not known: the server refused to say")
         .assert_stderr_contains("permission denied for function txid_status");
 }
+
+/// Trigger-based partitioning: a BEFORE INSERT trigger writes each row to
+/// a child table and returns NULL, so COPY says it took none. A COMMIT
+/// whose answer is lost, and a crash of the server before the next run
+/// (which makes the next run check the batch against its rows): the rows
+/// are found in the child, under the transaction's id, and the batch is
+/// settled as committed, each line once.
+#[test]
+fn a_batch_a_trigger_routed_to_a_child_table_is_settled_after_a_crash() {
+    const COUNT: u64 = 3_000;
+    let server = crate::support::pg::private_with(&["synchronous_commit = on"]);
+    let db = server.new_database();
+    init(&server, &db);
+    server.execute(
+        &db,
+        "CREATE TABLE pgsense.findings_child () INHERITS (pgsense.findings);
+         CREATE FUNCTION pgsense.route() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO pgsense.findings_child SELECT new.*;
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER route BEFORE INSERT ON pgsense.findings
+         FOR EACH ROW EXECUTE FUNCTION pgsense.route();",
+    );
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "findings.ndjson", COUNT);
+    let state = scratch.path().join("state");
+    let load = |port: u16| {
+        server
+            .pgsense(&db)
+            .args(["--port", &port.to_string(), "--connect-timeout", "2"])
+            .arg("load")
+            .args([
+                "--batch-rows",
+                "500",
+                "--retry-for",
+                "2",
+                "--summary",
+                "json",
+            ])
+            .arg("--state-file")
+            .arg(&state)
+            .arg(&input)
+            .timeout(Duration::from_secs(60))
+            .run()
+    };
+    let proxy = CommitCutter::start_after(server.port(), CutAt::AnswerLost, After::Refuse, 2);
+    let cut = load(proxy.port);
+    assert_eq!(proxy.cuts(), 1, "no COMMIT was cut\n{}", cut.describe());
+    cut.assert_code(75);
+    let skipped = crate::support::report::json_summary(&cut)["skipped_by_trigger"].clone();
+    assert!(skipped.as_u64() > Some(0), "{}", cut.describe());
+    server.stop_immediate();
+    server.start();
+    let again = load(server.port());
+    again.assert_code(0);
+    assert_table_holds_after(&server, &db, 1..=COUNT, Some(&again));
+}
