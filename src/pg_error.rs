@@ -229,6 +229,8 @@ const RULES: &[Rule] = &[
     rule(Server,  &[&["certificate authentication failed"]],  When::Always,        certificate_name),
     rule(Server,  &[NO_HBA_ENTRY, &["no encryption"]],        When::SslDisabled,   hostssl_only),
     rule(Server,  &[&["password authentication failed"]],     When::Always,        password_refused),
+    // PgBouncer's words for a SCRAM exchange that failed.
+    rule(Server,  &[&["sasl authentication failed"]],         When::Always,        sasl_refused),
     rule(Server,  &[&["password missing"]],                   When::Always,        password_missing),
     rule(Server,  &[&["does not allow writes"]],              When::Always,        read_only),
     rule(Server,  &[&["unsupported startup parameter"]],      When::Always,        startup_parameter),
@@ -411,6 +413,14 @@ fn password_refused(settings: &Settings) -> String {
         Some(password) => format!("the password from {} was refused", password.origin),
         None => "set a password".to_owned(),
     }
+}
+
+fn sasl_refused(settings: &Settings) -> String {
+    format!(
+        "{}; through PgBouncer, also check its auth_file: the user must be in it, with the \
+         password in plain text or as a SCRAM secret (an md5 hash fails SCRAM)",
+        password_refused(settings)
+    )
 }
 
 fn startup_parameter(settings: &Settings) -> String {

@@ -266,6 +266,41 @@ fn pgoptions_refused_by_pgbouncer_get_advice() {
         .assert_stderr_contains("options (from PGOPTIONS) were sent: unset PGOPTIONS");
 }
 
+/// PgBouncer asking for a password by SCRAM refuses a wrong one with words
+/// of its own ("SASL authentication failed"): the error says where the
+/// password came from and what to check in PgBouncer's auth_file; the
+/// right one loads.
+#[test]
+fn a_password_pgbouncer_refuses_gets_advice() {
+    let server = shared();
+    let db = server.new_database();
+    let Some(binary) = pgbouncer::installed() else {
+        return;
+    };
+    let bouncer =
+        PgBouncer::start_with(&binary, server, PoolMode::Transaction, 2, Some("right-one"));
+    let scratch = Scratch::new();
+    let wrong = scratch.write("wrong", "not-this-one\n");
+    let out = bouncer
+        .pgsense(&db)
+        .arg("--password-file")
+        .arg(&wrong)
+        .arg("check")
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("SASL authentication failed")
+        .assert_stderr_contains(
+            "(--password-file) was refused; through PgBouncer, also check its auth_file",
+        );
+    assert!(!out.stderr.contains("not-this-one"), "{}", out.describe());
+    bouncer
+        .pgsense(&db)
+        .env("PGPASSWORD", "right-one")
+        .arg("init")
+        .run()
+        .assert_code(0);
+}
+
 /// Findings in the fault loads: enough that the load lasts a few seconds
 /// through PgBouncer, so faults land in the middle of it.
 const FAULT_FINDINGS: u64 = 100_000;

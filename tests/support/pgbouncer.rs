@@ -64,6 +64,8 @@ pub struct PgBouncer {
     run_as: Option<(u32, u32)>,
     /// The running PgBouncer, None while stopped.
     child: Mutex<Option<Child>>,
+    /// The password it asks for, if any.
+    password: Option<String>,
 }
 
 /// The PgBouncer binary, or None (and a note) when it is not installed
@@ -82,6 +84,18 @@ impl PgBouncer {
     /// Starts PgBouncer in front of `server` with this pooling mode and at
     /// most `pool_size` server connections per database and user.
     pub fn start(binary: &Path, server: &PgServer, mode: PoolMode, pool_size: u32) -> PgBouncer {
+        PgBouncer::start_with(binary, server, mode, pool_size, None)
+    }
+
+    /// [`PgBouncer::start`], asking clients for `password` by SCRAM when
+    /// one is given (its auth_file holds it in plain text).
+    pub fn start_with(
+        binary: &Path,
+        server: &PgServer,
+        mode: PoolMode,
+        pool_size: u32,
+        password: Option<&str>,
+    ) -> PgBouncer {
         let run_as = unprivileged_user();
         let root = std::env::temp_dir().join(unique("pgsense-pg-pgbouncer-"));
         fs::create_dir(&root).unwrap_or_else(|e| panic!("cannot create {}: {e}", root.display()));
@@ -92,13 +106,18 @@ impl PgBouncer {
             port: free_port(),
             run_as,
             child: Mutex::new(None),
+            password: password.map(str::to_owned),
         };
-        bouncer.configure(server, mode, pool_size);
+        bouncer.configure(server, mode, pool_size, password);
         bouncer.start_again(binary);
         bouncer
     }
 
-    fn configure(&self, server: &PgServer, mode: PoolMode, pool_size: u32) {
+    fn configure(&self, server: &PgServer, mode: PoolMode, pool_size: u32, password: Option<&str>) {
+        let auth_type = match password {
+            Some(_) => "scram-sha-256",
+            None => "trust",
+        };
         let ini = format!(
             "[databases]\n\
              * = host={} port={}\n\
@@ -107,7 +126,7 @@ impl PgBouncer {
              listen_addr = 127.0.0.1\n\
              listen_port = {}\n\
              unix_socket_dir = {root}\n\
-             auth_type = trust\n\
+             auth_type = {auth_type}\n\
              auth_file = {root}/userlist.txt\n\
              pool_mode = {}\n\
              default_pool_size = {pool_size}\n\
@@ -119,8 +138,8 @@ impl PgBouncer {
             root = self.root.display(),
         );
         fs::write(self.ini(), ini).expect("write pgbouncer.ini");
-        fs::write(self.root.join("userlist.txt"), "\"postgres\" \"\"\n")
-            .expect("write userlist.txt");
+        let userlist = format!("\"postgres\" \"{}\"\n", password.unwrap_or_default());
+        fs::write(self.root.join("userlist.txt"), userlist).expect("write userlist.txt");
         if let Some((uid, gid)) = self.run_as {
             for path in [
                 self.root.clone(),
@@ -259,14 +278,18 @@ impl PgBouncer {
     }
 
     fn try_client(&self, db: &str) -> Result<Client, postgres::Error> {
-        postgres::Config::new()
+        let mut config = postgres::Config::new();
+        config
             .host("127.0.0.1")
             .port(self.port)
             .user("postgres")
             .dbname(db)
             .application_name("pgsense-pg-tests")
-            .connect_timeout(Duration::from_secs(10))
-            .connect(NoTls)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config.connect(NoTls)
     }
 
     /// A client connection to `db` through PgBouncer, as the superuser.
