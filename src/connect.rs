@@ -21,7 +21,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
 use crate::config::{Roots, Settings, SslMode, Tls};
-use crate::pg_error::{describe, explain};
+use crate::pg_error::{describe, explain, explain_hosts};
 
 /// How long a statement may wait for a lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,13 +66,7 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
         connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
             ConnectFailure::Driver(failures) => match &failures[..] {
                 [(_, err)] => anyhow!(explain(err, settings)),
-                _ => anyhow!(
-                    failures
-                        .iter()
-                        .map(|(host, err)| format!("{host}: {}", explain(err, settings)))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ),
+                _ => anyhow!(explain_hosts(&failures, settings)),
             },
             ConnectFailure::TimedOut => anyhow!(
                 "no answer within {} s (TCP connect, TLS handshake or authentication \

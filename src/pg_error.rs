@@ -151,6 +151,40 @@ pub fn explain(err: &postgres::Error, settings: &Settings) -> String {
     }
 }
 
+/// Failed first connections to several hosts in one line: each host's
+/// words, and the advice once when it is the same for all (a wrong
+/// password, a certificate every host refuses).
+pub fn explain_hosts(failures: &[(String, postgres::Error)], settings: &Settings) -> String {
+    let advised: Vec<(String, Option<(Kind, String)>)> = failures
+        .iter()
+        .map(|(_, err)| {
+            let text = describe(err);
+            let advice = advise(&text.to_lowercase(), settings);
+            (text, advice)
+        })
+        .collect();
+    let shared = match &advised[..] {
+        [(_, Some(first)), rest @ ..] if !rest.is_empty() => rest
+            .iter()
+            .all(|(_, advice)| advice.as_ref() == Some(first))
+            .then_some(first),
+        _ => None,
+    };
+    let each = |text: &dyn Fn(usize) -> String| {
+        failures
+            .iter()
+            .enumerate()
+            .map(|(i, (host, _))| format!("{host}: {}", text(i)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match shared {
+        Some((Tls, advice)) => format!("TLS: {advice} ({})", each(&|i| advised[i].0.clone())),
+        Some((Server, advice)) => format!("{}: {advice}", each(&|i| advised[i].0.clone())),
+        None => each(&|i| explain(&failures[i].1, settings)),
+    }
+}
+
 /// The advice of the first rule that matches `text` (lowercase) under
 /// `settings`.
 fn advise(text: &str, settings: &Settings) -> Option<(Kind, String)> {

@@ -143,6 +143,21 @@ fn each_host_that_failed_is_named_with_its_own_cause() {
             out.describe()
         );
     }
+    // Both hosts read-only, for the same reason: each is named, and the
+    // advice is given once.
+    let out = pgsense()
+        .args(["--host", "127.0.0.1,localhost", "--port", &open.to_string()])
+        .args(["--dbname", &db, "--username", &role, "check"])
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains(&format!("127.0.0.1:{open}: error connecting"))
+        .assert_stderr_contains(&format!("localhost:{open}: error connecting"));
+    assert_eq!(
+        out.stderr.matches("the server is read-only").count(),
+        1,
+        "{}",
+        out.describe()
+    );
     server.execute(&db, &format!("DROP ROLE {role}"));
 }
 
