@@ -621,7 +621,7 @@ impl From<Origin> for Shown {
 const SHOWN_SKIPPED_BATCHES: u64 = 10;
 
 /// What a batch leaves in the table once committed: its rows but those the
-/// server refused, one of them by its lsn, and whether they were copied
+/// server refused, one of them by its lsn, the sum of their lsns, and whether they were copied
 /// under savepoints. None when it leaves nothing. Rows a trigger skipped
 /// are counted in: such a trigger may have written them to another table
 /// under the same transaction (trigger-based partitioning into children of
@@ -633,14 +633,18 @@ pub fn trace(batch: &Batch, refused: &[Refused], savepoints: bool) -> Option<Tra
             .iter()
             .any(|r| r.timing == rows.timing && r.index == index)
     };
-    let lsn = batch.parts().into_iter().find_map(|rows| {
-        (0..rows.len())
-            .find(|&index| kept(rows, index))
-            .map(|index| rows.rows[index].lsn)
-    })?;
+    let lsns = || {
+        batch.parts().into_iter().flat_map(move |rows| {
+            (0..rows.len())
+                .filter(move |&index| kept(rows, index))
+                .map(|index| rows.rows[index].lsn)
+        })
+    };
+    let lsn = lsns().next()?;
     Some(Trace {
         rows: (batch.rows() - refused.len()) as u64,
         lsn,
+        lsn_sum: Some(lsns().map(i128::from).sum()),
         savepoints,
     })
 }

@@ -30,11 +30,16 @@ pub struct Txn {
 
 /// What a committed batch leaves in the table, to recognise it there when
 /// the server cannot say by its transaction id (after a failover): how many
-/// rows carry the transaction's id, and the lsn of one of them.
+/// rows carry the transaction's id, the lsn of one of them, and the sum of
+/// all their lsns (one lsn alone could be another batch's too: the scanner
+/// gives every finding of a scanned transaction the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
     pub rows: u64,
     pub lsn: i64,
+    /// None in state files written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn_sum: Option<i128>,
     /// The rows carry the ids of savepoints, not the transaction's: they
     /// cannot be told apart by it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -204,6 +209,23 @@ mod tests {
         assert_eq!(entries, [entry(Some(7), 100), entry(None, 200)]);
         assert_eq!(parse(&text[..whole - 1]).expect("parses").len(), 1);
         assert!(parse(b"garbage\n{}\n").is_err());
+    }
+
+    #[test]
+    fn a_trace_keeps_a_sum_of_lsns_past_64_bits_and_reads_without_one() {
+        let mut traced = entry(Some(7), 100);
+        traced.trace = Some(Trace {
+            rows: 5000,
+            lsn: i64::MAX,
+            lsn_sum: Some(i128::from(i64::MAX) * 5000),
+            savepoints: false,
+        });
+        let mut text = serde_json::to_vec(&traced).expect("serializes");
+        text.push(b'\n');
+        assert_eq!(parse(&text).expect("parses"), [traced.clone()]);
+        let old = b"{\"txid\":7,\"trace\":{\"rows\":2,\"lsn\":9},\"key\":\"1:2\"}\n";
+        let read = parse(old).expect("parses");
+        assert_eq!(read[0].trace.expect("a trace").lsn_sum, None);
     }
 
     #[test]

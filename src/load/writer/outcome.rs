@@ -144,7 +144,8 @@ fn traced(
     // xmin holds the low 32 bits of the transaction id.
     let xid = txn.id & 0xFFFF_FFFF;
     let sql = format!(
-        "SELECT count(*), count(*) FILTER (WHERE lsn = {}) FROM {table} WHERE xmin = '{xid}'::xid",
+        "SELECT count(*), count(*) FILTER (WHERE lsn = {}), sum(lsn) FROM {table} \
+         WHERE xmin = '{xid}'::xid",
         trace.lsn
     );
     let messages = match client.simple_query(&sql) {
@@ -159,16 +160,49 @@ fn traced(
         }
         Err(err) => return Err(err),
     };
-    let row = first_row(&messages).map(|row| (row.get(0), row.get(1)));
-    let count = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(match row.map(|(all, first)| (count(all), count(first))) {
-        Some((all, first)) if all == trace.rows && first > 0 => TxnState::Committed,
-        Some((0, _)) | None => TxnState::Aborted,
-        Some((all, _)) => TxnState::Unknowable(format!(
-            "{why}; its id is on {all} rows of {table}, not the {} it wrote",
-            trace.rows
+    let found = first_row(&messages).map(|row| {
+        let count = |at| row.get(at).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Found {
+            rows: count(0),
+            with_lsn: count(1),
+            // numeric; integral, as lsns are.
+            lsn_sum: row.get(2).and_then(|v| v.parse().ok()),
+        }
+    });
+    Ok(judge(trace, found.as_ref(), why, table))
+}
+
+/// What carries a transaction's id in the table.
+#[derive(Debug)]
+struct Found {
+    rows: u64,
+    /// Of them, with the trace's lsn.
+    with_lsn: u64,
+    lsn_sum: Option<i128>,
+}
+
+/// Whether `found` is what the batch of `trace` left: its rows, with its
+/// lsns (their sum, or one of them for a trace written without it).
+fn judge(trace: &Trace, found: Option<&Found>, why: &str, table: &str) -> TxnState {
+    let Some(found) = found.filter(|found| found.rows > 0) else {
+        return TxnState::Aborted;
+    };
+    let same_lsns = match trace.lsn_sum {
+        Some(sum) => found.lsn_sum == Some(sum),
+        None => found.with_lsn > 0,
+    };
+    match (found.rows == trace.rows, same_lsns) {
+        (true, true) => TxnState::Committed,
+        (false, _) => TxnState::Unknowable(format!(
+            "{why}; its id is on {} rows of {table}, not the {} it wrote",
+            found.rows, trace.rows
         )),
-    })
+        (true, false) => TxnState::Unknowable(format!(
+            "{why}; its id is on {} rows of {table}, as many as it wrote, but not with its \
+             lsns (one of them {})",
+            found.rows, trace.lsn
+        )),
+    }
 }
 
 /// The first row of a simple query's answer.
@@ -184,4 +218,60 @@ pub(super) fn first_row(
 /// The first column of the first row of a simple query's answer.
 fn first_value(messages: &[postgres::SimpleQueryMessage]) -> Option<String> {
     first_row(messages).and_then(|row| row.get(0).map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: Trace = Trace {
+        rows: 3,
+        lsn: 10,
+        lsn_sum: Some(60),
+        savepoints: false,
+    };
+
+    fn judged(trace: &Trace, rows: u64, with_lsn: u64, lsn_sum: Option<i128>) -> TxnState {
+        let found = Found {
+            rows,
+            with_lsn,
+            lsn_sum,
+        };
+        judge(trace, Some(&found), "why", "t")
+    }
+
+    #[test]
+    fn the_batch_is_recognised_by_its_row_count_and_lsns() {
+        assert_eq!(judged(&TRACE, 3, 1, Some(60)), TxnState::Committed);
+        assert_eq!(judged(&TRACE, 0, 0, None), TxnState::Aborted);
+        assert_eq!(judge(&TRACE, None, "why", "t"), TxnState::Aborted);
+    }
+
+    #[test]
+    fn as_many_rows_with_one_same_lsn_are_not_taken_for_the_batch() {
+        // The scanner gives all findings of one transaction the same lsn:
+        // another batch may hold it too.
+        let state = judged(&TRACE, 3, 1, Some(70));
+        assert!(
+            matches!(&state, TxnState::Unknowable(why) if why.contains("not with its lsns")),
+            "{state:?}"
+        );
+        assert!(matches!(
+            judged(&TRACE, 2, 1, Some(60)),
+            TxnState::Unknowable(_)
+        ));
+    }
+
+    #[test]
+    fn a_trace_without_a_sum_is_recognised_by_one_lsn() {
+        let old = Trace {
+            lsn_sum: None,
+            ..TRACE
+        };
+        assert_eq!(judged(&old, 3, 1, Some(70)), TxnState::Committed);
+        assert!(matches!(
+            judged(&old, 3, 0, Some(60)),
+            TxnState::Unknowable(_)
+        ));
+    }
 }
