@@ -269,7 +269,21 @@ fn database_and_user(
         )
         .env(given(env.user.clone()))
         .or_default("postgres".to_owned());
-    (dbname, username)
+    (empty_is_default(dbname), empty_is_default(username))
+}
+
+/// An empty user or dbname of a connection string or service is the
+/// default, as in libpq (which then does not look at PGUSER or
+/// PGDATABASE either: the keyword was given).
+fn empty_is_default(chosen: Sourced<String>) -> Sourced<String> {
+    if chosen.value.is_empty() {
+        Sourced {
+            value: "postgres".to_owned(),
+            origin: Origin::Default,
+        }
+    } else {
+        chosen
+    }
 }
 
 /// Whether a host is reached over TCP: a host that is a directory is a

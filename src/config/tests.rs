@@ -81,6 +81,16 @@ mod resolve {
         };
         let settings = with_config(&dir, text, &["--dbname", "password="], &env).unwrap();
         assert!(settings.password.is_none());
+        // As libpq: an empty user or dbname in a connection string is the
+        // default, not PGUSER (a given keyword keeps the variable out).
+        let env = PgEnv {
+            user: Some("loader".into()),
+            dbname: Some("findings".into()),
+            ..PgEnv::default()
+        };
+        let settings = with_config(&dir, text, &["--dbname", "user='' dbname=''"], &env).unwrap();
+        assert_eq!(settings.username.value, "postgres");
+        assert_eq!(settings.dbname.value, "postgres");
         let env = PgEnv {
             password: Some("from-env".into()),
             ..PgEnv::default()
