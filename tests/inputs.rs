@@ -75,6 +75,50 @@ fn two_named_pipes_written_one_after_the_other_are_both_loaded() {
     assert_table_holds(server, &db, 1..=80);
 }
 
+/// A stop while a named pipe waits for its writer to open it ends the run
+/// at once, with what was read before it loaded.
+#[test]
+fn a_stop_while_a_named_pipe_has_no_writer_yet_ends_the_run() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let fifo = scratch.path().join("fifo");
+    run_ok(
+        Command::new("mkfifo").arg(&fifo),
+        Duration::from_secs(10),
+        "mkfifo",
+    );
+    let before = scratch.write("before.ndjson", findings(1..=20));
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&before)
+        .arg(&fifo)
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    let load = wait_during(
+        load,
+        "the rows before the pipe in",
+        Duration::from_secs(30),
+        || server.count(&db, TABLE) == 20,
+    );
+    // Waiting in the pipe's open by now, with nothing else to do.
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    out.assert_code(143)
+        .assert_stderr_contains("20 read, 20 inserted")
+        .assert_stderr_contains(&format!("stopped reading {} after line 0", fifo.display()));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "the stop waited for the pipe's writer: {}",
+        out.describe()
+    );
+    assert_table_holds(server, &db, 1..=20);
+}
+
 /// A named pipe that cannot be read is refused before connecting.
 #[test]
 fn an_unreadable_named_pipe_is_refused_before_connecting() {

@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Line, Source, next_line, read_error, would_wait};
+use super::input::{AtEnd, Cursor, Input, Line, Source, next_line, read_error, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::set_aside::{Unread, set_aside};
@@ -143,7 +143,18 @@ impl Reader {
         // A file a state file tracks is read on only while it starts as it
         // did: a copytruncate mid-run must not pass new lines for old ones.
         let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
-        let (input, fd) = match source.input.into_reader(changed.as_ref()) {
+        // Opening a named pipe waits for its writer, as long as it takes:
+        // the rows read before go first, and a stop does not wait for it.
+        if matches!(source.input, Input::Fifo(_)) {
+            self.position.set(index, cursor.line);
+            if !self.pending.flush() {
+                return Ok(Flow::Stop);
+            }
+            self.control.set_reader_idle(true);
+        }
+        let opened = source.input.into_reader(changed.as_ref());
+        self.control.set_reader_idle(false);
+        let (input, fd) = match opened {
             Ok(input) => input,
             Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
         };
