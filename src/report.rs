@@ -2,7 +2,7 @@
 //! summary, `--summary json` and `--metrics-file`.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -127,8 +127,23 @@ fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
 }
 
 /// Checks, before a load starts, that the metrics file will be writable:
-/// its temporary file beside it can be created.
+/// it is a regular file or not there yet (it is replaced whole on every
+/// write, which would put a file in place of a directory's entry for a
+/// device such as /dev/null), and its temporary file beside it can be
+/// created.
 pub fn check_writable(path: &Path) -> anyhow::Result<()> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        let what = if meta.is_dir() {
+            "it is a directory"
+        } else {
+            "it is not a regular file (it is replaced whole on every write)"
+        };
+        anyhow::ensure!(
+            meta.is_file(),
+            "cannot write metrics file {}: {what}",
+            path.display()
+        );
+    }
     let temp = temp_path(path);
     File::create(&temp)
         .and_then(|_| std::fs::remove_file(&temp))
@@ -160,14 +175,26 @@ pub struct AlertTotals {
     pub error: f64,
 }
 
+/// How much of a previous metrics file is read: a few kilobytes are
+/// written.
+const METRICS_READ_LIMIT: u64 = 1 << 20;
+
 /// The alert totals of the metrics file at `path`: none when it is
 /// missing or holds none (a counter that starts again, which Prometheus
 /// takes as a reset).
 pub fn alerts_in(path: &Path) -> AlertTotals {
     let mut totals = AlertTotals::default();
-    let Ok(text) = std::fs::read_to_string(path) else {
+    // Only a regular file, and its start: a named pipe would wait for a
+    // writer, a device might never end (such a path is refused after).
+    let mut text = String::new();
+    let regular = std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
+    if !regular
+        || File::open(path)
+            .and_then(|file| file.take(METRICS_READ_LIMIT).read_to_string(&mut text))
+            .is_err()
+    {
         return totals;
-    };
+    }
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("pgsense_alerts_total{channel=\"postgres\",status=\"")
         else {

@@ -278,6 +278,45 @@ fn every_output_path_is_checked_before_connecting() {
     }
 }
 
+/// A metrics file that is there and is not a regular file (a directory,
+/// a named pipe, a device such as /dev/null) would be replaced by a file
+/// on its first write: refused before connecting, and left as it was.
+#[test]
+fn a_metrics_file_that_is_not_a_regular_file_is_refused() {
+    let scratch = Scratch::new();
+    let input = scratch.write("in.ndjson", findings(1..=3));
+    let dir = scratch.path().join("dir");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let fifo = scratch.path().join("fifo");
+    run_ok(
+        Command::new("mkfifo").arg(&fifo),
+        Duration::from_secs(10),
+        "mkfifo",
+    );
+    for (path, why) in [
+        (&dir, "it is a directory"),
+        (&fifo, "it is not a regular file"),
+    ] {
+        let silent = SilentServer::new();
+        let out = pgsense()
+            .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+            .arg("load")
+            .arg("--metrics-file")
+            .arg(path)
+            .arg(&input)
+            .run();
+        out.assert_code(73).assert_stderr_contains(&format!(
+            "cannot write metrics file {}: {why}",
+            path.display()
+        ));
+        assert!(!silent.was_contacted(), "{}", out.describe());
+    }
+    assert!(dir.is_dir());
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(&fifo).expect("still there").file_type();
+    assert!(kind.is_fifo(), "the pipe was replaced");
+}
+
 /// A state or metrics file that is also an input (`findings.jsonl*` that
 /// takes in `findings.jsonl.state`, say) is a usage error before anything
 /// connects: the file given is left as it was.
