@@ -148,6 +148,40 @@ fn unreadable_standard_input_exits_1() {
         .assert_stderr_contains("pgsense-pg: error: ");
 }
 
+/// Standard output whose reader went away (`| head`, `| true`): what was
+/// done still sets the exit status, and no error is made of it.
+#[test]
+fn a_closed_standard_output_is_no_failure() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let input = scratch.write("in.ndjson", crate::support::markers::findings(1..=3));
+    let closed = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        std::fs::File::from(std::os::fd::OwnedFd::from(writer))
+    };
+    for args in [
+        vec!["init".as_ref()],
+        vec!["check".as_ref()],
+        vec![
+            "load".as_ref(),
+            "--summary".as_ref(),
+            "json".as_ref(),
+            input.as_os_str(),
+        ],
+    ] {
+        let out = server.pgsense(&db).args(&args).stdout_file(closed()).run();
+        out.assert_code(0);
+        assert!(
+            !out.stderr.contains("error"),
+            "{args:?}: {}",
+            out.describe()
+        );
+    }
+    assert_eq!(server.count(&db, crate::support::TABLE), 3);
+}
+
 /// Exit 1, any other failure: init cannot write its report.
 #[test]
 fn init_that_cannot_write_its_report_exits_1() {

@@ -1,7 +1,5 @@
 //! `init`: the bootstrap alone, one line per thing found or created.
 
-use std::io::Write;
-
 use anyhow::Result;
 
 use crate::bootstrap;
@@ -11,9 +9,8 @@ use crate::exit::{Status, WithStatus};
 pub fn run(settings: &Settings) -> Result<Status> {
     let (mut client, _) = super::connect(settings, std::time::Duration::ZERO)?;
     let done = bootstrap::bootstrap(&mut client, settings).status(Status::Unavailable)?;
-    let mut stdout = std::io::stdout().lock();
     for line in done {
-        writeln!(stdout, "{line}")?;
+        super::say(format_args!("{line}"))?;
     }
     Ok(Status::Ok)
 }

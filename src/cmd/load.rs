@@ -2,7 +2,7 @@
 //! the load, and report how it ended (also for a run that never started).
 
 use std::fs;
-use std::io::{ErrorKind, IsTerminal, Write};
+use std::io::{ErrorKind, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -512,11 +512,10 @@ fn finish_summary(
         }
     }
     if args.summary == Some(SummaryFormat::Json) {
-        let mut stdout = std::io::stdout();
-        let written = writeln!(stdout, "{}", summary.to_json()).and_then(|()| stdout.flush());
-        // A closed or full standard output: whoever reads the summary
-        // must not take its absence for success.
-        if let Err(err) = written {
+        // A full standard output (a redirect to a full disk): whoever
+        // reads the summary must not take its absence for success. A
+        // reader that went away reads nothing.
+        if let Err(err) = super::say(format_args!("{}", summary.to_json())) {
             exit::print_error(&anyhow::anyhow!(
                 "cannot write the JSON summary to standard output: {err}"
             ));

@@ -25,6 +25,18 @@ pub fn run(cli: &Cli) -> Result<Status> {
     }
 }
 
+/// Writes a line to standard output. A reader that went away (`| head`,
+/// `| true`) is not a failure of the command: its exit status still says
+/// how the work went.
+fn say(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written,
+    }
+}
+
 /// Connects one client for the bootstrap, saying where to; a server that
 /// is busy is tried again for up to `retry_for`.
 fn connect(
