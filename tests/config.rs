@@ -115,6 +115,15 @@ fn the_config_file_from_the_environment_or_after_the_command() {
         .run()
         .assert_code(0);
     assert_eq!(server.count(&db, "scan_alerts.found"), 5);
+    // Set and empty is not set: no config file, the flags apply.
+    server
+        .pgsense(&db)
+        .env("PGSENSE_PG_CONFIG", "")
+        .arg("load")
+        .stdin(ndjson(5, 1, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 1);
 }
 
 /// Flags beat the file: the file's port and dbname are wrong, the flags'
