@@ -120,7 +120,7 @@ fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
     );
     if set_aside > 0 {
         text.push_str(&format!(
-            "; the {set_aside} findings not read were appended to the reject file as they are"
+            "; the {set_aside} lines after it were appended to the reject file as they are, not parsed"
         ));
     }
     text
