@@ -270,7 +270,7 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
         quoted,
     } = lookup(client, settings)?;
     if table_exists {
-        checks.push(Check::ok(format!("table {qualified} exists")));
+        checks.push(Check::ok(format!("{qualified} exists")));
         checks.extend(table_checks(client, settings, &quoted)?);
         return Ok(checks);
     }
