@@ -142,6 +142,43 @@ fn an_unreadable_named_pipe_is_refused_before_connecting() {
     assert!(!silent.was_contacted(), "{}", out.describe());
 }
 
+/// A file truncated by another process while it is loaded without a state
+/// file: what was read loads, the line the truncation cut is invalid, and
+/// the run says the file shrank.
+#[test]
+fn a_file_truncated_while_read_is_said_to_have_shrunk() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let text = findings(1..=3000);
+    let input = scratch.write("in.ndjson", &text);
+    // Batches of 10, two at a time: the reader is held back far before the
+    // end of its first read buffer (64 KiB), which the cut comes after.
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", "10"])
+        .arg(&input)
+        .spawn();
+    let load = wait_during(load, "the first rows in", Duration::from_secs(30), || {
+        server.count(&db, TABLE) >= 10
+    });
+    let cut = text.match_indices('\n').nth(999).expect("1000 lines").0 + 20;
+    OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .and_then(|file| file.set_len(cut as u64))
+        .expect("truncate");
+    let out = load.wait();
+    out.assert_code(65)
+        .assert_stderr_contains(&format!(
+            "shrank while it was read, from {} to {cut} bytes",
+            text.len()
+        ))
+        .assert_stderr_contains("1001 read, 1000 inserted, 1 dropped (1 invalid,");
+    assert_table_holds(server, &db, 1..=1000);
+}
+
 /// A tiny, repeatable generator of chunk sizes and pauses.
 struct Lcg(u64);
 

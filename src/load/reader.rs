@@ -140,6 +140,11 @@ impl Reader {
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         let name = source.name.clone();
+        // What a plain file nothing tracks held when it was opened: less is
+        // read when another process truncated it meanwhile.
+        let opened_with = source
+            .size
+            .filter(|_| !cursor.tracked && !cursor.compressed);
         // A file a state file tracks is read on only while it starts as it
         // did: a copytruncate mid-run must not pass new lines for old ones.
         let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
@@ -209,6 +214,13 @@ impl Reader {
         }
         if changed.is_some_and(|changed| changed.load(Ordering::SeqCst)) {
             self.say_changed(&cursor);
+        }
+        if let Some(size) = opened_with.filter(|&size| cursor.offset < size) {
+            log::warn!(
+                "{name}: shrank while it was read, from {size} to {} bytes (truncated by another \
+                 process?): its last line read may have been cut",
+                cursor.offset
+            );
         }
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {
