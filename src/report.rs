@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -127,12 +128,22 @@ fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
 }
 
 /// Checks, before a load starts, that the metrics file will be writable:
-/// it is a regular file or not there yet (it is replaced whole on every
-/// write, which would put a file in place of a directory's entry for a
-/// device such as /dev/null), and its temporary file beside it can be
-/// created.
+/// what [`replace`] checks, and that its temporary file can be created.
 pub fn check_writable(path: &Path) -> anyhow::Result<()> {
-    if let Ok(meta) = std::fs::metadata(path) {
+    let target = replaced(path)?;
+    let temp = temp_path(&target);
+    create_temp(&temp)
+        .and_then(|_| std::fs::remove_file(&temp))
+        .with_context(|| format!("cannot write metrics file {}", path.display()))
+}
+
+/// The file that replacing `path` writes: `path`, or the file a symbolic
+/// link there leads to (the link stays). An error when `path` is there
+/// and is not a regular file: a file put in place of a directory, a named
+/// pipe or a device such as /dev/null would be a mistake made worse.
+fn replaced(path: &Path) -> anyhow::Result<PathBuf> {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if let Ok(meta) = std::fs::metadata(&target) {
         let what = if meta.is_dir() {
             "it is a directory"
         } else {
@@ -144,10 +155,17 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
-    let temp = temp_path(path);
-    File::create(&temp)
-        .and_then(|_| std::fs::remove_file(&temp))
-        .with_context(|| format!("cannot write metrics file {}", path.display()))
+    Ok(target)
+}
+
+/// The temporary file beside the metrics file, new: one left by a killed
+/// run is removed first, and whatever else is there (a named pipe, which
+/// would block the open) makes the open fail.
+fn create_temp(temp: &Path) -> std::io::Result<File> {
+    if std::fs::symlink_metadata(temp).is_ok_and(|meta| meta.is_file()) {
+        std::fs::remove_file(temp)?;
+    }
+    File::options().write(true).create_new(true).open(temp)
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -185,14 +203,20 @@ const METRICS_READ_LIMIT: u64 = 1 << 20;
 pub fn alerts_in(path: &Path) -> AlertTotals {
     let mut totals = AlertTotals::default();
     // Only a regular file, and its start: a named pipe would wait for a
-    // writer, a device might never end (such a path is refused after).
+    // writer (opened without waiting, then looked at), a device might
+    // never end. Such a path is refused after.
     let mut text = String::new();
-    let regular = std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
-    if !regular
-        || File::open(path)
-            .and_then(|file| file.take(METRICS_READ_LIMIT).read_to_string(&mut text))
-            .is_err()
-    {
+    let read = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .and_then(|file| {
+            if !file.metadata()?.is_file() {
+                return Err(std::io::ErrorKind::InvalidInput.into());
+            }
+            file.take(METRICS_READ_LIMIT).read_to_string(&mut text)
+        });
+    if read.is_err() {
         return totals;
     }
     for line in text.lines() {
@@ -358,12 +382,14 @@ fn push_metric(text: &mut String, name: &str, kind: &str, help: &str, samples: &
     }
 }
 
-/// Replaces the file at `path` with `text`, atomically.
+/// Replaces the file at `path` with `text`, atomically, when it is a
+/// regular file or not there yet ([`replaced`]).
 fn replace(path: &Path, text: &str) -> anyhow::Result<()> {
-    let temp = temp_path(path);
+    let target = replaced(path)?;
+    let temp = temp_path(&target);
     let context = || format!("cannot write metrics file {}", path.display());
-    let mut file = File::create(&temp).with_context(context)?;
+    let mut file = create_temp(&temp).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
     file.sync_all().with_context(context)?;
-    std::fs::rename(&temp, path).with_context(context)
+    std::fs::rename(&temp, &target).with_context(context)
 }

@@ -352,6 +352,51 @@ fn a_metrics_file_that_is_not_a_regular_file_is_refused() {
     use std::os::unix::fs::FileTypeExt;
     let kind = std::fs::metadata(&fifo).expect("still there").file_type();
     assert!(kind.is_fifo(), "the pipe was replaced");
+    // Nor is its temporary file opened when it is a named pipe: that
+    // would wait for a reader.
+    let metrics = scratch.path().join("m.prom");
+    run_ok(
+        Command::new("mkfifo").arg(scratch.path().join("m.prom.tmp")),
+        Duration::from_secs(10),
+        "mkfifo",
+    );
+    let silent = SilentServer::new();
+    let out = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .arg("load")
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .arg(&input)
+        .timeout(Duration::from_secs(30))
+        .run();
+    out.assert_code(73)
+        .assert_stderr_contains("cannot write metrics file");
+    assert!(!silent.was_contacted(), "{}", out.describe());
+}
+
+/// A metrics file that is a symbolic link stays one: the file it leads to
+/// is what is replaced.
+#[test]
+fn a_metrics_file_behind_a_symbolic_link_is_written_through_it() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let input = scratch.write("in.ndjson", findings(1..=3));
+    let target = scratch.write("real.prom", "");
+    let link = scratch.path().join("link.prom");
+    std::os::unix::fs::symlink(&target, &link).expect("symbolic link");
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--metrics-file")
+        .arg(&link)
+        .arg(&input)
+        .run()
+        .assert_code(0);
+    let kind = std::fs::symlink_metadata(&link).expect("link").file_type();
+    assert!(kind.is_symlink(), "the link was replaced by a file");
+    let text = std::fs::read_to_string(&target).expect("target");
+    assert!(text.contains("pgsense_pg_lines_read 3\n"), "{text}");
 }
 
 /// A state or metrics file that is also an input (`findings.jsonl*` that

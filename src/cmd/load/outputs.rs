@@ -74,15 +74,10 @@ pub(super) fn check_distinct(args: &LoadArgs) -> Result<()> {
 }
 
 /// Where the run's metrics go: not to `-`, which was refused, nor to a file
-/// that is an input or another output, nor to one that is not a regular
-/// file (refused too: replacing it would put a file in place of a device
-/// or a named pipe), nor from a dry run.
+/// that is an input or another output, nor from a dry run.
 pub(super) fn metrics_file(args: &LoadArgs) -> Option<&Path> {
     let path = args.metrics_file.as_deref()?;
-    if path == Path::new("-")
-        || args.dry_run
-        || std::fs::metadata(path).is_ok_and(|meta| !meta.is_file())
-    {
+    if path == Path::new("-") || args.dry_run {
         return None;
     }
     let outputs = outputs(args);
