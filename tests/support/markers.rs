@@ -66,7 +66,7 @@ pub fn append(path: &Path, text: &str) {
 /// The marker of every row in the table, in no particular order.
 pub fn table_markers(server: &PgServer, db: &str) -> Vec<u64> {
     server
-        .query(db, &format!("select lsn from {TABLE}"))
+        .query(db, &format!("select lsn::bigint from {TABLE}"))
         .into_iter()
         .map(|row| {
             row[0]
