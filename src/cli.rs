@@ -26,6 +26,20 @@ pub struct Cli {
     pub global: GlobalArgs,
 }
 
+impl Cli {
+    /// The command line, as clap parses it, with the environment it
+    /// reads: an empty PGSENSE_PG_CONFIG is no config file, as an empty
+    /// PG* variable is no value (clap would take it for a missing value).
+    pub fn from_command_line() -> Cli {
+        if std::env::var_os("PGSENSE_PG_CONFIG").is_some_and(|value| value.is_empty()) {
+            // SAFETY: called first thing in main: no other thread runs yet
+            // to read the environment.
+            unsafe { std::env::remove_var("PGSENSE_PG_CONFIG") };
+        }
+        Cli::parse()
+    }
+}
+
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {

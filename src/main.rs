@@ -4,19 +4,12 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use pgsense_pg::cli::{Cli, GlobalArgs};
 use pgsense_pg::{cmd, exit};
 
 fn main() -> ExitCode {
-    // Set and empty is not set, as for the PG* variables.
-    if std::env::var_os("PGSENSE_PG_CONFIG").is_some_and(|value| value.is_empty()) {
-        // SAFETY: no other thread runs yet to read the environment.
-        unsafe { std::env::remove_var("PGSENSE_PG_CONFIG") };
-    }
+    let cli = Cli::from_command_line();
     pgsense_pg::stall::spare_inherited_sockets();
-    let cli = Cli::parse();
     init_logging(&cli.global);
     match cmd::run(&cli) {
         Ok(status) => status.into(),

@@ -103,8 +103,13 @@ fn a_stop_while_a_named_pipe_has_no_writer_yet_ends_the_run() {
         Duration::from_secs(30),
         || server.count(&db, TABLE) == 20,
     );
-    // Waiting in the pipe's open by now, with nothing else to do.
-    std::thread::sleep(Duration::from_millis(300));
+    let pid = load.id();
+    let load = wait_during(
+        load,
+        "the pipe's open to wait",
+        Duration::from_secs(30),
+        || waits_in_fifo_open(pid),
+    );
     let signalled = Instant::now();
     send_signal(load.id(), "TERM");
     let out = load.wait();
@@ -117,6 +122,17 @@ fn a_stop_while_a_named_pipe_has_no_writer_yet_ends_the_run() {
         out.describe()
     );
     assert_table_holds(server, &db, 1..=20);
+}
+
+/// Whether a thread of process `pid` waits in the open of a named pipe for
+/// the other end (Linux names the wait `wait_for_partner`).
+fn waits_in_fifo_open(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w == "wait_for_partner")
+    })
 }
 
 /// A named pipe that cannot be read is refused before connecting.

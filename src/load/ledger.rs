@@ -621,12 +621,13 @@ impl From<Origin> for Shown {
 const SHOWN_SKIPPED_BATCHES: u64 = 10;
 
 /// What a batch leaves in the table once committed: its rows but those the
-/// server refused, one of them by its lsn, the sum of their lsns, and whether they were copied
-/// under savepoints. None when it leaves nothing. Rows a trigger skipped
-/// are counted in: such a trigger may have written them to another table
-/// under the same transaction (trigger-based partitioning into children of
-/// the table), where the check finds them; when it dropped them, the check
-/// finds too few and the outcome is not guessed.
+/// server refused, one of them by its lsn, the sum of their lsns, and
+/// whether they were copied under savepoints. None when it leaves nothing.
+/// Rows a trigger skipped are counted in: such a trigger may have written
+/// them to another table under the same transaction (trigger-based
+/// partitioning into children of the table), where the check finds them;
+/// when it dropped them, the check finds too few and the outcome is not
+/// guessed.
 pub fn trace(batch: &Batch, refused: &[Refused], savepoints: bool) -> Option<Trace> {
     let kept = |rows: &super::batch::Rows, index: usize| {
         !refused
