@@ -273,8 +273,9 @@ fn database_and_user(
 }
 
 /// An empty user or dbname of a connection string or service is the
-/// default, as in libpq (which then does not look at PGUSER or
-/// PGDATABASE either: the keyword was given).
+/// default, as libpq takes it for its own default (which is the OS user
+/// there), without looking at PGUSER or PGDATABASE: the keyword was
+/// given.
 fn empty_is_default(chosen: Sourced<String>) -> Sourced<String> {
     if chosen.value.is_empty() {
         Sourced {
