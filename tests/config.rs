@@ -261,6 +261,21 @@ fn a_config_file_without_alerts_postgres_is_a_config_error() {
     assert_config_error("", &[], "alerts.postgres");
 }
 
+/// A section of the wrong kind is named as the file names it.
+#[test]
+fn a_section_of_the_wrong_kind_is_named_as_written() {
+    assert_config_error(
+        "[[alerts.postgres]]\nhost = \"127.0.0.1\"\n",
+        &[],
+        "config.toml:1: [[alerts.postgres]] is an array of tables: write [alerts.postgres]",
+    );
+    assert_config_error(
+        &format!("{VALID}tls = true\n"),
+        &[],
+        "config.toml:4: invalid type: boolean `true`, expected a table: [alerts.postgres.tls]",
+    );
+}
+
 #[test]
 fn malformed_or_mistyped_config_is_a_config_error() {
     assert_config_error("[alerts.postgres\nhost = ", &[], "config.toml");

@@ -103,7 +103,7 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
         let message = err.message().trim_end();
         let message = match err.span().filter(|_| message == "duplicate key") {
             Some(span) => duplicate(&text, span),
-            None => message.to_owned(),
+            None => readable(message, &text, err.span()),
         };
         match line {
             Some(line) => anyhow::anyhow!("{}:{line}: {message}", path.display()),
@@ -123,6 +123,26 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
             path.display()
         ),
     }
+}
+
+/// toml's message in the file's terms: a section written as an array of
+/// tables (`[[alerts.postgres]]`, which serde would take field by field),
+/// and the tables named as the file names them, not as the code does.
+fn readable(message: &str, text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let header = span.and_then(|span| {
+        let start = text[..span.start].rfind('\n').map_or(0, |at| at + 1);
+        text[start..].lines().next().map(str::trim)
+    });
+    if let Some(header) = header.filter(|line| {
+        line.starts_with("[[") && line.ends_with("]]") && message.starts_with("invalid type")
+    }) {
+        let table = header.trim_start_matches('[').trim_end_matches(']');
+        return format!("{header} is an array of tables: write [{table}], with single brackets");
+    }
+    message
+        .replace("struct PostgresSection", "a table: [alerts.postgres]")
+        .replace("struct TlsSection", "a table: [alerts.postgres.tls]")
+        .replace("struct Alerts", "a table: [alerts]")
 }
 
 /// What toml's "duplicate key" at `span` is: a section given twice
