@@ -56,6 +56,10 @@ pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
     unsafe { libc::poll(&mut poll, 1, 0) != 1 }
 }
 
+/// An input's bytes, and the descriptor that tells whether a read of them
+/// would wait (for a pipe or a terminal).
+pub type Opened = (Box<dyn Read + Send>, Option<RawFd>);
+
 /// Where an input's bytes come from. Whatever it is, gzip or zstd data is
 /// decoded: it is recognised by its first bytes, not by the name.
 pub enum Input {
@@ -77,10 +81,7 @@ impl Input {
     /// the descriptor that tells whether a read would wait. A plain file
     /// read with `guard` gives nothing more once its start changes, and
     /// sets `guard` ([`Guarded`]).
-    pub fn into_reader(
-        self,
-        guard: Option<&Arc<AtomicBool>>,
-    ) -> io::Result<(Box<dyn Read + Send>, Option<RawFd>)> {
+    pub fn into_reader(self, guard: Option<&Arc<AtomicBool>>) -> io::Result<Opened> {
         Ok(match self {
             Input::File(_, file) => {
                 let format = Format::of_file(&file)?;

@@ -19,7 +19,7 @@ use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
-use super::input::{AtEnd, Cursor, Input, Line, Source, next_line, read_error, would_wait};
+use super::input::{AtEnd, Cursor, Input, Line, Opened, Source, next_line, read_error, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
 use super::set_aside::{Unread, set_aside};
@@ -139,7 +139,6 @@ impl Reader {
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
-        let name = source.name.clone();
         // What a plain file nothing tracks held when it was opened: less is
         // read when another process truncated it meanwhile.
         let opened_with = source
@@ -148,20 +147,10 @@ impl Reader {
         // A file a state file tracks is read on only while it starts as it
         // did: a copytruncate mid-run must not pass new lines for old ones.
         let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
-        // Opening a named pipe waits for its writer, as long as it takes:
-        // the rows read before go first, and a stop does not wait for it.
-        if matches!(source.input, Input::Fifo(_)) {
-            self.position.set(index, cursor.line);
-            if !self.pending.flush() {
-                return Ok(Flow::Stop);
-            }
-            self.control.set_reader_idle(true);
-        }
-        let opened = source.input.into_reader(changed.as_ref());
-        self.control.set_reader_idle(false);
-        let (input, fd) = match opened {
-            Ok(input) => input,
-            Err(err) => return Ok(Flow::Failed(anyhow::anyhow!("cannot open {name}: {err}"))),
+        let (input, fd) = match self.open(&cursor, source, changed.as_ref()) {
+            Some(Ok(input)) => input,
+            Some(Err(err)) => return Ok(Flow::Failed(err)),
+            None => return Ok(Flow::Stop),
         };
         // Small enough to stay in the cache between the kernel's copy into
         // it and the parse: 256 KiB cost twice the system time.
@@ -216,11 +205,7 @@ impl Reader {
             self.say_changed(&cursor);
         }
         if let Some(size) = opened_with.filter(|&size| cursor.offset < size) {
-            log::warn!(
-                "{name}: shrank while it was read, from {size} to {} bytes (truncated by another \
-                 process?): its last line read may have been cut",
-                cursor.offset
-            );
+            self.say_shrunk(&cursor, size);
         }
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {
@@ -228,6 +213,27 @@ impl Reader {
         } else {
             Flow::Stop
         })
+    }
+
+    /// The content of `source`; None when nothing more may be sent.
+    /// Opening a named pipe waits for its writer, as long as it takes: the
+    /// rows read before go first, and a stop does not wait for it.
+    fn open(
+        &mut self,
+        cursor: &Cursor,
+        source: Source,
+        changed: Option<&Arc<AtomicBool>>,
+    ) -> Option<Result<Opened>> {
+        if matches!(source.input, Input::Fifo(_)) {
+            self.position.set(cursor.index, cursor.line);
+            if !self.pending.flush() {
+                return None;
+            }
+            self.control.set_reader_idle(true);
+        }
+        let opened = source.input.into_reader(changed);
+        self.control.set_reader_idle(false);
+        Some(opened.map_err(|err| anyhow::anyhow!("cannot open {}: {err}", source.name)))
     }
 
     /// The next line of the input `cursor` is in, or how reading it ends.
@@ -264,6 +270,15 @@ impl Reader {
 
     /// The file under `cursor` was copied and truncated, or rewritten,
     /// while it was read: reading it stopped there.
+    fn say_shrunk(&self, cursor: &Cursor, size: u64) {
+        log::warn!(
+            "{}: shrank while it was read, from {size} to {} bytes (truncated by another \
+             process?): its last line read may have been cut",
+            self.ledger.name(cursor.index),
+            cursor.offset
+        );
+    }
+
     fn say_changed(&self, cursor: &Cursor) {
         log::warn!(
             "{}: truncated or rewritten while it was read (copytruncate?): read up to line \
