@@ -1060,6 +1060,50 @@ fn rotations_during_an_outage_load_each_line_once() {
     assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }
 
+/// Rotated four times by rename + create while the database is down, then
+/// stopped as soon as the lines of the file open then are in, before the
+/// loader looked beside the file for the rotated files it never saw: the
+/// next start finds them all the same, and loads each line once.
+#[test]
+fn rotations_not_looked_for_before_a_stop_are_loaded_by_the_next_start() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(500);
+    let mut table = Table::new(&server, &setup.db);
+    // Small batches: the reader is soon held back during the outage, and
+    // does not see the rotations as they come.
+    let load = setup.command(&server).args(["--batch-rows", "20"]).spawn();
+    let load = loaded_through(load, &mut table, 500);
+    server.stop();
+    for _ in 0..4 {
+        writer.append_lines(500);
+        thread::sleep(Duration::from_millis(300));
+        writer.rename_and_create(Duration::ZERO);
+    }
+    server.start();
+    writer.append_lines(500);
+    // The rest of the file open at the outage: the rotated files after it
+    // are looked for once it has not grown for 5 s.
+    let mut table = Table::new(&server, &setup.db);
+    let load = wait_while_running(
+        load,
+        "the lines written before the first rotation in",
+        LOAD_BOUND,
+        || {},
+        || table.holds(501..=1000),
+    );
+    let out = stop(load, "TERM", 143);
+    assert!(
+        !table.holds_through(writer.written()),
+        "every rotated file was loaded before the stop: nothing was tested\n{}",
+        out.describe()
+    );
+    let load = loaded_through(setup.command(&server).spawn(), &mut table, writer.written());
+    let again = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&again));
+}
+
 /// A stop signal while the database is down at startup ends the wait
 /// within seconds, with the signal's exit status in the metrics file: a
 /// service stopped during an outage is not left looking as if it ran on.

@@ -276,37 +276,54 @@ impl Name {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
-        let mut found = Vec::new();
+        let mut rotated = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let sibling = name.as_encoded_bytes();
-            let rotated = sibling
+            if !sibling
                 .strip_prefix(base.as_encoded_bytes())
-                .is_some_and(rotation_suffix);
-            if rotated {
-                let path = entry.path();
-                if let Ok(meta) = std::fs::metadata(&path)
-                    && meta.is_file()
-                    && !open_ids.contains(&(meta.dev(), meta.ino()))
-                    && !self
-                        .own
-                        .iter()
-                        .any(|own| crate::paths::same_file(own, &path))
-                {
-                    let written = meta.modified().unwrap_or(UNIX_EPOCH);
-                    let wanted = match reader.ledger().knows(&path, &self.path).0 {
-                        Known::Partly => true,
-                        Known::Unknown => since.is_some_and(|since| written > since),
-                        Known::Loaded => false,
-                    };
-                    if wanted {
-                        found.push((meta.mtime(), path));
-                    }
-                }
+                .is_some_and(rotation_suffix)
+            {
+                continue;
+            }
+            let path = entry.path();
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.is_file()
+                && !self
+                    .own
+                    .iter()
+                    .any(|own| crate::paths::same_file(own, &path))
+            {
+                let known = reader.ledger().knows(&path, &self.path).0;
+                rotated.push((meta, known, path));
             }
         }
+        // The oldest file known to have been loaded: the rotations written
+        // after it, never read, came and went while the loader did not
+        // look (the state file keeps no time of the rotations themselves).
+        let first_known = rotated
+            .iter()
+            .filter(|(_, known, _)| *known != Known::Unknown)
+            .map(|(meta, ..)| meta.modified().unwrap_or(UNIX_EPOCH))
+            .min();
+        let mut found: Vec<_> = rotated
+            .into_iter()
+            .filter(|(meta, known, _)| {
+                let written = meta.modified().unwrap_or(UNIX_EPOCH);
+                !open_ids.contains(&(meta.dev(), meta.ino()))
+                    && match known {
+                        Known::Partly => true,
+                        Known::Unknown => [since, first_known]
+                            .into_iter()
+                            .flatten()
+                            .any(|after| written > after),
+                        Known::Loaded => false,
+                    }
+            })
+            .map(|(meta, _, path)| (meta.mtime(), meta.mtime_nsec(), path))
+            .collect();
         found.sort();
-        found.into_iter().map(|(_, path)| path).collect()
+        found.into_iter().map(|(.., path)| path).collect()
     }
 
     /// The files open for this name.

@@ -269,15 +269,22 @@ impl Table {
     /// Whether every finding `1..=last` is in the table (at least once:
     /// duplicates are the final check's business).
     pub fn holds_through(&mut self, last: u64) -> bool {
-        let last = i64::try_from(last).expect("markers fit a BIGINT");
-        let sql =
-            format!("select count(distinct lsn) from {TABLE} where lsn between 1 and $1::bigint");
+        self.holds(1..=last)
+    }
+
+    /// Whether every finding of `markers` is in the table.
+    pub fn holds(&mut self, markers: std::ops::RangeInclusive<u64>) -> bool {
+        let bound = |m: u64| i64::try_from(m).expect("markers fit a BIGINT");
+        let (first, last) = (bound(*markers.start()), bound(*markers.end()));
+        let sql = format!(
+            "select count(distinct lsn) from {TABLE} where lsn between $1::bigint and $2::bigint"
+        );
         let found: i64 = self
             .client
-            .query_one(&sql, &[&last])
+            .query_one(&sql, &[&first, &last])
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
             .get(0);
-        found == last
+        found == last - first + 1
     }
 
     /// The first (up to 20) findings of `1..=last` not in the table.
