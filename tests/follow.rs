@@ -1060,6 +1060,34 @@ fn rotations_during_an_outage_load_each_line_once() {
     assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }
 
+/// Copied and truncated, written to, then renamed away (a copytruncate,
+/// then a rename rotation) while the database is down and the loader waits
+/// with the file's truncation seen but not acted on: the lines written
+/// after the truncation are found under the name the file was renamed to.
+#[test]
+fn a_truncated_file_renamed_away_before_it_is_read_again_loses_nothing() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(1000);
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(setup.command(&server).spawn(), &mut table, 1000);
+    server.stop();
+    writer.append_lines(1000);
+    thread::sleep(Duration::from_millis(300));
+    writer.copytruncate();
+    writer.append_lines(1000);
+    thread::sleep(Duration::from_millis(300));
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(1000);
+    thread::sleep(Duration::from_millis(300));
+    server.start();
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// Rotated four times by rename + create while the database is down, then
 /// stopped as soon as the lines of the file open then are in, before the
 /// loader looked beside the file for the rotated files it never saw: the

@@ -359,7 +359,10 @@ impl Name {
                     if let Some(index) = old {
                         reader.after_settled(|ledger| ledger.release_input(index));
                     }
-                    self.catch_up(reader, open_ids)?;
+                    // Not open any more: by now it may have been renamed
+                    // beside the name, where its new lines are found.
+                    let open_ids: Vec<_> = open_ids.iter().copied().filter(|&o| o != id).collect();
+                    self.catch_up(reader, &open_ids)?;
                 }
             }
             _ if !meta.is_file() => {
