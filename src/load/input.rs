@@ -44,16 +44,18 @@ pub struct Source {
 }
 
 /// Whether a read of `fd` may wait for a writer, rather than return data,
-/// the end of the input or an error at once. When poll itself fails (a
+/// the end of the input or an error within `grace` (a writer streaming
+/// into a pipe refills it within microseconds). When poll itself fails (a
 /// signal), it may.
-pub fn would_wait(fd: std::os::fd::RawFd) -> bool {
+pub fn would_wait(fd: std::os::fd::RawFd, grace: Duration) -> bool {
     let mut poll = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
-    unsafe { libc::poll(&mut poll, 1, 0) != 1 }
+    let millis = libc::c_int::try_from(grace.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one pollfd, valid for the call.
+    unsafe { libc::poll(&mut poll, 1, millis) != 1 }
 }
 
 /// An input's bytes, and the descriptor that tells whether a read of them
@@ -592,14 +594,14 @@ mod tests {
         use std::os::fd::AsRawFd;
         let (reader, mut writer) = io::pipe().expect("a pipe");
         let fd = reader.as_raw_fd();
-        assert!(would_wait(fd), "empty");
+        assert!(would_wait(fd, Duration::ZERO), "empty");
         writer.write_all(b"{}\n").expect("write");
-        assert!(!would_wait(fd), "data");
+        assert!(!would_wait(fd, Duration::ZERO), "data");
         let mut rest = Vec::new();
         drop(writer);
         BufReader::new(reader.try_clone().expect("clone"))
             .read_to_end(&mut rest)
             .expect("read");
-        assert!(!would_wait(fd), "ended");
+        assert!(!would_wait(fd, Duration::ZERO), "ended");
     }
 }

@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
+use std::time::Duration;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,12 @@ pub use position::Position;
 
 mod line;
 mod position;
+
+/// How long a pipe that ran dry may take to get more before the rows read
+/// are handed over: a writer streaming into it refills it within
+/// microseconds, and batches then stay full (handed over at each dry
+/// moment, they were half as big, twice as many commits).
+const PIPE_GRACE: Duration = Duration::from_millis(20);
 
 /// How the reader reads.
 #[derive(Debug, Clone, Copy)]
@@ -472,7 +479,7 @@ impl Reader {
             // over every row read so far, so none waits in memory, and say
             // so, so that a stop need not wait for more input.
             &mut || {
-                if cursor.may_wait && fd.is_none_or(would_wait) {
+                if cursor.may_wait && fd.is_none_or(|fd| would_wait(fd, PIPE_GRACE)) {
                     handed_over.set(pending.borrow_mut().send() && handed_over.get());
                     control.set_reader_idle(true);
                 }
