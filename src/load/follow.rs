@@ -298,12 +298,18 @@ impl Name {
                 rotated.push((meta, known, path));
             }
         }
-        // The oldest file known to have been loaded: the rotations written
-        // after it, never read, came and went while the loader did not
-        // look (the state file keeps no time of the rotations themselves).
+        // The oldest file loaded under the name and renamed away since:
+        // the rotations written after it, never read, came and went while
+        // the loader did not look (the state file keeps no time of the
+        // rotations themselves). Copies do not count: with copytruncate a
+        // copy a killed run did not record is not known once the file it
+        // was copied from has been loaded again, and is not a rotation
+        // missed.
         let first_known = rotated
             .iter()
-            .filter(|(_, known, _)| *known != Known::Unknown)
+            .filter(|(_, known, path)| {
+                *known != Known::Unknown && reader.ledger().file_loaded_under(path, &self.path)
+            })
             .map(|(meta, ..)| meta.modified().unwrap_or(UNIX_EPOCH))
             .min();
         let mut found: Vec<_> = rotated

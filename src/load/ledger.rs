@@ -175,6 +175,14 @@ impl Ledger {
         Ok(added)
     }
 
+    /// Whether the file at `path` was loaded under the name `name` (a
+    /// file that name stood for), not as a copy of one.
+    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|progress| lock(progress).file_loaded_under(path, name))
+    }
+
     /// What the state file knows of the file at `path`, and when a file
     /// was last loaded under the name `name`.
     pub fn knows(&self, path: &Path, name: &Path) -> (Known, Option<std::time::SystemTime>) {

@@ -10,11 +10,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::time::Duration;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
 
 use anyhow::Result;
 

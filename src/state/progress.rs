@@ -232,6 +232,11 @@ impl Progress {
         self.file.knows(path).unwrap_or(Known::Unknown)
     }
 
+    /// Whether the file at `path` was loaded under the name `name`.
+    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
+        self.file.file_loaded_under(path, name)
+    }
+
     /// When a file was last loaded under the name `path`.
     pub fn last_loaded(&self, path: &Path) -> Option<SystemTime> {
         let name = std::fs::canonicalize(path)

@@ -284,6 +284,20 @@ impl StateFile {
     /// state file does not track it. A copy found loaded is remembered as
     /// loaded under its own key: the file it is a copy of may be truncated
     /// and loaded again (copytruncate) before the copy is looked at next.
+    /// Whether the file at `path` was loaded under the name `name` (it is
+    /// a file that name stood for, rotated away since), not as a copy.
+    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
+        let Ok(meta) = fs::metadata(path) else {
+            return false;
+        };
+        let key = format!("{}:{}", meta.dev(), meta.ino());
+        let name = name_of(name);
+        self.contents
+            .files
+            .get(&key)
+            .is_some_and(|mark| mark.path == name)
+    }
+
     pub fn knows(&mut self, path: &Path) -> Result<Known> {
         let context = || format!("cannot read {}", path.display());
         let meta = fs::metadata(path).with_context(context)?;
