@@ -182,6 +182,52 @@ fn copytruncate_rotations_load_each_line_once() {
     rotate_while_following(Appender::copytruncate);
 }
 
+/// A copytruncate whose copy is then compressed, slowly, as logrotate's
+/// `compress` does a large file: the `.gz` is there empty when the loader
+/// looks beside the truncated file. It is not taken for a plain file:
+/// nothing is rejected, every line once.
+#[test]
+fn a_compressed_copy_still_empty_when_looked_at_is_not_read_as_text() {
+    let server = shared();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(100);
+    let rejects = setup.scratch.path().join("rejects.jsonl");
+    let load = setup
+        .command(&server)
+        .arg("--reject-file")
+        .arg(&rejects)
+        .spawn();
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, 100);
+    writer.append_lines(100);
+    writer.copytruncate();
+    let copy = writer.rotated(1);
+    let mut gz_name = copy.clone().into_os_string();
+    gz_name.push(".gz");
+    let gz = PathBuf::from(gz_name);
+    let mut compressed = fs::File::create(&gz).expect("create the .gz");
+    writer.append_lines(100);
+    // The loader sees the truncation and looks beside the file meanwhile.
+    thread::sleep(Duration::from_secs(2));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, &fs::read(&copy).expect("the copy")).expect("gzip");
+    std::io::Write::write_all(&mut compressed, &encoder.finish().expect("gzip")).expect("write");
+    drop(compressed);
+    fs::remove_file(&copy).expect("remove the copy");
+    writer.append_lines(100);
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains(" 0 dropped (0 invalid,");
+    assert_eq!(
+        fs::read(&rejects).unwrap_or_default(),
+        b"",
+        "{}",
+        out.describe()
+    );
+    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// A rename + create, then, while the renamed file is still read on, a
 /// copytruncate of the new file once its lines are loaded, and lines
 /// appended after it (issue 11, found by a tester): the copy holds lines

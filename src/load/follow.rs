@@ -316,7 +316,11 @@ impl Name {
             .into_iter()
             .filter(|(meta, known, _)| {
                 let written = meta.modified().unwrap_or(UNIX_EPOCH);
+                // An empty file holds nothing yet, and is no rotation: one
+                // being compressed into may be opened before its first
+                // bytes say it is compressed.
                 !open_ids.contains(&(meta.dev(), meta.ino()))
+                    && meta.len() > 0
                     && match known {
                         Known::Partly => true,
                         Known::Unknown => [since, first_known]
