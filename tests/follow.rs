@@ -189,16 +189,16 @@ fn copytruncate_rotations_load_each_line_once() {
 #[test]
 fn a_compressed_copy_still_empty_when_looked_at_is_not_read_as_text() {
     let server = shared();
-    let setup = Followed::new(&server);
+    let setup = Followed::new(server);
     let mut writer = Appender::new(&setup.input);
     writer.append_lines(100);
     let rejects = setup.scratch.path().join("rejects.jsonl");
     let load = setup
-        .command(&server)
+        .command(server)
         .arg("--reject-file")
         .arg(&rejects)
         .spawn();
-    let mut table = Table::new(&server, &setup.db);
+    let mut table = Table::new(server, &setup.db);
     let load = loaded_through(load, &mut table, 100);
     writer.append_lines(100);
     writer.copytruncate();
@@ -225,7 +225,7 @@ fn a_compressed_copy_still_empty_when_looked_at_is_not_read_as_text() {
         "{}",
         out.describe()
     );
-    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
 }
 
 /// A rename + create, then, while the renamed file is still read on, a
