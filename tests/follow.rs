@@ -1134,6 +1134,27 @@ fn a_truncated_file_renamed_away_before_it_is_read_again_loses_nothing() {
     assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
 }
 
+/// A first start while the database is down: the file is renamed away and
+/// a new one made before the database answers. The file the run was
+/// started on is read all the same, before the new one: every line once.
+#[test]
+fn a_file_rotated_while_a_first_start_waits_for_the_database_is_loaded() {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(100);
+    server.stop();
+    let load = setup.command(&server).spawn();
+    thread::sleep(Duration::from_secs(1));
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(100);
+    server.start();
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// Rotated four times by rename + create while the database is down, then
 /// stopped as soon as the lines of the file open then are in, before the
 /// loader looked beside the file for the rotated files it never saw: the

@@ -129,6 +129,9 @@ struct Files {
     state: Option<StateFile>,
     sources: Vec<Source>,
     rejects: Option<Rejects>,
+    /// With --follow: the device and inode of each FILE when the run
+    /// started, if it existed.
+    followed: Vec<Option<(u64, u64)>>,
 }
 
 /// Opens the state file, the inputs and the reject file, and checks that
@@ -171,8 +174,9 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         Some(_) => Tracking::StateFile,
         None => Tracking::None,
     };
+    let mut followed = Vec::new();
     let sources = if args.follow {
-        check_followed(&args.files)?;
+        followed = check_followed(&args.files)?;
         Vec::new()
     } else {
         let files = still_there(&args.files, state.as_ref());
@@ -205,6 +209,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         state,
         sources,
         rejects,
+        followed,
     })
 }
 
@@ -236,13 +241,14 @@ fn still_there(files: &[PathBuf], state: Option<&StateFile>) -> Vec<PathBuf> {
 
 /// The files to follow: named, and regular files where they exist (one
 /// that does not is waited for).
-fn check_followed(files: &[PathBuf]) -> Result<()> {
+fn check_followed(files: &[PathBuf]) -> Result<Vec<Option<(u64, u64)>>> {
     if files.is_empty() {
         return Err(anyhow::anyhow!(
             "--follow needs the FILEs to follow: standard input cannot be followed"
         ))
         .status(Status::Usage);
     }
+    let mut ids = Vec::new();
     for file in files {
         if file == Path::new("-") {
             return Err(anyhow::anyhow!(
@@ -258,8 +264,12 @@ fn check_followed(files: &[PathBuf]) -> Result<()> {
                 ))
                 .status(Status::NoInput);
             }
-            Ok(_) => {}
+            Ok(meta) => {
+                use std::os::unix::fs::MetadataExt;
+                ids.push(Some((meta.dev(), meta.ino())));
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                ids.push(None);
                 log::info!("{} does not exist yet: waiting for it", file.display());
             }
             Err(err) => {
@@ -270,7 +280,7 @@ fn check_followed(files: &[PathBuf]) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Connects and bootstraps (unless a dry run), settles what a killed run
@@ -391,6 +401,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Begun) -> Re
         state,
         sources,
         rejects,
+        followed,
     } = files;
     // A progress line is for a person watching a big file being loaded.
     let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
@@ -413,6 +424,7 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Begun) -> Re
     let (files, inputs) = if args.follow {
         let inputs = load::Inputs::Follow {
             files: args.files.clone(),
+            at_start: followed,
             own: own_files(args),
             flush_interval: args.flush_interval,
         };

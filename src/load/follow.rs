@@ -49,6 +49,7 @@ const BUFFER: usize = 64 * 1024;
 pub fn run(
     mut reader: Reader,
     paths: &[PathBuf],
+    at_start: &[Option<(u64, u64)>],
     own: &[PathBuf],
     flush_interval: Duration,
 ) -> Result<()> {
@@ -56,7 +57,7 @@ pub fn run(
     let _guard = PanicGuard(&turns);
     // Rotated files waiting to be loaded are held open together.
     super::input::allow_open_files();
-    let followed = follow(&mut reader, paths, own, flush_interval);
+    let followed = follow(&mut reader, paths, at_start, own, flush_interval);
     if followed.is_err() {
         // What was read before the failure still goes in.
         reader.flush();
@@ -67,11 +68,19 @@ pub fn run(
 fn follow(
     reader: &mut Reader,
     paths: &[PathBuf],
+    at_start: &[Option<(u64, u64)>],
     own: &[PathBuf],
     flush_interval: Duration,
 ) -> Result<()> {
     let mut watch = Watch::new(paths);
-    let mut names: Vec<Name> = paths.iter().map(|p| Name::new(p.clone(), own)).collect();
+    let mut names: Vec<Name> = paths
+        .iter()
+        .enumerate()
+        .map(|(index, path)| {
+            let first = at_start.get(index).copied().flatten();
+            Name::new(path.clone(), first, own)
+        })
+        .collect();
     for index in 0..names.len() {
         let open: Vec<(u64, u64)> = names.iter().flat_map(Name::ids).collect();
         names[index].start(reader, &open)?;
@@ -132,6 +141,10 @@ struct Name {
     /// A rotation was seen: files beside it written since then are looked
     /// at once the rotated files are finished.
     rescan: Option<SystemTime>,
+    /// The device and inode of the file under the name when the run
+    /// started: renamed away before it was opened (while the run waited for
+    /// the database), it is read all the same.
+    at_start: Option<(u64, u64)>,
     /// The run's own files (state file, reject file, metrics file...).
     own: Vec<PathBuf>,
     /// Files that could not be opened, said once.
@@ -176,9 +189,10 @@ impl Rotated {
 }
 
 impl Name {
-    fn new(path: PathBuf, own: &[PathBuf]) -> Name {
+    fn new(path: PathBuf, at_start: Option<(u64, u64)>, own: &[PathBuf]) -> Name {
         Name {
             path,
+            at_start,
             current: None,
             rotated: Vec::new(),
             since: None,
@@ -323,10 +337,13 @@ impl Name {
                     && meta.len() > 0
                     && match known {
                         Known::Partly => true,
-                        Known::Unknown => [since, first_known]
-                            .into_iter()
-                            .flatten()
-                            .any(|after| written > after),
+                        Known::Unknown => {
+                            self.at_start == Some((meta.dev(), meta.ino()))
+                                || [since, first_known]
+                                    .into_iter()
+                                    .flatten()
+                                    .any(|after| written > after)
+                        }
                         Known::Loaded => false,
                     }
             })

@@ -62,6 +62,9 @@ pub enum Inputs {
     /// These files, as they grow, until a signal stops the run (--follow).
     Follow {
         files: Vec<PathBuf>,
+        /// Each FILE's device and inode when the run started: renamed away
+        /// while the run waited for the database, it is read all the same.
+        at_start: Vec<Option<(u64, u64)>>,
         /// Files the run writes (state, reject and metrics files), never
         /// taken for rotated inputs.
         own: Vec<PathBuf>,
@@ -272,9 +275,10 @@ fn spawn_reader(reader: Reader, inputs: Inputs) -> Result<Receiver<Result<()>>> 
                 Inputs::Sources(sources) => reader.run(sources),
                 Inputs::Follow {
                     files,
+                    at_start,
                     own,
                     flush_interval,
-                } => follow::run(reader, &files, &own, flush_interval),
+                } => follow::run(reader, &files, &at_start, &own, flush_interval),
             });
         })
         .context("cannot start the reader thread")?;
