@@ -312,18 +312,20 @@ impl Name {
                 rotated.push((meta, known, path));
             }
         }
-        // The oldest file loaded under the name and renamed away since:
-        // the rotations written after it, never read, came and went while
-        // the loader did not look (the state file keeps no time of the
-        // rotations themselves). Copies do not count: with copytruncate a
-        // copy a killed run did not record is not known once the file it
-        // was copied from has been loaded again, and is not a rotation
-        // missed.
+        // Where the name is rotated by renaming, the oldest file beside it
+        // known to be loaded: the rotations written after it, never read,
+        // came and went while the loader did not look (the state file
+        // keeps no time of the rotations themselves). Not where it is only
+        // copied and truncated: there a copy that a killed run did not
+        // record is not known once the file it was copied from has been
+        // loaded again, and is no rotation missed.
+        let current = std::fs::metadata(&self.path)
+            .ok()
+            .map(|meta| (meta.dev(), meta.ino()));
+        let renamed = reader.ledger().renamed_under(&self.path, current);
         let first_known = rotated
             .iter()
-            .filter(|(_, known, path)| {
-                *known != Known::Unknown && reader.ledger().file_loaded_under(path, &self.path)
-            })
+            .filter(|(_, known, _)| renamed && *known != Known::Unknown)
             .map(|(meta, ..)| meta.modified().unwrap_or(UNIX_EPOCH))
             .min();
         let mut found: Vec<_> = rotated

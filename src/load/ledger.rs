@@ -175,12 +175,12 @@ impl Ledger {
         Ok(added)
     }
 
-    /// Whether the file at `path` was loaded under the name `name` (a
-    /// file that name stood for), not as a copy of one.
-    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
+    /// Whether a file other than `current` (device and inode) was loaded
+    /// under the name `name`: it was rotated by renaming.
+    pub fn renamed_under(&self, name: &Path, current: Option<(u64, u64)>) -> bool {
         self.progress
             .as_ref()
-            .is_some_and(|progress| lock(progress).file_loaded_under(path, name))
+            .is_some_and(|progress| lock(progress).renamed_under(name, current))
     }
 
     /// What the state file knows of the file at `path`, and when a file

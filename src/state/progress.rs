@@ -232,9 +232,9 @@ impl Progress {
         self.file.knows(path).unwrap_or(Known::Unknown)
     }
 
-    /// Whether the file at `path` was loaded under the name `name`.
-    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
-        self.file.file_loaded_under(path, name)
+    /// Whether the name was rotated by renaming ([`StateFile::renamed_under`]).
+    pub fn renamed_under(&self, name: &Path, current: Option<(u64, u64)>) -> bool {
+        self.file.renamed_under(name, current)
     }
 
     /// When a file was last loaded under the name `path`.

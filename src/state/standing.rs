@@ -284,18 +284,16 @@ impl StateFile {
     /// state file does not track it. A copy found loaded is remembered as
     /// loaded under its own key: the file it is a copy of may be truncated
     /// and loaded again (copytruncate) before the copy is looked at next.
-    /// Whether the file at `path` was loaded under the name `name` (it is
-    /// a file that name stood for, rotated away since), not as a copy.
-    pub fn file_loaded_under(&self, path: &Path, name: &Path) -> bool {
-        let Ok(meta) = fs::metadata(path) else {
-            return false;
-        };
-        let key = format!("{}:{}", meta.dev(), meta.ino());
+    /// Whether a file was loaded under the name `name` other than the one
+    /// under it now (`current`, device and inode): the name was rotated by
+    /// renaming, not only by copying and truncating.
+    pub fn renamed_under(&self, name: &Path, current: Option<(u64, u64)>) -> bool {
         let name = name_of(name);
+        let current = current.map(|(dev, ino)| format!("{dev}:{ino}"));
         self.contents
             .files
-            .get(&key)
-            .is_some_and(|mark| mark.path == name)
+            .iter()
+            .any(|(key, mark)| mark.path == name && Some(key) != current.as_ref())
     }
 
     pub fn knows(&mut self, path: &Path) -> Result<Known> {
