@@ -266,19 +266,10 @@ impl Name {
         Ok(())
     }
 
-    /// Files beside this one named as its rotations ([`rotation_suffix`])
-    /// that hold lines not loaded yet, oldest first: a rotated file a killed run did
-    /// not finish (`findings.jsonl.1` after a restart), the copy of a file
-    /// truncated since it was read (copytruncate), or a file never read that
-    /// was written to after `since` (rotated while the loader was down,
-    /// or twice while it waited for the database). Files in `open_ids` are
-    /// read already; the run's own files are never inputs.
-    fn siblings(
-        &self,
-        reader: &Reader,
-        open_ids: &[(u64, u64)],
-        since: Option<SystemTime>,
-    ) -> Vec<PathBuf> {
+    /// The regular files beside this one named as its rotations
+    /// ([`rotation_suffix`]), but the run's own, with what the state file
+    /// knows of each.
+    fn rotation_files(&self, reader: &Reader) -> Vec<(std::fs::Metadata, Known, PathBuf)> {
         let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
             return Vec::new();
         };
@@ -312,6 +303,25 @@ impl Name {
                 rotated.push((meta, known, path));
             }
         }
+        rotated
+    }
+
+    /// Files beside this one named as its rotations ([`rotation_suffix`])
+    /// that hold lines not loaded yet, oldest first: a rotated file a killed
+    /// run did not finish (`findings.jsonl.1` after a restart), the copy of
+    /// a file truncated since it was read (copytruncate), the file under
+    /// the name when the run started, or a file never read that was written
+    /// to after `since` or after the oldest rotated file known to be loaded
+    /// (rotated while the loader was down, or while it waited for the
+    /// database). Files in `open_ids` are read already; empty files hold
+    /// nothing yet.
+    fn siblings(
+        &self,
+        reader: &Reader,
+        open_ids: &[(u64, u64)],
+        since: Option<SystemTime>,
+    ) -> Vec<PathBuf> {
+        let rotated = self.rotation_files(reader);
         // Where the name is rotated by renaming, the oldest file beside it
         // known to be loaded: the rotations written after it, never read,
         // came and went while the loader did not look (the state file
