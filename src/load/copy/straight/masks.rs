@@ -13,18 +13,28 @@ pub struct Masks {
 /// when the block holds a control character.
 #[inline(always)]
 pub fn block_masks(line: &[u8], block: usize) -> Option<Masks> {
-    let bytes = line.get(block * 64..)?;
-    match bytes.first_chunk::<64>() {
-        Some(chunk) => chunk_masks(chunk),
-        None => last_masks(bytes),
+    let bytes = line.get(block * 64..).filter(|bytes| !bytes.is_empty())?;
+    if let Some(chunk) = bytes.first_chunk::<64>() {
+        return chunk_masks(chunk);
+    }
+    // The last bytes, fewer than 64: the masks of the line's last 64
+    // bytes, shifted. The bytes before the block are the line's too, and
+    // a line with a control character anywhere is not of the usual shape.
+    match line.last_chunk::<64>() {
+        Some(chunk) => {
+            let shift = 64 - bytes.len();
+            chunk_masks(chunk).map(|masks| Masks {
+                specials: masks.specials >> shift,
+                high: masks.high >> shift,
+            })
+        }
+        None => short_masks(bytes),
     }
 }
 
-/// The masks of a line's last bytes, fewer than 64, padded with spaces.
-fn last_masks(bytes: &[u8]) -> Option<Masks> {
-    if bytes.is_empty() {
-        return None;
-    }
+/// The masks of a line shorter than 64 bytes, padded with spaces.
+#[cold]
+fn short_masks(bytes: &[u8]) -> Option<Masks> {
     let mut padded = [b' '; 64];
     padded[..bytes.len()].copy_from_slice(bytes);
     chunk_masks(&padded)
