@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::{Context, Result};
@@ -62,6 +62,9 @@ pub struct Prepared {
 /// take a [`Turn`] settle batches, in input order.
 pub struct Ledger {
     counts: Mutex<Counts>,
+    /// Findings read, beyond `counts.read`: counted apart from the other
+    /// counts, as the reader adds one per line.
+    findings_read: AtomicU64,
     verbosity: Verbosity,
     /// Input names by index, for messages; --follow adds inputs as files
     /// are rotated.
@@ -98,6 +101,7 @@ impl Ledger {
     ) -> Ledger {
         Ledger {
             counts: Mutex::new(Counts::default()),
+            findings_read: AtomicU64::new(0),
             verbosity,
             names: Mutex::new(names),
             leave_in_inputs: false,
@@ -227,12 +231,15 @@ impl Ledger {
     }
 
     pub fn counts(&self) -> Counts {
-        *lock(&self.counts)
+        let mut counts = *lock(&self.counts);
+        // Loaded after the others: every finding they count was read.
+        counts.read += self.findings_read.load(Ordering::Acquire);
+        counts
     }
 
     /// A line with a finding was read.
     pub fn read_one(&self) {
-        lock(&self.counts).read += 1;
+        self.findings_read.fetch_add(1, Ordering::Release);
     }
 
     /// A line read and rejected at once (its bytes go to the reject file
