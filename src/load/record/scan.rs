@@ -128,6 +128,7 @@ pub fn usual_key_at(bytes: &[u8], at: usize, usual: usize) -> Option<usize> {
 /// The non-negative JSON integer at `at` in `bytes`, when it is one within
 /// BIGINT range, and where it ends. None for anything else: a leading zero,
 /// a fraction or an exponent (a float), an overflow.
+#[inline]
 pub fn integer_at(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
     let mut end = at;
     let mut value: u64 = 0;
@@ -139,7 +140,7 @@ pub fn integer_at(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
             break;
         }
         value = value
-            .checked_mul(10u64.pow(digits as u32))?
+            .checked_mul(POWERS_OF_TEN[digits])?
             .checked_add(eight)?;
         end += digits;
         if digits < 8 {
@@ -160,6 +161,18 @@ pub fn integer_at(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
     let ends = !matches!(bytes.get(end), Some(b'.' | b'e' | b'E'));
     (well_formed && ends).then_some((value, end))
 }
+
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
 
 /// How many of the eight bytes of `word` (the first in its lowest byte)
 /// are ASCII digits before any other byte, and the number they make.
