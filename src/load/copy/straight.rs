@@ -32,6 +32,7 @@ const MAX_KEY_COLUMNS: usize = 8;
 const PRIMARY_KEY: usize = 9;
 const PRIMARY_KEYS: usize = 10;
 const LSN: usize = 11;
+const TIMESTAMP: usize = 12;
 
 /// A valid finding, as spans of its line.
 #[derive(Debug)]

@@ -144,6 +144,50 @@ fn unusual_and_invalid_lines_are_left_to_the_record_path() {
     assert!(parse_line(wide.as_bytes()).is_ok());
 }
 
+#[test]
+fn tails_as_the_scanner_writes_them_and_near_them_agree() {
+    let head = r#"{"database":"d","rule_id":"r","description":"x","category":"c","severity":"HIGH","schema_name":"s","table_name":"t","column_name":"c","masked_sample":"m","#;
+    let stamp = r#""timestamp":"2026-11-27T10:15:02.123845643+00:00""#;
+    let taken = [
+        r#""lsn":1}"#.to_owned(),
+        format!(r#""lsn":12345678901,{stamp}}}"#),
+        format!(r#""primary_key":{{}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"42"}},"lsn":1,{stamp}}}"#),
+        r#""primary_key":{"id":"4","tenant":"t-7","é":""},"lsn":9223372036854775807}"#.to_owned(),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":"16/B374D848",{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1"}} ,"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{ "id":"1"}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":null,"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,{stamp} }}"#),
+        r#""primary_key":{"id":"1"},"lsn":1,"timestamp":null}"#.to_owned(),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,{stamp},"extra":1}}"#),
+        format!(r#""lsn":1,"primary_key":{{"id":"1"}},{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1"}},{stamp},"lsn":1}}"#),
+    ];
+    for tail in &taken {
+        let line = format!("{head}{tail}");
+        assert!(agrees(line.as_bytes()), "{line}");
+    }
+    let refused = [
+        format!(r#""primary_key":{{"id":"1","id":"2"}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":1}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"a"b"}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1",}},"lsn":1,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":01,{stamp}}}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1.5,{stamp}}}"#),
+        r#""primary_key":{"id":"1"},"lsn":1,"timestamp":"2026-11-27"}"#.to_owned(),
+        r#""primary_key":{"id":"1"},"lsn":1,"timestamp":"2026\/11"}"#.to_owned(),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,{stamp},"lsn":2}}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,{stamp}}}}}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,{stamp}"#),
+        format!(r#""primary_key":{{"id":"1"}},"lsn":1,,{stamp}}}"#),
+    ];
+    for tail in &refused {
+        let line = format!("{head}{tail}");
+        assert!(Usual::scan(line.as_bytes()).is_none(), "{line}");
+    }
+}
+
 /// A line that differs from `line` by one byte: deleted, doubled, replaced
 /// or inserted, at a place and of a value `random` picks.
 fn mutation(line: &[u8], mut random: impl FnMut() -> u64) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! in the masks of its 64 bytes.
 
 use super::masks::block_masks;
-use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span};
+use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span, TIMESTAMP};
 use super::{span_bytes, span_len};
 use crate::load::record::{integer_at, parse_text_lsn, place, usual_key_at, usual_next};
 
@@ -136,6 +136,14 @@ impl<'a> Walk<'a> {
     pub fn object(&mut self, fields: &mut Fields) -> Option<()> {
         self.expect(b'{')?;
         let taken = self.usual_text_fields(fields)?;
+        if taken == 9 {
+            let at = self.at;
+            if let Some(tail) = self.usual_tail() {
+                tail.into_fields(fields);
+                return Some(());
+            }
+            self.at = at;
+        }
         let mut last = taken.checked_sub(1);
         self.items_after(b'}', taken == 0, |walk| {
             match walk.name(usual_next(last))? {
@@ -177,6 +185,88 @@ impl<'a> Walk<'a> {
         }
         fields.seen |= (1 << 9) - 1;
         Some(9)
+    }
+
+    /// The fields after the text fields and the object's end, when they
+    /// are written as the scanner writes them:
+    /// `"primary_key":{"id":"42"},"lsn":7,"timestamp":"..."}`, the primary
+    /// key and the timestamp each optional. None for anything else, which
+    /// is walked field by field from the same place.
+    #[inline(always)]
+    fn usual_tail(&mut self) -> Option<Tail> {
+        let mut tail = Tail {
+            key: None,
+            lsn: 0,
+            timestamp: None,
+        };
+        if let Some(len) = usual_key_at(self.line, self.at, PRIMARY_KEY) {
+            self.at += len;
+            tail.key = Some(self.compact_key()?);
+            self.take(b',')?;
+        }
+        let len = usual_key_at(self.line, self.at, LSN)?;
+        self.at += len;
+        tail.lsn = self.integer()?;
+        if self.peek()? == b',' {
+            let len = usual_key_at(self.line, self.at + 1, TIMESTAMP)?;
+            self.at += 1 + len;
+            self.take(b'"')?;
+            tail.timestamp = Some(self.plain_string_body()?);
+        }
+        self.take(b'}')?;
+        Some(tail)
+    }
+
+    /// A primary key object written compact, without escapes: `{}` or
+    /// `{"column":"value",...}`, each column once.
+    #[inline(always)]
+    fn compact_key(&mut self) -> Option<Key> {
+        let start = self.at;
+        self.take(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(Key::Verbatim((start as u32, self.at as u32)));
+        }
+        let mut names = [(0, 0); MAX_KEY_COLUMNS];
+        for count in 0..MAX_KEY_COLUMNS {
+            self.take(b'"')?;
+            let name = self.plain_string_body()?;
+            let bytes = span_bytes(self.line, name);
+            if names[..count]
+                .iter()
+                .any(|seen| span_bytes(self.line, *seen) == bytes)
+            {
+                return None;
+            }
+            names[count] = name;
+            self.take(b':')?;
+            self.take(b'"')?;
+            self.plain_string_body()?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(Key::Verbatim((start as u32, self.at as u32)));
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Takes `byte`, which must come next.
+    #[inline(always)]
+    fn take(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// [`Walk::string_body`] of a string without escapes.
+    #[inline(always)]
+    fn plain_string_body(&mut self) -> Option<Span> {
+        match self.string_body()? {
+            (span, false) => Some(span),
+            (_, true) => None,
+        }
     }
 
     /// A field's name and its colon, and the field's place (None for a
@@ -359,5 +449,21 @@ impl<'a> Walk<'a> {
         self.line[self.at..]
             .starts_with(word)
             .then(|| self.at += word.len())
+    }
+}
+
+/// What [`Walk::usual_tail`] found.
+struct Tail {
+    key: Option<Key>,
+    lsn: i64,
+    timestamp: Option<Span>,
+}
+
+impl Tail {
+    fn into_fields(self, fields: &mut Fields) {
+        fields.seen |= 1 << LSN;
+        fields.key = self.key;
+        fields.lsn = self.lsn;
+        fields.timestamp = self.timestamp;
     }
 }
