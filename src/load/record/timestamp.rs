@@ -66,18 +66,11 @@ fn scanner_form(b: &[u8]) -> Option<i64> {
         32 => 26,
         _ => return None,
     };
-    if b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'.' {
+    if b[16] != b':' || b[19] != b'.' || &b[zone..] != b"+00:00" {
         return None;
     }
-    if &b[zone..] != b"+00:00" {
-        return None;
-    }
-    let (Some(hour), Some(minute), Some(second)) = (two(b, 11), two(b, 14), two(b, 17)) else {
-        return None;
-    };
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
+    let minute = minute_micros(b[..16].try_into().expect("sixteen bytes"))?;
+    let second = two(b, 17).filter(|second| *second <= 59)?;
     let eight = u64::from_le_bytes(b[20..28].try_into().expect("eight bytes"));
     let fraction = match zone {
         // Nanoseconds: eight digits and a ninth, rounded to microseconds
@@ -98,9 +91,38 @@ fn scanner_form(b: &[u8]) -> Option<i64> {
         // Microseconds: six digits, then "+0" made "00".
         _ => eight_digits((eight & 0x0000_FFFF_FFFF_FFFF) | 0x3030_0000_0000_0000)? / 100,
     };
-    let days = days(b[..10].try_into().expect("ten bytes")).ok()?;
-    let seconds = hour * 3600 + minute * 60 + second;
-    Some((days * 86_400 + seconds) * 1_000_000 + fraction as i64)
+    Some(minute + second * 1_000_000 + fraction as i64)
+}
+
+thread_local! {
+    /// The last minute read (`YYYY-MM-DDTHH:MM`) and its microseconds
+    /// since 2000-01-01 (at first, the epoch's first minute): the findings
+    /// of a file mostly come minutes apart.
+    static LAST_MINUTE: Cell<(u128, i64)> =
+        const { Cell::new((u128::from_le_bytes(*b"2000-01-01T00:00"), 0)) };
+}
+
+/// Microseconds since 2000-01-01 of `YYYY-MM-DDTHH:MM`.
+#[inline]
+fn minute_micros(text: &[u8; 16]) -> Option<i64> {
+    let key = u128::from_le_bytes(*text);
+    LAST_MINUTE.with(|last| {
+        let (seen, micros) = last.get();
+        if seen == key {
+            return Some(micros);
+        }
+        if text[10] != b'T' || text[13] != b':' {
+            return None;
+        }
+        let (hour, minute) = (two(text, 11)?, two(text, 14)?);
+        if hour > 23 || minute > 59 {
+            return None;
+        }
+        let days = days(text[..10].try_into().expect("ten bytes")).ok()?;
+        let micros = (days * 86_400 + hour * 3600 + minute * 60) * 1_000_000;
+        last.set((key, micros));
+        Some(micros)
+    })
 }
 
 /// The number eight ASCII digits make, the first (at the lowest address)
@@ -271,6 +293,7 @@ mod tests {
             seed
         };
         let mut taken = 0;
+        let mut minute = *b"2026-11-27T10:15";
         for round in 0..20_000 {
             let digits = if round % 2 == 0 { 9 } else { 6 };
             let fraction: String = (0..digits)
@@ -291,6 +314,12 @@ mod tests {
                 next() % 62,
             )
             .into_bytes();
+            // Every other line in the minute of the one before: the minute
+            // read last is kept, and must not hide a change after it.
+            if round % 2 == 1 {
+                text[..16].copy_from_slice(&minute);
+            }
+            minute.copy_from_slice(&text[..16]);
             if round % 3 == 0 {
                 let at = (next() as usize) % text.len();
                 let bytes = b"0123456789:.+-TZ x\xff";
@@ -307,6 +336,13 @@ mod tests {
             }
         }
         assert!(taken > 10_000, "the fast path took only {taken}");
+        // Bytes that make no minute are never taken for one: not after
+        // other minutes, nor before any (on a thread of its own).
+        let mut nul = [0u8; 32];
+        nul[16..].copy_from_slice(b":00.000000+00:00");
+        assert_eq!(scanner_form(&nul), None);
+        let first = std::thread::spawn(move || scanner_form(&nul));
+        assert_eq!(first.join().expect("no panic"), None);
         assert_eq!(
             eight_digits(u64::from_le_bytes(*b"12345678")),
             Some(12_345_678)
