@@ -128,7 +128,7 @@ pub fn usual_key_at(bytes: &[u8], at: usize, usual: usize) -> Option<usize> {
 /// The non-negative JSON integer at `at` in `bytes`, when it is one within
 /// BIGINT range, and where it ends. None for anything else: a leading zero,
 /// a fraction or an exponent (a float), an overflow.
-#[inline]
+#[inline(always)]
 pub fn integer_at(bytes: &[u8], at: usize) -> Option<(i64, usize)> {
     let mut end = at;
     let mut value: u64 = 0;
@@ -176,6 +176,7 @@ const POWERS_OF_TEN: [u64; 9] = [
 
 /// How many of the eight bytes of `word` (the first in its lowest byte)
 /// are ASCII digits before any other byte, and the number they make.
+#[inline(always)]
 fn leading_digits(word: u64) -> (usize, u64) {
     const LOW: u64 = 0x0f0f_0f0f_0f0f_0f0f;
     const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
