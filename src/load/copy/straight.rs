@@ -66,21 +66,19 @@ impl<'a> Usual<'a> {
     /// The finding in `line` (without its terminator), when it has the
     /// usual shape and is valid; None leaves it to the record path.
     pub fn scan(line: &'a [u8]) -> Option<Usual<'a>> {
-        if u32::try_from(line.len()).is_err() {
-            return None;
-        }
         let mut fields = Fields::default();
         let mut walk = Walk::new(line);
+        // None for a line too long for the masks, so spans fit in u32.
+        walk.masks.make(line)?;
         walk.object(&mut fields)?;
         walk.spaces();
         if walk.at != line.len() {
             return None;
         }
-        // Outside strings the walk takes nothing but ASCII, and the blocks
-        // of every string were looked at: the bytes over 0x7f are all
-        // between the first and the last seen, with ASCII (or nothing)
-        // on either side, so the line is UTF-8 when those bytes are.
-        if let Some((first, last)) = walk.high
+        // The bytes over 0x7f are all between the first and the last, with
+        // ASCII (or nothing) on either side, so the line is UTF-8 when
+        // those bytes are.
+        if let Some((first, last)) = walk.masks.high
             && std::str::from_utf8(&line[first..=last]).is_err()
         {
             return None;
@@ -142,6 +140,9 @@ impl<'a> Usual<'a> {
             Key::Columns { span, pairs } => {
                 room.bytes(b"{");
                 let mut walk = Walk::new(self.line);
+                walk.masks
+                    .make(self.line)
+                    .expect("the line was walked before");
                 walk.at = span.0 as usize;
                 let mut first = true;
                 walk.columns(*pairs, |name, value| {

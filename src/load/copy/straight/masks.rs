@@ -1,96 +1,274 @@
-//! Where the strings of 64 bytes of a line end, found sixteen bytes at a
-//! time.
+//! Where the strings of a line end: a bit for each quote and backslash of
+//! each 64 bytes, all made in one pass over the line before the walk,
+//! thirty-two bytes at a time where the processor has AVX2, else sixteen.
 
-/// What the walk needs to know of 64 bytes of a line.
-pub struct Masks {
-    /// A bit for each quote and backslash.
-    pub specials: u64,
-    /// A bit for each byte over 0x7f.
-    pub high: u64,
+/// The most blocks of 64 bytes a line of the straight path has: a longer
+/// line (over 4 KiB, far beyond a finding's usual 350 bytes) goes through
+/// the record path.
+const MAX_BLOCKS: usize = 64;
+
+/// What the walk needs to know of a line's bytes.
+pub struct LineMasks {
+    /// A bit for each quote and backslash, 64 bytes to a block; none past
+    /// the line's end.
+    specials: [u64; MAX_BLOCKS],
+    blocks: usize,
+    /// Where the first and the last byte over 0x7f are.
+    pub high: Option<(usize, usize)>,
 }
 
-/// The masks of the `block`th 64 bytes of `line`; None past its end, or
-/// when the block holds a control character.
-#[inline(always)]
-pub fn block_masks(line: &[u8], block: usize) -> Option<Masks> {
-    let bytes = line.get(block * 64..).filter(|bytes| !bytes.is_empty())?;
-    if let Some(chunk) = bytes.first_chunk::<64>() {
-        return chunk_masks(chunk);
-    }
-    // The last bytes, fewer than 64: the masks of the line's last 64
-    // bytes, shifted. The bytes before the block are the line's too, and
-    // a line with a control character anywhere is not of the usual shape.
-    match line.last_chunk::<64>() {
-        Some(chunk) => {
-            let shift = 64 - bytes.len();
-            chunk_masks(chunk).map(|masks| Masks {
-                specials: masks.specials >> shift,
-                high: masks.high >> shift,
-            })
+impl LineMasks {
+    /// No masks yet: see [`LineMasks::make`].
+    pub const fn new() -> LineMasks {
+        LineMasks {
+            specials: [0; MAX_BLOCKS],
+            blocks: 0,
+            high: None,
         }
-        None => short_masks(bytes),
+    }
+
+    /// Makes the masks of `line`, in place (they are half a kilobyte);
+    /// None when it holds a control character (a line of the usual shape
+    /// has none, in strings or out) or is too long.
+    #[inline(always)]
+    pub fn make(&mut self, line: &[u8]) -> Option<()> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2, as just asked.
+            return unsafe { avx2::fill(self, line) };
+        }
+        fill(self, line, chunk_masks, chunk_masks)
+    }
+
+    /// Where the next quote or backslash at or after `from` is; None
+    /// when there is none.
+    #[inline(always)]
+    pub fn next_special(&self, from: usize) -> Option<usize> {
+        let mut block = from / 64;
+        let mut bits = *self.specials.get(block)? & (u64::MAX << (from % 64));
+        while bits == 0 {
+            block += 1;
+            if block >= self.blocks {
+                return None;
+            }
+            bits = self.specials[block];
+        }
+        Some(block * 64 + bits.trailing_zeros() as usize)
     }
 }
 
-/// The masks of a line shorter than 64 bytes, padded with spaces.
-#[cold]
-fn short_masks(bytes: &[u8]) -> Option<Masks> {
-    let mut padded = [b' '; 64];
-    padded[..bytes.len()].copy_from_slice(bytes);
-    chunk_masks(&padded)
-}
+/// The masks of 64 bytes: a bit for each quote and backslash, a bit for
+/// each byte over 0x7f, and whether any is a control character.
+type Chunk = (u64, u64, bool);
 
+/// [`LineMasks::make`], with `chunk` making the masks of 64 bytes.
 #[inline(always)]
-fn chunk_masks(chunk: &[u8; 64]) -> Option<Masks> {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE2 is part of x86-64 itself: every such processor has it.
-    let (specials, controls, high) = unsafe { masks(chunk) };
-    #[cfg(not(target_arch = "x86_64"))]
-    let (specials, controls, high) = masks(chunk);
-    (!controls).then_some(Masks { specials, high })
+fn fill(
+    masks: &mut LineMasks,
+    line: &[u8],
+    chunk: impl Fn(&[u8; 64]) -> Chunk,
+    last_chunk: impl Fn(&[u8; 64]) -> Chunk,
+) -> Option<()> {
+    let blocks = line.len().div_ceil(64);
+    if blocks > MAX_BLOCKS {
+        return None;
+    }
+    masks.blocks = blocks;
+    let (mut first_high, mut last_high) = (usize::MAX, 0);
+    let mut controls = false;
+    let mut note = |block: usize, (specials, high, control): Chunk| {
+        masks.specials[block] = specials;
+        controls |= control;
+        if high != 0 {
+            first_high = first_high.min(block * 64 + high.trailing_zeros() as usize);
+            last_high = block * 64 + 63 - high.leading_zeros() as usize;
+        }
+    };
+    let whole = line.len() / 64;
+    for (block, bytes) in line.chunks_exact(64).enumerate() {
+        note(block, chunk(bytes.try_into().expect("64 bytes")));
+    }
+    if whole < blocks {
+        // The last bytes, fewer than 64: the masks of the line's last 64
+        // bytes, shifted (the bytes before them are the line's too), or of
+        // the line padded with spaces when it is shorter.
+        let rest = line.len() - whole * 64;
+        let (specials, high, control) = match line.last_chunk::<64>() {
+            Some(last) => last_chunk(last),
+            None => {
+                let mut padded = [b' '; 64];
+                padded[64 - rest..].copy_from_slice(line);
+                last_chunk(&padded)
+            }
+        };
+        note(
+            whole,
+            (specials >> (64 - rest), high >> (64 - rest), control),
+        );
+    }
+    if controls {
+        return None;
+    }
+    masks.high = (first_high != usize::MAX).then_some((first_high, last_high));
+    Some(())
 }
 
-/// Bits for the quotes and backslashes and for the bytes over 0x7f of 64
-/// bytes, and whether any is a control character: sixteen at a time.
+/// The masks of 64 bytes, sixteen at a time.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn masks(chunk: &[u8; 64]) -> (u64, bool, u64) {
+#[inline(always)]
+fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8,
         _mm_or_si128, _mm_set1_epi8,
     };
-    let quote = _mm_set1_epi8(b'"' as i8);
-    let backslash = _mm_set1_epi8(b'\\' as i8);
-    let below_space = _mm_set1_epi8(0x1f);
-    let mut specials = 0u64;
-    // Each byte's smallest over the lanes, unsigned.
-    let mut smallest = _mm_set1_epi8(-1);
-    let mut high = 0u64;
-    for (lane, bytes) in chunk.chunks_exact(16).enumerate() {
-        // SAFETY: `bytes` is 16 bytes long, and an unaligned load reads
-        // exactly 16 bytes from any address.
-        let v = unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) };
-        let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
-        // The high bit of each byte is what the mask takes.
-        specials |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
-        high |= u64::from(_mm_movemask_epi8(v) as u16) << (lane * 16);
-        smallest = _mm_min_epu8(smallest, v);
+    // SAFETY: SSE2 is part of x86-64 itself: every such processor has it;
+    // and each load reads 16 of the chunk's 64 bytes.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let below_space = _mm_set1_epi8(0x1f);
+        let (mut specials, mut high) = (0u64, 0u64);
+        // Each byte's smallest over the lanes, unsigned.
+        let mut smallest = _mm_set1_epi8(-1);
+        for (lane, bytes) in chunk.chunks_exact(16).enumerate() {
+            let v = _mm_loadu_si128(bytes.as_ptr().cast());
+            let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+            // The high bit of each byte is what the mask takes.
+            specials |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
+            high |= u64::from(_mm_movemask_epi8(v) as u16) << (lane * 16);
+            smallest = _mm_min_epu8(smallest, v);
+        }
+        // A byte is a control character when the larger of it and 0x1f is
+        // 0x1f.
+        let controls = _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_max_epu8(smallest, below_space),
+            below_space,
+        )) != 0;
+        (specials, high, controls)
     }
-    // A byte is a control character when the larger of it and 0x1f is 0x1f.
-    let controls = _mm_movemask_epi8(_mm_cmpeq_epi8(
-        _mm_max_epu8(smallest, below_space),
-        below_space,
-    )) != 0;
-    (specials, controls, high)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn masks(chunk: &[u8; 64]) -> (u64, bool, u64) {
+fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
     let (mut specials, mut high) = (0, 0);
     for (index, &byte) in chunk.iter().enumerate() {
         specials |= u64::from(byte == b'"' || byte == b'\\') << index;
         high |= u64::from(byte > 0x7f) << index;
     }
     let controls = chunk.iter().any(|&byte| byte < 0x20);
-    (specials, controls, high)
+    (specials, high, controls)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_max_epu8, _mm256_min_epu8,
+        _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    use super::{Chunk, LineMasks};
+
+    #[target_feature(enable = "avx2")]
+    pub fn fill(masks: &mut LineMasks, line: &[u8]) -> Option<()> {
+        // The closure has the function's features: AVX2 is inlined.
+        // With AVX2's masks shifted, the compiler splits them bit by bit:
+        // the last, shifted, are made sixteen bytes at a time.
+        super::fill(masks, line, |chunk| chunk_masks(chunk), super::chunk_masks)
+    }
+
+    /// The masks of 64 bytes, thirty-two at a time.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let below_space = _mm256_set1_epi8(0x1f);
+        // SAFETY: each load reads 32 of the chunk's 64 bytes.
+        let (low, high) = unsafe {
+            (
+                _mm256_loadu_si256(chunk.as_ptr().cast()),
+                _mm256_loadu_si256(chunk[32..].as_ptr().cast()),
+            )
+        };
+        let special_low = _mm256_or_si256(
+            _mm256_cmpeq_epi8(low, quote),
+            _mm256_cmpeq_epi8(low, backslash),
+        );
+        let special_high = _mm256_or_si256(
+            _mm256_cmpeq_epi8(high, quote),
+            _mm256_cmpeq_epi8(high, backslash),
+        );
+        // The high bit of each byte is what the mask takes.
+        let specials = u64::from(_mm256_movemask_epi8(special_low) as u32)
+            | u64::from(_mm256_movemask_epi8(special_high) as u32) << 32;
+        let over = u64::from(_mm256_movemask_epi8(low) as u32)
+            | u64::from(_mm256_movemask_epi8(high) as u32) << 32;
+        let smallest = _mm256_min_epu8(low, high);
+        let controls = _mm256_movemask_epi8(_mm256_cmpeq_epi8(
+            _mm256_max_epu8(smallest, below_space),
+            below_space,
+        )) != 0;
+        (specials, over, controls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each special byte found from each place, and the high bytes' ends,
+    /// as a byte-by-byte look at the line finds them.
+    fn check(masks: &LineMasks, line: &[u8]) {
+        for from in 0..=line.len() + 64 {
+            let expected = line
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, byte)| matches!(byte, b'"' | b'\\'))
+                .map(|(at, _)| at);
+            assert_eq!(masks.next_special(from), expected, "{line:?} from {from}");
+        }
+        let high: Vec<usize> = (0..line.len()).filter(|&at| line[at] > 0x7f).collect();
+        let ends = high.first().zip(high.last()).map(|(a, b)| (*a, *b));
+        assert_eq!(masks.high, ends, "{line:?}");
+    }
+
+    #[test]
+    fn masks_are_what_each_byte_makes() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        const BYTES: &[u8] = b"\"\\ax :{}\xc3\xa9\xff\x7f\x20";
+        type Maker = fn(&mut LineMasks, &[u8]) -> Option<()>;
+        // Sixteen bytes at a time, and whatever the processor allows.
+        let makers: [Maker; 2] = [
+            |masks, line| fill(masks, line, chunk_masks, chunk_masks),
+            LineMasks::make,
+        ];
+        for len in (0..200).chain([255, 256, 257, 4095, 4096]) {
+            for _ in 0..4 {
+                let mut line: Vec<u8> = (0..len)
+                    .map(|_| BYTES[random() as usize % BYTES.len()])
+                    .collect();
+                for make in makers {
+                    let mut masks = LineMasks::new();
+                    assert_eq!(make(&mut masks, &line), Some(()));
+                    check(&masks, &line);
+                }
+                if len > 0 {
+                    let at = random() as usize % len;
+                    line[at] = [b'\t', b'\0', 0x1f, b'\n'][random() as usize % 4];
+                    for make in makers {
+                        assert_eq!(make(&mut LineMasks::new(), &line), None, "control at {at}");
+                    }
+                }
+            }
+        }
+        let long = vec![b'a'; 4097];
+        assert_eq!(LineMasks::new().make(&long), None, "longer than kept");
+    }
 }

@@ -1,7 +1,7 @@
 //! The walk through a line: each token in turn, each string's end found
 //! in the masks of its 64 bytes.
 
-use super::masks::block_masks;
+use super::masks::LineMasks;
 use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span, TIMESTAMP};
 use super::{span_bytes, span_len};
 use crate::load::record::{integer_at, parse_text_lsn, place, usual_key_at, usual_next};
@@ -10,23 +10,16 @@ use crate::load::record::{integer_at, parse_text_lsn, place, usual_key_at, usual
 pub struct Walk<'a> {
     line: &'a [u8],
     pub at: usize,
-    /// The block of 64 bytes `specials` is for.
-    block: usize,
-    /// A bit for each quote and backslash in the block.
-    specials: u64,
-    /// Where the first and the last byte over 0x7f of the blocks looked
-    /// at are.
-    pub high: Option<(usize, usize)>,
+    pub masks: LineMasks,
 }
 
 impl<'a> Walk<'a> {
+    /// A walk from the line's start, once its masks are made.
     pub fn new(line: &'a [u8]) -> Walk<'a> {
         Walk {
             line,
             at: 0,
-            block: usize::MAX,
-            specials: 0,
-            high: None,
+            masks: LineMasks::new(),
         }
     }
 
@@ -56,32 +49,6 @@ impl<'a> Walk<'a> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
-    /// Where the next quote or backslash at or after `from` is. None
-    /// past the end, or for a block with a control character: the line is
-    /// not of the usual shape.
-    #[inline(always)]
-    fn next_special(&mut self, mut from: usize) -> Option<usize> {
-        loop {
-            let block = from / 64;
-            if block != self.block {
-                let masks = block_masks(self.line, block)?;
-                self.specials = masks.specials;
-                if masks.high != 0 {
-                    let base = block * 64;
-                    let last = base + 63 - masks.high.leading_zeros() as usize;
-                    let first = base + masks.high.trailing_zeros() as usize;
-                    self.high = Some((self.high.map_or(first, |(first, _)| first), last));
-                }
-                self.block = block;
-            }
-            let ahead = self.specials >> (from % 64);
-            if ahead != 0 {
-                return Some(from + ahead.trailing_zeros() as usize);
-            }
-            from = (block + 1) * 64;
-        }
-    }
-
     /// A string; its contents as a span, and whether it has escapes (the
     /// short ones only: a `\u` escape is left to the record path).
     #[inline(always)]
@@ -97,7 +64,7 @@ impl<'a> Walk<'a> {
         let mut escaped = false;
         let mut from = start;
         loop {
-            let at = self.next_special(from)?;
+            let at = self.masks.next_special(from)?;
             if self.line[at] == b'"' {
                 self.at = at + 1;
                 return Some(((start as u32, at as u32), escaped));
