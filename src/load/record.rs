@@ -7,6 +7,7 @@
 //! failing a whole batch on the server.
 
 mod deserialize;
+mod integer;
 mod scan;
 mod timestamp;
 
@@ -16,7 +17,8 @@ use std::fmt;
 use serde::de;
 
 use crate::table;
-pub use scan::{integer_at, place, plain_len, usual_key_at, usual_next};
+pub use integer::integer_at;
+pub use scan::{place, plain_len, usual_key_at, usual_next};
 pub use timestamp::micros as timestamp_micros;
 
 /// A finding ready to be written: every field validated.

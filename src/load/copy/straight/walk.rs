@@ -1,5 +1,5 @@
 //! The walk through a line: each token in turn, each string's end found
-//! in the masks of its 64 bytes.
+//! in the line's masks.
 
 use super::masks::LineMasks;
 use super::{Fields, Key, LSN, MAX_KEY_COLUMNS, PRIMARY_KEY, PRIMARY_KEYS, Span, TIMESTAMP};
