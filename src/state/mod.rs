@@ -84,7 +84,8 @@ pub struct Mark {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Contents {
-    /// "device:inode" -> mark.
+    /// "device:inode" -> mark; "device:inode@born" (its creation time) for
+    /// a file whose inode another file has since.
     files: BTreeMap<String, Mark>,
     /// While a run is loading: the reject file and how long it is with every
     /// line the marks pass over in it. What a killed run appended beyond
@@ -331,11 +332,26 @@ impl StateFile {
     /// Applies a settled entry in memory: the next save writes it.
     pub fn apply(&mut self, entry: &Entry) {
         if let (Some(key), Some(mark)) = (&entry.key, &entry.mark) {
-            self.contents.files.insert(key.clone(), mark.clone());
+            self.set_mark(key, mark.clone());
         }
         if let (Some(len), Some(rejects)) = (entry.rejects, &mut self.contents.rejects) {
             rejects.len = len;
         }
+    }
+
+    /// Records `mark` under `key`. The mark there of another file, created
+    /// before it (deleted since, and its inode given to this one), is kept
+    /// under its key and creation time: a copy of that file, compressed
+    /// before it was removed (`findings.jsonl.2.gz`), is still known by it.
+    fn set_mark(&mut self, key: &str, mark: Mark) {
+        if let Some(old) = self.contents.files.get(key)
+            && let (Some(then), Some(born)) = (old.born, mark.born)
+            && then != born
+        {
+            let old = old.clone();
+            self.contents.files.insert(format!("{key}@{then}"), old);
+        }
+        self.contents.files.insert(key.to_owned(), mark);
     }
 
     /// Records a batch in the journal (synced), before its commit.
@@ -521,6 +537,38 @@ mod tests {
             text.contains("lines 1501-2000 of /in.ndjson (transaction 101)"),
             "{text}"
         );
+        drop(state);
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// A file removed, its inode given to a new one: the new file's mark
+    /// leaves the old one's under its creation time, where its copies are
+    /// still found; the same file's next mark replaces its own.
+    #[test]
+    fn the_mark_of_a_file_whose_inode_went_to_another_is_kept() {
+        let dir = std::env::temp_dir().join(format!("pgsense-reused-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let mut state = StateFile::open(&dir.join("state")).expect("open");
+        let at = |born, line| Entry {
+            txid: None,
+            timeline: None,
+            stats_reset: None,
+            trace: None,
+            key: Some("1:2".into()),
+            mark: Some(Mark {
+                born: Some(born),
+                line,
+                ..mark(1)
+            }),
+            rejects: None,
+        };
+        state.apply(&at(10, 100));
+        state.apply(&at(20, 5));
+        state.apply(&at(20, 7));
+        let lines = |key: &str| state.contents.files.get(key).map(|mark| mark.line);
+        assert_eq!(lines("1:2@10"), Some(100));
+        assert_eq!(lines("1:2"), Some(7));
+        assert_eq!(state.contents.files.len(), 2);
         drop(state);
         fs::remove_dir_all(&dir).expect("clean up");
     }

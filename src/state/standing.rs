@@ -240,7 +240,7 @@ impl StateFile {
             if content.format().is_compressed() && !done {
                 mark.ended = content.ends_at(mark.offset)?.then_some(size);
             }
-            self.contents.files.insert(key.to_owned(), mark.clone());
+            self.set_mark(key, mark.clone());
         }
         Ok(mark)
     }

@@ -200,13 +200,92 @@ impl Appender {
             .unwrap_or_else(|e| panic!("truncate {}: {e}", self.path.display()));
     }
 
+    /// logrotate's rename + create with `compress` and `delaycompress`:
+    /// the rotated files shift up one, `path.2` (rotated the time before)
+    /// is compressed into `path.2.gz` and removed, then `path` becomes
+    /// `path.1` and an empty `path` is created; the writer opens it at
+    /// once. With `reuse`, the new `path` gets the inode `path.2` had, as
+    /// ext4 gives a freed inode to a file made soon after beside it.
+    pub fn delaycompress(&mut self, reuse: bool) {
+        self.shift_rotated();
+        let plain = self.rotated(2);
+        let freed = fs::metadata(&plain).ok().map(|meta| meta.ino());
+        if freed.is_some() {
+            compress(&plain, &self.compressed(2));
+        }
+        fs::rename(&self.path, self.rotated(1))
+            .unwrap_or_else(|e| panic!("rename {}: {e}", self.path.display()));
+        match freed.filter(|_| reuse) {
+            Some(ino) => create_on_inode(&self.path, ino),
+            None => drop(
+                File::create(&self.path)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", self.path.display())),
+            ),
+        }
+        self.file = open_append(&self.path);
+    }
+
+    /// The `k`th newest rotated file, compressed (`path.k.gz`).
+    pub fn compressed(&self, k: u64) -> PathBuf {
+        let mut name = self.rotated(k).into_os_string();
+        name.push(".gz");
+        PathBuf::from(name)
+    }
+
     fn shift_rotated(&mut self) {
         for k in (1..=self.rotations).rev() {
-            fs::rename(self.rotated(k), self.rotated(k + 1))
-                .unwrap_or_else(|e| panic!("rename {}: {e}", self.rotated(k).display()));
+            let (from, to) = match self.rotated(k).exists() {
+                true => (self.rotated(k), self.rotated(k + 1)),
+                false => (self.compressed(k), self.compressed(k + 1)),
+            };
+            fs::rename(&from, to).unwrap_or_else(|e| panic!("rename {}: {e}", from.display()));
         }
         self.rotations += 1;
     }
+}
+
+/// gzip's `gzip FILE`: `plain` compressed into `gz`, which keeps its time
+/// of last change, and removed.
+fn compress(plain: &Path, gz: &Path) {
+    let text = fs::read(plain).unwrap_or_else(|e| panic!("read {}: {e}", plain.display()));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&text).expect("gzip in memory");
+    let changed = fs::metadata(plain)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|e| panic!("look at {}: {e}", plain.display()));
+    let file = File::create(gz).unwrap_or_else(|e| panic!("create {}: {e}", gz.display()));
+    (&file)
+        .write_all(&encoder.finish().expect("gzip in memory"))
+        .and_then(|()| file.set_modified(changed))
+        .unwrap_or_else(|e| panic!("write {}: {e}", gz.display()));
+    fs::remove_file(plain).unwrap_or_else(|e| panic!("remove {}: {e}", plain.display()));
+}
+
+/// Creates the empty file `path` on inode `ino`, just freed: files named as
+/// no rotation are made beside it until the file system gives one that
+/// inode (ext4 mostly does at once), which is renamed to `path`.
+fn create_on_inode(path: &Path, ino: u64) {
+    let dir = path.parent().expect("a file in a directory");
+    let mut spares = Vec::new();
+    let found = (0..10_000).find_map(|n| {
+        let spare = dir.join(format!("spare-{n}"));
+        let file =
+            File::create(&spare).unwrap_or_else(|e| panic!("create {}: {e}", spare.display()));
+        let got = file.metadata().expect("a file's metadata").ino();
+        spares.push(spare);
+        (got == ino).then(|| spares.pop().expect("just made"))
+    });
+    for spare in spares {
+        fs::remove_file(&spare).unwrap_or_else(|e| panic!("remove {}: {e}", spare.display()));
+    }
+    let found = found.unwrap_or_else(|| {
+        panic!(
+            "the file system never gave inode {ino} back to a new file in {} (tmpfs does not \
+             reuse inodes): this needs one that does, such as ext4",
+            dir.display()
+        )
+    });
+    fs::rename(&found, path).unwrap_or_else(|e| panic!("rename {}: {e}", found.display()));
 }
 
 fn open_append(path: &Path) -> File {
