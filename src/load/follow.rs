@@ -253,6 +253,16 @@ impl Name {
             return Ok(());
         };
         let paths = self.siblings(reader, open_ids, Some(since));
+        // The file read on as the one under the name may have been renamed
+        // away (and compressed) since the name was looked at, the reader
+        // held back by the database meanwhile: its copy would be loaded
+        // from where it is settled up to while it is read on. The next look
+        // rotates it, and this one waits until it is finished. Asked after
+        // the listing: a copy listed was made after the rename, seen here.
+        if !self.current_under_name() {
+            self.rescan = Some(since);
+            return Ok(());
+        }
         for path in &paths {
             log::info!(
                 "{}: rotated from {} while it was not looked at: loading it",
@@ -264,6 +274,15 @@ impl Name {
         self.rotated
             .extend(opened.into_iter().flatten().map(Rotated::new));
         Ok(())
+    }
+
+    /// Whether the file read as the one under the name still is (true when
+    /// none is read).
+    fn current_under_name(&self) -> bool {
+        let Some(current) = &self.current else {
+            return true;
+        };
+        std::fs::metadata(&self.path).is_ok_and(|meta| (meta.dev(), meta.ino()) == current.id)
     }
 
     /// The regular files beside this one named as its rotations
