@@ -115,10 +115,15 @@ impl Report {
 /// "interrupted (SIGTERM): stopped reading FILE after line N", and what was
 /// set aside.
 fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
-    let mut text = format!(
-        "{}: stopped reading {} after line {}",
-        stopped.reason, stopped.input, stopped.line
-    );
+    let mut text = if stopped.input.is_empty() {
+        // --follow, before the FILE waited for appeared.
+        format!("{}: stopped before any input was opened", stopped.reason)
+    } else {
+        format!(
+            "{}: stopped reading {} after line {}",
+            stopped.reason, stopped.input, stopped.line
+        )
+    };
     if set_aside > 0 {
         text.push_str(&format!(
             "; the {set_aside} lines after it were appended to the reject file as they are, not parsed"

@@ -778,6 +778,37 @@ fn a_file_that_does_not_exist_yet_is_waited_for_then_loaded() {
     assert_table_holds_after(server, &setup.db, 1..=30, Some(&out));
 }
 
+/// A FILE whose directory does not exist either (a misspelt path in a
+/// service's command line) is said at once, without -v, as it is waited
+/// for; stopped before it appears, the loader says it opened no input.
+#[test]
+fn a_file_in_a_missing_directory_is_said_as_it_is_waited_for() {
+    let server = shared();
+    let mut setup = Followed::new(server);
+    let input = setup
+        .scratch
+        .path()
+        .join("no-such-dir")
+        .join("findings.jsonl");
+    setup.input = input.clone();
+    let load = setup.command(server).spawn();
+    let started = Instant::now();
+    let load = wait_while_running(
+        load,
+        "a second of waiting for the file",
+        Duration::from_secs(10),
+        || {},
+        || started.elapsed() >= Duration::from_secs(1),
+    );
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains(&format!(
+        "{} does not exist yet, nor its directory {}: waiting for them",
+        input.display(),
+        input.parent().expect("a directory").display()
+    ))
+    .assert_stderr_contains("interrupted (SIGTERM): stopped before any input was opened");
+}
+
 /// 300 rotations by rename + create: once every line is loaded, the loader
 /// holds no more open files than before them, so none of a rotated file
 /// (after the few seconds it may keep one for a writer that lingers), and

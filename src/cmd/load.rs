@@ -270,7 +270,16 @@ fn check_followed(files: &[PathBuf]) -> Result<Vec<Option<(u64, u64)>>> {
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 ids.push(None);
-                log::info!("{} does not exist yet: waiting for it", file.display());
+                // Said without -v: a misspelt path in a service's command
+                // line would otherwise wait unseen.
+                match file.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    Some(dir) if !dir.is_dir() => log::warn!(
+                        "{} does not exist yet, nor its directory {}: waiting for them",
+                        file.display(),
+                        dir.display()
+                    ),
+                    _ => log::warn!("{} does not exist yet: waiting for it", file.display()),
+                }
             }
             Err(err) => {
                 return Err(
