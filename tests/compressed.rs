@@ -292,6 +292,37 @@ fn logrotate_compress_between_cron_runs_loads_each_line_once() {
     logrotate_with_compress(false);
 }
 
+/// A copy of a loaded file under a name of its own (not a rotation's) is
+/// taken for the file it copies, and said without -v: the same lines named
+/// again are loaded once, and the user who meant them as new findings sees
+/// why nothing was.
+#[test]
+fn a_copy_under_another_name_is_said_without_verbose() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let state = dir.join("state");
+    let first = dir.join("same.ndjson");
+    fs::write(&first, findings(1..=20)).expect("create");
+    cron(server, &db, &state, std::slice::from_ref(&first)).assert_code(0);
+    let second = dir.join("other.ndjson");
+    fs::copy(&first, &second).expect("copy");
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&second)
+        .run();
+    out.assert_code(0).assert_stderr_contains(&format!(
+        "WARN: {}: a copy of {}",
+        second.display(),
+        first.display()
+    ));
+    assert_each_line_once(server, &db, 20, &out);
+}
+
 /// logrotate's `copytruncate` (then `compress` of the copy): the copy is a
 /// new file whose start is what was loaded from the original; it resumes
 /// where the original was loaded up to, and the truncated original is read

@@ -154,12 +154,19 @@ impl StateFile {
             Standing::Tracked(old) => old,
             Standing::Copy { of, mark } => {
                 let origin = self.origin(&of);
-                log::info!(
+                let copy = format!(
                     "{path}: a copy of {origin} (rotated, compressed or copied), which was loaded \
                      up to line {}: loading it from line {}",
                     mark.line,
                     mark.line + 1
                 );
+                // A rotation is expected; the same lines under a name of
+                // their own, named on the command line, may be a surprise.
+                if self.following || is_rotation_of(&input.name, &origin) {
+                    log::info!("{copy}");
+                } else {
+                    log::warn!("{copy}");
+                }
                 // Its own birth, not its original's.
                 Mark { born: None, ..mark }
             }
@@ -397,6 +404,18 @@ impl StateFile {
 /// The name a mark keeps for the file at `path`: its canonical path. The
 /// name may be gone since the file was opened (rotated away while
 /// followed): it is only a label.
+/// Whether the file `name` is named as a rotation of `origin`
+/// (`findings.jsonl.1`, `findings.jsonl-20261201.gz` of `findings.jsonl`).
+fn is_rotation_of(name: &str, origin: &str) -> bool {
+    let file_name = |path: &str| Path::new(path).file_name().map(|n| n.to_os_string());
+    match (file_name(name), file_name(origin)) {
+        (Some(name), Some(origin)) => name
+            .as_encoded_bytes()
+            .starts_with(origin.as_encoded_bytes()),
+        _ => false,
+    }
+}
+
 fn name_of(path: &Path) -> String {
     fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
