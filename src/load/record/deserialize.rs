@@ -306,10 +306,17 @@ impl<'de> Visitor<'de> for LsnSeed {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
         // serde_json hands over integers beyond u64 as floats too.
-        if v.fract() == 0.0 && v >= 9.2e18 {
+        if v.fract() == 0.0 && v >= 9.3e18 {
             // The float is not what the line says: its magnitude is.
             Err(E::custom(format_args!(
                 "an integer of about {v:.1e} is {LSN_RANGE}"
+            )))
+        } else if v.fract() == 0.0 && v >= 9.2e18 {
+            // 9223372036854775807.0 reads as 2^63: whether the line wrote
+            // a fraction or more than BIGINT holds is not known here.
+            Err(E::custom(format_args!(
+                "a number of about {v:.1e}, written with a fraction or an exponent, or {LSN_RANGE}: \
+                 an LSN is an integer"
             )))
         } else if v < 0.0 {
             Err(E::custom(format_args!("{v} is negative")))

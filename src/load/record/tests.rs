@@ -79,8 +79,15 @@ fn lsn_forms_and_limits() {
             .0
             .contains("an integer of about 1.2e29 is above 9223372036854775807")
     );
+    // Read as 2^63 by serde_json: the message does not say it is above.
+    let reason = lsn("9223372036854775807.0").unwrap_err().0;
+    assert!(
+        reason.contains("written with a fraction or an exponent, or above"),
+        "{reason}"
+    );
     assert!(lsn("-1").unwrap_err().0.contains("negative"));
     assert!(lsn("1.5").unwrap_err().0.contains("not as an integer"));
+    assert!(lsn("1.0").unwrap_err().0.contains("not as an integer"));
     assert!(
         lsn("1e3")
             .unwrap_err()
