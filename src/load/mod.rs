@@ -240,13 +240,17 @@ fn start(
         Arc::clone(&position),
     );
     let reader_done = spawn_reader(reader, inputs)?;
+    let done = match sink {
+        Sink::DryRun => "checked",
+        Sink::Database(_) => "inserted",
+    };
     let progress = options.progress_of_bytes.map(|total| {
         let (ledger, control, position) = (
             Arc::clone(&ledger),
             Arc::clone(&control),
             Arc::clone(&position),
         );
-        std::thread::spawn(move || progress::show(&ledger, &control, &position, total))
+        std::thread::spawn(move || progress::show(&ledger, &control, &position, total, done))
     });
     {
         let control = Arc::clone(&control);

@@ -9,21 +9,25 @@ use super::ledger::Ledger;
 use super::reader::Position;
 
 /// Shows bytes and lines done, rows/s and an ETA, out of `total` input
-/// bytes, until the writers are done.
-pub fn show(ledger: &Ledger, control: &Control, position: &Position, total: u64) {
+/// bytes, until the writers are done; `done` says what happened to the
+/// rows ("inserted", or "checked" in a dry run).
+pub fn show(ledger: &Ledger, control: &Control, position: &Position, total: u64, done: &str) {
     let started = Instant::now();
     let mut stderr = std::io::stderr();
     while !control.is_done() {
         std::thread::sleep(Duration::from_millis(250));
-        let done = position.bytes();
+        let bytes = position.bytes();
         let counts = ledger.counts();
-        let line = line(done, total, counts.read, counts.inserted, started.elapsed());
+        let rows = (counts.inserted, done);
+        let line = line(bytes, total, counts.read, rows, started.elapsed());
         let _ = write!(stderr, "\r\x1b[K{line}");
     }
     let _ = write!(stderr, "\r\x1b[K");
 }
 
-fn line(done: u64, total: u64, read: u64, inserted: u64, elapsed: Duration) -> String {
+/// The progress line; `rows`: how many, and what happened to them.
+fn line(done: u64, total: u64, read: u64, rows: (u64, &str), elapsed: Duration) -> String {
+    let (inserted, what) = rows;
     let seconds = elapsed.as_secs_f64().max(0.001);
     let eta = if done > 0 && done < total {
         format!("{:.0} s", seconds * (total - done) as f64 / done as f64)
@@ -31,7 +35,7 @@ fn line(done: u64, total: u64, read: u64, inserted: u64, elapsed: Duration) -> S
         "-".into()
     };
     format!(
-        "{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} inserted  {:.0} rows/s  ETA {eta}",
+        "{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} {what}  {:.0} rows/s  ETA {eta}",
         done as f64 / 1e6,
         total as f64 / 1e6,
         100.0 * done as f64 / total.max(1) as f64,
@@ -45,11 +49,17 @@ mod tests {
 
     #[test]
     fn halfway_after_ten_seconds_has_ten_seconds_left() {
-        let text = line(5_000_000, 10_000_000, 400, 300, Duration::from_secs(10));
+        let text = line(
+            5_000_000,
+            10_000_000,
+            400,
+            (300, "inserted"),
+            Duration::from_secs(10),
+        );
         assert_eq!(
             text,
             "5.0/10.0 MB (50%)  400 lines  300 inserted  30 rows/s  ETA 10 s"
         );
-        assert!(line(0, 10, 0, 0, Duration::ZERO).ends_with("ETA -"));
+        assert!(line(0, 10, 0, (0, "checked"), Duration::ZERO).ends_with("ETA -"));
     }
 }
