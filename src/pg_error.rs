@@ -268,6 +268,15 @@ const RULES: &[Rule] = &[
     rule(Server,  &[&["password missing"]],                   When::Always,        password_missing),
     rule(Server,  &[&["does not allow writes"]],              When::Always,        read_only),
     rule(Server,  &[&["unsupported startup parameter"]],      When::Always,        startup_parameter),
+    rule(Server,  &[NOT_POSTGRES],                            When::Always,        not_postgres),
+];
+
+/// The driver's words for an answer that is not PostgreSQL's protocol.
+const NOT_POSTGRES: &[&str] = &[
+    "bytes remaining on stream",
+    "unexpected message from server",
+    "unexpected response from server",
+    "invalid message length",
 ];
 
 const HOSTNAME_MISMATCH: &[&str] = &["hostname mismatch", "ip address mismatch"];
@@ -457,6 +466,12 @@ fn sasl_refused(settings: &Settings) -> String {
     )
 }
 
+fn not_postgres(_: &Settings) -> String {
+    "what answered does not speak PostgreSQL's protocol (another service on that port?): \
+     check the host and port"
+        .to_owned()
+}
+
 fn startup_parameter(settings: &Settings) -> String {
     let sent = match &settings.options {
         Some(options) => format!("options (from {}) were sent", options.origin),
@@ -501,6 +516,20 @@ mod tests {
              (unknown CA; sslmode verify-full from --sslmode): set --sslrootcert (or \
              trusted_root_certs in [alerts.postgres.tls], or PGSSLROOTCERT) to the PEM file of \
              the CA that signed it, or --sslmode require to encrypt without verifying the server"
+        );
+    }
+
+    #[test]
+    fn an_answer_in_another_protocol_asks_for_the_host_and_port() {
+        let (kind, text) = advice(
+            "error communicating with the server: bytes remaining on stream",
+            &["--port", "8080"],
+        )
+        .expect("a rule matches");
+        assert_eq!(kind, Server);
+        assert!(
+            text.contains("does not speak PostgreSQL's protocol"),
+            "{text}"
         );
     }
 
