@@ -292,6 +292,34 @@ fn logrotate_compress_between_cron_runs_loads_each_line_once() {
     logrotate_with_compress(false);
 }
 
+/// copytruncate, then a run given the file alone (it reads the truncated
+/// file from its start, and its new lines replace the file's mark), then
+/// the glob: the copy made before the truncation is still known by the
+/// mark the file had, and not loaded again (each line once). The same
+/// holds for --follow killed before it recorded the copy as loaded.
+#[test]
+fn a_copy_made_before_a_truncation_is_known_after_the_file_is_read_again() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let dir = scratch.path();
+    let state = dir.join("state");
+    let live = dir.join("findings.jsonl");
+    fs::write(&live, findings(1..=50)).expect("create");
+    cron(server, &db, &state, std::slice::from_ref(&live)).assert_code(0);
+    fs::copy(&live, dir.join("findings.jsonl.1")).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(&live)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+    scan(&live, 51, 60);
+    cron(server, &db, &state, std::slice::from_ref(&live)).assert_code(0);
+    let out = cron(server, &db, &state, &glob(dir));
+    out.assert_code(0);
+    assert_each_line_once(server, &db, 60, &out);
+}
+
 /// A copy of a loaded file under a name of its own (not a rotation's) is
 /// taken for the file it copies, and said without -v: the same lines named
 /// again are loaded once, and the user who meant them as new findings sees

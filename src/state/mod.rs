@@ -339,17 +339,29 @@ impl StateFile {
         }
     }
 
-    /// Records `mark` under `key`. The mark there of another file, created
-    /// before it (deleted since, and its inode given to this one), is kept
-    /// under its key and creation time: a copy of that file, compressed
-    /// before it was removed (`findings.jsonl.2.gz`), is still known by it.
+    /// Records `mark` under `key`. The mark there of content the file no
+    /// longer has is kept under another key, where copies of that content
+    /// are still known by it:
+    /// - of another file, created before it (deleted since, and its inode
+    ///   given to this one): under its key and creation time, for a copy
+    ///   compressed before it was removed (`findings.jsonl.2.gz`);
+    /// - of the same file before it was truncated and read again from its
+    ///   start (copytruncate): under its key, creation time and offset,
+    ///   for the copy made before the truncation, even when a stop came
+    ///   before the copy was recorded as loaded itself.
     fn set_mark(&mut self, key: &str, mark: Mark) {
-        if let Some(old) = self.contents.files.get(key)
-            && let (Some(then), Some(born)) = (old.born, mark.born)
-            && then != born
-        {
-            let old = old.clone();
-            self.contents.files.insert(format!("{key}@{then}"), old);
+        if let Some(old) = self.contents.files.get(key) {
+            let kept = match (old.born, mark.born) {
+                (Some(then), Some(born)) if then != born => Some(format!("{key}@{then}")),
+                _ if mark.offset < old.offset => {
+                    Some(format!("{key}@{}+{}", old.born.unwrap_or(0), old.offset))
+                }
+                _ => None,
+            };
+            if let Some(kept) = kept {
+                let old = old.clone();
+                self.contents.files.insert(kept, old);
+            }
         }
         self.contents.files.insert(key.to_owned(), mark);
     }
@@ -565,10 +577,19 @@ mod tests {
         state.apply(&at(10, 100));
         state.apply(&at(20, 5));
         state.apply(&at(20, 7));
-        let lines = |key: &str| state.contents.files.get(key).map(|mark| mark.line);
-        assert_eq!(lines("1:2@10"), Some(100));
-        assert_eq!(lines("1:2"), Some(7));
+        let lines = |state: &StateFile, key: &str| state.contents.files.get(key).map(|m| m.line);
+        assert_eq!(lines(&state, "1:2@10"), Some(100));
+        assert_eq!(lines(&state, "1:2"), Some(7));
         assert_eq!(state.contents.files.len(), 2);
+        // Truncated and read again from its start: the content loaded
+        // before keeps its mark, under its offset.
+        let mut truncated = at(20, 2);
+        truncated.mark.as_mut().expect("a mark").offset = 0;
+        let before = state.contents.files["1:2"].offset;
+        state.apply(&truncated);
+        assert_eq!(lines(&state, &format!("1:2@20+{before}")), Some(7));
+        assert_eq!(lines(&state, "1:2"), Some(2));
+        assert_eq!(state.contents.files.len(), 3);
         drop(state);
         fs::remove_dir_all(&dir).expect("clean up");
     }
