@@ -30,10 +30,15 @@ pub fn bootstrap(client: &mut Client, settings: &Settings) -> Result<BootstrapRe
 }
 
 /// Everything `load` needs, checked without writing anything: for
-/// `pgsense-pg check`.
-pub fn preflight(client: &mut Client, settings: &Settings) -> Result<Vec<Check>> {
+/// `pgsense-pg check`. `reached`: the `host:port` connected to, said when
+/// several were given.
+pub fn preflight(
+    client: &mut Client,
+    settings: &Settings,
+    reached: Option<&str>,
+) -> Result<Vec<Check>> {
     in_transaction(client, settings, Ending::Rollback, |tx| {
-        preflight_in(tx, settings)
+        preflight_in(tx, settings, reached)
     })
 }
 
@@ -240,7 +245,11 @@ fn check_table(client: &mut Transaction<'_>, settings: &Settings, quoted: &Quote
     Ok(())
 }
 
-fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec<Check>> {
+fn preflight_in(
+    client: &mut Transaction<'_>,
+    settings: &Settings,
+    reached: Option<&str>,
+) -> Result<Vec<Check>> {
     let schema = &settings.schema.value;
     let qualified = format!("{schema}.{}", settings.table);
     let row = client
@@ -259,8 +268,11 @@ fn preflight_in(client: &mut Transaction<'_>, settings: &Settings) -> Result<Vec
     let (create_in_db, create_in_schema, usage): (bool, Option<bool>, Option<bool>) =
         (row.get(2), row.get(3), row.get(4));
     let read_only: bool = row.get(5);
+    let at = reached
+        .map(|host| format!(" at {host}"))
+        .unwrap_or_default();
     let mut checks = vec![Check::ok(format!(
-        "connected to {} (PostgreSQL {version}, {})",
+        "connected to {}{at} (PostgreSQL {version}, {})",
         settings.target(),
         if tls { "TLS" } else { "no TLS" }
     ))];

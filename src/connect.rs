@@ -59,6 +59,7 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
             .collect(),
         tls,
         seed: Mutex::new(None),
+        reached: Mutex::new(None),
         attempt: whole_attempt(settings),
     };
     let timeout = manager.attempt;
@@ -361,11 +362,21 @@ pub struct Manager {
     hosts: Vec<(String, postgres::Config)>,
     tls: LazyTls,
     seed: Mutex<Option<Client>>,
+    /// The `host:port` the first connection reached.
+    reached: Mutex<Option<String>>,
     /// How long one attempt at a connection may take, all hosts tried.
     attempt: Duration,
 }
 
 impl Manager {
+    /// The `host:port` the first connection reached, of those given.
+    pub fn reached(&self) -> Option<String> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Connects, giving up after `timeout` even when the server accepted the
     /// TCP connection and then went silent, during the TLS handshake or
     /// authentication (the driver's own timeout covers only the TCP
@@ -380,7 +391,7 @@ impl Manager {
                 for (host, config) in hosts {
                     match config.connect(tls.clone()) {
                         Ok(client) => {
-                            let _ = tx.send(Ok(client));
+                            let _ = tx.send(Ok((host, client)));
                             return;
                         }
                         Err(err) => failures.push((host, err)),
@@ -390,7 +401,10 @@ impl Manager {
             })
             .map_err(ConnectFailure::NoThread)?;
         match rx.recv_timeout(timeout) {
-            Ok(Ok(client)) => Ok(client),
+            Ok(Ok((host, client))) => {
+                *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(host);
+                Ok(client)
+            }
             Ok(Err(failures)) => Err(ConnectFailure::Driver(failures)),
             Err(_) => Err(ConnectFailure::TimedOut),
         }

@@ -110,6 +110,29 @@ fn the_next_host_is_tried_when_the_first_refuses() {
     assert_eq!(server.count(&db, "pgsense.findings"), 3);
 }
 
+/// Of several hosts, `check` says which one it reached.
+#[test]
+fn check_says_which_of_several_hosts_it_reached() {
+    let server = shared();
+    let db = server.new_database();
+    let dead = free_port();
+    let ports = format!("{dead},{}", server.port());
+    let out = pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1", "--port", &ports])
+        .args(["--dbname", &db, "--username", "postgres", "check"])
+        .run();
+    let expected = format!(
+        "connected to postgres@127.0.0.1:{dead},127.0.0.1:{}/{db} at 127.0.0.1:{} (",
+        server.port(),
+        server.port()
+    );
+    assert!(
+        out.stdout.contains(&expected),
+        "{expected}\n{}",
+        out.describe()
+    );
+}
+
 /// No host takes writes, each for its own reason: nothing listens on one,
 /// the other is read-only. The error names each host with its own cause,
 /// in either order, and does not say that every host is read-only.

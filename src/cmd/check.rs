@@ -7,8 +7,13 @@ use crate::config::Settings;
 use crate::exit::{Status, WithStatus};
 
 pub fn run(settings: &Settings) -> Result<Status> {
-    let (mut client, _) = super::connect(settings, std::time::Duration::ZERO)?;
-    let checks = bootstrap::preflight(&mut client, settings).status(Status::Unavailable)?;
+    let (mut client, manager) = super::connect(settings, std::time::Duration::ZERO)?;
+    // Of several hosts, the one reached is said.
+    let reached = manager
+        .reached()
+        .filter(|_| settings.endpoints().nth(1).is_some());
+    let checks = bootstrap::preflight(&mut client, settings, reached.as_deref())
+        .status(Status::Unavailable)?;
     let mut status = Status::Ok;
     for check in checks {
         match check.problem {
