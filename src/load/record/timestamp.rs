@@ -46,8 +46,13 @@ fn any_form(b: &[u8]) -> Result<i64, &'static str> {
         return Err("empty fraction of a second");
     }
     let fraction = &b[19..zone];
-    // PostgreSQL takes a leap second, but nothing past it.
-    if second == 60 && fraction.iter().any(|d| d.is_ascii_digit() && *d != b'0') {
+    // PostgreSQL takes a 60th second, fraction and all, as the next
+    // minute's start, but not past the day's end (23:59:60 at most).
+    if hour == 23
+        && minute == 59
+        && second == 60
+        && fraction.iter().any(|d| d.is_ascii_digit() && *d != b'0')
+    {
         return Err("time out of range");
     }
     let offset = utc_offset(&b[zone..])?;
@@ -416,6 +421,18 @@ mod tests {
         assert_eq!(
             micros("2024-02-29T23:59:60Z"),
             micros("2024-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            micros("2026-11-27T10:15:60.5Z"),
+            micros("2026-11-27T10:16:00.5Z")
+        );
+        assert_eq!(
+            micros("2026-11-27T23:58:60.000001+01:00"),
+            micros("2026-11-27T23:59:00.000001+01:00")
+        );
+        assert_eq!(
+            micros("2026-11-27T10:15:60.9999995Z"),
+            micros("2026-11-27T10:16:01Z")
         );
         assert_eq!(micros("2000-01-01T00:00:00.0000005Z"), 0, "half to even");
         assert_eq!(micros("2000-01-01T00:00:00.0000015Z"), 2, "half to even");
