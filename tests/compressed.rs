@@ -206,6 +206,17 @@ fn scan(path: &Path, from: u64, to: u64) {
     append(path, &findings(from..=to));
 }
 
+/// logrotate's `copytruncate`: `live` copied to `copy`, then truncated in
+/// place, as the scanner keeps it open.
+fn copytruncate(live: &Path, copy: &Path) {
+    fs::copy(live, copy).expect("copy");
+    OpenOptions::new()
+        .write(true)
+        .open(live)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate");
+}
+
 /// logrotate's `compress` (with or without `delaycompress`), `rotate 4`:
 /// the numbered files move up, the file is renamed to `.1` and a new one
 /// created, and the `.1` (the one before, with delaycompress) becomes a
@@ -307,12 +318,7 @@ fn a_copy_made_before_a_truncation_is_known_after_the_file_is_read_again() {
     let live = dir.join("findings.jsonl");
     fs::write(&live, findings(1..=50)).expect("create");
     cron(server, &db, &state, std::slice::from_ref(&live)).assert_code(0);
-    fs::copy(&live, dir.join("findings.jsonl.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&live)
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    copytruncate(&live, &dir.join("findings.jsonl.1"));
     scan(&live, 51, 60);
     cron(server, &db, &state, std::slice::from_ref(&live)).assert_code(0);
     let out = cron(server, &db, &state, &glob(dir));
@@ -366,13 +372,7 @@ fn logrotate_copytruncate_between_cron_runs_loads_each_line_once() {
     fs::write(&live, findings(1..=50)).expect("create");
     cron(server, &db, &state, &glob(dir)).assert_code(0);
     scan(&live, 51, 60);
-    // copytruncate: copy, then truncate the file the scanner keeps open.
-    fs::copy(&live, dir.join("findings.jsonl.1")).expect("copy");
-    OpenOptions::new()
-        .write(true)
-        .open(&live)
-        .and_then(|f| f.set_len(0))
-        .expect("truncate");
+    copytruncate(&live, &dir.join("findings.jsonl.1"));
     scan(&live, 61, 65);
     let out = cron(server, &db, &state, &glob(dir));
     out.assert_code(0)
