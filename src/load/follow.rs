@@ -30,7 +30,7 @@ use super::input::Cursor;
 use super::reader::{Available, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
-use crate::state::{Known, Positioned, Seen};
+use crate::state::{Known, Positioned, Seen, rotation_suffix};
 
 /// How long a file rotated away is read on after it stopped growing: the
 /// scanner may write to it for a moment after the rename.
@@ -506,28 +506,6 @@ impl Name {
             reader.after_settled(|ledger| ledger.release_input(index));
             log::debug!("{}: finished", reader.ledger().name(index));
         }
-    }
-}
-
-/// Whether `suffix`, what a name has beyond the followed file's, is one
-/// that log rotation gives: a dot or a dash, a digit, then digits, dots,
-/// dashes and underscores, perhaps with the extension of a compressed
-/// file: `.1`, `.2.gz`, `-20261206`, `-20261206.zst`, `.2026-12-06_10`.
-/// Other files beside it (`findings.jsonl~`, `findings.jsonl.rej`,
-/// `findings.jsonl.test`) are not its lines.
-fn rotation_suffix(suffix: &[u8]) -> bool {
-    let suffix = [".gz", ".zst"]
-        .iter()
-        .find_map(|ext| suffix.strip_suffix(ext.as_bytes()))
-        .unwrap_or(suffix);
-    match suffix {
-        [b'.' | b'-', first, rest @ ..] => {
-            first.is_ascii_digit()
-                && rest
-                    .iter()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
-        }
-        _ => false,
     }
 }
 

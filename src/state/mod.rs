@@ -43,7 +43,7 @@ pub use content::{HEAD, Head, Positioned, Seen};
 pub use journal::{Entry, Trace, Txn};
 pub use progress::{Progress, Settled};
 pub use standing::Known;
-pub use standing::Start;
+pub use standing::{Start, rotation_suffix};
 
 /// Where one input file stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -411,7 +411,30 @@ fn is_rotation_of(name: &str, origin: &str) -> bool {
     match (file_name(name), file_name(origin)) {
         (Some(name), Some(origin)) => name
             .as_encoded_bytes()
-            .starts_with(origin.as_encoded_bytes()),
+            .strip_prefix(origin.as_encoded_bytes())
+            .is_some_and(rotation_suffix),
+        _ => false,
+    }
+}
+
+/// Whether `suffix`, what a name has beyond the followed file's, is one
+/// that log rotation gives: a dot or a dash, a digit, then digits, dots,
+/// dashes and underscores, perhaps with the extension of a compressed
+/// file: `.1`, `.2.gz`, `-20261206`, `-20261206.zst`, `.2026-12-06_10`.
+/// Other files beside it (`findings.jsonl~`, `findings.jsonl.rej`,
+/// `findings.jsonl.test`) are not its lines.
+pub fn rotation_suffix(suffix: &[u8]) -> bool {
+    let suffix = [".gz", ".zst"]
+        .iter()
+        .find_map(|ext| suffix.strip_suffix(ext.as_bytes()))
+        .unwrap_or(suffix);
+    match suffix {
+        [b'.' | b'-', first, rest @ ..] => {
+            first.is_ascii_digit()
+                && rest
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        }
         _ => false,
     }
 }
