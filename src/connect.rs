@@ -78,6 +78,7 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
                 settings.connect_timeout.origin
             ),
             ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
+            ConnectFailure::Stopped => anyhow!("stopped by a signal before connecting"),
         })?;
     Ok((client, manager))
 }
@@ -123,10 +124,30 @@ fn connect_retrying(
             said = Some(Instant::now());
         }
         let step = Duration::from_millis(100).saturating_mul(1 << attempt.min(6));
-        std::thread::sleep(step.min(Duration::from_secs(5)).min(left));
+        if !sleep_unless_stopped(step.min(Duration::from_secs(5)).min(left)) {
+            return Err(ConnectFailure::Stopped);
+        }
     }
     unreachable!("the loop above returns")
 }
+
+/// Sleeps for `length`, or less when a stop signal comes: false then.
+fn sleep_unless_stopped(length: Duration) -> bool {
+    let until = Instant::now() + length;
+    loop {
+        if crate::stall::stop_asked() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(STOP_POLL));
+    }
+}
+
+/// How often a wait for a connection looks for a stop signal.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// How often a failure that goes on is said again.
 pub const SAY_EVERY: Duration = Duration::from_secs(5);
@@ -400,13 +421,26 @@ impl Manager {
                 let _ = tx.send(Err(failures));
             })
             .map_err(ConnectFailure::NoThread)?;
-        match rx.recv_timeout(timeout) {
-            Ok(Ok((host, client))) => {
+        // A stop signal ends the wait; the attempt, in its own thread, is
+        // left to end with the process.
+        let until = Instant::now() + timeout;
+        let answer = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left.min(STOP_POLL)) {
+                Ok(answer) => break answer,
+                Err(mpsc::RecvTimeoutError::Timeout) if crate::stall::stop_asked() => {
+                    return Err(ConnectFailure::Stopped);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
+                Err(_) => return Err(ConnectFailure::TimedOut),
+            }
+        };
+        match answer {
+            Ok((host, client)) => {
                 *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(host);
                 Ok(client)
             }
-            Ok(Err(failures)) => Err(ConnectFailure::Driver(failures)),
-            Err(_) => Err(ConnectFailure::TimedOut),
+            Err(failures) => Err(ConnectFailure::Driver(failures)),
         }
     }
 }
@@ -417,6 +451,8 @@ enum ConnectFailure {
     Driver(Vec<(String, postgres::Error)>),
     TimedOut,
     NoThread(std::io::Error),
+    /// A stop signal came first.
+    Stopped,
 }
 
 /// Why the pool's last connection attempt failed: r2d2 itself reports only

@@ -28,7 +28,8 @@ pub fn stop_on(flag: Arc<AtomicBool>) {
     let _ = STOP.set(flag);
 }
 
-fn stop_asked() -> bool {
+/// Whether a stop signal came, once the handlers are installed.
+pub fn stop_asked() -> bool {
     STOP.get().is_some_and(|flag| flag.load(Ordering::SeqCst))
 }
 

@@ -14,10 +14,11 @@ use crate::support::markers::{
     table_markers, write_findings,
 };
 use crate::support::process::send_signal;
+use crate::support::prometheus::Exposition;
 use crate::support::report::stopped_after;
-use crate::support::run::init;
+use crate::support::run::{init, pgsense};
 use crate::support::wait::wait_during;
-use crate::support::{Scratch, TABLE, shared};
+use crate::support::{Scratch, SilentServer, TABLE, shared};
 
 /// A load of a large file stopped by `signal` as soon as the first rows are
 /// in: the exit status says which signal; each line read is in the table
@@ -177,4 +178,50 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
         out.describe()
     );
     assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+}
+
+/// A SIGTERM while the first connection waits for a server that does not
+/// answer ends a one-shot load within seconds, as the signal says (143),
+/// saying that nothing was loaded, with its metrics file written: it is
+/// caught from before the first connection on, not left to kill the
+/// process.
+#[test]
+fn sigterm_while_connecting_ends_the_load_saying_nothing_was_loaded() {
+    let silent = SilentServer::new();
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=5));
+    let metrics = scratch.path().join("pgsense-pg.prom");
+    let load = pgsense()
+        .args(["--host", "127.0.0.1", "--port", &silent.port().to_string()])
+        .args(["--connect-timeout", "60"])
+        .arg("load")
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .arg(&input)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    let load = wait_during(
+        load,
+        "a connection attempt",
+        Duration::from_secs(20),
+        || silent.was_contacted(),
+    );
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143)
+        .assert_stderr_contains("stopped by a signal before reading: nothing was loaded");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} to end the load\n{}",
+        out.describe()
+    );
+    let text = fs::read_to_string(&metrics).expect("the metrics file is written");
+    let exposition = Exposition::parse(&text).expect("a valid exposition");
+    assert_eq!(
+        exposition.value("pgsense_pg_last_run_exit_status", &[]),
+        143.0,
+        "{text}"
+    );
 }

@@ -303,7 +303,17 @@ fn connect(
     if args.dry_run {
         return Ok(Sink::DryRun);
     }
-    let (client, manager) = reach(settings, args, files, tick)?;
+    let (client, manager) = reach(settings, args, files, tick).map_err(|err| {
+        // Whatever the stop cut short (a connection attempt, the
+        // bootstrap) is not the run's error.
+        match load::caught_signal() {
+            Some(_) if !args.follow => {
+                log::debug!("stopped: {err:#}");
+                anyhow::anyhow!("stopped by a signal before reading: nothing was loaded")
+            }
+            _ => err,
+        }
+    })?;
     if let Some(rejects) = &mut files.rejects {
         rejects.cut_fragment().status(Status::CantCreate)?;
     }
@@ -334,6 +344,9 @@ fn reach(
         true => load::ENDLESS,
         false => Duration::from_secs(args.retry_for),
     };
+    // From here a stop signal is caught, not fatal: the connection
+    // attempts and the bootstrap end soon after it, and the run says so.
+    load::stop_flags()?;
     let mut first_failure: Option<Instant> = None;
     let mut said: Option<Instant> = None;
     loop {

@@ -61,6 +61,9 @@ fn connect_until_stopped(
     loop {
         match crate::cmd::connect(settings, load::ENDLESS) {
             Err(err) if exit::status_of(&err) == Status::Unavailable => {
+                if let Some(status) = stop.caught() {
+                    return Err(interrupted_waiting()).status(status);
+                }
                 if !said {
                     log::warn!("{err:#}; trying again until it answers");
                     said = true;
