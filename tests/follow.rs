@@ -21,6 +21,7 @@ use crate::support::follow::{
 };
 use crate::support::markers::{assert_table_holds_after, findings, table_markers};
 use crate::support::prometheus::{Exposition, read_metrics};
+use crate::support::report::stopped_after;
 use crate::support::run::Started;
 use crate::support::wait::{wait_during, wait_while_running, wait_while_running_for};
 use crate::support::{PgServer, Scratch, SilentServer, private, shared};
@@ -164,6 +165,32 @@ fn rotate_while_following(rotate: impl Fn(&mut Appender)) {
     let out = stop(load, "TERM", 143);
     assert_eq!(writer.rotations(), ROTATIONS);
     assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
+/// After a rotation, the stop says where reading of the new file stopped:
+/// the renamed file, looked at again for lines written late, does not
+/// take its place.
+#[test]
+fn the_stop_after_a_rotation_names_the_new_file_and_its_line() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(30);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 30);
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(20);
+    let load = loaded_through(load, &mut table, 50);
+    // Polls of the renamed file go on for a while after its rotation.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = stop(load, "TERM", 143);
+    let stopped = format!("stopped reading {} after line 20", setup.input.display());
+    out.assert_stderr_contains(&stopped);
+    assert_eq!(stopped_after(&out), 20, "{}", out.describe());
 }
 
 /// Rename + create, the writer appending to the renamed file for 200 ms

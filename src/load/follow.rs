@@ -577,6 +577,7 @@ impl Open {
             compressed: file.is_none(),
             tracked: true,
             seen: Seen::starting_at(mark.offset, mark.head),
+            positioned: false,
         };
         log::debug!(
             "reading inode {} from byte {} (line {}) as input {index}",

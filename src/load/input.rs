@@ -339,6 +339,10 @@ pub struct Cursor {
     pub tracked: bool,
     /// The fingerprints of what was read up to `offset`.
     pub seen: Seen,
+    /// Said to be where reading is, once: a file followed is polled
+    /// again and again, and one with nothing new does not take the
+    /// place of the file last read from.
+    pub positioned: bool,
 }
 
 impl Cursor {
@@ -366,6 +370,7 @@ impl Cursor {
             compressed: source.compressed,
             tracked: source.resume.is_some(),
             seen: Seen::starting_at(offset, head),
+            positioned: false,
         }
     }
 }

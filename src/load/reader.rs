@@ -313,7 +313,9 @@ impl Reader {
             self.pending
                 .start_input(cursor.index, (cursor.offset, cursor.line));
         }
-        self.position.set(cursor.index, cursor.line);
+        if !std::mem::replace(&mut cursor.positioned, true) {
+            self.position.set(cursor.index, cursor.line);
+        }
         loop {
             if self.must_stop().is_some() {
                 return Ok(Available::Stop);

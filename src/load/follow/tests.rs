@@ -51,6 +51,7 @@ fn opened(path: &Path, offset: u64) -> Open {
             compressed: false,
             tracked: true,
             seen: Seen::default(),
+            positioned: false,
         },
         id: (0, 0),
         before: (0, Vec::new()),
