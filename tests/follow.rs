@@ -169,9 +169,10 @@ fn rotate_while_following(rotate: impl Fn(&mut Appender)) {
 
 /// After a rotation, the stop says where reading of the new file stopped:
 /// the renamed file, looked at again for lines written late, does not
-/// take its place.
+/// take its place. A line written late to the renamed file is said by its
+/// new name.
 #[test]
-fn the_stop_after_a_rotation_names_the_new_file_and_its_line() {
+fn after_a_rotation_each_file_is_named_as_it_is_now() {
     let server = shared();
     let setup = Followed::new(server);
     let mut writer = Appender::new(&setup.input);
@@ -185,12 +186,23 @@ fn the_stop_after_a_rotation_names_the_new_file_and_its_line() {
     writer.rename_and_create(Duration::ZERO);
     writer.append_lines(20);
     let load = loaded_through(load, &mut table, 50);
-    // Polls of the renamed file go on for a while after its rotation.
+    // Within the time a renamed file is read on after its last write.
+    let mut renamed = fs::OpenOptions::new()
+        .append(true)
+        .open(writer.rotated(1))
+        .expect("open the renamed file");
+    std::io::Write::write_all(&mut renamed, b"not a finding\n").expect("append");
+    std::thread::sleep(Duration::from_millis(1500));
+    writer.append_lines(5);
+    let load = loaded_through(load, &mut table, 55);
+    // Polls of the renamed file go on for a while after its last write.
     std::thread::sleep(Duration::from_millis(1500));
     let out = stop(load, "TERM", 143);
-    let stopped = format!("stopped reading {} after line 20", setup.input.display());
+    let late = format!("{}:31:", writer.rotated(1).display());
+    out.assert_stderr_contains(&late);
+    let stopped = format!("stopped reading {} after line 25", setup.input.display());
     out.assert_stderr_contains(&stopped);
-    assert_eq!(stopped_after(&out), 20, "{}", out.describe());
+    assert_eq!(stopped_after(&out), 25, "{}", out.describe());
 }
 
 /// Rename + create, the writer appending to the renamed file for 200 ms

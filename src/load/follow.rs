@@ -289,28 +289,8 @@ impl Name {
     /// ([`rotation_suffix`]), but the run's own, with what the state file
     /// knows of each.
     fn rotation_files(&self, reader: &Reader) -> Vec<(std::fs::Metadata, Known, PathBuf)> {
-        let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
-            return Vec::new();
-        };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
         let mut rotated = Vec::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let sibling = name.as_encoded_bytes();
-            if !sibling
-                .strip_prefix(base.as_encoded_bytes())
-                .is_some_and(rotation_suffix)
-            {
-                continue;
-            }
-            let path = entry.path();
+        for path in self.rotation_paths() {
             if let Ok(meta) = std::fs::metadata(&path)
                 && meta.is_file()
                 && !self
@@ -323,6 +303,32 @@ impl Name {
             }
         }
         rotated
+    }
+
+    /// The paths beside this one named as its rotations.
+    fn rotation_paths(&self) -> Vec<PathBuf> {
+        let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
+            return Vec::new();
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .strip_prefix(base.as_encoded_bytes())
+                    .is_some_and(rotation_suffix)
+            })
+            .map(|entry| entry.path())
+            .collect()
     }
 
     /// Files beside this one named as its rotations ([`rotation_suffix`])
@@ -397,7 +403,7 @@ impl Name {
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                self.rotate();
+                self.rotate_named(reader);
                 return Ok(());
             }
             Err(err) => {
@@ -430,7 +436,7 @@ impl Name {
                 )
             }
             _ => {
-                self.rotate();
+                self.rotate_named(reader);
                 if open_ids.contains(&id) {
                     log::debug!("{}: read under another name", self.path.display());
                 } else {
@@ -445,6 +451,23 @@ impl Name {
             current.remember_before();
         }
         Ok(())
+    }
+
+    /// The current file was rotated away (renamed or deleted): read on,
+    /// under the name it was given beside this one, if any, in what is
+    /// said of its lines from now on.
+    fn rotate_named(&mut self, reader: &Reader) {
+        if let Some(current) = &self.current {
+            let renamed = self.rotation_paths().into_iter().find(|path| {
+                std::fs::metadata(path).is_ok_and(|meta| (meta.dev(), meta.ino()) == current.id)
+            });
+            if let Some(path) = renamed {
+                let name = path.display().to_string();
+                log::debug!("{}: rotated to {name}", self.path.display());
+                reader.ledger().rename(current.cursor.index, name);
+            }
+        }
+        self.rotate();
     }
 
     /// The current file was rotated away (renamed or deleted): read on.

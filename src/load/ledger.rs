@@ -153,6 +153,14 @@ impl Ledger {
         lock(&self.names).get(source).cloned().unwrap_or_default()
     }
 
+    /// Names input `source` by the name it was rotated to, for what is
+    /// said of the lines read from it from now on.
+    pub fn rename(&self, source: usize, name: String) {
+        if let Some(slot) = lock(&self.names).get_mut(source) {
+            *slot = name;
+        }
+    }
+
     /// Adds an input (a file found while following), tracked by the state
     /// file from where it says: its index and where to start reading.
     /// None for a file with nothing to read in it. Files added together
