@@ -1383,6 +1383,38 @@ fn sigterm_while_the_database_is_down_at_startup_ends_the_run_and_says_so() {
     assert_table_holds_after(&server, &setup.db, 1..=3, Some(&out));
 }
 
+/// The first start ever stopped while the database is down, before it
+/// recorded anything; the file is rotated (by `rotate`) and written to;
+/// the next start loads the lines of the rotated file too.
+fn first_start_while_down_then_a_rotation(rotate: impl Fn(&mut Appender)) {
+    let server = private();
+    let setup = Followed::new(&server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(30);
+    server.stop();
+    let load = setup.command(&server).spawn();
+    thread::sleep(Duration::from_secs(2));
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains("interrupted while waiting for the database");
+    server.start();
+    rotate(&mut writer);
+    writer.append_lines(20);
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(setup.command(&server).spawn(), &mut table, 50);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=50, Some(&out));
+}
+
+#[test]
+fn a_first_start_stopped_while_down_then_rename_and_create_loses_nothing() {
+    first_start_while_down_then_a_rotation(|writer| writer.rename_and_create(Duration::ZERO));
+}
+
+#[test]
+fn a_first_start_stopped_while_down_then_copytruncate_loses_nothing() {
+    first_start_while_down_then_a_rotation(Appender::copytruncate);
+}
+
 /// Started while the database is down: --metrics-file is written all the
 /// same, every few seconds, with the seconds since the last commit going up
 /// (the figure to alert on), not left missing or as the last run left it.

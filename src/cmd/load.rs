@@ -165,6 +165,7 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
             let mut state = StateFile::open(path)?;
             if args.follow {
                 state.follow();
+                state.note_followed(&args.files)?;
             }
             Some(state)
         }
