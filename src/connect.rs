@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,11 +16,13 @@ use postgres::Client;
 use postgres::Socket;
 use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres_native_tls::{MakeTlsConnector, TlsStream};
-use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
 use crate::config::{Roots, Settings, SslMode, Tls};
 use crate::pg_error::{describe, explain, explain_hosts};
+use attempt::{Failure, HostFailure};
+
+mod attempt;
 
 /// How long a statement may wait for a lock.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -45,10 +46,8 @@ pub type Connection = r2d2::PooledConnection<Manager>;
 /// A server that is starting up, shutting down or has too many clients is
 /// tried again, with backoff, for up to `retry_for`.
 pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Manager)> {
-    let config = pg_config(settings);
     let tls = LazyTls::new(&settings.tls);
     let manager = Manager {
-        inner: PostgresConnectionManager::new(config, tls.clone()),
         hosts: settings
             .endpoints()
             .map(|(host, port)| {
@@ -60,27 +59,53 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
         tls,
         seed: Mutex::new(None),
         reached: Mutex::new(None),
+        per_host: settings.connect_timeout.value,
         attempt: whole_attempt(settings),
     };
-    let timeout = manager.attempt;
-    let client =
-        connect_retrying(&manager, timeout, retry_for).map_err(|failure| match failure {
-            ConnectFailure::Driver(failures) => match &failures[..] {
-                [(_, err)] => anyhow!(explain(err, settings)),
-                _ => anyhow!(explain_hosts(&failures, settings)),
-            },
-            ConnectFailure::TimedOut => anyhow!(
-                "no answer within {} s (TCP connect, TLS handshake or authentication \
-                 did not complete): check that the server is up and reachable, or raise \
-                 --connect-timeout ({} s per host, from {})",
-                timeout.as_secs(),
-                settings.connect_timeout.value.as_secs(),
-                settings.connect_timeout.origin
-            ),
-            ConnectFailure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
-            ConnectFailure::Stopped => anyhow!("stopped by a signal before connecting"),
-        })?;
+    let client = connect_retrying(&manager, retry_for).map_err(|failure| match failure {
+        Failure::Hosts(failures) => anyhow!(explain_failures(&failures, settings)),
+        Failure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
+        Failure::Stopped => anyhow!("stopped by a signal before connecting"),
+    })?;
     Ok((client, manager))
+}
+
+/// Why no host took the first connection, in one line.
+fn explain_failures(failures: &[(String, HostFailure)], settings: &Settings) -> String {
+    let said: Vec<(&str, &postgres::Error)> = failures
+        .iter()
+        .filter_map(|(host, failure)| match failure {
+            HostFailure::Driver(err) => Some((host.as_str(), err)),
+            HostFailure::NoAnswer => None,
+        })
+        .collect();
+    if said.len() == failures.len() {
+        return match &said[..] {
+            [(_, err)] => explain(err, settings),
+            _ => explain_hosts(&said, settings),
+        };
+    }
+    let timeout = settings.connect_timeout.value.as_secs();
+    let no_answer = format!(
+        "no answer within {timeout} s (TCP connect, TLS handshake or authentication did not \
+         complete)"
+    );
+    let each = match failures {
+        [_] => no_answer,
+        _ => failures
+            .iter()
+            .map(|(host, failure)| match failure {
+                HostFailure::Driver(err) => format!("{host}: {}", explain(err, settings)),
+                HostFailure::NoAnswer => format!("{host}: {no_answer}"),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    format!(
+        "{each}: check that the server is up and reachable, or raise --connect-timeout ({timeout} \
+         s per host, from {})",
+        settings.connect_timeout.origin
+    )
 }
 
 /// How long one connection attempt may take: the connect timeout for each
@@ -92,40 +117,40 @@ fn whole_attempt(settings: &Settings) -> Duration {
 
 /// The first connection, tried again for up to `retry_for` while the
 /// server says it cannot take one now.
-fn connect_retrying(
-    manager: &Manager,
-    timeout: Duration,
-    retry_for: Duration,
-) -> Result<Client, ConnectFailure> {
+fn connect_retrying(manager: &Manager, retry_for: Duration) -> Result<Client, Failure> {
     let started = Instant::now();
     let mut said = None;
     for attempt in 0u32.. {
-        let failures = match manager.connect_bounded(timeout) {
+        let failures = match manager.connect_bounded() {
             // One host busy is enough: it may take writes in a moment.
-            Err(ConnectFailure::Driver(failures)) if failures.iter().any(|(_, err)| busy(err)) => {
-                failures
-            }
+            Err(Failure::Hosts(failures)) if failures.iter().any(|(_, f)| is_busy(f)) => failures,
             done => return done,
         };
         let left = retry_for.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(ConnectFailure::Driver(failures));
+            return Err(Failure::Hosts(failures));
         }
         if said.is_none_or(|at: Instant| at.elapsed() >= SAY_EVERY) {
-            let (_, err) = failures
+            let err = failures
                 .iter()
-                .find(|(_, err)| busy(err))
+                .find_map(|(_, failure)| match failure {
+                    HostFailure::Driver(err) if busy(err) => Some(err),
+                    _ => None,
+                })
                 .expect("a busy host");
-            log::warn!(
-                "{}; trying again for up to {} s",
-                describe(err),
-                left.as_secs()
-            );
+            match retry_for {
+                ENDLESS => log::warn!("{}; trying again until it answers", describe(err)),
+                _ => log::warn!(
+                    "{}; trying again for up to {} s",
+                    describe(err),
+                    left.as_secs().max(1)
+                ),
+            }
             said = Some(Instant::now());
         }
         let step = Duration::from_millis(100).saturating_mul(1 << attempt.min(6));
         if !sleep_unless_stopped(step.min(Duration::from_secs(5)).min(left)) {
-            return Err(ConnectFailure::Stopped);
+            return Err(Failure::Stopped);
         }
     }
     unreachable!("the loop above returns")
@@ -148,6 +173,13 @@ fn sleep_unless_stopped(length: Duration) -> bool {
 
 /// How often a wait for a connection looks for a stop signal.
 const STOP_POLL: Duration = Duration::from_millis(100);
+
+fn is_busy(failure: &HostFailure) -> bool {
+    matches!(failure, HostFailure::Driver(err) if busy(err))
+}
+
+/// What "without end" means to a clock.
+pub const ENDLESS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// How often a failure that goes on is said again.
 pub const SAY_EVERY: Duration = Duration::from_secs(5);
@@ -218,18 +250,6 @@ pub fn session_settings(schema: Option<&str>) -> String {
         ));
     }
     sql
-}
-
-/// The settings for every host, tried in order.
-fn pg_config(settings: &Settings) -> postgres::Config {
-    let mut config = base_config(settings);
-    for host in &settings.hosts.value {
-        config.host(host);
-    }
-    for port in &settings.ports.value {
-        config.port(*port);
-    }
-    config
 }
 
 /// Every setting but the hosts and ports.
@@ -376,15 +396,17 @@ impl TlsConnect<Socket> for LazyConnect {
 /// The pool's connection manager: hands out the first, already open
 /// connection once, then opens new ones.
 pub struct Manager {
-    inner: PostgresConnectionManager<LazyTls>,
-    /// The same settings as `inner`'s, one host each with its `host:port`,
-    /// for the bounded first connect: the driver would say only why the
-    /// last host failed.
+    /// The settings of each host, with its `host:port`, tried in order:
+    /// the driver, given them all, would say only why the last one failed,
+    /// and would wait forever on one that accepted the connection and
+    /// went silent.
     hosts: Vec<(String, postgres::Config)>,
     tls: LazyTls,
     seed: Mutex<Option<Client>>,
     /// The `host:port` the first connection reached.
     reached: Mutex<Option<String>>,
+    /// How long each host may take to take a connection.
+    per_host: Duration,
     /// How long one attempt at a connection may take, all hosts tried.
     attempt: Duration,
 }
@@ -398,61 +420,19 @@ impl Manager {
             .clone()
     }
 
-    /// Connects, giving up after `timeout` even when the server accepted the
-    /// TCP connection and then went silent, during the TLS handshake or
-    /// authentication (the driver's own timeout covers only the TCP
-    /// connect). An abandoned attempt ends with the process.
-    fn connect_bounded(&self, timeout: Duration) -> Result<Client, ConnectFailure> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let (hosts, tls) = (self.hosts.clone(), self.tls.clone());
-        std::thread::Builder::new()
-            .name("connect".into())
-            .spawn(move || {
-                let mut failures = Vec::new();
-                for (host, config) in hosts {
-                    match config.connect(tls.clone()) {
-                        Ok(client) => {
-                            let _ = tx.send(Ok((host, client)));
-                            return;
-                        }
-                        Err(err) => failures.push((host, err)),
-                    }
-                }
-                let _ = tx.send(Err(failures));
-            })
-            .map_err(ConnectFailure::NoThread)?;
-        // A stop signal ends the wait; the attempt, in its own thread, is
-        // left to end with the process.
-        let until = Instant::now() + timeout;
-        let answer = loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(STOP_POLL)) {
-                Ok(answer) => break answer,
-                Err(mpsc::RecvTimeoutError::Timeout) if crate::stall::stop_asked() => {
-                    return Err(ConnectFailure::Stopped);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
-                Err(_) => return Err(ConnectFailure::TimedOut),
-            }
-        };
-        match answer {
-            Ok((host, client)) => {
-                *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(host);
-                Ok(client)
-            }
-            Err(failures) => Err(ConnectFailure::Driver(failures)),
-        }
+    /// Connects to the first host that takes the connection, each given
+    /// the connect timeout even when it accepted the TCP connection and
+    /// then went silent ([`attempt`]); a stop signal ends the wait.
+    fn connect_bounded(&self) -> Result<Client, Failure> {
+        let (host, client) = attempt::first_host(
+            &self.hosts,
+            &self.tls,
+            self.per_host,
+            &crate::stall::stop_asked,
+        )?;
+        *self.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(host);
+        Ok(client)
     }
-}
-
-/// Why the first connection failed.
-enum ConnectFailure {
-    /// Each host tried, with its error, in order.
-    Driver(Vec<(String, postgres::Error)>),
-    TimedOut,
-    NoThread(std::io::Error),
-    /// A stop signal came first.
-    Stopped,
 }
 
 /// Why the pool's last connection attempt failed: r2d2 itself reports only
@@ -499,29 +479,67 @@ pub fn checkout(pool: &Pool, stopping: &dyn Fn() -> bool) -> Result<Connection, 
     }
 }
 
+/// Why the pool could not open a connection, in words.
+#[derive(Debug)]
+pub struct PoolError(String);
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PoolError {}
+
 impl ManageConnection for Manager {
     type Connection = Client;
-    type Error = postgres::Error;
+    type Error = PoolError;
 
-    fn connect(&self) -> Result<Client, postgres::Error> {
+    fn connect(&self) -> Result<Client, PoolError> {
         let seeded = self
             .seed
             .lock()
             .expect("seed lock is never poisoned")
             .take();
-        match seeded {
-            Some(client) => Ok(client),
-            None => self.inner.connect().inspect_err(|err| {
-                let text = describe(err);
-                log::debug!("connection attempt failed: {text}");
-                *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
-                FAILURES.fetch_add(1, Ordering::SeqCst);
-            }),
+        if let Some(client) = seeded {
+            return Ok(client);
         }
+        // Not ended by a stop: the writers give up waiting for it then.
+        attempt::first_host(&self.hosts, &self.tls, self.per_host, &|| false)
+            .map(|(_, client)| client)
+            .map_err(|failure| {
+                let text = match failure {
+                    Failure::Hosts(failures) if failures.len() == 1 => match &failures[0].1 {
+                        HostFailure::Driver(err) => describe(err),
+                        HostFailure::NoAnswer => {
+                            format!("no answer within {} s", self.per_host.as_secs())
+                        }
+                    },
+                    Failure::Hosts(failures) => failures
+                        .iter()
+                        .map(|(host, failure)| match failure {
+                            HostFailure::Driver(err) => format!("{host}: {}", describe(err)),
+                            HostFailure::NoAnswer => {
+                                format!("{host}: no answer within {} s", self.per_host.as_secs())
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    Failure::NoThread(err) => format!("cannot start a thread: {err}"),
+                    Failure::Stopped => "stopped".to_owned(),
+                };
+                log::debug!("connection attempt failed: {text}");
+                *LAST_ERROR.lock().unwrap_or_else(|e| e.into_inner()) = Some(text.clone());
+                FAILURES.fetch_add(1, Ordering::SeqCst);
+                PoolError(text)
+            })
     }
 
-    fn is_valid(&self, client: &mut Client) -> Result<(), postgres::Error> {
-        self.inner.is_valid(client)
+    fn is_valid(&self, client: &mut Client) -> Result<(), PoolError> {
+        client
+            .simple_query("")
+            .map(drop)
+            .map_err(|err| PoolError(describe(&err)))
     }
 
     fn has_broken(&self, client: &mut Client) -> bool {

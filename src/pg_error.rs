@@ -154,7 +154,7 @@ pub fn explain(err: &postgres::Error, settings: &Settings) -> String {
 /// Failed first connections to several hosts in one line: each host's
 /// words, and the advice once when it is the same for all (a wrong
 /// password, a certificate every host refuses).
-pub fn explain_hosts(failures: &[(String, postgres::Error)], settings: &Settings) -> String {
+pub fn explain_hosts(failures: &[(&str, &postgres::Error)], settings: &Settings) -> String {
     let advised: Vec<(String, Option<(Kind, String)>)> = failures
         .iter()
         .map(|(_, err)| {
@@ -181,7 +181,7 @@ pub fn explain_hosts(failures: &[(String, postgres::Error)], settings: &Settings
     match shared {
         Some((Tls, advice)) => format!("TLS: {advice} ({})", each(&|i| advised[i].0.clone())),
         Some((Server, advice)) => format!("{}: {advice}", each(&|i| advised[i].0.clone())),
-        None => each(&|i| explain(&failures[i].1, settings)),
+        None => each(&|i| explain(failures[i].1, settings)),
     }
 }
 

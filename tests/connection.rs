@@ -8,7 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::findings::ndjson;
+use crate::support::markers::{assert_table_holds, findings};
 use crate::support::pg::free_port;
+use crate::support::run::init;
 use crate::support::{Shape, SilentServer, pgsense, private, shared};
 
 /// A server that accepts connections and cuts them before the session
@@ -244,4 +246,29 @@ fn a_database_failure_takes_precedence_over_bad_data() {
         "{}",
         out.describe()
     );
+}
+
+/// A first host that takes the TCP connection and never answers (a frozen
+/// machine) holds neither the first connection nor the pool's others
+/// beyond the connect timeout: the next host is tried, and every line is
+/// loaded there, over both connections.
+#[test]
+fn a_silent_first_host_is_passed_over_after_the_connect_timeout() {
+    let silent = SilentServer::new();
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let hosts = format!("{},{}", "127.0.0.1", server.host());
+    let ports = format!("{},{}", silent.port(), server.port());
+    let out = pgsense()
+        .args(["--host", &hosts, "--port", &ports])
+        .args(["--dbname", &db, "--username", "postgres"])
+        .args(["--connect-timeout", "2", "load", "--batch-rows", "100"])
+        .stdin(findings(1..=2000))
+        .timeout(Duration::from_secs(60))
+        .run();
+    out.assert_code(0)
+        .assert_stderr_contains("2000 read, 2000 inserted");
+    assert_table_holds(server, &db, 1..=2000);
+    assert!(silent.was_contacted());
 }

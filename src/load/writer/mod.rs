@@ -53,8 +53,7 @@ pub struct Copy {
     endless: bool,
 }
 
-/// What "without end" means to a clock.
-pub const ENDLESS: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub use crate::connect::ENDLESS;
 
 impl Copy {
     pub fn new(settings: &Settings, retry_for: Option<Duration>) -> Copy {
