@@ -225,3 +225,39 @@ fn sigterm_while_connecting_ends_the_load_saying_nothing_was_loaded() {
         "{text}"
     );
 }
+
+/// A line too long to hold that never ends (`/dev/zero` named as a FILE)
+/// does not hold a SIGTERM off: the run ends within seconds, as the signal
+/// says, with the lines before it loaded.
+#[test]
+fn sigterm_while_skipping_an_endless_line_ends_the_load() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=5));
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&input)
+        .arg("/dev/zero")
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    let load = wait_during(load, "5 rows in the table", Duration::from_secs(20), || {
+        server.count(&db, TABLE) == 5
+    });
+    // Well into the endless line.
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143)
+        .assert_stderr_contains("stopped reading /dev/zero after line 0")
+        .assert_stderr_contains("5 read, 5 inserted, 0 dropped");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} to end the load\n{}",
+        out.describe()
+    );
+}

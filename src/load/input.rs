@@ -460,8 +460,17 @@ pub fn next_line<R: Read>(
     }
 }
 
+/// The error [`next_line`] gives when a stop signal came while it skipped
+/// a line too long to hold, which may never end (`/dev/zero`).
+pub fn stopped_mid_line() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Interrupted,
+        "stopped in the middle of a line longer than --max-line-bytes",
+    )
+}
+
 /// Skips the rest of a line found too long after `length` bytes, handing it
-/// to `spill`.
+/// to `spill`; a stop signal ends it ([`stopped_mid_line`]).
 fn skip_rest(
     reader: &mut impl BufRead,
     mut length: u64,
@@ -469,6 +478,9 @@ fn skip_rest(
     spill: &mut dyn FnMut(&[u8]),
 ) -> io::Result<Line> {
     while !terminated {
+        if crate::stall::stop_asked() {
+            return Err(stopped_mid_line());
+        }
         let available = reader.fill_buf()?;
         if available.is_empty() {
             break;

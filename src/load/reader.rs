@@ -254,6 +254,11 @@ impl Reader {
         match self.next_line(reader, cursor, cursor.at_end(), leaves_unfinished, fd) {
             Ok(Some(next)) => Ok(Ok(next)),
             Ok(None) => Ok(Err(Flow::Stop)),
+            // The line is not taken: the stop says where reading stopped.
+            Err(err) if err.kind() == io::ErrorKind::Interrupted && self.control.stopping() => {
+                self.pending.drop_unsent();
+                Ok(Err(Flow::Stop))
+            }
             Err(err) => {
                 let err = read_error(err, &self.ledger.name(cursor.index), cursor.line);
                 match self.pending.flush() {
