@@ -272,3 +272,52 @@ fn a_silent_first_host_is_passed_over_after_the_connect_timeout() {
     assert_table_holds(server, &db, 1..=2000);
     assert!(silent.was_contacted());
 }
+
+/// --follow at startup, against a server that cuts every connection before
+/// the session begins: tried again until it answers, said so (not as a
+/// retry "for up to" a hundred years), and a SIGTERM ends the wait within
+/// seconds.
+#[test]
+fn follow_against_a_server_cutting_connections_stops_on_sigterm() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let scratch = crate::support::Scratch::new();
+    let input = scratch.write("findings.jsonl", ndjson(0, 3, Shape::Object));
+    let load = pgsense()
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--sslmode",
+            "disable",
+        ])
+        .args(["load", "--follow", "--state-file"])
+        .arg(scratch.path().join("state"))
+        .arg(&input)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    thread::sleep(Duration::from_secs(2));
+    let signalled = Instant::now();
+    crate::support::process::send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143)
+        .assert_stderr_contains("trying again until it answers")
+        .assert_stderr_contains("interrupted while waiting for the database");
+    assert!(
+        !out.stderr.contains("for up to"),
+        "an endless wait said as a bounded one\n{}",
+        out.describe()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} to end the wait\n{}",
+        out.describe()
+    );
+}
