@@ -19,7 +19,7 @@ use postgres_native_tls::{MakeTlsConnector, TlsStream};
 use r2d2_postgres::r2d2::{self, ManageConnection};
 
 use crate::config::{Roots, Settings, SslMode, Tls};
-use crate::pg_error::{describe, explain, explain_hosts};
+use crate::pg_error::{RefusedForGood, describe, explain, explain_hosts, refused_for_good};
 use attempt::{Failure, HostFailure};
 
 mod attempt;
@@ -63,6 +63,13 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
         attempt: whole_attempt(settings),
     };
     let client = connect_retrying(&manager, retry_for).map_err(|failure| match failure {
+        Failure::Hosts(failures)
+            if failures.iter().all(
+                |(_, failure)| matches!(failure, HostFailure::Driver(err) if refused_for_good(err)),
+            ) =>
+        {
+            anyhow::Error::new(RefusedForGood(explain_failures(&failures, settings)))
+        }
         Failure::Hosts(failures) => anyhow!(explain_failures(&failures, settings)),
         Failure::NoThread(err) => anyhow!(err).context("cannot start a thread"),
         Failure::Stopped => anyhow!("stopped by a signal before connecting"),

@@ -126,6 +126,48 @@ pub fn connection_lost(err: &postgres::Error) -> bool {
     }
 }
 
+/// Whether the server refused a connection for a reason that waiting does
+/// not mend: a password refused, a role or database that does not exist
+/// (PgBouncer says so with 08P01 and words of its own).
+pub fn refused_for_good(err: &postgres::Error) -> bool {
+    let Some(db) = err.as_db_error() else {
+        return false;
+    };
+    let message = db.message();
+    match db.code().code() {
+        "28P01" | "28000" | "3D000" => true,
+        "08P01" => {
+            message.contains("password authentication failed")
+                || message.starts_with("no such database")
+                || message.starts_with("no such user")
+        }
+        _ => false,
+    }
+}
+
+/// A first connection every host refused for good ([`refused_for_good`]),
+/// in words.
+#[derive(Debug)]
+pub struct RefusedForGood(pub String);
+
+impl std::fmt::Display for RefusedForGood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RefusedForGood {}
+
+/// Whether every host refused the first connection for good.
+pub fn is_refused_for_good(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause.is::<RefusedForGood>()
+            || cause
+                .downcast_ref::<crate::exit::Exit>()
+                .is_some_and(|exit| is_refused_for_good(&exit.error))
+    })
+}
+
 /// Whether an error came of a lost connection ([`connection_lost`]).
 pub fn lost_connection(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

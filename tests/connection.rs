@@ -321,3 +321,42 @@ fn follow_against_a_server_cutting_connections_stops_on_sigterm() {
         out.describe()
     );
 }
+
+/// --follow waits at startup for a database that does not answer, but not
+/// for one that answers no for good (a database or role that does not
+/// exist, a password refused): that needs a fix, so the run ends at once
+/// with 69, naming the cause, as a one-shot load does.
+#[test]
+fn follow_refused_for_good_at_startup_exits_69_at_once() {
+    let server = shared();
+    let scratch = crate::support::Scratch::new();
+    let input = scratch.write("findings.jsonl", ndjson(0, 3, Shape::Object));
+    for (flag, value, said) in [
+        (
+            "--dbname",
+            "no_such_database",
+            "\"no_such_database\" does not exist",
+        ),
+        (
+            "--username",
+            "no_such_role",
+            "\"no_such_role\" does not exist",
+        ),
+    ] {
+        let mut cmd = server.pgsense("postgres");
+        cmd = cmd.args([flag, value]);
+        let out = cmd
+            .args(["load", "--follow", "--state-file"])
+            .arg(scratch.path().join("state"))
+            .arg(&input)
+            .timeout(Duration::from_secs(30))
+            .run();
+        out.assert_code(69).assert_stderr_contains(said);
+        assert!(
+            out.elapsed < Duration::from_secs(10),
+            "took {:?}\n{}",
+            out.elapsed,
+            out.describe()
+        );
+    }
+}

@@ -60,6 +60,9 @@ fn connect_until_stopped(
     let mut written: Option<Instant> = None;
     loop {
         match crate::cmd::connect(settings, load::ENDLESS) {
+            // A password refused, a database that does not exist: no wait
+            // mends it, and a service that ends says so to its manager.
+            Err(err) if crate::pg_error::is_refused_for_good(&err) => return Err(err),
             Err(err) if exit::status_of(&err) == Status::Unavailable => {
                 if let Some(status) = stop.caught() {
                     return Err(interrupted_waiting()).status(status);
