@@ -59,7 +59,7 @@ fn in_transaction<T>(
     work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
 ) -> Result<T> {
     let _deadline = crate::stall::Deadline::start(settings.stall_timeout, "the bootstrap");
-    let mut tx = client.transaction().map_err(db_error)?;
+    let mut tx = client.transaction().map_err(crate::pg_error::begin_error)?;
     tx.batch_execute(&crate::connect::session_settings(None))
         .map_err(db_error)?;
     let done = work(&mut tx)?;

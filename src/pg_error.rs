@@ -95,6 +95,21 @@ pub fn db_error(err: postgres::Error) -> anyhow::Error {
     })
 }
 
+/// [`db_error`] of a failed start of a transaction. A connection closed
+/// right then, without a word, is what a PgBouncer in statement pooling
+/// mode does (the driver loses its FATAL message): said, in case.
+pub fn begin_error(err: postgres::Error) -> anyhow::Error {
+    if !err.is_closed() {
+        return db_error(err);
+    }
+    anyhow::Error::new(DbError {
+        lost: true,
+        text: "connection closed as a transaction began (a PgBouncer in statement pooling \
+               mode does that: pgsense-pg needs pool_mode = transaction or session)"
+            .to_owned(),
+    })
+}
+
 /// A driver error in words ([`describe`]), remembering whether it lost the
 /// connection.
 #[derive(Debug)]

@@ -247,6 +247,22 @@ fn init_and_check_work_through_pgbouncer_in_transaction_pooling() {
     );
 }
 
+/// Statement pooling refuses transactions by closing the connection (the
+/// driver loses PgBouncer's words): the error says what may have done it
+/// and which pool modes work.
+#[test]
+fn statement_pooling_gets_advice() {
+    let server = shared();
+    let db = server.new_database();
+    let Some((bouncer, _)) = bouncer(server, PoolMode::Statement, 2) else {
+        return;
+    };
+    let out = bouncer.pgsense(&db).arg("check").run();
+    out.assert_code(69)
+        .assert_stderr_contains("statement pooling")
+        .assert_stderr_contains("pool_mode = transaction or session");
+}
+
 /// PgBouncer refuses the startup options that PGOPTIONS sends: the error
 /// says which setting sent them and what to do.
 #[test]

@@ -44,6 +44,8 @@ pub enum PoolMode {
     /// A server connection per client connection, reset (DISCARD ALL) when
     /// the client leaves.
     Session,
+    /// A server connection per statement: transactions are refused.
+    Statement,
 }
 
 impl PoolMode {
@@ -51,6 +53,7 @@ impl PoolMode {
         match self {
             PoolMode::Transaction => "transaction",
             PoolMode::Session => "session",
+            PoolMode::Statement => "statement",
         }
     }
 }
