@@ -27,6 +27,42 @@ const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 /// Bytes needed to tell the format.
 const MAGIC_LEN: usize = 4;
 
+/// Compressed formats recognised by their first bytes only to be refused
+/// with words that say what to do, not read as text line by line. (The
+/// digit after bzip2's `BZh` is checked too: text may start so.)
+const UNSUPPORTED: &[(&[u8], &str)] = &[
+    (b"BZh", "bzip2"),
+    (&[0xfd, b'7', b'z', b'X'], "xz"),
+    (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+    (&[0x1f, 0x9d], "compress (.Z)"),
+    (b"LZIP", "lzip"),
+];
+
+/// The compressed format `start` begins, when it is one of [`UNSUPPORTED`].
+fn unsupported(start: &[u8]) -> Option<&'static str> {
+    UNSUPPORTED
+        .iter()
+        .find(|(magic, name)| {
+            start.starts_with(magic)
+                && (*name != "bzip2" || start.get(3).is_some_and(u8::is_ascii_digit))
+        })
+        .map(|(_, name)| *name)
+}
+
+/// The error of an input in a compressed format this does not read.
+fn refuse(start: &[u8]) -> io::Result<()> {
+    match unsupported(start) {
+        Some(name) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "compressed with {name}, which pgsense-pg does not read (gzip and zstd only): \
+                 decompress it first"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Format {
     /// The format of a stream that starts with `start` (at least
     /// [`MAGIC_LEN`] bytes of it, or all of it when it is shorter). Text
@@ -55,6 +91,7 @@ impl Format {
                 Err(err) => return Err(err),
             }
         }
+        refuse(&start[..read])?;
         Ok(Format::of(&start[..read]))
     }
 
@@ -119,6 +156,7 @@ impl Sniffing {
                 unreachable!("checked just above");
             };
             let start = read_start(&mut raw)?;
+            refuse(&start)?;
             let format = Format::of(&start);
             let whole: Box<dyn Read + Send> = Box::new(io::Cursor::new(start).chain(raw));
             self.state = State::Known(format.decode(whole)?);
@@ -144,7 +182,8 @@ fn read_start(raw: &mut dyn Read) -> io::Result<Vec<u8>> {
     let mut len = 0;
     while len < MAGIC_LEN
         && [GZIP_MAGIC, ZSTD_MAGIC]
-            .iter()
+            .into_iter()
+            .chain(UNSUPPORTED.iter().map(|(magic, _)| *magic))
             .any(|m| could_start(m, &start[..len]))
     {
         match raw.read(&mut start[len..]) {
@@ -157,10 +196,11 @@ fn read_start(raw: &mut dyn Read) -> io::Result<Vec<u8>> {
     Ok(start[..len].to_vec())
 }
 
-/// Whether `bytes` may be the first bytes of a stream starting with `magic`.
+/// Whether `bytes`, fewer than [`MAGIC_LEN`], may be the first bytes of a
+/// stream starting with `magic`: more are to be read to tell.
 fn could_start(magic: &[u8], bytes: &[u8]) -> bool {
     let n = magic.len().min(bytes.len());
-    magic[..n] == bytes[..n] && bytes.len() < magic.len()
+    magic[..n] == bytes[..n] && bytes.len() < MAGIC_LEN
 }
 
 /// Compressed data that could not be decoded: corrupt, or cut short.
@@ -287,6 +327,17 @@ mod tests {
         assert_eq!(Format::of(&gzip(b"x")), Format::Gzip);
         assert_eq!(Format::of(&zstd(b"x")), Format::Zstd);
         assert_eq!(Format::of(&[0x28, 0xb5]), Format::Plain);
+    }
+
+    #[test]
+    fn other_formats_are_told_to_be_refused() {
+        assert_eq!(unsupported(b"BZh91AY&SY"), Some("bzip2"));
+        assert_eq!(unsupported(b"\xfd7zXZ\x00"), Some("xz"));
+        // Text that starts as bzip2 does, but for its digit.
+        assert_eq!(unsupported(b"BZhello"), None);
+        assert_eq!(unsupported(b"{\"a\":1}"), None);
+        assert_eq!(unsupported(&gzip(b"x")), None);
+        assert!(refuse(b"LZIP\x01").is_err());
     }
 
     #[test]

@@ -571,3 +571,40 @@ fn a_compressed_file_is_resumed_exactly_after_a_kill() {
         assert_each_line_once(server, &db, 20_000, &out);
     }
 }
+
+/// Formats other than gzip and zstd (bzip2, xz, lz4, compress, lzip) are
+/// told by their first bytes too, and refused in words that say what to
+/// do: a file named is refused before anything connects (66, nothing
+/// loaded), standard input when read (1); never read as text, a rejected
+/// line for each.
+#[test]
+fn other_compressed_formats_are_refused_naming_them() {
+    let server = shared();
+    let db = server.new_database();
+    crate::support::run::init(server, &db);
+    let scratch = Scratch::new();
+    let plain = scratch.write("plain.jsonl", findings(1..=3));
+    let starts: [(&[u8], &str); 5] = [
+        (b"BZh91AY&SY\x01\x02", "bzip2"),
+        (b"\xfd7zXZ\x00\x00\x04", "xz"),
+        (b"\x04\x22\x4d\x18\x64\x40", "lz4"),
+        (b"\x1f\x9d\x90\x7b", "compress (.Z)"),
+        (b"LZIP\x01\x0c", "lzip"),
+    ];
+    for (start, format) in starts {
+        let said = format!("compressed with {format}, which pgsense-pg does not read");
+        let file = scratch.write("findings.jsonl.x", start);
+        let out = server.pgsense(&db).arg("load").arg(&plain).arg(&file).run();
+        out.assert_code(66)
+            .assert_stderr_contains(&file.display().to_string())
+            .assert_stderr_contains(&said);
+        assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+        let out = server.pgsense(&db).arg("load").stdin(start).run();
+        out.assert_code(1).assert_stderr_contains(&said);
+        assert!(
+            out.stderr.contains("0 read") && !out.stderr.contains("-:1:"),
+            "read as text\n{}",
+            out.describe()
+        );
+    }
+}
