@@ -380,6 +380,11 @@ fn settle_by_hand(setup: &Setup, server: &PgServer, role: &str) -> (Outcome, Vec
                 "asked twice\n{}",
                 out.describe()
             );
+            // The GRANT that would settle it names the role.
+            if batch.contains("needs SELECT") {
+                let grant = format!("GRANT SELECT ON \"pgsense\".\"findings\" TO {role}`");
+                assert!(batch.contains(&grant), "no `{grant}` in {batch}");
+            }
             settled.push((txid, committed_by_hand(server, &setup.db, batch)));
         }
     }

@@ -156,10 +156,15 @@ fn traced(
             let sum = trace
                 .lsn_sum
                 .map_or(String::new(), |sum| format!(", and {sum}"));
+            let role = client
+                .simple_query("SELECT quote_ident(current_user)")
+                .ok()
+                .and_then(|messages| first_value(&messages))
+                .unwrap_or_else(|| "the loading role".to_owned());
             return Ok(TxnState::Unknowable(format!(
                 "{why}; telling its rows apart needs SELECT on {table} (`GRANT SELECT ON \
-                 {table} TO` the loading role); as a role that can read it, `{sql}` says {}, \
-                 at least 1{sum} if it committed, and 0 if not",
+                 {table} TO {role}`); as a role that can read it, `{sql}` says {}, at least \
+                 1{sum} if it committed, and 0 if not",
                 trace.rows
             )));
         }
