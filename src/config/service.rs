@@ -44,6 +44,18 @@ pub fn lookup(name: &str, places: &Places) -> Result<Params> {
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(text) => text,
+            // Named by PGSERVICEFILE, it must be there, as libpq says.
+            Err(err)
+                if err.kind() == ErrorKind::NotFound
+                    && places
+                        .servicefile
+                        .is_some_and(|named| Path::new(named) == file) =>
+            {
+                bail!(
+                    "service file {} not found (from PGSERVICEFILE), looking for service {name:?}",
+                    file.display()
+                );
+            }
             Err(err) if err.kind() == ErrorKind::NotFound => continue,
             Err(err) => {
                 return Err(err)
@@ -165,5 +177,29 @@ mod tests {
                 PathBuf::from("/etc/postgresql-common/pg_service.conf")
             ]
         );
+    }
+
+    #[test]
+    fn a_service_file_named_and_missing_is_said_so() {
+        let missing = "/nonexistent/pg_service.conf";
+        let places = Places {
+            servicefile: Some(missing),
+            sysconfdir: Some("/nonexistent"),
+            home: None,
+        };
+        let err = lookup("loader", &places).expect_err("no file").to_string();
+        assert!(
+            err.contains(&format!(
+                "service file {missing} not found (from PGSERVICEFILE)"
+            )),
+            "{err}"
+        );
+        // The files looked in by default may be missing.
+        let places = Places {
+            servicefile: None,
+            ..places
+        };
+        let err = lookup("loader", &places).expect_err("no file").to_string();
+        assert!(err.contains("is not defined in"), "{err}");
     }
 }
