@@ -261,3 +261,43 @@ fn sigterm_while_skipping_an_endless_line_ends_the_load() {
         out.describe()
     );
 }
+
+/// --follow: a stop in the middle of a line too long to hold (a sparse file
+/// of 20 GiB of zeros, read for seconds) ends the run as a stop, not as an
+/// error reading the file.
+#[test]
+fn sigterm_while_following_a_file_with_a_huge_line_is_a_plain_stop() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = scratch.path().join("findings.jsonl");
+    fs::File::create(&input)
+        .and_then(|file| file.set_len(20 << 30))
+        .expect("a sparse file");
+    let load = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--follow")
+        .arg("--state-file")
+        .arg(scratch.path().join("state"))
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    std::thread::sleep(Duration::from_millis(1500));
+    let signalled = Instant::now();
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    out.assert_code(143);
+    assert!(
+        !out.stderr.contains("error"),
+        "a stop said as an error\n{}",
+        out.describe()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?} to end the load\n{}",
+        out.describe()
+    );
+}

@@ -254,11 +254,7 @@ impl Reader {
         match self.next_line(reader, cursor, cursor.at_end(), leaves_unfinished, fd) {
             Ok(Some(next)) => Ok(Ok(next)),
             Ok(None) => Ok(Err(Flow::Stop)),
-            // The line is not taken: the stop says where reading stopped.
-            Err(err) if err.kind() == io::ErrorKind::Interrupted && self.control.stopping() => {
-                self.pending.drop_unsent();
-                Ok(Err(Flow::Stop))
-            }
+            Err(err) if self.stopped_mid_line(&err) => Ok(Err(Flow::Stop)),
             Err(err) => {
                 let err = read_error(err, &self.ledger.name(cursor.index), cursor.line);
                 match self.pending.flush() {
@@ -338,6 +334,7 @@ impl Reader {
             let next = match self.next_line(reader, cursor, AtEnd::Final, rewind.is_some(), None) {
                 Ok(Some(next)) => next,
                 Ok(None) => return Ok(Available::Stop),
+                Err(err) if self.stopped_mid_line(&err) => return Ok(Available::Stop),
                 Err(err) => {
                     let name = self.ledger.name(cursor.index);
                     return Err(read_error(err, &name, cursor.line));
@@ -415,6 +412,17 @@ impl Reader {
     }
 
     /// Whether reading must stop before the next line, and how.
+    /// Whether reading stopped in the middle of a line for a stop signal
+    /// ([`super::input::stopped_mid_line`]): the line is not taken, and
+    /// the stop says where reading stopped.
+    fn stopped_mid_line(&mut self, err: &io::Error) -> bool {
+        let stopped = err.kind() == io::ErrorKind::Interrupted && self.control.stopping();
+        if stopped {
+            self.pending.drop_unsent();
+        }
+        stopped
+    }
+
     fn must_stop(&mut self) -> Option<Halt> {
         if let Some(max) = self.options.max_rejects
             && self.ledger.counts().rejected() > max
