@@ -49,6 +49,11 @@ fn a_server_restart_mid_load_loses_and_duplicates_nothing() {
     );
     out.assert_code(0)
         .assert_stderr_contains(&format!("{LARGE} read, {LARGE} inserted, 0 dropped"));
+    assert!(
+        !out.stderr.contains("no answer within"),
+        "{}",
+        out.describe()
+    );
     assert_table_holds_after(&server, &db, 1..=LARGE, Some(&out));
 }
 
@@ -179,6 +184,13 @@ fn backends_terminated_repeatedly_lose_and_duplicate_nothing() {
     });
     out.assert_code(0)
         .assert_stderr_contains(&format!("{LARGE} read, {LARGE} inserted, 0 dropped"));
+    // Both writers connect again at once, to the same host: neither takes
+    // the other's attempt for one given up on.
+    assert!(
+        !out.stderr.contains("no answer within"),
+        "{}",
+        out.describe()
+    );
     let killed = killed.into_inner();
     assert!(
         killed >= 2,

@@ -30,8 +30,9 @@ use crate::cli::{DEFAULT_PORT, GlobalArgs, Ports, parse_ports};
 pub use env::PgEnv;
 use file::{PortValue, PostgresSection};
 pub use password::Password;
+pub(crate) use source::Origin;
 pub use source::Sourced;
-use source::{Origin, Params, Precedence, Whole};
+use source::{Params, Precedence, Whole};
 pub use tls::{Roots, Tls};
 
 /// The default host.

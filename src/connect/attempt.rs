@@ -5,8 +5,9 @@
 //! frozen machine, a proxy with no backend) would hold the attempt, and
 //! the hosts after it, forever.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -36,12 +37,17 @@ pub enum Failure {
 }
 
 /// The hosts where an attempt given up on is still waiting for an answer,
-/// in a thread of its own: no other is started there meanwhile, so a
-/// server frozen for hours holds one thread, not one per attempt.
-static WAITING_ON: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// in a thread of its own, with the attempt's number: no other is started
+/// there meanwhile, so a server frozen for hours holds one thread, not one
+/// per attempt. (Attempts not given up on may run side by side: the pool
+/// opens its connections at once.)
+static GIVEN_UP: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
-fn waiting_on() -> std::sync::MutexGuard<'static, BTreeSet<String>> {
-    WAITING_ON.lock().unwrap_or_else(|e| e.into_inner())
+/// Numbers attempts.
+static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+
+fn given_up() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
+    GIVEN_UP.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Connects to the first of `hosts` (`host:port` and its settings) that
@@ -71,32 +77,136 @@ fn one_host(
     timeout: Duration,
     stopped: &dyn Fn() -> bool,
 ) -> Result<Result<Client, HostFailure>, Failure> {
-    if !waiting_on().insert(host.to_owned()) {
+    if given_up().contains_key(host) {
         log::debug!("{host}: an attempt given up on still waits for an answer there");
         return Ok(Err(HostFailure::NoAnswer));
     }
+    let number = ATTEMPTS.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = mpsc::sync_channel(1);
     let (name, config, tls) = (host.to_owned(), config.clone(), tls.clone());
-    let spawned = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("connect".into())
         .spawn(move || {
             let connected = config.connect(tls);
-            waiting_on().remove(&name);
-            // Given up on meanwhile: the connection closes here.
+            // Under the lock: a waiter giving up looks for the answer
+            // under it too, so it never marks the host after this.
+            let mut given_up = given_up();
+            if given_up.get(&name) == Some(&number) {
+                given_up.remove(&name);
+            }
+            // Given up on: the connection closes here.
             let _ = tx.send(connected);
-        });
-    if let Err(err) = spawned {
-        waiting_on().remove(host);
-        return Err(Failure::NoThread(err));
-    }
+        })
+        .map_err(Failure::NoThread)?;
     let until = Instant::now() + timeout;
-    loop {
+    let stop = loop {
         let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left.min(STOP_POLL)) {
             Ok(connected) => return Ok(connected.map_err(HostFailure::Driver)),
-            Err(RecvTimeoutError::Timeout) if stopped() => return Err(Failure::Stopped),
+            Err(RecvTimeoutError::Timeout) if stopped() => break true,
             Err(RecvTimeoutError::Timeout) if !left.is_zero() => {}
-            Err(_) => return Ok(Err(HostFailure::NoAnswer)),
+            Err(_) => break false,
         }
+    };
+    let mut given_up = given_up();
+    if let Ok(connected) = rx.try_recv() {
+        drop(given_up);
+        return Ok(connected.map_err(HostFailure::Driver));
+    }
+    given_up.insert(host.to_owned(), number);
+    match stop {
+        true => Err(Failure::Stopped),
+        false => Ok(Err(HostFailure::NoAnswer)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::cli::SslMode;
+    use crate::config::{Origin, Roots, Sourced, Tls};
+
+    fn plain() -> LazyTls {
+        LazyTls::new(&Tls {
+            mode: Sourced {
+                value: SslMode::Disable,
+                origin: Origin::Default,
+            },
+            roots: Roots::System,
+            client: None,
+        })
+    }
+
+    /// A server that takes each connection, says nothing for `silence`,
+    /// then closes it: its host and port.
+    fn closing_after(silence: Duration) -> (String, postgres::Config) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                std::thread::spawn(move || {
+                    std::thread::sleep(silence);
+                    drop(stream);
+                });
+            }
+        });
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(port).user("x");
+        (format!("127.0.0.1:{port}"), config)
+    }
+
+    fn outcome(result: Result<(String, Client), Failure>) -> &'static str {
+        match result {
+            Ok(_) => "connected",
+            Err(Failure::Hosts(failures)) => match failures[0].1 {
+                HostFailure::Driver(_) => "answered",
+                HostFailure::NoAnswer => "no answer",
+            },
+            Err(_) => "other",
+        }
+    }
+
+    /// Attempts at one host at once (the pool's two connections) do not
+    /// take each other for one given up on.
+    #[test]
+    fn attempts_at_once_at_one_host_each_get_their_answer() {
+        let hosts = [closing_after(Duration::from_millis(300))];
+        let tls = plain();
+        let results: Vec<&str> = std::thread::scope(|scope| {
+            let attempts: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        outcome(first_host(&hosts, &tls, Duration::from_secs(5), &|| false))
+                    })
+                })
+                .collect();
+            attempts
+                .into_iter()
+                .map(|a| a.join().expect("joined"))
+                .collect()
+        });
+        assert_eq!(results, ["answered", "answered"]);
+    }
+
+    /// An attempt given up on keeps the host passed over at once until it
+    /// ends; then the host is tried again.
+    #[test]
+    fn a_host_given_up_on_is_passed_over_until_its_attempt_ends() {
+        let hosts = [closing_after(Duration::from_millis(800))];
+        let tls = plain();
+        let timeout = Duration::from_millis(200);
+        let tried = |_| outcome(first_host(&hosts, &tls, timeout, &|| false));
+        assert_eq!(tried(()), "no answer");
+        let started = Instant::now();
+        assert_eq!(tried(()), "no answer");
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "waited again"
+        );
+        std::thread::sleep(Duration::from_millis(900));
+        assert!(!given_up().contains_key(&hosts[0].0));
+        assert_eq!(tried(()), "no answer");
     }
 }
