@@ -1405,6 +1405,35 @@ fn first_start_while_down_then_a_rotation(rotate: impl Fn(&mut Appender)) {
     assert_table_holds_after(&server, &setup.db, 1..=50, Some(&out));
 }
 
+/// A FILE followed for the first time under its name that is a copy of a
+/// file loaded (moved to another directory, say) is resumed where that one
+/// was loaded up to, not loaded again from its start.
+#[test]
+fn a_copy_followed_under_a_new_name_resumes_where_its_original_was_loaded() {
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(20);
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(setup.command(server).spawn(), &mut table, 20);
+    stop(load, "TERM", 143);
+    let moved = setup.scratch.path().join("moved.jsonl");
+    fs::copy(&setup.input, &moved).expect("copy");
+    let mut writer = Appender::starting_at(&moved, 21);
+    writer.append_lines(5);
+    let load = server
+        .pgsense(&setup.db)
+        .arg("load")
+        .arg("--follow")
+        .arg("--state-file")
+        .arg(&setup.state)
+        .arg(&moved)
+        .spawn();
+    let load = loaded_through(load, &mut table, 25);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=25, Some(&out));
+}
+
 #[test]
 fn a_first_start_stopped_while_down_then_rename_and_create_loses_nothing() {
     first_start_while_down_then_a_rotation(|writer| writer.rename_and_create(Duration::ZERO));

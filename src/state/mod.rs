@@ -219,58 +219,6 @@ impl StateFile {
         self.following = true;
     }
 
-    /// --follow, at startup: each FILE there under a name nothing was
-    /// loaded under yet is recorded as loaded up to its start, as of now,
-    /// and the state file is written (its journal is left for the settling
-    /// of a killed run). So a run stopped or killed before it recorded
-    /// anything (the database unreachable) leaves its next run knowing the
-    /// file: renamed away or copied and truncated meanwhile, its lines are
-    /// still loaded, as those of a file loaded before are.
-    pub fn note_followed(&mut self, paths: &[PathBuf]) -> Result<()> {
-        let mut noted = false;
-        for path in paths {
-            let name = standing::name_of(path);
-            let Ok(meta) = fs::metadata(path) else {
-                continue;
-            };
-            let key = format!("{}:{}", meta.dev(), meta.ino());
-            if meta.is_file() {
-                self.inputs.insert(key.clone());
-            }
-            if !meta.is_file()
-                || self.contents.files.contains_key(&key)
-                || self.contents.files.values().any(|mark| mark.path == name)
-            {
-                continue;
-            }
-            let born = meta
-                .created()
-                .ok()
-                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                .and_then(|since| u64::try_from(since.as_nanos()).ok());
-            log::debug!("{}: followed from its start, as of now", path.display());
-            self.contents.files.insert(
-                key,
-                Mark {
-                    path: name,
-                    offset: 0,
-                    line: 0,
-                    tail: String::new(),
-                    head: Head::default(),
-                    ended: None,
-                    born,
-                    seen: now(),
-                    loaded_ns: Some(now_ns()),
-                },
-            );
-            noted = true;
-        }
-        if noted {
-            self.write()?;
-        }
-        Ok(())
-    }
-
     /// Whether a file was loaded under the name `path` (which need not
     /// exist any more).
     pub fn loaded_under(&self, path: &Path) -> bool {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use super::content::{HEAD, Head, Positioned};
-use super::{Content, Mark, Resume, StateFile, now};
+use super::{Content, Mark, Resume, StateFile, now, now_ns};
 
 /// What the state file knows of a file (see [`StateFile::knows`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,60 @@ impl StateFile {
                 Some(meta.len().saturating_sub(loaded))
             })
             .sum()
+    }
+
+    /// --follow, at startup: each FILE there under a name nothing was
+    /// loaded under yet, and not a copy of a file loaded, is recorded as
+    /// loaded up to its start, as of now, and the state file is written
+    /// (its journal is left for the settling of a killed run). So a run
+    /// stopped or killed before it recorded anything (the database
+    /// unreachable) leaves its next run knowing the file: renamed away or
+    /// copied and truncated meanwhile, its lines are still loaded, as those
+    /// of a file loaded before are.
+    pub fn note_followed(&mut self, paths: &[PathBuf]) -> Result<()> {
+        let mut noted = false;
+        for path in paths {
+            // Not opened unless a regular file: opening a named pipe waits.
+            if !fs::metadata(path).is_ok_and(|meta| meta.is_file()) {
+                continue;
+            }
+            let Ok(file) = File::open(path) else {
+                continue;
+            };
+            let meta = file.metadata()?;
+            let key = format!("{}:{}", meta.dev(), meta.ino());
+            self.inputs.insert(key.clone());
+            let name = name_of(path);
+            if self.contents.files.contains_key(&key)
+                || self.contents.files.values().any(|mark| mark.path == name)
+            {
+                continue;
+            }
+            let mut content = Content::new(Arc::new(file))
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            // A copy is resumed where its original was loaded up to.
+            if !matches!(self.standing(&key, &name, &mut content)?, Standing::New(_)) {
+                continue;
+            }
+            log::debug!("{}: followed from its start, as of now", path.display());
+            let mark = Mark {
+                path: name,
+                offset: 0,
+                line: 0,
+                tail: String::new(),
+                head: Head::default(),
+                ended: None,
+                born: content.born(),
+                seen: now(),
+                loaded_ns: Some(now_ns()),
+            };
+            self.contents.files.insert(key, mark);
+            noted = true;
+        }
+        if noted {
+            self.write()?;
+        }
+        Ok(())
     }
 
     /// Where each input file starts, in order. Each is resumed at its own
@@ -439,7 +493,7 @@ pub fn rotation_suffix(suffix: &[u8]) -> bool {
     }
 }
 
-pub(super) fn name_of(path: &Path) -> String {
+fn name_of(path: &Path) -> String {
     fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_owned())
