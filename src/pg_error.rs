@@ -104,8 +104,9 @@ pub fn begin_error(err: postgres::Error) -> anyhow::Error {
     }
     anyhow::Error::new(DbError {
         lost: true,
-        text: "connection closed as a transaction began (a PgBouncer in statement pooling \
-               mode does that: pgsense-pg needs pool_mode = transaction or session)"
+        text: "connection closed as a transaction began: the server went away, or a \
+               PgBouncer in statement pooling mode closed it (pgsense-pg needs pool_mode = \
+               transaction or session)"
             .to_owned(),
     })
 }

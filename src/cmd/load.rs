@@ -307,12 +307,13 @@ fn connect(
     let (client, manager) = reach(settings, args, files, tick).map_err(|err| {
         // Whatever the stop cut short (a connection attempt, the
         // bootstrap) is not the run's error.
-        match load::caught_signal() {
-            Some(_) if !args.follow => {
-                log::debug!("stopped: {err:#}");
-                anyhow::anyhow!("stopped by a signal before reading: nothing was loaded")
-            }
-            _ => err,
+        if load::caught_signal().is_none() {
+            return err;
+        }
+        log::debug!("stopped: {err:#}");
+        match args.follow {
+            true => waiting::interrupted_waiting(),
+            false => anyhow::anyhow!("stopped by a signal before reading: nothing was loaded"),
         }
     })?;
     if let Some(rejects) = &mut files.rejects {

@@ -42,7 +42,7 @@ impl StopSignal {
     }
 }
 
-fn interrupted_waiting() -> anyhow::Error {
+pub(super) fn interrupted_waiting() -> anyhow::Error {
     anyhow::anyhow!(
         "interrupted while waiting for the database: nothing was loaded, the files keep \
          their lines"
