@@ -177,9 +177,19 @@ fn after_a_rotation_each_file_is_named_as_it_is_now() {
     let setup = Followed::new(server);
     let mut writer = Appender::new(&setup.input);
     writer.append_lines(30);
-    let load = setup
-        .command(server)
-        .args(["--flush-interval", "0.2"])
+    // FILE named relative to the directory the run starts in.
+    let load = server
+        .pgsense(&setup.db)
+        .current_dir(setup.scratch.path())
+        .args([
+            "load",
+            "--follow",
+            "--flush-interval",
+            "0.2",
+            "--state-file",
+        ])
+        .arg(&setup.state)
+        .arg("findings.jsonl")
         .spawn();
     let mut table = Table::new(server, &setup.db);
     let load = loaded_through(load, &mut table, 30);
@@ -198,10 +208,8 @@ fn after_a_rotation_each_file_is_named_as_it_is_now() {
     // Polls of the renamed file go on for a while after its last write.
     std::thread::sleep(Duration::from_millis(1500));
     let out = stop(load, "TERM", 143);
-    let late = format!("{}:31:", writer.rotated(1).display());
-    out.assert_stderr_contains(&late);
-    let stopped = format!("stopped reading {} after line 25", setup.input.display());
-    out.assert_stderr_contains(&stopped);
+    out.assert_stderr_contains("pgsense-pg: findings.jsonl.1:31:")
+        .assert_stderr_contains("stopped reading findings.jsonl after line 25");
     assert_eq!(stopped_after(&out), 25, "{}", out.describe());
 }
 

@@ -456,15 +456,35 @@ impl Name {
     /// The current file was rotated away (renamed or deleted): read on,
     /// under the name it was given beside this one, if any, in what is
     /// said of its lines from now on.
+    /// The files rotated away before, still read, are named anew too: a
+    /// second rotation renames `findings.jsonl.1` to `findings.jsonl.2`.
     fn rotate_named(&mut self, reader: &Reader) {
-        if let Some(current) = &self.current {
-            let renamed = self.rotation_paths().into_iter().find(|path| {
-                std::fs::metadata(path).is_ok_and(|meta| (meta.dev(), meta.ino()) == current.id)
-            });
-            if let Some(path) = renamed {
-                let name = path.display().to_string();
-                log::debug!("{}: rotated to {name}", self.path.display());
-                reader.ledger().rename(current.cursor.index, name);
+        if self.current.is_some() {
+            let beside: Vec<_> = self
+                .rotation_paths()
+                .into_iter()
+                .filter_map(|path| {
+                    let meta = std::fs::metadata(&path).ok()?;
+                    Some(((meta.dev(), meta.ino()), path))
+                })
+                .collect();
+            let open = self
+                .current
+                .iter()
+                .chain(self.rotated.iter().map(|r| &r.file));
+            for file in open {
+                let Some((_, path)) = beside.iter().find(|(id, _)| *id == file.id) else {
+                    continue;
+                };
+                // As FILE was named: relative, or not.
+                let name = match path.file_name() {
+                    Some(base) => self.path.with_file_name(base),
+                    None => path.clone(),
+                };
+                log::debug!("{}: now {}", self.path.display(), name.display());
+                reader
+                    .ledger()
+                    .rename(file.cursor.index, name.display().to_string());
             }
         }
         self.rotate();
