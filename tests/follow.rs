@@ -1442,6 +1442,31 @@ fn a_copy_followed_under_a_new_name_resumes_where_its_original_was_loaded() {
     assert_table_holds_after(server, &setup.db, 1..=25, Some(&out));
 }
 
+/// The FILE is created while the first start ever waits for the database,
+/// which is then stopped; the file is rotated and written to; the next
+/// start loads the rotated file's lines too.
+#[test]
+fn a_file_created_while_the_first_start_waits_then_rotated_loses_nothing() {
+    let server = private();
+    let setup = Followed::new(&server);
+    server.stop();
+    let load = setup.command(&server).spawn();
+    thread::sleep(Duration::from_millis(500));
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(30);
+    // Attempts at 1 s, then 2 s, apart.
+    thread::sleep(Duration::from_millis(3500));
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains("interrupted while waiting for the database");
+    server.start();
+    writer.rename_and_create(Duration::ZERO);
+    writer.append_lines(20);
+    let mut table = Table::new(&server, &setup.db);
+    let load = loaded_through(setup.command(&server).spawn(), &mut table, 50);
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(&server, &setup.db, 1..=50, Some(&out));
+}
+
 #[test]
 fn a_first_start_stopped_while_down_then_rename_and_create_loses_nothing() {
     first_start_while_down_then_a_rotation(|writer| writer.rename_and_create(Duration::ZERO));

@@ -353,9 +353,19 @@ fn reach(
     let mut said: Option<Instant> = None;
     loop {
         let connected = if args.follow {
-            let state = files.state.as_ref();
-            let unloaded = || state.map_or(0, |state| state.unloaded_bytes(&args.files));
-            connect_patiently(settings, tick.as_deref_mut(), &unloaded)
+            let mut state = files.state.as_mut();
+            // A FILE created while the run waits is noted as one there
+            // at startup is.
+            let mut between_attempts = || {
+                let Some(state) = state.as_deref_mut() else {
+                    return 0;
+                };
+                if let Err(err) = state.note_followed(&args.files) {
+                    log::warn!("{err:#}");
+                }
+                state.unloaded_bytes(&args.files)
+            };
+            connect_patiently(settings, tick.as_deref_mut(), &mut between_attempts)
         } else {
             let since = first_failure.map_or(Duration::ZERO, |at| at.elapsed());
             super::connect(settings, retry_for.saturating_sub(since))

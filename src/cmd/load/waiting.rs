@@ -20,13 +20,17 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 /// the files beyond what the state file says is loaded. SIGINT or
 /// SIGTERM ends the wait (after the connection attempt in progress); a
 /// second one ends the process at once.
+///
+/// `between_attempts` runs after each failed attempt and before each
+/// metrics write: it says how many bytes are not loaded, and may note
+/// what appeared meanwhile (the FILEs created while the run waits).
 pub(super) fn connect_patiently(
     settings: &Settings,
     tick: Option<&mut load::Tick>,
-    unloaded_bytes: &dyn Fn() -> u64,
+    between_attempts: &mut dyn FnMut() -> u64,
 ) -> Result<(postgres::Client, connect::Manager)> {
     let stop = StopSignal(load::stop_flags()?);
-    connect_until_stopped(settings, tick, unloaded_bytes, &stop)
+    connect_until_stopped(settings, tick, between_attempts, &stop)
 }
 
 /// SIGINT or SIGTERM caught, by the handlers the load goes on with.
@@ -52,7 +56,7 @@ pub(super) fn interrupted_waiting() -> anyhow::Error {
 fn connect_until_stopped(
     settings: &Settings,
     mut tick: Option<&mut load::Tick>,
-    unloaded_bytes: &dyn Fn() -> u64,
+    between_attempts: &mut dyn FnMut() -> u64,
     stop: &StopSignal,
 ) -> Result<(postgres::Client, connect::Manager)> {
     let mut delay = Duration::from_secs(1);
@@ -71,6 +75,7 @@ fn connect_until_stopped(
                     log::warn!("{err:#}; trying again until it answers");
                     said = true;
                 }
+                between_attempts();
                 let until = Instant::now() + delay;
                 loop {
                     if let Some(status) = stop.caught() {
@@ -80,7 +85,7 @@ fn connect_until_stopped(
                         && written.is_none_or(|at| at.elapsed() >= tick.every)
                     {
                         (tick.call)(&load::Snapshot {
-                            unloaded_bytes: unloaded_bytes(),
+                            unloaded_bytes: between_attempts(),
                             ..load::Snapshot::default()
                         });
                         written = Some(Instant::now());
