@@ -99,14 +99,27 @@ pub fn db_error(err: postgres::Error) -> anyhow::Error {
 /// right then, without a word, is what a PgBouncer in statement pooling
 /// mode does (the driver loses its FATAL message): said, in case.
 pub fn begin_error(err: postgres::Error) -> anyhow::Error {
+    // When its message does get through.
+    if err
+        .as_db_error()
+        .is_some_and(|db| db.message().contains("statement pooling mode"))
+    {
+        return anyhow::Error::new(DbError {
+            lost: false,
+            text: format!(
+                "{}: pgsense-pg needs PgBouncer's pool_mode = transaction or session",
+                describe(&err)
+            ),
+        });
+    }
     if !err.is_closed() {
         return db_error(err);
     }
     anyhow::Error::new(DbError {
         lost: true,
         text: "connection closed as a transaction began: the server went away, or a \
-               PgBouncer in statement pooling mode closed it (pgsense-pg needs pool_mode = \
-               transaction or session)"
+               PgBouncer in statement pooling mode closed it (pgsense-pg needs PgBouncer's \
+               pool_mode = transaction or session)"
             .to_owned(),
     })
 }
