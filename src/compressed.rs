@@ -11,7 +11,9 @@
 use std::error::Error;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
+
+use flate2::bufread::GzDecoder;
 use std::os::unix::fs::FileExt;
 
 /// How an input's bytes are encoded.
@@ -109,7 +111,9 @@ impl Format {
             Format::Plain => unreachable!("returned above"),
             Format::Gzip => Box::new(Checked {
                 format: self,
-                decoder: flate2::bufread::MultiGzDecoder::new(BufReader::new(raw)),
+                decoder: Members {
+                    decoder: Some(GzDecoder::new(BufReader::new(raw))),
+                },
             }),
             Format::Zstd => Box::new(Checked {
                 format: self,
@@ -259,6 +263,62 @@ impl Read for Raw {
     }
 }
 
+/// The gzip members of a stream one after the other (`cat a.gz b.gz`).
+/// Zeros after the last member (a file padded to a block size) end it, as
+/// gzip takes them; anything else after a member must be another one.
+struct Members<R: BufRead> {
+    /// None once the stream ended.
+    decoder: Option<GzDecoder<R>>,
+}
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = &mut self.decoder else {
+                return Ok(0);
+            };
+            let read = decoder.read(buf)?;
+            if read > 0 || buf.is_empty() {
+                return Ok(read);
+            }
+            let Some(decoder) = self.decoder.take() else {
+                return Ok(0);
+            };
+            let mut raw = decoder.into_inner();
+            if another_member(&mut raw)? {
+                self.decoder = Some(GzDecoder::new(raw));
+            }
+        }
+    }
+}
+
+/// After a member: whether another starts (its header is checked by its
+/// decoder); false at the stream's end, or when only zeros are left
+/// (consumed).
+fn another_member(raw: &mut impl BufRead) -> io::Result<bool> {
+    let mut zeros = false;
+    loop {
+        let available = raw.fill_buf()?;
+        if available.is_empty() {
+            return Ok(false);
+        }
+        match available.iter().position(|&byte| byte != 0) {
+            None => {
+                zeros = true;
+                let len = available.len();
+                raw.consume(len);
+            }
+            Some(0) if !zeros => return Ok(true),
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "data after the zeros that follow the last member",
+                ));
+            }
+        }
+    }
+}
+
 /// A decoder whose own errors become [`Damaged`], while the file's pass
 /// through as they were.
 struct Checked<D> {
@@ -352,6 +412,29 @@ mod tests {
         }
         assert_eq!(decoded(b"ab".to_vec()).expect("plain"), b"ab");
         assert_eq!(decoded(Vec::new()).expect("empty"), b"");
+    }
+
+    /// Zeros after the last gzip member (a file padded to a block size)
+    /// end it, as gzip takes them; anything after the zeros, or a member
+    /// that does not start as one, is damage.
+    #[test]
+    fn zeros_after_the_last_gzip_member_end_it() {
+        let text = text(300);
+        let (a, b) = text.split_at(999);
+        let mut padded = gzip(a);
+        padded.extend(gzip(b));
+        padded.extend([0; 70_000]);
+        assert_eq!(decoded(padded.clone()).expect("decodes"), text);
+        for after in [&b"x"[..], &b"\x1f\x8b"[..]] {
+            let mut garbage = padded.clone();
+            garbage.extend(after);
+            let err = decoded(garbage).expect_err("data after the zeros");
+            assert!(Damaged::of(&err).is_some(), "{err}");
+        }
+        let mut garbage = gzip(a);
+        garbage.extend(b"not gzip");
+        let err = decoded(garbage).expect_err("not a member");
+        assert!(Damaged::of(&err).is_some(), "{err}");
     }
 
     #[test]
