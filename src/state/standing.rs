@@ -121,12 +121,20 @@ impl StateFile {
             {
                 continue;
             }
-            let mut content = Content::new(Arc::new(file))
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            // A copy is resumed where its original was loaded up to.
-            if !matches!(self.standing(&key, &name, &mut content)?, Standing::New(_)) {
-                continue;
-            }
+            // A copy is resumed where its original was loaded up to. A file
+            // that cannot be read now is said so when it is read.
+            let standing = Content::new(Arc::new(file)).and_then(|mut content| {
+                let standing = self.standing(&key, &name, &mut content)?;
+                Ok((standing, content))
+            });
+            let content = match standing {
+                Ok((Standing::New(_), content)) => content,
+                Ok(_) => continue,
+                Err(err) => {
+                    log::debug!("{}: not noted as followed: {err:#}", path.display());
+                    continue;
+                }
+            };
             log::debug!("{}: followed from its start, as of now", path.display());
             let mark = Mark {
                 path: name,
