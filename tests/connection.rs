@@ -13,12 +13,9 @@ use crate::support::pg::free_port;
 use crate::support::run::init;
 use crate::support::{Shape, SilentServer, pgsense, private, shared};
 
-/// A server that accepts connections and cuts them before the session
-/// begins is going down (a restart under the first connection): tried
-/// again within --retry-for, then 69 with the cause. A refused connection
-/// is not tried again (below).
-#[test]
-fn a_connection_cut_before_the_session_begins_is_tried_again() {
+/// A port on 127.0.0.1 whose connections are cut as soon as they are
+/// taken, and how many were.
+fn cutting_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port().to_string();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -29,6 +26,16 @@ fn a_connection_cut_before_the_session_begins_is_tried_again() {
             drop(stream);
         }
     });
+    (port, accepted)
+}
+
+/// A server that accepts connections and cuts them before the session
+/// begins is going down (a restart under the first connection): tried
+/// again within --retry-for, then 69 with the cause. A refused connection
+/// is not tried again (below).
+#[test]
+fn a_connection_cut_before_the_session_begins_is_tried_again() {
+    let (port, accepted) = cutting_server();
     let out = pgsense()
         .args([
             "--host",
@@ -279,13 +286,7 @@ fn a_silent_first_host_is_passed_over_after_the_connect_timeout() {
 /// seconds.
 #[test]
 fn follow_against_a_server_cutting_connections_stops_on_sigterm() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("address").port().to_string();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
+    let (port, _) = cutting_server();
     let scratch = crate::support::Scratch::new();
     let input = scratch.write("findings.jsonl", ndjson(0, 3, Shape::Object));
     let load = pgsense()

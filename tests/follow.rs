@@ -178,18 +178,10 @@ fn after_a_rotation_each_file_is_named_as_it_is_now() {
     let mut writer = Appender::new(&setup.input);
     writer.append_lines(30);
     // FILE named relative to the directory the run starts in.
-    let load = server
-        .pgsense(&setup.db)
+    let load = setup
+        .command_on(server, "findings.jsonl")
         .current_dir(setup.scratch.path())
-        .args([
-            "load",
-            "--follow",
-            "--flush-interval",
-            "0.2",
-            "--state-file",
-        ])
-        .arg(&setup.state)
-        .arg("findings.jsonl")
+        .args(["--flush-interval", "0.2"])
         .spawn();
     let mut table = Table::new(server, &setup.db);
     let load = loaded_through(load, &mut table, 30);
@@ -1392,19 +1384,31 @@ fn sigterm_while_the_database_is_down_at_startup_ends_the_run_and_says_so() {
 }
 
 /// The first start ever stopped while the database is down, before it
-/// recorded anything; the file is rotated (by `rotate`) and written to;
-/// the next start loads the lines of the rotated file too.
-fn first_start_while_down_then_a_rotation(rotate: impl Fn(&mut Appender)) {
+/// recorded anything; the file (there from the start, or created while the
+/// run waits, with `created_while_waiting`) is rotated (by `rotate`) and
+/// written to; the next start loads the lines of the rotated file too.
+fn first_start_while_down_then_a_rotation(
+    created_while_waiting: bool,
+    rotate: impl Fn(&mut Appender),
+) {
     let server = private();
     let setup = Followed::new(&server);
-    let mut writer = Appender::new(&setup.input);
-    writer.append_lines(30);
     server.stop();
+    let write_first_lines = || Appender::new(&setup.input).append_lines(30);
+    if !created_while_waiting {
+        write_first_lines();
+    }
     let load = setup.command(&server).spawn();
-    thread::sleep(Duration::from_secs(2));
+    thread::sleep(Duration::from_millis(500));
+    if created_while_waiting {
+        write_first_lines();
+    }
+    // Attempts at 1 s, then 2 s, apart.
+    thread::sleep(Duration::from_millis(3500));
     let out = stop(load, "TERM", 143);
     out.assert_stderr_contains("interrupted while waiting for the database");
     server.start();
+    let mut writer = Appender::starting_at(&setup.input, 31);
     rotate(&mut writer);
     writer.append_lines(20);
     let mut table = Table::new(&server, &setup.db);
@@ -1429,52 +1433,26 @@ fn a_copy_followed_under_a_new_name_resumes_where_its_original_was_loaded() {
     fs::copy(&setup.input, &moved).expect("copy");
     let mut writer = Appender::starting_at(&moved, 21);
     writer.append_lines(5);
-    let load = server
-        .pgsense(&setup.db)
-        .arg("load")
-        .arg("--follow")
-        .arg("--state-file")
-        .arg(&setup.state)
-        .arg(&moved)
-        .spawn();
-    let load = loaded_through(load, &mut table, 25);
+    let load = loaded_through(setup.command_on(server, &moved).spawn(), &mut table, 25);
     let out = stop(load, "TERM", 143);
     assert_table_holds_after(server, &setup.db, 1..=25, Some(&out));
 }
 
-/// The FILE is created while the first start ever waits for the database,
-/// which is then stopped; the file is rotated and written to; the next
-/// start loads the rotated file's lines too.
-#[test]
-fn a_file_created_while_the_first_start_waits_then_rotated_loses_nothing() {
-    let server = private();
-    let setup = Followed::new(&server);
-    server.stop();
-    let load = setup.command(&server).spawn();
-    thread::sleep(Duration::from_millis(500));
-    let mut writer = Appender::new(&setup.input);
-    writer.append_lines(30);
-    // Attempts at 1 s, then 2 s, apart.
-    thread::sleep(Duration::from_millis(3500));
-    let out = stop(load, "TERM", 143);
-    out.assert_stderr_contains("interrupted while waiting for the database");
-    server.start();
-    writer.rename_and_create(Duration::ZERO);
-    writer.append_lines(20);
-    let mut table = Table::new(&server, &setup.db);
-    let load = loaded_through(setup.command(&server).spawn(), &mut table, 50);
-    let out = stop(load, "TERM", 143);
-    assert_table_holds_after(&server, &setup.db, 1..=50, Some(&out));
-}
-
 #[test]
 fn a_first_start_stopped_while_down_then_rename_and_create_loses_nothing() {
-    first_start_while_down_then_a_rotation(|writer| writer.rename_and_create(Duration::ZERO));
+    first_start_while_down_then_a_rotation(false, |writer| {
+        writer.rename_and_create(Duration::ZERO)
+    });
 }
 
 #[test]
 fn a_first_start_stopped_while_down_then_copytruncate_loses_nothing() {
-    first_start_while_down_then_a_rotation(Appender::copytruncate);
+    first_start_while_down_then_a_rotation(false, Appender::copytruncate);
+}
+
+#[test]
+fn a_file_created_while_the_first_start_waits_then_rotated_loses_nothing() {
+    first_start_while_down_then_a_rotation(true, |writer| writer.rename_and_create(Duration::ZERO));
 }
 
 /// Started while the database is down: --metrics-file is written all the

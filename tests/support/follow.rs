@@ -322,13 +322,18 @@ impl Followed {
 
     /// `load --follow --state-file STATE FILE`; more flags may follow.
     pub fn command(&self, server: &PgServer) -> Pgsense {
+        self.command_on(server, &self.input)
+    }
+
+    /// [`Followed::command`] following `file` instead of FILE.
+    pub fn command_on(&self, server: &PgServer, file: impl AsRef<std::ffi::OsStr>) -> Pgsense {
         server
             .pgsense(&self.db)
             .arg("load")
             .arg("--follow")
             .arg("--state-file")
             .arg(&self.state)
-            .arg(&self.input)
+            .arg(file)
             .timeout(FOLLOW_TIMEOUT)
     }
 }
