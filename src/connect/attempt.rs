@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
-use super::LazyTls;
-
-/// How often a wait for a host looks for a stop.
-const STOP_POLL: Duration = Duration::from_millis(100);
+use super::{LazyTls, STOP_POLL};
 
 /// Why one host was not connected to.
 pub enum HostFailure {
