@@ -140,7 +140,8 @@ fn sigterm_while_waiting_on_an_open_pipe_exits_143_promptly() {
 
 /// A COPY waiting on a lock held elsewhere does not hold a SIGTERM up: the
 /// statement is cancelled a few seconds after the signal, its batch rolls
-/// back and is reported as interrupted.
+/// back and is reported as interrupted, and the batches queued behind it
+/// are not begun (each would wait on the lock again until cancelled).
 #[test]
 fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
     let server = shared();
@@ -151,8 +152,12 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
     lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
         .expect("lock the table");
     let scratch = Scratch::new();
-    let input = scratch.write("findings.ndjson", findings(1..=20));
-    let load = server.pgsense(&db).arg("load").arg(&input).spawn();
+    let input = scratch.write("findings.ndjson", findings(1..=200));
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", "5"])
+        .arg(&input)
+        .spawn();
     let load = wait_during(
         load,
         "a COPY waiting on the lock",
@@ -167,11 +172,30 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
     );
     let signalled = Instant::now();
     send_signal(load.id(), "TERM");
-    let out = load.wait();
+    // Cancelled 3 s after the signal: a COPY waiting on the lock a while
+    // later was begun after the cancel.
+    let (out, waiting_after_cancel) = std::thread::scope(|scope| {
+        let count = scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(4500));
+            server.count(
+                &db,
+                "pg_stat_activity where application_name = 'pgsense-pg' \
+                 and wait_event_type = 'Lock' and datname = current_database()",
+            )
+        });
+        let out = load.wait();
+        (out, count.join().expect("the count"))
+    });
     let took = signalled.elapsed();
     lock.rollback().expect("release the lock");
     out.assert_code(143)
         .assert_stderr_contains("not inserted: interrupted");
+    assert_eq!(
+        waiting_after_cancel,
+        0,
+        "a batch began after the cancel\n{}",
+        out.describe()
+    );
     assert!(
         took < Duration::from_secs(10),
         "the run ended {took:?} after SIGTERM\n{}",

@@ -74,6 +74,8 @@ pub struct Control {
     read_all: AtomicBool,
     /// The writers are done: ends the progress line and the canceller.
     writers_done: AtomicBool,
+    /// A stop was asked more than [`GRACE`] ago: no batch starts any more.
+    grace_over: AtomicBool,
     /// The database has been failing since a writer said so (--follow).
     outage: AtomicBool,
     /// Cancel tokens of the writers' connections, by writer.
@@ -156,12 +158,12 @@ pub fn caught_signal() -> Option<i32> {
     }
 }
 
-/// How long statements in flight may run on after a stop before they are
-/// cancelled.
 /// How many begun transactions [`Control::began_again_elsewhere`] looks
 /// through: more than the writers begin while one waits for its answer.
 const BEGUN_KEPT: usize = 4096;
 
+/// How long statements in flight may run on after a stop before they are
+/// cancelled.
 const GRACE: Duration = Duration::from_secs(3);
 /// How long a cancelled statement may stay unanswered before the
 /// connections are shut down.
@@ -244,6 +246,12 @@ impl Control {
         self.writers_done.load(Ordering::SeqCst)
     }
 
+    /// Whether a stop was asked long enough ago that what is still in
+    /// flight is being cancelled: a batch not begun yet is not begun.
+    pub fn grace_over(&self) -> bool {
+        self.grace_over.load(Ordering::SeqCst)
+    }
+
     /// Whether the run is over although the reader may still be waiting for
     /// input: a signal or a database failure came while it held no rows.
     pub fn stopped_while_waiting(&self) -> bool {
@@ -316,8 +324,9 @@ impl Control {
 
     /// Runs until the writers are done, watching their statements. Once a
     /// signal has asked for a stop, it gives statements in flight a few
-    /// seconds to finish, then cancels them (a COPY waiting on a lock, say):
-    /// their batches roll back and count as interrupted. A statement
+    /// seconds from the stop to finish, then cancels them (a COPY waiting
+    /// on a lock, say): their batches roll back and count as interrupted,
+    /// and the batches queued behind them are not begun. A statement
     /// unanswered for --stall-timeout is cancelled as well. A statement
     /// still unanswered a few seconds after its cancel (a server that is
     /// stopped, not slow) has its connection shut down.
@@ -328,9 +337,10 @@ impl Control {
         // connections were shut down for it.
         let mut cancelled: BTreeMap<usize, (Instant, Instant, bool)> = BTreeMap::new();
         while !self.is_done() {
-            let stop = self
-                .interrupted()
-                .then(|| *stopped_at.get_or_insert_with(Instant::now));
+            if self.interrupted() && stopped_at.get_or_insert_with(Instant::now).elapsed() >= GRACE
+            {
+                self.grace_over.store(true, Ordering::SeqCst);
+            }
             let stall = *lock(&self.stall_after);
             let calls: Vec<(usize, Instant)> = lock(&self.calls)
                 .iter()
@@ -341,9 +351,9 @@ impl Control {
                 if cancelled.contains_key(&writer) {
                     continue;
                 }
-                // In flight for GRACE since the stop, or unanswered for
+                // In flight GRACE after the stop, or unanswered for
                 // --stall-timeout.
-                let stopped = stop.is_some_and(|at| at.elapsed().min(sent.elapsed()) >= GRACE);
+                let stopped = self.grace_over();
                 let stalled = stall.is_some_and(|limit| sent.elapsed() >= limit);
                 if stalled && !stopped {
                     log::warn!(

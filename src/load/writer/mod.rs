@@ -175,6 +175,8 @@ impl<'a> Writer<'a> {
         let mut turn = None;
         let gave_up = if self.control.failed() {
             GaveUp::Lost(FAILED_EARLIER.into())
+        } else if self.control.grace_over() {
+            GaveUp::Interrupted
         } else {
             match self.try_write(batch, &mut turn) {
                 Ok(()) => return,
@@ -219,6 +221,11 @@ impl<'a> Writer<'a> {
         let mut said = None;
         let mut plan = Plan::default();
         loop {
+            // A stop's grace is over: what is in flight is being
+            // cancelled, and nothing begins again.
+            if self.control.grace_over() {
+                return Err(GaveUp::Interrupted);
+            }
             let reason = match self.attempt(batch, plan.mode, &plan.known, turn) {
                 Ok(()) => {
                     if self.copy.endless && self.control.outage_over() {

@@ -115,11 +115,14 @@ impl<'a> Session<'a> {
             }
         };
         let row = first_row(&messages);
-        let id = row
-            .and_then(|row| row.get(0)?.parse().ok())
-            .ok_or_else(|| {
-                Failure::Permanent("txid_current() returned no transaction id".into())
-            })?;
+        let Some(id) = row.and_then(|row| row.get(0)?.parse().ok()) else {
+            // Not what a server in its right state answers: the connection
+            // is not to be trusted, a new one may do.
+            self.connection = None;
+            return Err(Failure::Transient(
+                "the server answered BEGIN without a transaction id".into(),
+            ));
+        };
         let timeline = row.and_then(|row| row.get(1)).map(timeline_of);
         let StatsReset {
             value: stats_reset, ..
