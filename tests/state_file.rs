@@ -2,7 +2,7 @@
 //! loads each finding once, across half-written lines, rotation,
 //! truncation, a concurrent run and a run stopped by SIGTERM.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -574,6 +574,47 @@ fn interrupted_standard_input_is_dropped_not_left() {
         !out.stderr.contains("left in their files"),
         "{}",
         out.describe()
+    );
+}
+
+/// A file given as standard input is not tracked: the run says so, and
+/// how to have it tracked, since every run would load it again.
+#[test]
+fn a_file_given_as_standard_input_is_said_to_be_loaded_again_by_every_run() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=10));
+    let load = || {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .arg("--state-file")
+            .arg(&state)
+            .stdin_file(File::open(&input).expect("open the input"))
+            .run()
+    };
+    for _ in 0..2 {
+        load()
+            .assert_code(0)
+            .assert_stderr_contains("standard input is a file, and --state-file does not track")
+            .assert_stderr_contains("name the file instead");
+    }
+    assert_eq!(server.count(&db, TABLE), 20, "loaded by each run");
+    let piped = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .stdin(findings(11..=12))
+        .run();
+    piped.assert_code(0);
+    assert!(
+        !piped.stderr.contains("standard input is a file"),
+        "{}",
+        piped.describe()
     );
 }
 

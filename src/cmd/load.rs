@@ -206,6 +206,15 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
     if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
         log::warn!("reading findings from the terminal; end with Ctrl-D");
     }
+    // `load --state-file S < FILE` in a crontab loads FILE again every run.
+    // Standard input that may wait is a pipe or a terminal: new lines.
+    if state.is_some() && sources.iter().any(|s| s.name == "-" && !s.may_wait) {
+        log::warn!(
+            "standard input is a file, and --state-file does not track standard input: \
+             its lines are loaded again by every run that reads it; name the file instead \
+             (pgsense-pg load --state-file STATE FILE)"
+        );
+    }
     Ok(Files {
         state,
         sources,
