@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::markers::{assert_table_holds, finding, findings};
+use crate::support::report::json_summary;
 use crate::support::run::{Outcome, Started, init};
 use crate::support::wait::{wait_during, wait_until};
 use crate::support::{Scratch, TABLE, private, private_with};
@@ -29,7 +30,7 @@ fn stopped_under_an_open_pipe(retry_for: u64) -> (Outcome, Duration) {
     let mut load = server
         .pgsense(&db)
         .args(["--connect-timeout", &CONNECT_TIMEOUT.to_string()])
-        .arg("load")
+        .args(["load", "--summary", "json"])
         .args(["--retry-for", &retry_for.to_string()])
         .timeout(Duration::from_secs(120))
         .spawn_piped();
@@ -98,7 +99,8 @@ fn retry_for_is_the_whole_budget_from_the_first_failure_to_giving_up() {
 }
 
 /// `--retry-for 0` disables retries: one attempt, then exit 75, well under
-/// the 10 s it took before issue 10, without a word about retrying.
+/// the 10 s it took before issue 10, without a word about retrying; the
+/// JSON summary names the failure, as stderr does.
 #[test]
 fn retry_for_0_gives_up_after_one_attempt() {
     let (out, took) = stopped_under_an_open_pipe(0);
@@ -113,6 +115,16 @@ fn retry_for_0_gives_up_after_one_attempt() {
     assert!(
         !out.stderr.contains("retrying"),
         "--retry-for 0 retries nothing\n{}",
+        out.describe()
+    );
+    let summary = json_summary(&out);
+    let errors = summary["errors"].as_array().expect("errors is an array");
+    assert!(
+        errors.len() == 1
+            && errors[0]
+                .as_str()
+                .is_some_and(|e| e.starts_with("database failure")),
+        "{summary:?}\n{}",
         out.describe()
     );
 }

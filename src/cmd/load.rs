@@ -43,7 +43,8 @@ fn status_of(outcome: load::Outcome) -> (Status, Vec<String>) {
         status = Status::TempFail;
     }
     let closed = outcome.rejects.map_or(Ok(()), Rejects::finish);
-    let mut said = Vec::new();
+    // Said by the writers as they happened.
+    let mut said = outcome.failures;
     for err in [outcome.read_error, closed.err(), outcome.state_error]
         .into_iter()
         .flatten()

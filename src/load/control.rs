@@ -64,6 +64,8 @@ pub struct Control {
     signal: Arc<AtomicUsize>,
     /// The database failed for good: stop reading, drop what is queued.
     failed: AtomicBool,
+    /// What failed, as said on stderr, each once.
+    failures: Mutex<Vec<String>>,
     /// What failed for good was recording progress, not the database.
     record_failed: AtomicBool,
     /// The reader stopped because of --max-rejects.
@@ -198,6 +200,23 @@ impl Control {
     /// The database failed for good.
     pub fn fail(&self) {
         self.failed.store(true, Ordering::SeqCst);
+    }
+
+    /// The database failed for good, for `reason`: said now, and kept for
+    /// the summary.
+    pub fn fail_because(&self, reason: &str) {
+        log::error!("{reason}");
+        let mut failures = lock(&self.failures);
+        if !failures.iter().any(|said| said == reason) {
+            failures.push(reason.to_owned());
+        }
+        drop(failures);
+        self.fail();
+    }
+
+    /// What [`Control::fail_because`] was given, each once, in order.
+    pub fn failures(&self) -> Vec<String> {
+        lock(&self.failures).clone()
     }
 
     /// Progress could not be recorded: stop as for a failed database, but

@@ -115,6 +115,8 @@ pub struct Outcome {
     pub state_error: Option<anyhow::Error>,
     /// The signal that interrupted it.
     pub signal: Option<i32>,
+    /// What failed the database's part of the run, as said on stderr.
+    pub failures: Vec<String>,
 }
 
 /// Where reading stopped early, and why.
@@ -360,6 +362,7 @@ fn finish(threads: Threads, options: Options) -> Result<Outcome> {
         rejects,
         state_error: saved.err(),
         signal: control.signal(),
+        failures: control.failures(),
     })
 }
 

@@ -248,8 +248,7 @@ impl<'a> Writer<'a> {
                     continue;
                 }
                 Err(Attempt::Failed(Failure::Permanent(reason))) => {
-                    log::error!("{reason}");
-                    self.control.fail();
+                    self.control.fail_because(&reason);
                     return Err(GaveUp::Lost(reason));
                 }
                 Err(Attempt::Failed(failure)) => describe_failure(failure),
@@ -273,8 +272,7 @@ impl<'a> Writer<'a> {
                         "database failure, still failing after retrying for {window:.0} s: {reason}"
                     ),
                 };
-                log::error!("{reason}");
-                self.control.fail();
+                self.control.fail_because(&reason);
                 return Err(GaveUp::Lost(reason));
             }
             if self.copy.endless {
@@ -326,8 +324,7 @@ impl<'a> Writer<'a> {
                     "{reason}; the outcome of COMMIT (transaction {}) is not known: {why}",
                     txn.id
                 );
-                log::error!("{reason}");
-                self.control.fail();
+                self.control.fail_because(&reason);
                 Err(GaveUp::Uncertain(reason))
             }
         }
