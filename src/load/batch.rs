@@ -158,6 +158,27 @@ impl Batch {
         [&self.timed, &self.untimed]
     }
 
+    /// Every row, as its part and its index there, in input order (each
+    /// part is, and the two are merged).
+    pub fn in_input_order(&self) -> impl Iterator<Item = (&Rows, usize)> {
+        let (mut timed, mut untimed) = (0, 0);
+        std::iter::from_fn(move || {
+            let line = |rows: &Rows, index: usize| rows.rows.get(index).map(|r| r.origin.line);
+            let take_timed = match (line(&self.timed, timed), line(&self.untimed, untimed)) {
+                (None, None) => return None,
+                (Some(a), Some(b)) => a < b,
+                (a, _) => a.is_some(),
+            };
+            Some(if take_timed {
+                timed += 1;
+                (&self.timed, timed - 1)
+            } else {
+                untimed += 1;
+                (&self.untimed, untimed - 1)
+            })
+        })
+    }
+
     pub fn is_full(&self, limits: Limits) -> bool {
         self.rows() >= limits.rows
             || self.timed.data.len() + self.untimed.data.len() + self.rejects.len() >= limits.bytes
@@ -309,6 +330,19 @@ pub mod tests {
         assert!(!batch.is_full(limits(5, 1 << 20)));
         assert!(batch.is_full(limits(4, 1 << 20)));
         assert!(batch.is_full(limits(9, 10)));
+    }
+
+    #[test]
+    fn rows_of_both_parts_come_back_in_input_order() {
+        for lsns in [&[2, 4, 1, 3, 6, 5, 7][..], &[1, 3], &[2], &[]] {
+            let batch = batch_of(lsns);
+            let ordered: Vec<(u64, i64)> = batch
+                .in_input_order()
+                .map(|(rows, index)| (rows.rows[index].origin.line, rows.rows[index].lsn))
+                .collect();
+            let expected: Vec<(u64, i64)> = (1..).zip(lsns.iter().map(|&lsn| lsn as i64)).collect();
+            assert_eq!(ordered, expected);
+        }
     }
 
     #[test]

@@ -438,10 +438,8 @@ impl Ledger {
         {
             let mut rejects = lock(rejects);
             rejects.append(&batch.rejects);
-            for rows in batch.parts() {
-                for index in 0..rows.len() {
-                    rejects.append(rows.raw_line(index));
-                }
+            for (rows, index) in batch.in_input_order() {
+                rejects.append(rows.raw_line(index));
             }
         }
         self.written(batch.source, batch.end, Some(&batch.seen), turn);
@@ -590,11 +588,9 @@ impl Ledger {
         let mut shown = Vec::new();
         {
             let mut counts = lock(&self.counts);
-            for rows in batch.parts() {
-                for row in &rows.rows {
-                    if self.count_drop(&mut counts, kind) {
-                        shown.push(Shown::from(row.origin));
-                    }
+            for (rows, index) in batch.in_input_order() {
+                if self.count_drop(&mut counts, kind) {
+                    shown.push(Shown::from(rows.rows[index].origin));
                 }
             }
         }
