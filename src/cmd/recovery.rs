@@ -25,8 +25,8 @@ pub fn recover(
     settled: &[Settle],
 ) -> Result<Vec<i64>> {
     let mut used = Vec::new();
-    let applied = state.recover(|txn, trace| {
-        let status = status(client, txn, trace, table, stall)?;
+    let applied = state.recover(|txn, trace, acknowledged| {
+        let status = status(client, txn, trace, acknowledged, table, stall)?;
         Ok(match status {
             TxStatus::Unknowable(why) => match settled.iter().find(|s| s.txid == txn.id) {
                 Some(settle) => {
@@ -65,11 +65,13 @@ pub fn unused_settles(settled: &[Settle], used: &[i64]) {
     }
 }
 
-/// What became of transaction `txn`, waiting while it is in progress.
+/// What became of transaction `txn` (`acknowledged`: the journal says its
+/// COMMIT was), waiting while it is in progress.
 fn status(
     client: &mut postgres::Client,
     txn: &Txn,
     trace: Option<&Trace>,
+    acknowledged: bool,
     table: &str,
     stall: Duration,
 ) -> Result<TxStatus> {
@@ -77,7 +79,7 @@ fn status(
     let id = txn.id;
     loop {
         let deadline = crate::stall::Deadline::start(stall, "settling the last run");
-        let state = txn_state(client, txn, trace, table);
+        let state = txn_state(client, txn, trace, acknowledged, table);
         drop(deadline);
         let state = state
             .with_context(|| {

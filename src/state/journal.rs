@@ -4,6 +4,11 @@
 //! input, and how long the reject file is with the batch's dropped lines in
 //! it. A run that was killed leaves it behind; the next run asks the server
 //! which of those transactions committed ([`super::StateFile::recover`]).
+//!
+//! Once the server has acknowledged a batch's COMMIT, a line saying so
+//! follows, not synced: it survives a killed run (the system still has it),
+//! and saves asking the server, which after a crash of its own cannot
+//! always tell. Lost with the system, it only leaves the question to ask.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -68,6 +73,22 @@ pub struct Entry {
     /// The reject file's length with the batch's dropped lines in it.
     #[serde(default)]
     pub rejects: Option<u64>,
+    /// The server acknowledged the COMMIT of `txid` (read from the line
+    /// after, never written with the entry).
+    #[serde(skip)]
+    pub acknowledged: bool,
+}
+
+/// The line saying that the server acknowledged a transaction's COMMIT:
+/// the transaction as [`Entry`] has it. (An older version reads it as an
+/// entry with nothing to commit, and nowhere to move a mark: harmless.)
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Acknowledged {
+    acknowledged: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeline: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stats_reset: Option<String>,
 }
 
 /// The open journal.
@@ -117,6 +138,29 @@ impl Journal {
         self.file.sync_data().with_context(context)
     }
 
+    /// Says that the server acknowledged the COMMIT of `entry`'s
+    /// transaction, without syncing: a failure to say it only leaves the
+    /// server to be asked, and is not an error.
+    pub fn acknowledge(&mut self, entry: &Entry) {
+        let Some(id) = entry.txid else {
+            return;
+        };
+        let mut line = serde_json::to_vec(&Acknowledged {
+            acknowledged: id,
+            timeline: entry.timeline.clone(),
+            stats_reset: entry.stats_reset.clone(),
+        })
+        .expect("an acknowledgement serializes");
+        line.push(b'\n');
+        self.dirty = true;
+        if let Err(err) = self.file.write_all(&line) {
+            log::debug!(
+                "cannot note a commit in state journal {}: {err}",
+                self.path.display()
+            );
+        }
+    }
+
     /// Replaces the journal's entries with `entries`, atomically: a crash
     /// leaves the old ones or the new ones.
     pub fn replace(&mut self, entries: &[Entry]) -> Result<()> {
@@ -153,21 +197,37 @@ impl Journal {
     }
 }
 
-/// The entries of a journal's text; a last line without its newline is
-/// dropped, any other bad line is an error.
+/// The entries of a journal's text, each marked acknowledged when a line
+/// says so; a last line without its newline is dropped, any other bad line
+/// is an error.
 fn parse(text: &[u8]) -> Result<Vec<Entry>> {
     let whole = match memchr::memrchr(b'\n', text) {
         Some(end) => &text[..=end],
         None => &[][..],
     };
-    whole
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut acknowledged = Vec::new();
+    for (index, line) in whole
         .split(|b| *b == b'\n')
         .filter(|line| !line.is_empty())
         .enumerate()
-        .map(|(index, line)| {
-            serde_json::from_slice(line).with_context(|| format!("line {}", index + 1))
-        })
-        .collect()
+    {
+        // An entry has no `acknowledged`. (Not an untagged enum: serde
+        // cannot buffer the 128-bit sum of a trace.)
+        match serde_json::from_slice::<Acknowledged>(line) {
+            Ok(ack) => acknowledged.push(ack),
+            Err(_) => entries
+                .push(serde_json::from_slice(line).with_context(|| format!("line {}", index + 1))?),
+        }
+    }
+    for entry in &mut entries {
+        entry.acknowledged = acknowledged.iter().any(|ack| {
+            Some(ack.acknowledged) == entry.txid
+                && ack.timeline == entry.timeline
+                && ack.stats_reset == entry.stats_reset
+        });
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -193,7 +253,34 @@ mod tests {
                 loaded_ns: None,
             }),
             rejects: Some(offset / 2),
+            acknowledged: false,
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_marks_the_entry_of_its_transaction_only() {
+        let dir = std::env::temp_dir().join(format!("pgsense-acked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let state = dir.join("state");
+        let (mut journal, _) = Journal::open(&state).expect("open");
+        let mut first = entry(Some(7), 10);
+        first.timeline = Some("1".into());
+        // The same id on another timeline (a promoted standby gave it
+        // again), and another id.
+        let mut again = entry(Some(7), 20);
+        again.timeline = Some("2".into());
+        let other = entry(Some(8), 30);
+        for e in [&first, &again, &other] {
+            journal.append(e).expect("append");
+        }
+        journal.acknowledge(&first);
+        journal.acknowledge(&other);
+        drop(journal);
+        let (_, old) = Journal::open(&state).expect("reopen");
+        let acknowledged: Vec<bool> = old.iter().map(|e| e.acknowledged).collect();
+        assert_eq!(acknowledged, [true, false, true]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

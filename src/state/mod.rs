@@ -244,14 +244,15 @@ impl StateFile {
     }
 
     /// Settles what a killed run left: each journal entry whose transaction
-    /// committed (by `status`), or that had nothing to commit, moves its
+    /// committed (by `status`, told whether the journal says the server
+    /// acknowledged its COMMIT), or that had nothing to commit, moves its
     /// mark; the reject file is cut back to the length the last of them
     /// recorded. Saves the result and empties the journal. Nothing changes
     /// until `status` has answered for every entry: a failure can be tried
     /// again.
     pub fn recover(
         &mut self,
-        mut status: impl FnMut(&Txn, Option<&Trace>) -> Result<TxStatus>,
+        mut status: impl FnMut(&Txn, Option<&Trace>, bool) -> Result<TxStatus>,
     ) -> Result<usize> {
         let mut settled = Vec::with_capacity(self.unsettled.len());
         let mut unknowable = Vec::new();
@@ -263,7 +264,7 @@ impl StateFile {
                     stats_reset: entry.stats_reset.clone(),
                     savepoints: entry.trace.is_some_and(|trace| trace.savepoints),
                 };
-                match status(&txn, entry.trace.as_ref())? {
+                match status(&txn, entry.trace.as_ref(), entry.acknowledged)? {
                     TxStatus::Committed => {}
                     TxStatus::Aborted => continue,
                     TxStatus::Unknowable(why) => {
@@ -364,6 +365,12 @@ impl StateFile {
             }
         }
         self.contents.files.insert(key.to_owned(), mark);
+    }
+
+    /// Says in the journal, not synced, that the server acknowledged the
+    /// COMMIT of `entry`'s transaction.
+    pub fn acknowledge(&mut self, entry: &Entry) {
+        self.journal.acknowledge(entry);
     }
 
     /// Records a batch in the journal (synced), before its commit.
@@ -534,10 +541,11 @@ mod tests {
             key: Some("1:2".into()),
             mark: Some(at(2000)),
             rejects: None,
+            acknowledged: false,
         };
         state.unsettled = vec![entry(100), entry(101)];
         let err = state
-            .recover(|txn, _| {
+            .recover(|txn, _, _| {
                 Ok(match txn.id {
                     100 => TxStatus::Aborted,
                     _ => TxStatus::Unknowable("why".into()),
@@ -573,6 +581,7 @@ mod tests {
                 ..mark(1)
             }),
             rejects: None,
+            acknowledged: false,
         };
         state.apply(&at(10, 100));
         state.apply(&at(20, 5));

@@ -102,6 +102,7 @@ impl Progress {
             key,
             mark,
             rejects,
+            acknowledged: false,
         }))
     }
 
@@ -142,8 +143,10 @@ impl Progress {
         }
     }
 
-    /// The batch of `entry` is settled: the state file may say so.
+    /// The batch of `entry` is settled (its transaction, if any, committed:
+    /// the journal says so): the state file may say so.
     pub fn apply(&mut self, entry: &Entry) -> Result<()> {
+        self.file.acknowledge(entry);
         self.file.apply(entry);
         self.unsaved = true;
         // Batches are journaled, committed and applied one at a time, in

@@ -48,10 +48,17 @@ pub enum TxnState {
 /// leaves in `table` (`trace`). "In progress" means not committed on a new
 /// timeline; after a statistics reset, which may not have been a crash, it
 /// is waited for like any other.
+///
+/// A COMMIT the server `acknowledged` was on its disk first (the writers
+/// commit with synchronous_commit on): its id was not given again after a
+/// crash, and "committed" is about it. A promoted standby may not have had
+/// it (asynchronous replication), so on a new timeline it is checked all
+/// the same.
 pub fn txn_state(
     client: &mut postgres::Client,
     txn: &Txn,
     trace: Option<&Trace>,
+    acknowledged: bool,
     table: &str,
 ) -> Result<TxnState, postgres::Error> {
     // The status first: behind PgBouncer the two questions may reach the
@@ -74,6 +81,7 @@ pub fn txn_state(
         });
     };
     match (status.as_deref(), trace) {
+        (Some("committed"), _) if acknowledged && !reuse.certain => Ok(TxnState::Committed),
         (Some("committed"), Some(trace)) => traced(client, txn, trace, table, &reuse.why),
         (Some("committed"), None) => Ok(TxnState::Unknowable(format!(
             "{}, which may have given its id to another transaction",

@@ -232,7 +232,7 @@ impl<'a> Session<'a> {
             let answer = self
                 .connect()
                 .ok()
-                .map(|c| txn_state(c, txn, trace.as_ref(), table));
+                .map(|c| txn_state(c, txn, trace.as_ref(), false, table));
             drop(call);
             let state = match answer {
                 Some(Ok(state)) => {
