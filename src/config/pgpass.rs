@@ -43,8 +43,8 @@ pub fn lookup(path: &Path, targets: &[Target]) -> Option<(String, usize)> {
         );
         return None;
     }
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let text = match std::fs::read(path) {
+        Ok(bytes) => utf8_lines(&bytes, &shown.to_string()),
         Err(err) => {
             log::warn!("password file {shown} ignored: {err}");
             return None;
@@ -61,6 +61,24 @@ pub fn lookup(path: &Path, targets: &[Target]) -> Option<(String, usize)> {
         log::debug!("password from {shown}, line {line}");
     }
     found
+}
+
+/// The file's lines that are UTF-8, each in its place: a line that is not
+/// is left empty, with a warning, and the others still count (libpq reads
+/// bytes; a password here is text).
+fn utf8_lines(bytes: &[u8], shown: &str) -> String {
+    let mut text = String::with_capacity(bytes.len());
+    for (index, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(line) => text.push_str(line),
+            Err(_) => log::warn!(
+                "password file {shown}: line {} is not UTF-8: skipped",
+                index + 1
+            ),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 fn describe(target: &Target) -> String {
@@ -173,6 +191,12 @@ mod tests {
         assert_eq!(find(text, &target()), Some(("any".into(), 1)));
         assert_eq!(find("db.internal:5432:findings:loader\n", &target()), None);
         assert_eq!(find("", &target()), None);
+        // A line that is not UTF-8 is skipped, and only it.
+        let text = utf8_lines(
+            b"db.internal:5432:findings:loader:\xff\nother:1:x:y:z\n*:*:*:*:after\n",
+            "pgpass",
+        );
+        assert_eq!(find(&text, &target()), Some(("after".into(), 3)));
     }
 
     #[test]
