@@ -419,7 +419,9 @@ struct Relation {
     /// `pg_class.relkind`: `r` and `p` are tables.
     kind: String,
     schema_usage: bool,
-    insert: bool,
+    /// The loaded columns this role may not insert into (quoted), in the
+    /// table's order; none when it may insert into the table.
+    insert_missing: Vec<String>,
     /// The sequence behind a serial `id`, when there is one, and whether
     /// this role may use it. An identity column's needs no privilege.
     sequence: Option<(String, bool)>,
@@ -431,10 +433,12 @@ impl Relation {
     /// so a missing USAGE is reported rather than failing.
     const SQL: &str = "SELECT c.oid, c.relkind::text,
                 has_schema_privilege(c.relnamespace, 'USAGE'),
-                has_table_privilege(c.oid, 'INSERT') OR NOT EXISTS (
-                    SELECT FROM pg_attribute w
+                CASE WHEN has_table_privilege(c.oid, 'INSERT') THEN '{}'::text[]
+                ELSE ARRAY(
+                    SELECT quote_ident(w.attname) FROM pg_attribute w
                     WHERE w.attrelid = c.oid AND w.attname = ANY($3) AND NOT w.attisdropped
-                      AND NOT has_column_privilege(c.oid, w.attnum, 'INSERT')),
+                      AND NOT has_column_privilege(c.oid, w.attnum, 'INSERT')
+                    ORDER BY w.attnum) END,
                 CASE WHEN s.oid IS NOT NULL THEN format('%I.%I', sn.nspname, s.relname) END,
                 has_sequence_privilege(s.oid, 'USAGE'),
                 current_setting('transaction_read_only') = 'on'
@@ -467,10 +471,33 @@ impl Relation {
             oid: row.get(0),
             kind: row.get(1),
             schema_usage: row.get(2),
-            insert: row.get(3),
+            insert_missing: row.get(3),
             sequence,
             read_only: row.get(6),
         })
+    }
+
+    /// INSERT on the table, or on the loaded columns: when some of them
+    /// have it (granted by column), the others are named.
+    fn insert_grant(&self, qualified: &str, quoted: &Quoted) -> Grant {
+        let missing = &self.insert_missing;
+        let on_table = Grant {
+            held: missing.is_empty(),
+            what: format!("INSERT on table {qualified}"),
+            statement: format!("GRANT INSERT ON {} TO {}", quoted.table, quoted.user),
+        };
+        if missing.is_empty() || missing.len() == table::COLUMNS.len() {
+            return on_table;
+        }
+        let columns = missing.join(", ");
+        Grant {
+            held: false,
+            what: format!("INSERT on column(s) {columns} of table {qualified}"),
+            statement: format!(
+                "GRANT INSERT ({columns}) ON {} TO {}",
+                quoted.table, quoted.user
+            ),
+        }
     }
 
     /// USAGE on the schema, INSERT on the table, USAGE on the sequence.
@@ -484,11 +511,7 @@ impl Relation {
                 what: format!("USAGE on schema {schema}"),
                 statement: format!("GRANT USAGE ON SCHEMA {} TO {to}", quoted.schema),
             },
-            Grant {
-                held: self.insert,
-                what: format!("INSERT on table {qualified}"),
-                statement: format!("GRANT INSERT ON {} TO {to}", quoted.table),
-            },
+            self.insert_grant(&qualified, quoted),
         ];
         if let Some((sequence, usage)) = &self.sequence {
             grants.push(Grant {

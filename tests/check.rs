@@ -195,6 +195,31 @@ fn role_with(server: &PgServer, db: &str, sql: &str) -> String {
     role
 }
 
+/// INSERT granted on some of the loaded columns only: the columns without
+/// it are named, with the GRANT for them alone.
+#[test]
+fn check_names_the_loaded_columns_without_insert() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let role = role_with(
+        server,
+        &db,
+        "GRANT USAGE ON SCHEMA pgsense TO {role};
+         GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};
+         GRANT INSERT (database, rule_id, description, category, severity, schema_name,
+             table_name, column_name, masked_sample, primary_key)
+             ON pgsense.findings TO {role};",
+    );
+    missing_grant_is_named_and_its_grant_fixes_it(
+        server,
+        &db,
+        &role,
+        "INSERT on column(s) lsn, detected_at of table pgsense.findings",
+        "GRANT INSERT (lsn, detected_at) ON ",
+    );
+}
+
 #[test]
 fn check_names_missing_usage_on_the_schema() {
     let server = shared();
