@@ -120,6 +120,15 @@ pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
 /// The serde path, for lines of an unusual shape and for the reasons a line
 /// is invalid.
 fn parse_unusual(text: &str) -> Result<RawFinding<'_>, RejectReason> {
+    // serde_json takes a control character in an object's key as it is
+    // (an unknown field's, so that the line loaded); JSON does not.
+    if let Some(at) = control_in_string(text.as_bytes()) {
+        return Err(RejectReason::new(format!(
+            "invalid JSON: control character (\\u0000-\\u001F) found while parsing a string \
+             at column {}",
+            at + 1
+        )));
+    }
     serde_json::from_str(text).map_err(|err| {
         // A syntax error inside a field's value comes back labelled with the
         // field, as a data error; the plain parse tells the two apart.
@@ -128,6 +137,25 @@ fn parse_unusual(text: &str) -> Result<RawFinding<'_>, RejectReason> {
             Ok(_) => json_reason(err),
         }
     })
+}
+
+/// Where the first control character inside a string (a key or a value)
+/// of `bytes` is, if any.
+fn control_in_string(bytes: &[u8]) -> Option<usize> {
+    let (mut in_string, mut escaped) = (false, false);
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !in_string {
+            in_string = byte == b'"';
+        } else if escaped {
+            escaped = false;
+        } else if byte < 0x20 {
+            return Some(at);
+        } else {
+            escaped = byte == b'\\';
+            in_string = byte != b'"';
+        }
+    }
+    None
 }
 
 /// serde_json appends " at line 1 column N" to every message; for a single

@@ -257,3 +257,24 @@ fn timestamp_and_detected_at_are_compared_as_instants() {
         .0;
     assert!(err.contains("field `detected_at`"), "{err}");
 }
+
+#[test]
+fn a_control_character_in_a_key_is_invalid_json() {
+    let tail = GOOD.len() - 1;
+    for key in ["z\u{1}z", "ls\u{0}n", "tab\there"] {
+        let line = format!(r#"{},"{key}":"v"}}"#, &GOOD[..tail]);
+        let why = reason(&line);
+        assert!(
+            why.starts_with("invalid JSON: control character"),
+            "{key:?}: {why}"
+        );
+        let column = GOOD.len() + 2 + key.find(|c: char| c < ' ').expect("a control character");
+        assert!(
+            why.ends_with(&format!("at column {column}")),
+            "{key:?}: {why}"
+        );
+    }
+    // Escaped, it is a key like any other.
+    let line = format!(r#"{},"z\u0001z":"v"}}"#, &GOOD[..tail]);
+    assert!(parse_line(line.as_bytes()).is_ok());
+}
