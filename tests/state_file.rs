@@ -577,6 +577,23 @@ fn interrupted_standard_input_is_dropped_not_left() {
     );
 }
 
+/// A damaged journal is a failure (1), as a damaged state file is, not an
+/// output that cannot be created (73); nothing is loaded.
+#[test]
+fn a_damaged_journal_fails_the_run_with_1_naming_it() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.write("findings.ndjson", findings(1..=3));
+    let journal = scratch.write("pgsense-pg.state.journal", "zzz\n");
+    load_with_state(server, &db, &state, &input)
+        .assert_code(1)
+        .assert_stderr_contains(&format!("state journal {} is damaged", journal.display()));
+    assert_eq!(server.count(&db, TABLE), 0);
+}
+
 /// A file given as standard input is not tracked: the run says so, and
 /// how to have it tracked, since every run would load it again.
 #[test]

@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::Mark;
+use crate::exit::{Status, WithStatus};
 
 /// A transaction, as the server that ran it knows it: its id, the timeline
 /// of that server's WAL (a promoted standby starts a new one, and may hand
@@ -116,8 +117,11 @@ impl Journal {
             .with_context(context)?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).with_context(context)?;
-        let entries =
-            parse(&text).with_context(|| format!("state journal {} is damaged", path.display()))?;
+        // Damage is not a file that cannot be created (73): exit 1, as for
+        // a damaged state file.
+        let entries = parse(&text)
+            .with_context(|| format!("state journal {} is damaged", path.display()))
+            .status(Status::Failure)?;
         let whole = memchr::memrchr(b'\n', &text).map_or(0, |end| end + 1);
         if whole < text.len() {
             file.set_len(whole as u64)

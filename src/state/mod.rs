@@ -202,6 +202,19 @@ impl StateFile {
                     .with_context(|| format!("cannot read state file {}", path.display()));
             }
         };
+        // The file is replaced through a temporary file beside it: a
+        // directory that takes none is found now, not at the first save.
+        let temp = sibling(path, ".tmp");
+        File::create(&temp)
+            .and_then(|_| fs::remove_file(&temp))
+            .with_context(|| {
+                format!(
+                    "cannot write state file {}: cannot create {} beside it",
+                    path.display(),
+                    temp.display()
+                )
+            })
+            .status(Status::CantCreate)?;
         let (journal, unsettled) = journal::Journal::open(path).status(Status::CantCreate)?;
         Ok(StateFile {
             path: path.to_owned(),
