@@ -221,6 +221,32 @@ fn copytruncate_rotations_load_each_line_once() {
     rotate_while_following(Appender::copytruncate);
 }
 
+/// copytruncate again and again, back to back (a writer rotating by size
+/// under a burst): the files beside the followed one are renamed while
+/// they are listed, and the followed file is emptied again before the
+/// loader reads it. Every copy is found, none read twice.
+#[test]
+fn copytruncate_rotations_back_to_back_load_each_line_once() {
+    const ROTATIONS: u64 = 25;
+    let server = shared();
+    let setup = Followed::new(server);
+    let mut writer = Appender::new(&setup.input);
+    writer.append_lines(3);
+    let load = setup
+        .command(server)
+        .args(["--flush-interval", "0.2"])
+        .spawn();
+    let mut table = Table::new(server, &setup.db);
+    let load = loaded_through(load, &mut table, 3);
+    for _ in 0..ROTATIONS {
+        writer.append_lines(40);
+        writer.copytruncate();
+    }
+    let load = loaded_through(load, &mut table, writer.written());
+    let out = stop(load, "TERM", 143);
+    assert_table_holds_after(server, &setup.db, 1..=writer.written(), Some(&out));
+}
+
 /// A copytruncate whose copy is then compressed, slowly, as logrotate's
 /// `compress` does a large file: the `.gz` is there empty when the loader
 /// looks beside the truncated file. It is not taken for a plain file:

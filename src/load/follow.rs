@@ -38,6 +38,12 @@ pub const ROTATED_GRACE: Duration = Duration::from_secs(5);
 /// The longest wait for a change: names are looked at, and a signal is
 /// noticed, at least this often.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// How far before a listing of the files beside a followed one the next
+/// looks for files written since.
+const MTIME_SLACK: Duration = Duration::from_secs(1);
+/// How many times the files beside a followed one are listed again, at
+/// most, while new ones keep coming.
+const RELISTS: usize = 5;
 /// Bytes before the point read that tell a file rewritten in place.
 const CHECK_BYTES: usize = 32;
 /// Buffer per open file.
@@ -168,6 +174,9 @@ struct Open {
     first: Vec<u8>,
     /// Set when a read found the file's start changed ([`Guarded`]).
     changed: Arc<AtomicBool>,
+    /// When the name was last looked at: the point read then, and the
+    /// file's modification time.
+    looked: Option<(u64, Option<SystemTime>)>,
 }
 
 struct Rotated {
@@ -226,8 +235,8 @@ impl Name {
         let since = self
             .since
             .or_else(|| reader.ledger().knows(&self.path, &self.path).1);
+        let listed_at = SystemTime::now();
         let mut paths = self.siblings(reader, open_ids, since);
-        self.since = Some(SystemTime::now());
         for path in &paths {
             log::info!(
                 "{}: holds lines of {} not loaded yet: loading them first",
@@ -236,22 +245,62 @@ impl Name {
             );
         }
         paths.push(self.path.clone());
-        let mut opened = open_all(reader, paths, &mut self.unreadable)?;
+        let mut opened = open_all(reader, paths, open_ids, &mut self.unreadable)?;
         self.current = opened.pop().flatten();
         self.rotated
             .extend(opened.into_iter().flatten().map(Rotated::new));
+        self.settle_listing(reader, open_ids, since)?;
+        // Before the listing, and then some: a file's time is the coarse
+        // clock's, a few milliseconds behind.
+        self.since = Some(listed_at - MTIME_SLACK);
+        Ok(())
+    }
+
+    /// Lists the files beside this one again until none is found that is
+    /// not open yet: rotations renamed while they were listed (one after
+    /// the other, back to back) are taken under their new names.
+    fn settle_listing(
+        &mut self,
+        reader: &Reader,
+        open_ids: &[(u64, u64)],
+        since: Option<SystemTime>,
+    ) -> Result<()> {
+        for _ in 0..RELISTS {
+            let open: Vec<(u64, u64)> = open_ids.iter().copied().chain(self.ids()).collect();
+            let paths = self.siblings(reader, &open, since);
+            if paths.is_empty() {
+                break;
+            }
+            for path in &paths {
+                log::info!(
+                    "{}: rotated from {} while it was looked at: loading it",
+                    path.display(),
+                    self.path.display()
+                );
+            }
+            let opened = open_all(reader, paths, &open, &mut self.unreadable)?;
+            self.rotated
+                .extend(opened.into_iter().flatten().map(Rotated::new));
+        }
         Ok(())
     }
 
     /// Rotated files that were never read, once the files rotated away are
     /// finished (their compressed copies are then known as loaded).
-    fn rescan(&mut self, reader: &Reader, open_ids: &[(u64, u64)]) -> Result<()> {
+    fn rescan(&mut self, reader: &mut Reader, open_ids: &[(u64, u64)]) -> Result<()> {
         if !self.rotated.is_empty() {
             return Ok(());
         }
         let Some(since) = self.rescan.take() else {
             return Ok(());
         };
+        // A copy of lines read and not settled yet is known as loaded only
+        // once they are: what is found is looked at again then.
+        if !self.siblings(reader, open_ids, Some(since)).is_empty()
+            && reader.after_settled(|_| ()).is_none()
+        {
+            return Ok(());
+        }
         let paths = self.siblings(reader, open_ids, Some(since));
         // The file read on as the one under the name may have been renamed
         // away (and compressed) since the name was looked at, the reader
@@ -270,10 +319,10 @@ impl Name {
                 self.path.display()
             );
         }
-        let opened = open_all(reader, paths, &mut self.unreadable)?;
+        let opened = open_all(reader, paths, open_ids, &mut self.unreadable)?;
         self.rotated
             .extend(opened.into_iter().flatten().map(Rotated::new));
-        Ok(())
+        self.settle_listing(reader, open_ids, Some(since))
     }
 
     /// Whether the file read as the one under the name still is (true when
@@ -413,7 +462,7 @@ impl Name {
         let id = (meta.dev(), meta.ino());
         match &self.current {
             Some(current) if current.id == id => {
-                if current.rewritten(meta.len()) {
+                if current.rewritten(meta.len()) || current.truncated_unread(&meta) {
                     log::info!(
                         "{}: truncated or rewritten in place (copytruncate?): reading it again \
                          from its start",
@@ -440,15 +489,23 @@ impl Name {
                 if open_ids.contains(&id) {
                     log::debug!("{}: read under another name", self.path.display());
                 } else {
-                    self.current = open_all(reader, vec![self.path.clone()], &mut self.unreadable)?
-                        .pop()
-                        .flatten();
+                    self.current = open_all(
+                        reader,
+                        vec![self.path.clone()],
+                        open_ids,
+                        &mut self.unreadable,
+                    )?
+                    .pop()
+                    .flatten();
                     self.since = self.since.or(Some(SystemTime::now()));
                 }
             }
         }
         if let Some(current) = &mut self.current {
             current.remember_before();
+            if current.id == id {
+                current.looked = Some((current.cursor.offset, meta.modified().ok()));
+            }
         }
         Ok(())
     }
@@ -556,10 +613,14 @@ impl Name {
 /// state file says, told apart from copies of each other; None for one with
 /// nothing to read in it.
 /// One that cannot be opened (logrotate created it for another user) is
-/// said once, in `unreadable`, and looked at again later.
+/// said once, in `unreadable`, and looked at again later. A name may stand
+/// for another file by the time it is opened (rotations renamed it): a file
+/// open already (`open_ids`), or opened under another of `paths`, is
+/// skipped.
 fn open_all(
     reader: &Reader,
     paths: Vec<PathBuf>,
+    open_ids: &[(u64, u64)],
     unreadable: &mut BTreeSet<PathBuf>,
 ) -> Result<Vec<Option<Open>>> {
     let mut files = Vec::new();
@@ -569,7 +630,13 @@ fn open_all(
         match File::open(&path) {
             Ok(file) => {
                 let meta = file.metadata()?;
-                ids.push((meta.dev(), meta.ino()));
+                let id = (meta.dev(), meta.ino());
+                if open_ids.contains(&id) || ids.contains(&id) {
+                    log::debug!("{}: open already, under another name", path.display());
+                    present.push(false);
+                    continue;
+                }
+                ids.push(id);
                 files.push((path, file));
                 present.push(true);
             }
@@ -637,6 +704,7 @@ impl Open {
             before: (0, Vec::new()),
             first: Vec::new(),
             changed,
+            looked: None,
         };
         open.remember_before();
         Ok(open)
@@ -703,6 +771,18 @@ impl Open {
         if (self.first.len() as u64) < offset.min(CHECK_BYTES as u64) {
             self.first = self.bytes_before(offset.min(CHECK_BYTES as u64));
         }
+    }
+
+    /// Whether the file (`meta` now) was written to since it was last
+    /// looked at, yet holds nothing past the point read then: what was
+    /// written was truncated away before it was read (copied and
+    /// truncated, maybe again and again, while the point read was at its
+    /// start), and its copies are to be looked for.
+    fn truncated_unread(&self, meta: &std::fs::Metadata) -> bool {
+        self.file.is_some()
+            && self.looked.is_some_and(|(offset, modified)| {
+                meta.len() <= offset && meta.modified().ok() != modified
+            })
     }
 
     /// Whether the file, now `len` bytes long, no longer holds what was

@@ -367,7 +367,12 @@ impl StateFile {
         if let Some(old) = self.contents.files.get(key) {
             let kept = match (old.born, mark.born) {
                 (Some(then), Some(born)) if then != born => Some(format!("{key}@{then}")),
-                _ if mark.offset < old.offset => {
+                // Read again from its start, and past where it was before
+                // with other first bytes: copied and truncated, then
+                // written again as much (rotations back to back).
+                _ if mark.offset < old.offset
+                    || (mark.head.len == old.head.len && mark.head.fnv != old.head.fnv) =>
+                {
                     Some(format!("{key}@{}+{}", old.born.unwrap_or(0), old.offset))
                 }
                 _ => None,

@@ -57,6 +57,7 @@ fn opened(path: &Path, offset: u64) -> Open {
         before: (0, Vec::new()),
         first: Vec::new(),
         changed: Arc::default(),
+        looked: None,
     };
     open.remember_before();
     open
@@ -80,5 +81,28 @@ fn growth_is_not_a_rewrite_but_truncation_and_copying_over_are() {
     assert!(open.rewritten(20), "rewritten in place");
     std::fs::write(&path, "").unwrap();
     assert!(open.rewritten(0), "truncated");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Read to its end at the last look; written to and truncated back since,
+/// nothing of it read: what was written was copied away (or lost). Grown
+/// since, it was only appended to.
+#[test]
+fn written_and_truncated_back_unread_is_told_from_growth() {
+    let dir = std::env::temp_dir().join(format!("pgsense-pg-unread-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("findings.jsonl");
+    std::fs::write(&path, "").unwrap();
+    let mut open = opened(&path, 0);
+    let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_modified(then).unwrap();
+    open.looked = Some((0, Some(then)));
+    let meta = || std::fs::metadata(&path).unwrap();
+    assert!(!open.truncated_unread(&meta()), "untouched");
+    std::fs::write(&path, "{\"lsn\":1}\n").unwrap();
+    assert!(!open.truncated_unread(&meta()), "appended to");
+    std::fs::write(&path, "").unwrap();
+    assert!(open.truncated_unread(&meta()), "written, then truncated");
     std::fs::remove_dir_all(&dir).unwrap();
 }
