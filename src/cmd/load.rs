@@ -204,24 +204,30 @@ fn open_files(args: &LoadArgs, quiet: bool) -> Result<Files> {
         Some(path) => report::check_writable(path).status(Status::CantCreate)?,
         None => {}
     }
-    if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
-        log::warn!("reading findings from the terminal; end with Ctrl-D");
-    }
-    // `load --state-file S < FILE` in a crontab loads FILE again every run.
-    // Standard input that may wait is a pipe or a terminal: new lines.
-    if state.is_some() && sources.iter().any(|s| s.name == "-" && !s.may_wait) {
-        log::warn!(
-            "standard input is a file, and --state-file does not track standard input: \
-             its lines are loaded again by every run that reads it; name the file instead \
-             (pgsense-pg load --state-file STATE FILE)"
-        );
-    }
+    warn_of_standard_input(&sources, state.is_some(), quiet);
     Ok(Files {
         state,
         sources,
         rejects,
         followed,
     })
+}
+
+/// Says what a user reading standard input may not expect: a terminal
+/// waits for Ctrl-D; a file given as standard input (`load --state-file S
+/// < FILE` in a crontab) is loaded again by every run. Standard input that
+/// may wait is a pipe or a terminal: new lines each run.
+fn warn_of_standard_input(sources: &[load::Source], tracked: bool, quiet: bool) {
+    if sources.iter().any(|s| s.name == "-") && std::io::stdin().is_terminal() && !quiet {
+        log::warn!("reading findings from the terminal; end with Ctrl-D");
+    }
+    if tracked && sources.iter().any(|s| s.name == "-" && !s.may_wait) {
+        log::warn!(
+            "standard input is a file, and --state-file does not track standard input: \
+             its lines are loaded again by every run that reads it; name the file instead \
+             (pgsense-pg load --state-file STATE FILE)"
+        );
+    }
 }
 
 /// The FILEs but those gone since they were named whose name the state
