@@ -94,8 +94,8 @@ fn explain_failures(failures: &[(String, HostFailure)], settings: &Settings) -> 
     }
     let timeout = settings.connect_timeout.value.as_secs();
     let no_answer = format!(
-        "no answer within {timeout} s (TCP connect, TLS handshake or authentication did not \
-         complete)"
+        "no answer within {timeout} s (name lookup, TCP connect, TLS handshake or \
+         authentication did not complete)"
     );
     let each = match failures {
         [_] => no_answer,
