@@ -261,11 +261,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_acknowledgement_marks_the_entry_of_its_transaction_only() {
-        let dir = std::env::temp_dir().join(format!("pgsense-acked-{}", std::process::id()));
+    /// A directory of this test's own, empty.
+    fn empty_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("pgsense-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn an_acknowledgement_marks_the_entry_of_its_transaction_only() {
+        let dir = empty_dir("acked");
         let state = dir.join("state");
         let (mut journal, _) = Journal::open(&state).expect("open");
         let mut first = entry(Some(7), 10);
@@ -321,9 +327,7 @@ mod tests {
 
     #[test]
     fn a_torn_line_alone_is_cut_off_before_anything_is_appended() {
-        let dir = std::env::temp_dir().join(format!("pgsense-torn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = empty_dir("torn");
         let state = dir.join("state");
         std::fs::write(dir.join("state.journal"), br#"{"txid":9,"key":"1:2","ma"#).expect("write");
         let (mut journal, old) = Journal::open(&state).expect("open");
@@ -337,9 +341,7 @@ mod tests {
 
     #[test]
     fn entries_survive_reopening_until_cleared() {
-        let dir = std::env::temp_dir().join(format!("pgsense-journal-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = empty_dir("journal");
         let state = dir.join("state");
         let (mut journal, old) = Journal::open(&state).expect("open");
         assert!(old.is_empty());
