@@ -117,9 +117,10 @@ pub const STATUSES: &[Documented] = &[
                  key, invalid identifier, unreadable password file); nothing attempted",
     },
     Documented {
-        codes: &[130, 143],
-        brief: "interrupted by SIGINT or SIGTERM",
-        detail: "interrupted by SIGINT or SIGTERM: batches already sent committed, lines read \
+        codes: &[129, 130, 143],
+        brief: "interrupted by SIGHUP, SIGINT or SIGTERM",
+        detail: "interrupted by SIGHUP (the terminal closed), SIGINT or SIGTERM: batches \
+                 already sent committed, lines read \
                  but not sent were dropped (and written to the reject file); with \
                  --state-file and no reject file, they stay in their files for the next run; \
                  with --follow, \
@@ -216,6 +217,7 @@ mod tests {
             Status::CantCreate,
             Status::TempFail,
             Status::Config,
+            Status::Signal(1),
             Status::Signal(2),
             Status::Signal(15),
         ];

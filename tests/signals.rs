@@ -89,6 +89,12 @@ fn sigint_mid_load_gives_130_and_no_partial_batch() {
     signal_mid_load("INT", "SIGINT", 130);
 }
 
+/// What a run by hand gets when its terminal or ssh session closes.
+#[test]
+fn sighup_mid_load_gives_129_and_no_partial_batch() {
+    signal_mid_load("HUP", "SIGHUP", 129);
+}
+
 /// A load reading a pipe whose writer stays open: it hands over what it
 /// read before it waits for more, so SIGTERM ends it at once, with every
 /// line written so far in the table.

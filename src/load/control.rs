@@ -2,7 +2,8 @@
 //! failed for good, --max-rejects, an unreadable input) are recorded here,
 //! and [`Control::stop_reason`] alone decides what the run reports.
 //!
-//! SIGINT and SIGTERM ask for a clean stop; a second one ends the process at
+//! SIGINT and SIGTERM ask for a clean stop, and so does SIGHUP (the
+//! terminal of a run by hand was closed); a second one ends the process at
 //! once. After a stop, statements still in flight get a few seconds, then
 //! are cancelled. A statement the server leaves unanswered for
 //! --stall-timeout is cancelled too; when a cancelled statement still gets
@@ -17,14 +18,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use super::lock;
 
 /// Why reading ended before every input was read to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// SIGINT or SIGTERM.
+    /// SIGINT, SIGTERM or SIGHUP.
     Signal(i32),
     /// An input could not be read.
     ReadError,
@@ -41,6 +42,7 @@ impl fmt::Display for StopReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StopReason::Signal(SIGINT) => f.write_str("interrupted (SIGINT)"),
+            StopReason::Signal(SIGHUP) => f.write_str("interrupted (SIGHUP)"),
             StopReason::Signal(_) => f.write_str("interrupted (SIGTERM)"),
             StopReason::ReadError => f.write_str("the input could not be read"),
             StopReason::MaxRejects(max) => {
@@ -103,7 +105,7 @@ impl Drop for Call<'_> {
     }
 }
 
-/// What SIGINT and SIGTERM set.
+/// What SIGINT, SIGTERM and SIGHUP set.
 #[derive(Clone)]
 pub struct StopFlags {
     /// Set by either.
@@ -112,7 +114,7 @@ pub struct StopFlags {
     pub signal: Arc<AtomicUsize>,
 }
 
-/// Makes SIGINT and SIGTERM set the flags returned, and a second one end
+/// Makes SIGINT, SIGTERM and SIGHUP set the flags returned, and a second one end
 /// the process at once. The handlers are installed once for the process
 /// and never removed: the wait for the database at startup and the load
 /// share them, so no signal falls between the two (signal-hook ignores a
@@ -126,7 +128,7 @@ pub fn stop_flags() -> Result<StopFlags> {
         interrupted: Arc::default(),
         signal: Arc::default(),
     };
-    for signal in [SIGINT, SIGTERM] {
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
         // Handlers run in the order they were registered: the conditional
         // shutdown sees the flag as the previous signal left it.
         signal_hook::flag::register_conditional_shutdown(
@@ -486,6 +488,7 @@ mod tests {
         );
         assert_eq!(StopReason::Signal(15).to_string(), "interrupted (SIGTERM)");
         assert_eq!(StopReason::Signal(2).to_string(), "interrupted (SIGINT)");
+        assert_eq!(StopReason::Signal(1).to_string(), "interrupted (SIGHUP)");
     }
 
     #[test]
