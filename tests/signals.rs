@@ -95,6 +95,31 @@ fn sighup_mid_load_gives_129_and_no_partial_batch() {
     signal_mid_load("HUP", "SIGHUP", 129);
 }
 
+/// Under nohup, SIGHUP stays ignored: the load goes on to its end.
+#[test]
+fn sighup_under_nohup_is_ignored() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = write_findings(&scratch, "large.ndjson", LARGE);
+    let load = server
+        .pgsense(&db)
+        .ignoring_hangups()
+        .arg("load")
+        .args(["--batch-rows", &BATCH_ROWS.to_string()])
+        .arg(&input)
+        .spawn();
+    let load = wait_during(load, "rows in the table", Duration::from_secs(30), || {
+        server.count(&db, TABLE) > 0
+    });
+    send_signal(load.id(), "HUP");
+    let out = load.wait();
+    out.assert_code(0);
+    assert_eq!(out.summary(), (LARGE, LARGE, 0), "{}", out.describe());
+    assert_eq!(server.count(&db, TABLE), LARGE as i64);
+}
+
 /// A load reading a pipe whose writer stays open: it hands over what it
 /// read before it waits for more, so SIGTERM ends it at once, with every
 /// line written so far in the table.

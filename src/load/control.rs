@@ -128,7 +128,9 @@ pub fn stop_flags() -> Result<StopFlags> {
         interrupted: Arc::default(),
         signal: Arc::default(),
     };
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
+    // Under nohup, SIGHUP is ignored, and stays so.
+    let hangup = (!ignored(SIGHUP)).then_some(SIGHUP);
+    for signal in [Some(SIGINT), Some(SIGTERM), hangup].into_iter().flatten() {
         // Handlers run in the order they were registered: the conditional
         // shutdown sees the flag as the previous signal left it.
         signal_hook::flag::register_conditional_shutdown(
@@ -147,6 +149,18 @@ pub fn stop_flags() -> Result<StopFlags> {
     // after a stop too.
     crate::stall::stop_on(Arc::clone(&flags.interrupted));
     Ok(flags)
+}
+
+/// Whether `signal` is ignored, as the process was started (nohup ignores
+/// SIGHUP).
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a null action only reads the current one, into `current`,
+    // which is zeroed memory of the type sigaction fills in.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// The stop flags, once installed.

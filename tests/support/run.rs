@@ -116,6 +116,23 @@ impl Pgsense {
         self
     }
 
+    /// Runs it with SIGHUP ignored, as nohup does.
+    pub fn ignoring_hangups(mut self) -> Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec the closure only calls signal,
+        // which is async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(|| {
+                if libc::signal(libc::SIGHUP, libc::SIG_IGN) == libc::SIG_ERR {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
