@@ -4,6 +4,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -699,6 +700,35 @@ fn a_new_file_starting_with_the_rotated_ones_lines_is_loaded_whole() {
         &format!("select count(*) || ' ' || count(distinct lsn) from {TABLE}"),
     );
     assert_eq!(counts.as_deref(), Some("13 8"), "1-5 twice, 6-8 once");
+}
+
+/// A file shipped by rsync, scp or cp then mv is replaced under its name
+/// by a new file (a new inode) holding what was loaded and more: each run
+/// loads only the lines added. A replacement holding less than was loaded
+/// is a new file, loaded whole.
+#[test]
+fn a_file_replaced_by_a_longer_copy_loads_only_the_lines_added() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let input = scratch.path().join("findings.ndjson");
+    let replace = |lines: RangeInclusive<u64>| {
+        let shipped = scratch.write("findings.ndjson.tmp", findings(lines));
+        fs::rename(shipped, &input).expect("replace");
+    };
+    for (lines, read) in [(1..=5, 5), (1..=9, 4), (1..=9, 0), (1..=12, 3)] {
+        replace(lines);
+        load_with_state(server, &db, &state, &input)
+            .assert_code(0)
+            .assert_stderr_contains(&format!("{read} read, {read} inserted, 0 dropped"));
+    }
+    assert_table_holds(server, &db, 1..=12);
+    replace(1..=4);
+    load_with_state(server, &db, &state, &input)
+        .assert_code(0)
+        .assert_stderr_contains("loading")
+        .assert_stderr_contains("4 read, 4 inserted, 0 dropped");
 }
 
 /// The state file's disk fills up mid-run: the journal cannot record a

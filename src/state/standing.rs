@@ -8,7 +8,9 @@
 //! with `compress` a `findings.jsonl.2.gz` whose content is
 //! `findings.jsonl.1`'s. A copy resumes where its original was loaded up
 //! to, so `load --state-file S findings.jsonl*` loads each line once
-//! however the files were rotated.
+//! however the files were rotated. So does a file replaced under its name
+//! by a copy with more lines (rsync, scp, cp then mv: a new inode), unless
+//! the file it replaced is read too, renamed: that was a rotation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -46,8 +48,13 @@ pub enum Start {
 enum Standing {
     /// Its own mark, which its content still matches.
     Tracked(Mark),
-    /// A copy of the file whose key is `of`, loaded up to `mark`.
-    Copy { of: String, mark: Mark },
+    /// A copy of the file whose key is `of`, loaded up to `mark`; under
+    /// that file's name when `replaced`.
+    Copy {
+        of: String,
+        mark: Mark,
+        replaced: bool,
+    },
     /// Its content starts as the file `of` does, but ends (or is damaged)
     /// before where that file was loaded up to: all of it is loaded, as far
     /// as it goes (a compressed copy still being written, say).
@@ -188,7 +195,17 @@ impl StateFile {
             .collect();
         let mut copied = BTreeSet::new();
         let mut starts = Vec::new();
-        for input in inputs {
+        for mut input in inputs {
+            // The file it took the name of is read too, under another name:
+            // renamed by a rotation, and this is the new file, whatever its
+            // first lines (findings can repeat).
+            if let Standing::Copy {
+                of, replaced: true, ..
+            } = &input.standing
+                && read_whole.contains(of)
+            {
+                input.standing = Standing::New(None);
+            }
             let start = match &input.standing {
                 Standing::Copy { of, .. }
                     if read_whole.contains(of) || !copied.insert(of.clone()) =>
@@ -214,7 +231,21 @@ impl StateFile {
         let path = input.path.display().to_string();
         let mark = match std::mem::replace(&mut input.standing, Standing::New(None)) {
             Standing::Tracked(old) => old,
-            Standing::Copy { of, mark } => {
+            Standing::Copy {
+                mark,
+                replaced: true,
+                ..
+            } => {
+                log::info!(
+                    "{path}: a new file since the last run, with the lines loaded from the \
+                     file it replaced (rsync, scp, cp then mv?), up to line {}: loading it \
+                     from line {}",
+                    mark.line,
+                    mark.line + 1
+                );
+                Mark { born: None, ..mark }
+            }
+            Standing::Copy { of, mark, .. } => {
                 let origin = self.origin(&of);
                 let copy = format!(
                     "{path}: a copy of {origin} (rotated, compressed or copied), which was loaded \
@@ -425,16 +456,16 @@ impl StateFile {
     /// loaded furthest. Within one when the content starts like a marked
     /// file but ends before its offset.
     ///
-    /// A file under the very name another was loaded under is not its
-    /// copy: that one was renamed away (or removed), and this is the new
-    /// file that rotation created, whatever its first lines (findings can
-    /// repeat). A copy has a name of its own (`findings.jsonl.1`, `.2.gz`).
+    /// A file under the very name another was loaded under is a copy of
+    /// it only when it holds all that was loaded of it: it replaced it
+    /// (rsync, scp, cp then mv). One that starts the same but holds less
+    /// is a new file.
     fn copy(&self, key: &str, name: &str, content: &mut Content) -> Result<Option<Standing>> {
         let mut marks: Vec<(&String, &Mark)> = self
             .contents
             .files
             .iter()
-            .filter(|(k, m)| k.as_str() != key && m.path != name && m.head.len > 0)
+            .filter(|(k, m)| k.as_str() != key && m.head.len > 0)
             .collect();
         // Forward through the content: a compressed one is decoded once.
         marks.sort_by_key(|(_, m)| m.offset);
@@ -451,6 +482,7 @@ impl StateFile {
                 continue;
             }
             match content.tail(mark.offset)? {
+                None if mark.path == name => {}
                 None => return Ok(Some(Standing::Within { of: other.clone() })),
                 Some(tail) if tail == mark.tail => found = Some((other, mark)),
                 Some(_) => {}
@@ -459,6 +491,7 @@ impl StateFile {
         Ok(found.map(|(of, mark)| Standing::Copy {
             of: of.clone(),
             mark: mark.clone(),
+            replaced: mark.path == name,
         }))
     }
 }
