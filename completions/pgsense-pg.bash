@@ -47,7 +47,7 @@ _pgsense__pg() {
 
     case "${cmd}" in
         pgsense__pg)
-            opts="-c -v -q -h -V --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help --version load init check help"
+            opts="-c -v -q -? -h -p -d -U -V --config --verbose --quiet --help --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --version load init check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -87,11 +87,23 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -100,6 +112,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -191,7 +207,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__check)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
+            opts="-c -v -q -? -h -p -d -U --config --verbose --quiet --help --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -231,11 +247,23 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -244,6 +272,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -405,7 +437,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__init)
-            opts="-c -v -q -h --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
+            opts="-c -v -q -? -h -p -d -U --config --verbose --quiet --help --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -445,11 +477,23 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -458,6 +502,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -549,7 +597,7 @@ _pgsense__pg() {
             return 0
             ;;
         pgsense__subcmd__pg__subcmd__load)
-            opts="-c -v -q -h --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --settle --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout --help"
+            opts="-c -v -q -? -h -p -d -U --max-line-bytes --reject-file --dry-run --summary --metrics-file --max-rejects --state-file --settle --follow --flush-interval --retry-for --batch-rows --batch-bytes --config --verbose --quiet --help --host --port --dbname --service --username --password-file --sslmode --sslrootcert --sslcert --sslkey --schema --table --connect-timeout --stall-timeout"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -669,11 +717,23 @@ _pgsense__pg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -h)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --port)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --dbname)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -682,6 +742,10 @@ _pgsense__pg() {
                     return 0
                     ;;
                 --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -U)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

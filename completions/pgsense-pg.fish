@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pgsense_pg_global_optspecs
-    string join \n c/config= v/verbose q/quiet host= port= dbname= service= username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= stall-timeout= h/help V/version
+    string join \n c/config= v/verbose q/quiet ?/help h/host= p/port= d/dbname= service= U/username= password-file= sslmode= sslrootcert= sslcert= sslkey= schema= table= connect-timeout= stall-timeout= V/version
 end
 
 function __fish_pgsense_pg_needs_command
@@ -25,11 +25,11 @@ function __fish_pgsense_pg_using_subcommand
 end
 
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s p -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s d -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s U -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
 allow\t'The same as prefer (libpq tries without TLS first, then with it)'
@@ -46,7 +46,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l connect-timeout -
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s ? -l help -d 'Print help'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -s V -l version -d 'Print version'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
 complete -c pgsense-pg -n "__fish_pgsense_pg_needs_command" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
@@ -64,11 +64,11 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l retry-for
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-rows -d 'Send at most this many rows in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l batch-bytes -d 'Send at most about this many bytes of row data in one transaction' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s p -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s d -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s U -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
 allow\t'The same as prefer (libpq tries without TLS first, then with it)'
@@ -87,13 +87,13 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l dry-run -
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -l follow -d 'Keep running after the end of each FILE, loading lines as they are appended, as `tail -F` does: a FILE replaced by rotation (rename and create, or copy and truncate) is followed by name, after the lines left in the old one; a FILE that does not exist yet is waited for. Needs --state-file. The database is retried for as long as it takes (the files hold the lines meanwhile). Stop with SIGTERM or SIGINT'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand load" -s ? -l help -d 'Print help'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s p -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s d -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s U -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
 allow\t'The same as prefer (libpq tries without TLS first, then with it)'
@@ -110,13 +110,13 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l connect-t
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand init" -s ? -l help -d 'Print help'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s c -l config -d 'Read [alerts.postgres] from this TOML file (the scanner\'s own config file works unchanged)' -r -F
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s h -l host -d 'Server host name, IP address, or Unix socket directory; a comma-separated list is tried in order, as libpq does, and an empty entry is the default [config: host, env: PGHOST, default: localhost]' -r -f -a "(__fish_print_hostnames)"
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s p -l port -d 'Server port, or one port per host, comma-separated; an empty entry is the default [config: port, env: PGPORT, default: 5432]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s d -l dbname -d 'Database holding the findings table, or a libpq connection string (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`), as psql takes; the other flags override its parts [config: dbname, env: PGDATABASE, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l service -d 'A service of libpq\'s pg_service.conf whose settings are used (after the flags, the config file and --dbname\'s) [env: PGSERVICE]' -r
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s U -l username -d 'Role to connect as [config: username, env: PGUSER, default: postgres]' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l password-file -d 'Read the password from this file (trailing whitespace trimmed) [config: password, env: PGPASSWORD, then PGPASSFILE or ~/.pgpass]' -r -F
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l sslmode -d 'TLS mode, as libpq\'s sslmode; `allow` acts as `prefer` [config: tls.mode or tls.enabled, env: PGSSLMODE, default: prefer]' -r -f -a "disable\t'No TLS'
 allow\t'The same as prefer (libpq tries without TLS first, then with it)'
@@ -133,7 +133,7 @@ complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l connect-
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -l stall-timeout -d 'Give up on a server that leaves one statement unanswered this many seconds: cancel it, then shut the connection down (a stopped server never answers a cancel) and go on as after a lost connection' -r
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s v -l verbose -d 'Log more: -v for info, -vv for debug, -vvv for trace (RUST_LOG, when set, takes precedence)'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s q -l quiet -d 'Print only errors: no per-line reasons, no summary'
-complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand check" -s ? -l help -d 'Print help'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "load" -d 'Create the schema and table if missing, then insert findings from FILEs or stdin'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "init" -d 'Create the schema and table if missing, and report what was found or created; loads nothing'
 complete -c pgsense-pg -n "__fish_pgsense_pg_using_subcommand help; and not __fish_seen_subcommand_from load init check help" -f -a "check" -d 'Check, without writing anything, that a load would succeed: the connection, the table and its columns, and the grants; prints the GRANT that fixes what is missing'

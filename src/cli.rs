@@ -18,6 +18,8 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 #[command(name = "pgsense-pg", version, about, long_about, max_term_width = 100)]
 #[command(args_override_self = true)]
 #[command(after_long_help = crate::exit::long_help())]
+// -h is the host, as for psql and every PostgreSQL client; -? is help.
+#[command(disable_help_flag = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -165,23 +167,27 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Print help.
+    #[arg(short = '?', long, global = true, action = ArgAction::HelpLong)]
+    pub help: Option<bool>,
+
     /// Server host name, IP address, or Unix socket directory; a comma-separated
     /// list is tried in order, as libpq does, and an empty entry is the default
     /// [config: host, env: PGHOST, default: localhost].
-    #[arg(long, global = true, value_name = "HOST[,HOST...]",
+    #[arg(short, long, global = true, value_name = "HOST[,HOST...]",
           value_hint = clap::ValueHint::Hostname)]
     pub host: Option<String>,
 
     /// Server port, or one port per host, comma-separated; an empty entry is
     /// the default [config: port, env: PGPORT, default: 5432].
-    #[arg(long, global = true, value_name = "PORT[,PORT...]", value_parser = parse_ports)]
+    #[arg(short, long, global = true, value_name = "PORT[,PORT...]", value_parser = parse_ports)]
     pub port: Option<Ports>,
 
     /// Database holding the findings table, or a libpq connection string
     /// (`host=db dbname=findings`) or URI (`postgresql://user@db/findings`),
     /// as psql takes; the other flags override its parts [config: dbname, env:
     /// PGDATABASE, default: postgres].
-    #[arg(long, global = true, value_name = "NAME|CONNINFO")]
+    #[arg(short, long, global = true, value_name = "NAME|CONNINFO")]
     pub dbname: Option<String>,
 
     /// A service of libpq's pg_service.conf whose settings are used (after
@@ -190,7 +196,7 @@ pub struct GlobalArgs {
     pub service: Option<String>,
 
     /// Role to connect as [config: username, env: PGUSER, default: postgres].
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(short = 'U', long, global = true, value_name = "NAME")]
     pub username: Option<String>,
 
     /// Read the password from this file (trailing whitespace trimmed)

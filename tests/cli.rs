@@ -80,6 +80,33 @@ fn global_options_go_before_or_after_the_command() {
     assert_eq!(server.count(&db, "pgsense.findings"), 2);
 }
 
+/// psql's short flags: -h is the host, not help (a cron line written as
+/// for psql must not print help and exit 0); -? is help.
+#[test]
+fn psql_short_flags_name_the_server() {
+    let server = shared();
+    let db = server.new_database();
+    let port = server.port().to_string();
+    pgsense()
+        .args(["-h", server.host(), "-p", &port])
+        .args(["-d", &db, "-U", "postgres"])
+        .args(["load", "-"])
+        .stdin(ndjson(0, 3, Shape::Object))
+        .run()
+        .assert_code(0);
+    assert_eq!(server.count(&db, "pgsense.findings"), 3);
+    pgsense()
+        .args(["load", "-h"])
+        .run()
+        .assert_code(2)
+        .assert_stderr_contains("--host");
+    pgsense()
+        .args(["load", "-?"])
+        .run()
+        .assert_code(0)
+        .assert_stdout_contains("--max-line-bytes");
+}
+
 /// A missing input file: exit 66 naming it, checked before connecting.
 #[test]
 fn a_missing_input_file_gives_66_without_connecting() {

@@ -757,7 +757,7 @@ fn assert_unprinted(out: &Outcome, what: &str, wrong: &str) {
 /// --help with every password variable set (clap can show an argument's
 /// environment value in help) prints none of them.
 fn assert_help_hides_passwords(right_file: &Path, assert_silent: impl Fn(&Outcome, &str)) {
-    for help in ["--help", "-h"] {
+    for help in ["--help", "-?"] {
         let out = pgsense()
             .arg(help)
             .env("PGPASSWORD", PASSWORD)
