@@ -183,6 +183,58 @@ fn an_unterminated_last_line_is_left_for_the_next_run() {
     assert_table_holds(server, &db, 1..=12);
 }
 
+/// A buffered writer keeps ending the file mid-line, finishing each line
+/// with the next write (every 0.3 s): the run still ends, within seconds,
+/// with the lines it found whole loaded; it does not follow the writer
+/// for as long as it writes, holding them.
+#[test]
+fn a_file_a_writer_keeps_ending_mid_line_does_not_keep_the_run() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let first = finding(11);
+    let (head, _) = first.split_at(first.len() / 2);
+    let input = scratch.write("findings.ndjson", findings(1..=10) + head);
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (input, writing) = (input.clone(), std::sync::Arc::clone(&writing));
+        std::thread::spawn(move || {
+            // Each write ends one line and begins the next.
+            for marker in 11..=400 {
+                if !writing.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                let (this, next) = (finding(marker), finding(marker + 1));
+                let half = |line: &str| line.len() / 2;
+                append(
+                    &input,
+                    &format!("{}\n{}", &this[half(&this)..], &next[..half(&next)]),
+                );
+            }
+        })
+    };
+    let out = server
+        .pgsense(&db)
+        .arg("load")
+        .arg("--state-file")
+        .arg(&state)
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .run();
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("the writer");
+    out.assert_code(0);
+    let (read, inserted, _) = out.summary();
+    assert!(
+        (10..100).contains(&read) && inserted == read,
+        "the run followed the writer\n{}",
+        out.describe()
+    );
+    assert_table_holds(server, &db, 1..=read);
+}
+
 /// The state file cannot be rewritten any more in the middle of a run
 /// (here a directory took its temporary file's name) while its journal
 /// still can: the journal would grow without end, every entry of it for a

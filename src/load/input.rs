@@ -393,7 +393,9 @@ pub enum Line {
 }
 
 /// How long a file that ends mid-line is given to grow to the line's end
-/// (the scanner may be writing it right now), in steps.
+/// (the scanner may be writing it right now), in steps: in all, for one
+/// input, so that a run over a file a writer keeps ending mid-line (as a
+/// buffered writer does) still ends.
 pub const LINE_END_WAIT: Duration = Duration::from_secs(1);
 const LINE_END_STEP: Duration = Duration::from_millis(25);
 
@@ -413,17 +415,17 @@ pub enum AtEnd {
 /// `before_wait` runs whenever the next read may block, that is when what
 /// was read ahead is used up, except while a long line is being skipped.
 /// A read that ends mid-line never splits a line in two: what follows is
-/// read into the same line.
+/// read into the same line. `waited` is how long the input's reads waited
+/// for a line's end so far ([`LINE_END_WAIT`]).
 pub fn next_line<R: Read>(
     reader: &mut BufReader<R>,
     buf: &mut Vec<u8>,
     max: u64,
-    at_end: AtEnd,
+    (at_end, waited): (AtEnd, &mut Duration),
     spill: &mut dyn FnMut(&[u8]),
     before_wait: &mut dyn FnMut(),
 ) -> io::Result<Line> {
     buf.clear();
-    let mut waited = Duration::ZERO;
     loop {
         if reader.buffer().is_empty() {
             before_wait();
@@ -433,9 +435,9 @@ pub fn next_line<R: Read>(
             if buf.is_empty() {
                 return Ok(Line::End);
             }
-            if at_end == AtEnd::MayGrow && waited < LINE_END_WAIT {
+            if at_end == AtEnd::MayGrow && *waited < LINE_END_WAIT {
                 std::thread::sleep(LINE_END_STEP);
-                waited += LINE_END_STEP;
+                *waited += LINE_END_STEP;
                 continue;
             }
             return Ok(Line::Text);
@@ -541,7 +543,7 @@ mod tests {
                 &mut reader,
                 &mut buf,
                 8,
-                AtEnd::Final,
+                (AtEnd::Final, &mut Duration::ZERO),
                 &mut |b| spilled.extend_from_slice(b),
                 &mut || {},
             ) {
@@ -579,8 +581,16 @@ mod tests {
         let mut reader = BufReader::new(Trickle(parts.iter().copied().collect()));
         let mut buf = Vec::new();
         let mut seen = Vec::new();
-        while let Line::Text =
-            next_line(&mut reader, &mut buf, 100, at_end, &mut |_| {}, &mut || {}).expect("reads")
+        let mut waited = Duration::ZERO;
+        while let Line::Text = next_line(
+            &mut reader,
+            &mut buf,
+            100,
+            (at_end, &mut waited),
+            &mut |_| {},
+            &mut || {},
+        )
+        .expect("reads")
         {
             seen.push(String::from_utf8(buf.clone()).expect("utf-8"));
         }

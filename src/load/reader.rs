@@ -85,6 +85,8 @@ pub struct Reader {
     position: Arc<Position>,
     pending: Pending,
     line: Vec<u8>,
+    /// How long reads of the input being read waited for a line's end.
+    line_end_waited: Duration,
 }
 
 impl Reader {
@@ -102,6 +104,7 @@ impl Reader {
             position,
             pending,
             line: Vec::with_capacity(64 * 1024),
+            line_end_waited: Duration::ZERO,
         }
     }
 
@@ -146,6 +149,7 @@ impl Reader {
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
+        self.line_end_waited = Duration::ZERO;
         // What a plain file nothing tracks held when it was opened: less is
         // read when another process truncated it meanwhile.
         let opened_with = source
@@ -467,7 +471,7 @@ impl Reader {
             reader,
             &mut self.line,
             self.options.max_line_bytes,
-            at_end,
+            (at_end, &mut self.line_end_waited),
             &mut |bytes| {
                 if !ledger.keeps_lines() {
                     return;
