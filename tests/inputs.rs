@@ -7,7 +7,9 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::markers::{assert_table_holds, finding, findings, table_markers};
+use crate::support::markers::{
+    HalfLineWriter, assert_table_holds, finding, findings, table_markers,
+};
 use crate::support::process::{run_ok, send_signal};
 use crate::support::run::{init, pgsense};
 use crate::support::wait::wait_during;
@@ -258,6 +260,35 @@ fn a_file_appended_in_random_chunks_while_loaded_splits_no_line() {
     }
     expected.sort_unstable();
     assert_eq!(markers, expected, "rows in {TABLE}");
+}
+
+/// Without a state file, a run over a file its writer keeps ending
+/// mid-line reads on with the writer; the rows it read are committed as it
+/// waits for each line's end, not held until a batch fills, so a stop
+/// loses none of them.
+#[test]
+fn rows_read_before_a_wait_for_a_lines_end_are_committed() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let input = scratch.path().join("findings.ndjson");
+    let writer = HalfLineWriter::start(&input, 10);
+    let load = server.pgsense(&db).arg("load").arg(&input).spawn();
+    let load = wait_during(
+        load,
+        "10 rows in the table",
+        Duration::from_secs(20),
+        || server.count(&db, TABLE) >= 10,
+    );
+    send_signal(load.id(), "TERM");
+    let out = load.wait();
+    drop(writer);
+    out.assert_code(143);
+    let (read, inserted, dropped) = out.summary();
+    assert_eq!(read, inserted + dropped, "{}", out.describe());
+    assert!(inserted >= 10, "{}", out.describe());
+    assert_table_holds(server, &db, 1..=inserted);
 }
 
 /// A Ctrl-C that stops the writer of a pipe mid-line: the half line is

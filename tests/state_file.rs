@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::markers::{
-    BATCH_ROWS, LARGE, append, assert_table_holds, assert_table_holds_after, each_once_after,
-    finding, findings, table_markers, write_findings,
+    BATCH_ROWS, HalfLineWriter, LARGE, append, assert_table_holds, assert_table_holds_after,
+    each_once_after, finding, findings, table_markers, write_findings,
 };
 use crate::support::process::{read_offset, send_signal};
 use crate::support::run::{Outcome, Started, init};
@@ -193,28 +193,8 @@ fn a_file_a_writer_keeps_ending_mid_line_does_not_keep_the_run() {
     let db = server.new_database();
     let scratch = Scratch::new();
     let state = scratch.path().join("pgsense-pg.state");
-    let first = finding(11);
-    let (head, _) = first.split_at(first.len() / 2);
-    let input = scratch.write("findings.ndjson", findings(1..=10) + head);
-    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let writer = {
-        let (input, writing) = (input.clone(), std::sync::Arc::clone(&writing));
-        std::thread::spawn(move || {
-            // Each write ends one line and begins the next.
-            for marker in 11..=400 {
-                if !writing.load(std::sync::atomic::Ordering::SeqCst) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(300));
-                let (this, next) = (finding(marker), finding(marker + 1));
-                let half = |line: &str| line.len() / 2;
-                append(
-                    &input,
-                    &format!("{}\n{}", &this[half(&this)..], &next[..half(&next)]),
-                );
-            }
-        })
-    };
+    let input = scratch.path().join("findings.ndjson");
+    let writer = HalfLineWriter::start(&input, 10);
     let out = server
         .pgsense(&db)
         .arg("load")
@@ -223,8 +203,7 @@ fn a_file_a_writer_keeps_ending_mid_line_does_not_keep_the_run() {
         .arg(&input)
         .timeout(Duration::from_secs(60))
         .run();
-    writing.store(false, std::sync::atomic::Ordering::SeqCst);
-    writer.join().expect("the writer");
+    drop(writer);
     out.assert_code(0);
     let (read, inserted, _) = out.summary();
     assert!(

@@ -393,9 +393,7 @@ pub enum Line {
 }
 
 /// How long a file that ends mid-line is given to grow to the line's end
-/// (the scanner may be writing it right now), in steps: in all, for one
-/// input, so that a run over a file a writer keeps ending mid-line (as a
-/// buffered writer does) still ends.
+/// (the scanner may be writing it right now), in steps.
 pub const LINE_END_WAIT: Duration = Duration::from_secs(1);
 const LINE_END_STEP: Duration = Duration::from_millis(25);
 
@@ -413,22 +411,24 @@ pub enum AtEnd {
 /// read's worth): a longer line is skipped to its end without being kept,
 /// and handed to `spill` piece by piece (newline-terminated) instead.
 /// `before_wait` runs whenever the next read may block, that is when what
-/// was read ahead is used up, except while a long line is being skipped.
+/// was read ahead is used up, except while a long line is being skipped;
+/// with true when it will (a file's last line is waited for).
 /// A read that ends mid-line never splits a line in two: what follows is
-/// read into the same line. `waited` is how long the input's reads waited
-/// for a line's end so far ([`LINE_END_WAIT`]).
+/// read into the same line. `waited` is how long reads waited for a
+/// line's end so far, up to [`LINE_END_WAIT`].
 pub fn next_line<R: Read>(
     reader: &mut BufReader<R>,
     buf: &mut Vec<u8>,
     max: u64,
     (at_end, waited): (AtEnd, &mut Duration),
     spill: &mut dyn FnMut(&[u8]),
-    before_wait: &mut dyn FnMut(),
+    before_wait: &mut dyn FnMut(bool),
 ) -> io::Result<Line> {
     buf.clear();
+    let mut waits = false;
     loop {
         if reader.buffer().is_empty() {
-            before_wait();
+            before_wait(false);
         }
         let available = reader.fill_buf()?;
         if available.is_empty() {
@@ -436,6 +436,9 @@ pub fn next_line<R: Read>(
                 return Ok(Line::End);
             }
             if at_end == AtEnd::MayGrow && *waited < LINE_END_WAIT {
+                if !std::mem::replace(&mut waits, true) {
+                    before_wait(true);
+                }
                 std::thread::sleep(LINE_END_STEP);
                 *waited += LINE_END_STEP;
                 continue;
@@ -538,14 +541,15 @@ mod tests {
         let mut buf = Vec::new();
         let mut seen = Vec::new();
         let mut spilled = Vec::new();
+        let mut waited = Duration::ZERO;
         loop {
             match next_line(
                 &mut reader,
                 &mut buf,
                 8,
-                (AtEnd::Final, &mut Duration::ZERO),
+                (AtEnd::Final, &mut waited),
                 &mut |b| spilled.extend_from_slice(b),
-                &mut || {},
+                &mut |_| {},
             ) {
                 Ok(Line::End) => break,
                 Ok(Line::TooLong {
@@ -581,17 +585,19 @@ mod tests {
         let mut reader = BufReader::new(Trickle(parts.iter().copied().collect()));
         let mut buf = Vec::new();
         let mut seen = Vec::new();
-        let mut waited = Duration::ZERO;
-        while let Line::Text = next_line(
-            &mut reader,
-            &mut buf,
-            100,
-            (at_end, &mut waited),
-            &mut |_| {},
-            &mut || {},
-        )
-        .expect("reads")
-        {
+        loop {
+            let mut waited = Duration::ZERO;
+            let next = next_line(
+                &mut reader,
+                &mut buf,
+                100,
+                (at_end, &mut waited),
+                &mut |_| {},
+                &mut |_| {},
+            );
+            let Line::Text = next.expect("reads") else {
+                break;
+            };
             seen.push(String::from_utf8(buf.clone()).expect("utf-8"));
         }
         seen

@@ -85,8 +85,9 @@ pub struct Reader {
     position: Arc<Position>,
     pending: Pending,
     line: Vec<u8>,
-    /// How long reads of the input being read waited for a line's end.
-    line_end_waited: Duration,
+    /// How long reads of the input being read waited for the end of a line
+    /// to leave for the next run, in all.
+    left_line_waited: Duration,
 }
 
 impl Reader {
@@ -104,7 +105,7 @@ impl Reader {
             position,
             pending,
             line: Vec::with_capacity(64 * 1024),
-            line_end_waited: Duration::ZERO,
+            left_line_waited: Duration::ZERO,
         }
     }
 
@@ -149,7 +150,7 @@ impl Reader {
 
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
-        self.line_end_waited = Duration::ZERO;
+        self.left_line_waited = Duration::ZERO;
         // What a plain file nothing tracks held when it was opened: less is
         // read when another process truncated it meanwhile.
         let opened_with = source
@@ -467,11 +468,19 @@ impl Reader {
         let pending = RefCell::new(&mut self.pending);
         let mut spill: Option<Spill<'_>> = None;
         let handed_over = Cell::new(true);
+        // A line that would be left for the next run is waited for up to
+        // LINE_END_WAIT in all: its writer may end the file mid-line again,
+        // and again, for as long as it writes. Any other, each up to that.
+        let mut line_waited = Duration::ZERO;
+        let waited = match leaves_unfinished {
+            true => &mut self.left_line_waited,
+            false => &mut line_waited,
+        };
         let next = next_line(
             reader,
             &mut self.line,
             self.options.max_line_bytes,
-            (at_end, &mut self.line_end_waited),
+            (at_end, waited),
             &mut |bytes| {
                 if !ledger.keeps_lines() {
                     return;
@@ -494,11 +503,12 @@ impl Reader {
                     rejects.append(bytes);
                 }
             },
-            // About to wait for a writer on the other end of a pipe: hand
-            // over every row read so far, so none waits in memory, and say
-            // so, so that a stop need not wait for more input.
-            &mut || {
-                if cursor.may_wait && fd.is_none_or(|fd| would_wait(fd, PIPE_GRACE)) {
+            // About to wait for a writer on the other end of a pipe, or for
+            // the end of a file's last line: hand over every row read so
+            // far, so none waits in memory, and say so, so that a stop need
+            // not wait for more input.
+            &mut |waits| {
+                if waits || (cursor.may_wait && fd.is_none_or(|fd| would_wait(fd, PIPE_GRACE))) {
                     handed_over.set(pending.borrow_mut().send() && handed_over.get());
                     control.set_reader_idle(true);
                 }

@@ -63,6 +63,54 @@ pub fn append(path: &Path, text: &str) {
         .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
 }
 
+/// A writer that keeps ending `path` mid-line, as a buffered one does: it
+/// starts with lines 1 to `whole` and half of the next, then every 0.3 s
+/// ends that line and writes half of the next, until dropped.
+pub struct HalfLineWriter {
+    writing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HalfLineWriter {
+    pub fn start(path: &Path, whole: u64) -> HalfLineWriter {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let half = |line: &str| line.len() / 2;
+        let first = finding(whole + 1);
+        std::fs::write(path, findings(1..=whole) + &first[..half(&first)]).expect("the input");
+        let writing = std::sync::Arc::new(AtomicBool::new(true));
+        let thread = {
+            let (path, writing) = (path.to_owned(), std::sync::Arc::clone(&writing));
+            std::thread::spawn(move || {
+                for marker in whole + 1.. {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    if !writing.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (this, next) = (finding(marker), finding(marker + 1));
+                    append(
+                        &path,
+                        &format!("{}\n{}", &this[half(&this)..], &next[..half(&next)]),
+                    );
+                }
+            })
+        };
+        HalfLineWriter {
+            writing,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HalfLineWriter {
+    fn drop(&mut self) {
+        self.writing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The marker of every row in the table, in no particular order.
 pub fn table_markers(server: &PgServer, db: &str) -> Vec<u64> {
     server
