@@ -47,7 +47,7 @@ pub enum PortValue {
     Text(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(
     untagged,
     expecting = "password must be a string, or { file = \"PATH\" } with no other key"
@@ -60,7 +60,7 @@ pub enum PasswordSource {
 /// `{ file = "PATH" }`; another key next to `file` is a typo, not ignored.
 /// Read from a table only: serde's derive would also take an array, and
 /// `password = ["..."]` would then be a path, printed when it cannot be read.
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(try_from = "BTreeMap<String, PathBuf>")]
 pub struct PasswordFile {
     pub file: PathBuf,

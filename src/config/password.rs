@@ -35,7 +35,7 @@ pub fn resolve(
         .text(
             Precedence::of(&setting::PASSWORD),
             flag.map(|file| PasswordSource::File(PasswordFile { file: file.into() })),
-            in_config,
+            in_config.clone(),
             PasswordSource::Inline,
         )
         .env(env.password.clone().map(PasswordSource::Inline))
@@ -44,7 +44,21 @@ pub fn resolve(
         Some(Sourced {
             value: PasswordSource::File(PasswordFile { file }),
             origin,
-        }) => read_secret(&file, &file_origin(origin)).map(Some),
+        }) => {
+            let password = read_secret(&file, &file_origin(origin))?;
+            if !password.secret.expose().is_empty() {
+                return Ok(Some(password));
+            }
+            // An empty file is no password either: the next source applies.
+            log::warn!(
+                "password file {} is empty: taken as no password",
+                password.origin
+            );
+            match origin {
+                Origin::Flag(_) => resolve(None, in_config, parts, env, targets),
+                _ => resolve(flag, None, parts, env, targets),
+            }
+        }
         // An empty password is none, as libpq takes it: the password file
         // is read.
         Some(Sourced {

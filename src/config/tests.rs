@@ -390,6 +390,40 @@ mod resolve {
     }
 
     #[test]
+    fn an_empty_password_file_is_no_password() {
+        let dir = Dir::new("empty-passwords");
+        let empty = dir.write("empty", "\n", 0o600);
+        let config_file = dir.write("config-pw", "from-config-file\n", 0o600);
+        let env = PgEnv {
+            password: Some("from-env".into()),
+            ..no_env()
+        };
+        let password = |config: &str, args: &[&str]| {
+            with_config(&dir, &format!("[alerts.postgres]\n{config}"), args, &env)
+                .unwrap()
+                .password
+                .map(|p| p.secret.expose().to_owned())
+        };
+        let flag = ["--password-file", empty.to_str().unwrap()];
+        let file_ref =
+            |file: &std::path::Path| format!("password = {{ file = \"{}\" }}", file.display());
+        // The next source: the config file's, then PGPASSWORD.
+        assert_eq!(
+            password(&file_ref(&config_file), &flag).as_deref(),
+            Some("from-config-file")
+        );
+        assert_eq!(password("", &flag).as_deref(), Some("from-env"));
+        assert_eq!(
+            password(&file_ref(&empty), &[]).as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            password(&file_ref(&empty), &flag).as_deref(),
+            Some("from-env")
+        );
+    }
+
+    #[test]
     fn a_readable_pgpass_is_ignored() {
         let dir = Dir::new("pgpass-mode");
         dir.write(".pgpass", "*:*:*:*:secret\n", 0o644);
