@@ -87,9 +87,16 @@ fn explain_failures(failures: &[(String, HostFailure)], settings: &Settings) -> 
         })
         .collect();
     if said.len() == failures.len() {
+        let hosts = settings.hosts.value.len();
         return match &said[..] {
-            [(_, err)] => explain(err, settings),
+            [(_, err)] if hosts == 1 => explain(err, settings),
             _ => explain_hosts(&said, settings),
+        } + match failures.len() < hosts {
+            true => {
+                " (the hosts after it were not tried: as in libpq, only a host that cannot be \
+                 reached, or is read-only, passes on to the next)"
+            }
+            false => "",
         };
     }
     let timeout = settings.connect_timeout.value.as_secs();

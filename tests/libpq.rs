@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::findings::ndjson;
-use crate::support::pg::free_port;
+use crate::support::pg::{free_port, private};
 use crate::support::{Scratch, Shape, SilentServer, pgsense, shared};
 
 #[test]
@@ -136,6 +136,33 @@ fn check_says_which_of_several_hosts_it_reached() {
 /// No host takes writes, each for its own reason: nothing listens on one,
 /// the other is read-only. The error names each host with its own cause,
 /// in either order, and does not say that every host is read-only.
+/// As libpq does, a host that answers with an error of its own (here: no
+/// such database) ends the attempt: the next host is not tried, and
+/// nothing is loaded into it behind the operator's back.
+#[test]
+fn a_host_that_answers_with_an_error_ends_the_attempt() {
+    let first = private();
+    let server = shared();
+    let db = server.new_database();
+    let ports = format!("{},{}", first.port(), server.port());
+    let out = pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1", "--port", &ports])
+        .args(["--dbname", &db, "--username", "postgres", "load"])
+        .stdin(ndjson(0, 2, Shape::Object))
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains(&format!("127.0.0.1:{}: FATAL", first.port()))
+        .assert_stderr_contains("does not exist")
+        .assert_stderr_contains("the hosts after it were not tried");
+    assert_eq!(
+        server.query_one(
+            &db,
+            "select count(*)::text from pg_tables where schemaname = 'pgsense'"
+        ),
+        Some("0".to_owned())
+    );
+}
+
 #[test]
 fn each_host_that_failed_is_named_with_its_own_cause() {
     let server = shared();

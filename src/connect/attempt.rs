@@ -49,6 +49,9 @@ fn given_up() -> std::sync::MutexGuard<'static, BTreeMap<String, u64>> {
 
 /// Connects to the first of `hosts` (`host:port` and its settings) that
 /// takes the connection, giving each `per_host`; `stopped` ends the wait.
+/// As in libpq, a host that answered with an error of its own (a password
+/// refused, no such database, too many connections) ends the attempt: the
+/// next host is tried only when one could not be reached, or is read-only.
 pub fn first_host(
     hosts: &[(String, postgres::Config)],
     tls: &LazyTls,
@@ -59,6 +62,10 @@ pub fn first_host(
     for (host, config) in hosts {
         match one_host(host, config, tls, per_host, stopped)? {
             Ok(client) => return Ok((host.clone(), client)),
+            Err(HostFailure::Driver(err)) if err.as_db_error().is_some() => {
+                failures.push((host.clone(), HostFailure::Driver(err)));
+                break;
+            }
             Err(failure) => failures.push((host.clone(), failure)),
         }
     }
