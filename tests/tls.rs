@@ -59,6 +59,7 @@ fn fixture() -> &'static Fixture {
             "postgres",
             &format!(
                 "create role tls_only login;
+                 create role plain_only login;
                  create role cert_user login;
                  set password_encryption = 'scram-sha-256';
                  create role pw_user login password '{}';",
@@ -66,6 +67,7 @@ fn fixture() -> &'static Fixture {
             ),
         );
         server.set_hba(&[
+            "hostnossl all plain_only 127.0.0.1/32 trust",
             "hostssl all tls_only 127.0.0.1/32 trust",
             "hostssl all cert_user 127.0.0.1/32 cert",
             "host all pw_user 127.0.0.1/32 scram-sha-256",
@@ -362,6 +364,23 @@ fn disable_against_a_hostssl_only_server_fails_clearly() {
     )
     .assert_code(0);
     assert_eq!(tls_of_rows(&fx.server, &db), (1, Some("t".into()), None));
+}
+
+/// pg_hba.conf accepts plain_only without TLS only: prefer (the default),
+/// refused over TLS, connects again without it, as libpq does; require
+/// does not.
+#[test]
+fn prefer_against_a_hostnossl_only_role_connects_without_tls() {
+    let fx = fixture();
+    let db = database_for(&fx.server, "plain_only");
+    load_one(loader(&fx.server, "127.0.0.1", &db, "plain_only"), 0).assert_code(0);
+    assert_eq!(tls_of_rows(&fx.server, &db), (1, Some("f".into()), None));
+    load_one(
+        loader(&fx.server, "127.0.0.1", &db, "plain_only").args(["--sslmode", "require"]),
+        1,
+    )
+    .assert_code(69)
+    .assert_stderr_contains("SSL encryption");
 }
 
 /// Against a server without TLS, a mode that requires it fails at

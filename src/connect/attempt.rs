@@ -12,6 +12,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use postgres::Client;
+use postgres::config::SslMode;
+use postgres::error::SqlState;
 
 use super::{LazyTls, STOP_POLL};
 
@@ -60,7 +62,7 @@ pub fn first_host(
 ) -> Result<(String, Client), Failure> {
     let mut failures = Vec::new();
     for (host, config) in hosts {
-        match one_host(host, config, tls, per_host, stopped)? {
+        match prefer_tls(host, config, tls, per_host, stopped)? {
             Ok(client) => return Ok((host.clone(), client)),
             Err(HostFailure::Driver(err)) if err.as_db_error().is_some() => {
                 failures.push((host.clone(), HostFailure::Driver(err)));
@@ -70,6 +72,39 @@ pub fn first_host(
         }
     }
     Err(Failure::Hosts(failures))
+}
+
+/// One attempt at `host`; with sslmode prefer, as in libpq, a second one
+/// without TLS when the server refused the connection over TLS (a
+/// pg_hba.conf with `hostnossl` lines only for the role).
+fn prefer_tls(
+    host: &str,
+    config: &postgres::Config,
+    tls: &LazyTls,
+    timeout: Duration,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Result<Client, HostFailure>, Failure> {
+    let outcome = one_host(host, config, tls, timeout, stopped)?;
+    match &outcome {
+        Err(HostFailure::Driver(err))
+            if config.get_ssl_mode() == SslMode::Prefer
+                && err.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) =>
+        {
+            log::debug!("{host}: refused, maybe over TLS: trying without, as sslmode prefer does");
+            let mut plain = config.clone();
+            plain.ssl_mode(SslMode::Disable);
+            match one_host(host, &plain, tls, timeout, stopped)? {
+                // Refused either way: the first refusal, over TLS, is said.
+                Err(HostFailure::Driver(again))
+                    if again.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) =>
+                {
+                    Ok(outcome)
+                }
+                retried => Ok(retried),
+            }
+        }
+        _ => Ok(outcome),
+    }
 }
 
 /// One attempt at `host`, in a thread of its own, waited for up to
