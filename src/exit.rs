@@ -147,8 +147,14 @@ pub fn codes_text(entry: &Documented) -> String {
 /// The "Exit status:" block at the end of `--help`.
 pub fn long_help() -> String {
     let mut text = String::from("Exit status:");
+    let width = STATUSES
+        .iter()
+        .map(|entry| codes_text(entry).len())
+        .max()
+        .unwrap_or(0);
     for entry in STATUSES {
-        text.push_str(&format!("\n  {:<9}{}", codes_text(entry), entry.brief));
+        let codes = codes_text(entry);
+        text.push_str(&format!("\n  {codes:<width$}  {}", entry.brief));
     }
     text
 }
