@@ -245,6 +245,27 @@ fn check_table(client: &mut Transaction<'_>, settings: &Settings, quoted: &Quote
     Ok(())
 }
 
+/// Whether this connection is over TLS, asked as the session user: a role
+/// switched to (`ALTER ROLE ... SET role`) may not see its own backend's
+/// row of pg_stat_ssl. The switch is undone for this query only.
+fn over_tls_as_session_user(client: &mut Transaction<'_>) -> Result<bool> {
+    let mut inner = client.transaction().map_err(db_error)?;
+    inner
+        .batch_execute("SET LOCAL ROLE NONE")
+        .map_err(db_error)?;
+    let tls: Option<bool> = inner
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map_err(db_error)
+        .context("cannot inspect the server")?
+        .get(0);
+    // Rolled back: the role is the switched one again.
+    drop(inner);
+    Ok(tls.unwrap_or(false))
+}
+
 fn preflight_in(
     client: &mut Transaction<'_>,
     settings: &Settings,
@@ -255,7 +276,7 @@ fn preflight_in(
     let row = client
         .query_typed_one(
             "SELECT current_setting('server_version'),
-                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false),
+                    (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()),
                     has_database_privilege(current_database(), 'CREATE'),
                     (SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1),
                     (SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1),
@@ -264,7 +285,11 @@ fn preflight_in(
         )
         .map_err(db_error)
         .context("cannot inspect the server")?;
-    let (version, tls): (String, bool) = (row.get(0), row.get(1));
+    let (version, tls): (String, Option<bool>) = (row.get(0), row.get(1));
+    let tls = match tls {
+        Some(tls) => tls,
+        None => over_tls_as_session_user(client)?,
+    };
     let (create_in_db, create_in_schema, usage): (bool, Option<bool>, Option<bool>) =
         (row.get(2), row.get(3), row.get(4));
     let read_only: bool = row.get(5);

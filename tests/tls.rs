@@ -60,6 +60,9 @@ fn fixture() -> &'static Fixture {
             &format!(
                 "create role tls_only login;
                  create role plain_only login;
+                 create role switched_to;
+                 create role switcher login noinherit in role switched_to;
+                 alter role switcher set role = switched_to;
                  create role cert_user login;
                  set password_encryption = 'scram-sha-256';
                  create role pw_user login password '{}';",
@@ -68,6 +71,7 @@ fn fixture() -> &'static Fixture {
         );
         server.set_hba(&[
             "hostnossl all plain_only 127.0.0.1/32 trust",
+            "hostssl all switcher 127.0.0.1/32 trust",
             "hostssl all tls_only 127.0.0.1/32 trust",
             "hostssl all cert_user 127.0.0.1/32 cert",
             "host all pw_user 127.0.0.1/32 scram-sha-256",
@@ -381,6 +385,28 @@ fn prefer_against_a_hostnossl_only_role_connects_without_tls() {
     )
     .assert_code(69)
     .assert_stderr_contains("SSL encryption");
+}
+
+/// check says a connection is over TLS when it is, also for a role that
+/// switches to another at login (the other role does not see its
+/// backend's row of pg_stat_ssl).
+#[test]
+fn check_says_tls_for_a_role_that_switches_at_login() {
+    let fx = fixture();
+    let db = fx.server.new_database();
+    let out = loader(&fx.server, "127.0.0.1", &db, "switcher")
+        .args(["--sslmode", "require", "check"])
+        .run();
+    let connected = out
+        .stdout
+        .lines()
+        .find(|line| line.contains("connected to"))
+        .unwrap_or_else(|| panic!("no connected line\n{}", out.describe()));
+    assert!(
+        connected.contains(", TLS)"),
+        "{connected}\n{}",
+        out.describe()
+    );
 }
 
 /// Against a server without TLS, a mode that requires it fails at
