@@ -187,6 +187,9 @@ pub struct RunSummary<'a> {
     pub status: Status,
     /// What the metrics file's `pgsense_alerts_total` held before the run.
     pub alerts_before: AlertTotals,
+    /// Errors after the report was made (the metrics file's), as said on
+    /// stderr.
+    pub late_errors: Vec<String>,
 }
 
 /// `pgsense_alerts_total` by status: a counter, which must only grow for
@@ -269,7 +272,7 @@ impl RunSummary<'_> {
             "left_in_files": r.left,
             "skipped_by_trigger": r.skipped,
             "stopped": self.report.stopped,
-            "errors": self.report.errors,
+            "errors": self.report.errors.iter().chain(&self.late_errors).collect::<Vec<_>>(),
             "dry_run": self.report.mode == Mode::DryRun,
             "seconds": (self.seconds * 1000.0).round() / 1000.0,
             "rows_per_second": self.rows_per_second().round(),
@@ -394,7 +397,13 @@ fn replace(path: &Path, text: &str) -> anyhow::Result<()> {
     let temp = temp_path(&target);
     let context = || format!("cannot write metrics file {}", path.display());
     let mut file = create_temp(&temp).with_context(context)?;
-    file.write_all(text.as_bytes()).with_context(context)?;
-    file.sync_all().with_context(context)?;
-    std::fs::rename(&temp, &target).with_context(context)
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&temp, &target));
+    if written.is_err() {
+        // Not left behind half written (a full disk).
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.with_context(context)
 }

@@ -144,6 +144,46 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+/// A metrics file that cannot be written at the end (its disk is full)
+/// fails the run, and the JSON summary lists that error as stderr says
+/// it; no half-written temporary file is left beside it.
+#[test]
+fn a_metrics_file_on_a_full_disk_is_an_error_of_the_summary() {
+    let Some(disk) = crate::support::tmpfs::Tmpfs::mount("64k") else {
+        return;
+    };
+    let server = shared();
+    let db = server.new_database();
+    let filler = disk.path().join("filler");
+    // Room for files, none for their bytes.
+    let _ = fs::write(&filler, vec![0u8; 64 << 10]);
+    let metrics = disk.path().join("pgsense_pg.prom");
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--summary", "json", "--metrics-file"])
+        .arg(&metrics)
+        .arg("-")
+        .stdin(ndjson(0, 3, Shape::Object))
+        .run();
+    out.assert_code(1)
+        .assert_stderr_contains("cannot write metrics file");
+    let summary = json_summary(&out);
+    let errors = summary["errors"].as_array().expect("errors is a list");
+    assert!(
+        errors.iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.contains("cannot write metrics file"))),
+        "{}",
+        out.describe()
+    );
+    assert_eq!(summary["inserted"], 3);
+    let left: Vec<_> = fs::read_dir(disk.path())
+        .expect("the disk")
+        .map(|entry| entry.expect("an entry").file_name())
+        .collect();
+    assert_eq!(left, ["filler"], "{}", out.describe());
+}
+
 /// The metrics file parses, its counters are the run's and the table's,
 /// and a second run replaces it by rename (a new inode, no temp file left).
 #[test]

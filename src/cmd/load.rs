@@ -528,6 +528,7 @@ fn follow_metrics(args: &LoadArgs, files: &[String], started: Begun) -> Option<l
                 seconds: started.at.elapsed().as_secs_f64(),
                 status: Status::Ok,
                 alerts_before: started.alerts,
+                late_errors: Vec::new(),
             };
             if let Err(err) = summary.write_following(&path, snapshot) {
                 log::warn!("{err:#}");
@@ -560,6 +561,7 @@ fn finish_summary(
         seconds: started.at.elapsed().as_secs_f64(),
         alerts_before: started.alerts,
         status,
+        late_errors: Vec::new(),
     };
     if let Some(path) = metrics_file(args)
         && let Err(err) = summary.write_metrics(path)
@@ -569,6 +571,7 @@ fn finish_summary(
                 exit::print_error(&err);
                 status = Status::Failure;
                 summary.status = status;
+                summary.late_errors.push(format!("{err:#}"));
             }
             Failed::AlreadySaid => log::debug!("{err:#}"),
         }
