@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::support::markers::{
     append, assert_table_holds, assert_table_holds_after, findings, table_markers,
 };
-use crate::support::run::Outcome;
+use crate::support::run::{Outcome, pgsense};
 use crate::support::{PgServer, Scratch, TABLE, shared};
 
 fn gzip(text: &str) -> Vec<u8> {
@@ -155,6 +155,28 @@ fn a_corrupt_zstd_file_loads_the_lines_before_the_damage() {
         1000
     );
     assert_table_is(server, &db, (1..=1000).chain(5001..=5010), &out);
+}
+
+/// A gzip file whose checksum does not match (a byte of its first line
+/// changed, stored uncompressed so that it still decodes): the damage is
+/// found only at the member's end, and the error says the lines before may
+/// hold it, not that they are whole.
+#[test]
+fn a_gzip_checksum_that_does_not_match_says_the_lines_before_may_be_damaged() {
+    let scratch = Scratch::new();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    encoder
+        .write_all(findings(1..=20).as_bytes())
+        .expect("compress");
+    let mut bytes = encoder.finish().expect("compress");
+    // Past the 10-byte header and the 5-byte stored block header: in the
+    // first line's text.
+    bytes[40] ^= 0x01;
+    let bad = scratch.write("bad.jsonl.gz", bytes);
+    let out = pgsense().args(["load", "--dry-run"]).arg(&bad).run();
+    out.assert_code(1)
+        .assert_stderr_contains("checksum")
+        .assert_stderr_contains("the damage may be in them");
 }
 
 /// `load -v --state-file STATE FILE...`, run to its end.

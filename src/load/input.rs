@@ -147,6 +147,14 @@ fn nothing() -> Input {
 /// lines: damaged compressed data says so, naming the file and the line.
 pub fn read_error(err: io::Error, name: &str, line: u64) -> anyhow::Error {
     match Damaged::of(&err) {
+        // A checksum is checked where the data it covers ends: the damage
+        // may be anywhere before.
+        Some(damage) if damage.cause().to_string().contains("checksum") => anyhow::anyhow!(
+            "{name}: corrupt {} data, found after line {line} ({}): the lines before it were \
+             read, and the damage may be in them (the checksum covers all the data before it)",
+            damage.format,
+            damage.cause()
+        ),
         Some(damage) => anyhow::anyhow!(
             "{name}: corrupt or truncated {} data after line {line} ({}): the lines before it \
              were read",
