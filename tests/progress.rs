@@ -148,6 +148,43 @@ fn progress_shows_under_a_terminal_for_a_large_file() {
     assert_eq!(server.count(&db, TABLE), count as i64);
 }
 
+/// A large compressed file: the progress line counts its file's bytes,
+/// not the decoded ones, so it shows and never passes 100%.
+#[test]
+fn progress_of_a_compressed_file_counts_its_file_bytes() {
+    if installed("script", "bsdutils").is_none() {
+        return;
+    }
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let scratch = Scratch::new();
+    let (text, count) = findings_over(4_500_000);
+    // Stored, not compressed: over 4 MB as a file too.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    std::io::Write::write_all(&mut encoder, text.as_bytes()).expect("gzip");
+    let bytes = encoder.finish().expect("gzip");
+    let size = bytes.len() as u64;
+    let file = scratch.write("large.jsonl.gz", bytes);
+
+    let shown = load_while_locked(server, &db, &file, &[], Stderr::Terminal);
+    assert_eq!(shown.status.code(), Some(0), "{shown:?}");
+    assert!(
+        has_progress(&shown.stdout, size),
+        "no progress line of the file's size:\n{:?}",
+        shown.stdout
+    );
+    let over: Vec<&str> = shown
+        .stdout
+        .split('\r')
+        .filter_map(|part| part.split_once(" MB (")?.1.split_once("%)"))
+        .map(|(percent, _)| percent)
+        .filter(|percent| percent.parse::<u64>().map_or(true, |p| p > 100))
+        .collect();
+    assert!(over.is_empty(), "{over:?}\n{:?}", shown.stdout);
+    assert_eq!(server.count(&db, TABLE), count as i64);
+}
+
 /// Nothing of the kind in a pipe, with -q, or for a small file.
 #[test]
 fn no_progress_in_a_pipe_with_quiet_or_for_a_small_file() {

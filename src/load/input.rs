@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::guarded::Guarded;
+use super::reader::Position;
 use crate::compressed::{Damaged, Format, Sniffing};
 use crate::state::{Head, Positioned, Resume, Seen, Start, StateFile};
 
@@ -37,7 +38,8 @@ pub struct Source {
     pub compressed: bool,
     /// With --state-file: the input's key there and where reading starts.
     pub resume: Option<Resume>,
-    /// Bytes left to read, for a regular file.
+    /// Bytes left to read, for a regular file (a compressed one's whole,
+    /// unless a state file positioned it).
     pub size: Option<u64>,
     /// Device and inode, to tell an input from the files the run writes.
     pub identity: Option<(u64, u64)>,
@@ -83,7 +85,19 @@ impl Input {
     /// the descriptor that tells whether a read would wait. A plain file
     /// read with `guard` gives nothing more once its start changes, and
     /// sets `guard` ([`Guarded`]).
-    pub fn into_reader(self, guard: Option<&Arc<AtomicBool>>) -> io::Result<Opened> {
+    /// The bytes read of a compressed file (not decoded) are added to
+    /// `raw_read`, when given.
+    pub fn into_reader(
+        self,
+        guard: Option<&Arc<AtomicBool>>,
+        raw_read: Option<Arc<Position>>,
+    ) -> io::Result<Opened> {
+        let counted = |raw: Box<dyn Read + Send>| -> Box<dyn Read + Send> {
+            match raw_read {
+                Some(position) => Box::new(Counted { raw, position }),
+                None => raw,
+            }
+        };
         Ok(match self {
             Input::File(_, file) => {
                 let format = Format::of_file(&file)?;
@@ -91,7 +105,7 @@ impl Input {
                     Some(changed) if !format.is_compressed() => {
                         Box::new(Guarded::new(file, Arc::clone(changed))?)
                     }
-                    _ => Box::new(file),
+                    _ => counted(Box::new(file)),
                 };
                 (format.decode(raw)?, None)
             }
@@ -100,9 +114,24 @@ impl Input {
                 let fd = pipe.as_raw_fd();
                 (Box::new(Sniffing::new(Box::new(pipe))), Some(fd))
             }
-            Input::Stream(stream, fd) => (Box::new(Sniffing::new(stream)), fd),
+            Input::Stream(stream, fd) => (Box::new(Sniffing::new(counted(stream))), fd),
             Input::Content(content) => (content, None),
         })
+    }
+}
+
+/// A compressed file's bytes, counted as they are read for the progress
+/// line (decoded, they would be more than the file holds).
+struct Counted {
+    raw: Box<dyn Read + Send>,
+    position: Arc<Position>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.raw.read(buf)?;
+        self.position.add_bytes(n as u64);
+        Ok(n)
     }
 }
 
@@ -125,7 +154,11 @@ pub fn resume(sources: &mut [Source], state: &mut StateFile) -> Result<()> {
             Start::Read { resume, input } => {
                 source.input = match input {
                     Positioned::File(file) => Input::File(path, file),
-                    Positioned::Content(content) => Input::Content(content),
+                    Positioned::Content(content) => {
+                        // Decoded already: its file's bytes are not seen.
+                        source.size = None;
+                        Input::Content(content)
+                    }
                 };
                 if let Some(size) = &mut source.size {
                     *size = size.saturating_sub(resume.mark.offset);
@@ -291,7 +324,7 @@ fn open_path_as(path: &Path, tracking: Tracking) -> Result<Source> {
         may_wait: !meta.is_file(),
         compressed,
         resume: None,
-        size: (meta.is_file() && !compressed).then_some(meta.len()),
+        size: meta.is_file().then_some(meta.len()),
         identity: Some((meta.dev(), meta.ino())),
     })
 }

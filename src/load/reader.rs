@@ -243,7 +243,10 @@ impl Reader {
             }
             self.control.set_reader_idle(true);
         }
-        let opened = source.input.into_reader(changed);
+        // A compressed file's progress is its file's bytes read.
+        let raw_read =
+            (source.compressed && source.size.is_some()).then(|| Arc::clone(&self.position));
+        let opened = source.input.into_reader(changed, raw_read);
         self.control.set_reader_idle(false);
         Some(opened.map_err(|err| anyhow::anyhow!("cannot open {}: {err}", source.name)))
     }
@@ -566,7 +569,9 @@ impl Reader {
                 }
             }
         }
-        self.position.add_bytes(cursor.offset - start);
+        if !cursor.compressed {
+            self.position.add_bytes(cursor.offset - start);
+        }
         cursor.line += 1;
         self.position.set(cursor.index, cursor.line);
         self.take(next, line, cursor, start)

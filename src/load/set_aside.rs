@@ -26,7 +26,7 @@ impl Unread {
         if cursor.may_wait {
             return None;
         }
-        let (reader, _) = source.input.into_reader(None).ok()?;
+        let (reader, _) = source.input.into_reader(None, None).ok()?;
         Some(Unread {
             reader: BufReader::new(reader),
             cursor,

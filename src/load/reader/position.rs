@@ -27,7 +27,7 @@ impl Position {
 
     /// Only the reader adds: a load and a store, where an atomic addition
     /// would lock the bus after every line.
-    pub(super) fn add_bytes(&self, bytes: u64) {
+    pub(in crate::load) fn add_bytes(&self, bytes: u64) {
         let read = self.bytes.load(Ordering::Relaxed);
         self.bytes.store(read + bytes, Ordering::Relaxed);
     }
