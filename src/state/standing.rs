@@ -226,40 +226,40 @@ impl StateFile {
         Ok(starts)
     }
 
+    /// Says that the file at `path`, named `name`, is read from where the
+    /// file `of` it is a copy of was loaded up to (`mark`); under that
+    /// file's name when `replaced`.
+    fn say_copy(&self, path: &str, name: &str, of: &str, mark: &Mark, replaced: bool) {
+        let (line, next) = (mark.line, mark.line + 1);
+        if replaced {
+            log::info!(
+                "{path}: a new file since the last run, with the lines loaded from the file it \
+                 replaced (rsync, scp, cp then mv?), up to line {line}: loading it from line \
+                 {next}"
+            );
+            return;
+        }
+        let origin = self.origin(of);
+        let copy = format!(
+            "{path}: a copy of {origin} (rotated, compressed or copied), which was loaded up to \
+             line {line}: loading it from line {next}"
+        );
+        // A rotation is expected; the same lines under a name of their own,
+        // named on the command line, may be a surprise.
+        if self.following || is_rotation_of(name, &origin) {
+            log::info!("{copy}");
+        } else {
+            log::warn!("{copy}");
+        }
+    }
+
     /// Where `input` starts, as its standing says.
     fn start(&mut self, mut input: Input) -> Result<Start> {
         let path = input.path.display().to_string();
         let mark = match std::mem::replace(&mut input.standing, Standing::New(None)) {
             Standing::Tracked(old) => old,
-            Standing::Copy {
-                mark,
-                replaced: true,
-                ..
-            } => {
-                log::info!(
-                    "{path}: a new file since the last run, with the lines loaded from the \
-                     file it replaced (rsync, scp, cp then mv?), up to line {}: loading it \
-                     from line {}",
-                    mark.line,
-                    mark.line + 1
-                );
-                Mark { born: None, ..mark }
-            }
-            Standing::Copy { of, mark, .. } => {
-                let origin = self.origin(&of);
-                let copy = format!(
-                    "{path}: a copy of {origin} (rotated, compressed or copied), which was loaded \
-                     up to line {}: loading it from line {}",
-                    mark.line,
-                    mark.line + 1
-                );
-                // A rotation is expected; the same lines under a name of
-                // their own, named on the command line, may be a surprise.
-                if self.following || is_rotation_of(&input.name, &origin) {
-                    log::info!("{copy}");
-                } else {
-                    log::warn!("{copy}");
-                }
+            Standing::Copy { of, mark, replaced } => {
+                self.say_copy(&path, &input.name, &of, &mark, replaced);
                 // Its own birth, not its original's.
                 Mark { born: None, ..mark }
             }
