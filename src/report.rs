@@ -112,12 +112,17 @@ impl Report {
     }
 }
 
-/// "interrupted (SIGTERM): stopped reading FILE after line N", and what was
-/// set aside.
+/// "interrupted (SIGTERM): stopped reading FILE after line N" (or "before
+/// its first line"), and what was set aside.
 fn stopped_text(stopped: &Stopped, set_aside: u64) -> String {
     let mut text = if stopped.input.is_empty() {
         // --follow, before the FILE waited for appeared.
         format!("{}: stopped before any input was opened", stopped.reason)
+    } else if stopped.line == 0 {
+        format!(
+            "{}: stopped reading {} before its first line",
+            stopped.reason, stopped.input
+        )
     } else {
         format!(
             "{}: stopped reading {} after line {}",

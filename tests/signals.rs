@@ -308,7 +308,7 @@ fn sigterm_while_skipping_an_endless_line_ends_the_load() {
     let out = load.wait();
     let took = signalled.elapsed();
     out.assert_code(143)
-        .assert_stderr_contains("stopped reading /dev/zero after line 0")
+        .assert_stderr_contains("stopped reading /dev/zero before its first line")
         .assert_stderr_contains("5 read, 5 inserted, 0 dropped");
     assert!(
         took < Duration::from_secs(3),
