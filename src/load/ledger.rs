@@ -115,20 +115,14 @@ impl Ledger {
     }
 
     /// Whether rows of input `source` not loaded for `kind` stay in it for
-    /// the next run, rather than being dropped: with --follow, those a stop
-    /// or a database failure kept out; with a state file that tracks the
-    /// input and no reject file, those a stop kept out (the state stops
-    /// before them). Standard input and pipes keep nothing.
+    /// the next run, rather than being dropped: those a stop or a database
+    /// failure kept out, with --follow, or with a state file that tracks
+    /// the input and no reject file (the state stops before them).
+    /// Standard input and pipes keep nothing.
     fn leaves(&self, source: usize, kind: Dropped) -> bool {
         match kind {
-            Dropped::Lost => self.leave_in_inputs,
-            Dropped::Interrupted => {
-                self.leave_in_inputs
-                    || (self.rejects.is_none()
-                        && self
-                            .progress
-                            .as_ref()
-                            .is_some_and(|progress| lock(progress).tracks(source)))
+            Dropped::Lost | Dropped::Interrupted => {
+                self.leave_in_inputs || (self.rejects.is_none() && self.tracked(source))
             }
             _ => false,
         }
@@ -419,9 +413,10 @@ impl Ledger {
     }
 
     /// Settles a batch none of whose rows are in the table: they are
-    /// dropped as `kind`. With a reject file they go there, with the lines
-    /// already rejected, and the state moves past them; without one, a
-    /// state file stops before them (the next run loads them again).
+    /// dropped as `kind`, or left in their input ([`Ledger::leaves`]).
+    /// With a reject file they go there, with the lines already rejected,
+    /// and the state moves past them; without one, a state file stops
+    /// before them.
     pub fn dropped(&self, batch: &Batch, kind: Dropped, reason: &str, turn: &Turn<'_>) {
         if self.leaves(batch.source, kind) {
             self.left(batch);
