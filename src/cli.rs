@@ -93,7 +93,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub metrics_file: Option<PathBuf>,
 
-    /// Stop reading (exit 65) once more than N lines have been rejected.
+    /// Stop reading (exit 65) once more than N lines have been rejected
+    /// (rows the server refuses count once their batch commits, when the
+    /// batches already read are loaded too).
     #[arg(long, value_name = "N")]
     pub max_rejects: Option<u64>,
 
