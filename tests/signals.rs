@@ -235,6 +235,55 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
     assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
 }
 
+/// A second SIGINT, while the first waits for a COPY held up by a lock,
+/// ends the run at once, with the signal's status, saying so and what it
+/// means: the batch in flight rolls back.
+#[test]
+fn a_second_sigint_exits_at_once_and_says_so() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let mut locker = server.client(&db);
+    let mut lock = locker.transaction().expect("begin");
+    lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
+        .expect("lock the table");
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=200));
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", "5"])
+        .arg(&input)
+        .spawn();
+    let load = wait_during(
+        load,
+        "a COPY waiting on the lock",
+        Duration::from_secs(20),
+        || {
+            server.count(
+                &db,
+                "pg_stat_activity where application_name = 'pgsense-pg' \
+                 and wait_event_type = 'Lock' and datname = current_database()",
+            ) > 0
+        },
+    );
+    send_signal(load.id(), "INT");
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    send_signal(load.id(), "INT");
+    let out = load.wait();
+    let took = signalled.elapsed();
+    lock.rollback().expect("release the lock");
+    out.assert_code(130)
+        .assert_stderr_contains("a second signal: exiting now");
+    // The first signal's cancel comes 3 s after it: the second did not wait.
+    assert!(
+        took < Duration::from_secs(2),
+        "the run ended {took:?} after the second SIGINT\n{}",
+        out.describe()
+    );
+    assert_eq!(server.count(&db, TABLE), 0, "{}", out.describe());
+}
+
 /// A SIGTERM while the first connection waits for a server that does not
 /// answer ends a one-shot load within seconds, as the signal says (143),
 /// saying that nothing was loaded, with its metrics file written: it is

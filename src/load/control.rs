@@ -131,14 +131,9 @@ pub fn stop_flags() -> Result<StopFlags> {
     // Under nohup, SIGHUP is ignored, and stays so.
     let hangup = (!ignored(SIGHUP)).then_some(SIGHUP);
     for signal in [Some(SIGINT), Some(SIGTERM), hangup].into_iter().flatten() {
-        // Handlers run in the order they were registered: the conditional
-        // shutdown sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(
-            signal,
-            128 + signal,
-            Arc::clone(&flags.interrupted),
-        )
-        .context("cannot install signal handlers")?;
+        // Handlers run in the order they were registered: the second
+        // signal's sees the flag as the previous signal left it.
+        exit_on_second(signal, Arc::clone(&flags.interrupted))?;
         signal_hook::flag::register_usize(signal, Arc::clone(&flags.signal), signal as usize)
             .context("cannot install signal handlers")?;
         signal_hook::flag::register(signal, Arc::clone(&flags.interrupted))
@@ -149,6 +144,30 @@ pub fn stop_flags() -> Result<StopFlags> {
     // after a stop too.
     crate::stall::stop_on(Arc::clone(&flags.interrupted));
     Ok(flags)
+}
+
+/// Ends the process at once, saying so, on `signal` once `stopping` is
+/// set: a second signal, for someone who will not wait for the batches in
+/// flight.
+fn exit_on_second(signal: i32, stopping: Arc<AtomicBool>) -> Result<()> {
+    const SAID: &[u8] = b"pgsense-pg: a second signal: exiting now; the batches not yet \
+        committed roll back, and their lines are neither reported nor in the reject file \
+        (with --state-file, the next run loads them)\n";
+    let action = move || {
+        if stopping.load(Ordering::SeqCst) {
+            // SAFETY: write(2) and _exit(2) are async-signal-safe, and SAID
+            // is a static buffer of its length.
+            unsafe {
+                libc::write(libc::STDERR_FILENO, SAID.as_ptr().cast(), SAID.len());
+                libc::_exit(128 + signal);
+            }
+        }
+    };
+    // SAFETY: the action only loads an atomic and makes async-signal-safe
+    // calls.
+    unsafe { signal_hook::low_level::register(signal, action) }
+        .context("cannot install signal handlers")?;
+    Ok(())
 }
 
 /// Whether `signal` is ignored, as the process was started (nohup ignores
