@@ -50,9 +50,13 @@ pub fn connect(settings: &Settings, retry_for: Duration) -> Result<(Client, Mana
     let manager = Manager {
         hosts: settings
             .endpoints()
-            .map(|(host, port)| {
+            .enumerate()
+            .map(|(index, (host, port))| {
                 let mut config = base_config(settings);
                 config.host(host).port(port);
+                if let Some(password) = settings.password.for_host(index) {
+                    config.password(password.secret.expose());
+                }
                 (crate::config::endpoint(host, port), config)
             })
             .collect(),
@@ -266,7 +270,7 @@ pub fn session_settings(schema: Option<&str>) -> String {
     sql
 }
 
-/// Every setting but the hosts and ports.
+/// Every setting but the hosts, ports and passwords.
 fn base_config(settings: &Settings) -> postgres::Config {
     let mut config = postgres::Config::new();
     if let Some(options) = &settings.options {
@@ -287,9 +291,6 @@ fn base_config(settings: &Settings) -> postgres::Config {
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
         .ssl_mode(driver_ssl_mode(settings));
-    if let Some(password) = &settings.password {
-        config.password(password.secret.expose());
-    }
     config
 }
 

@@ -523,8 +523,8 @@ fn hostssl_only(settings: &Settings) -> String {
 }
 
 fn password_refused(settings: &Settings) -> String {
-    match &settings.password {
-        Some(password) => format!("the password from {} was refused", password.origin),
+    match settings.password.origin() {
+        Some(origin) => format!("the password from {origin} was refused"),
         None => "set a password".to_owned(),
     }
 }

@@ -672,6 +672,33 @@ fn pgpass_the_matching_entry_is_used_and_a_readable_file_is_ignored() {
     assert_eq!(fx.server.count(&db, "pgsense.findings"), 2);
 }
 
+/// As libpq, each host gets its own line of the password file: a host no
+/// line matches is sent no password (not another host's, which a server
+/// asking for it in clear text would read), and the next host is tried
+/// with its own.
+#[test]
+fn pgpass_each_host_gets_its_own_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = fixture();
+    let db = database_for(&fx.server, "pw_user");
+    let home = Scratch::new();
+    let port = fx.server.port();
+    let escaped = PASSWORD.replace('\\', "\\\\").replace(':', "\\:");
+    let pgpass = home.write(
+        ".pgpass",
+        format!("127.0.0.1:{port}:{db}:pw_user:{escaped}\n"),
+    );
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // localhost, first, has no line: it is sent no password and refuses
+    // the connection; 127.0.0.1 is reached with its own.
+    let out = loader(&fx.server, "localhost,127.0.0.1", &db, "pw_user")
+        .env("HOME", home.path())
+        .arg("check")
+        .run();
+    out.assert_code(0)
+        .assert_stdout_contains(&format!(" at 127.0.0.1:{port} "));
+}
+
 /// A world-readable `{ file }` password works, with a warning.
 #[test]
 fn a_world_readable_password_file_is_warned_about() {

@@ -29,7 +29,7 @@ pub use crate::cli::SslMode;
 use crate::cli::{DEFAULT_PORT, GlobalArgs, Ports, parse_ports};
 pub use env::PgEnv;
 use file::{PortValue, PostgresSection};
-pub use password::Password;
+pub use password::Passwords;
 pub(crate) use source::Origin;
 pub use source::Sourced;
 use source::{Params, Precedence, Whole};
@@ -51,7 +51,8 @@ pub struct Settings {
     pub ports: Sourced<Vec<u16>>,
     pub dbname: Sourced<String>,
     pub username: Sourced<String>,
-    pub password: Option<Password>,
+    /// For each host, in the order of [`Settings::endpoints`].
+    pub password: Passwords,
     pub schema: Sourced<String>,
     pub table: Sourced<String>,
     pub tls: Tls,
@@ -212,8 +213,8 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         env,
         &targets,
     )?;
-    match &password {
-        Some(password) => log::debug!("password from {}", password.origin),
+    match password.origin() {
+        Some(origin) => log::debug!("password from {origin}"),
         None => log::debug!("no password set"),
     }
     let tls = tls::resolve(args, tls.unwrap_or_default(), &parts, env, over_tcp(&hosts))?;

@@ -14,19 +14,49 @@ use super::source::{Origin, Precedence, Sourced};
 use super::{Parts, PgEnv};
 
 /// A password and where it came from (for messages; never the value).
+#[derive(Clone)]
 pub struct Password {
     pub secret: Secret,
     pub origin: String,
 }
 
-/// The first password source that is set, or `None`.
+/// The password for each host, in the order they are tried: the first
+/// source's that is set for all of them, or, from libpq's password file,
+/// each host's own line (libpq looks one up for each host it tries, so a
+/// host the file leaves out is sent none).
+pub struct Passwords(Vec<Option<Password>>);
+
+impl Passwords {
+    pub fn for_host(&self, index: usize) -> Option<&Password> {
+        self.0.get(index).and_then(Option::as_ref)
+    }
+
+    /// Where the passwords came from, for messages: each source once, in
+    /// the order of the hosts; None when no host has one.
+    pub fn origin(&self) -> Option<String> {
+        let mut origins: Vec<&str> = Vec::new();
+        for password in self.0.iter().flatten() {
+            if !origins.contains(&password.origin.as_str()) {
+                origins.push(&password.origin);
+            }
+        }
+        (!origins.is_empty()).then(|| origins.join(" or "))
+    }
+
+    fn same_for(password: Option<Password>, targets: &[pgpass::Target]) -> Passwords {
+        Passwords(targets.iter().map(|_| password.clone()).collect())
+    }
+}
+
+/// The first password source that is set, for every host; else each
+/// host's line of the password file.
 pub fn resolve(
     flag: Option<&Path>,
     in_config: Option<PasswordSource>,
     parts: &Parts,
     env: &PgEnv,
     targets: &[pgpass::Target],
-) -> Result<Option<Password>> {
+) -> Result<Passwords> {
     // An empty password in the config file is none: the next source
     // applies. (From a source after it, the password file is read.)
     let in_config =
@@ -47,7 +77,7 @@ pub fn resolve(
         }) => {
             let password = read_secret(&file, &file_origin(origin))?;
             if !password.secret.expose().is_empty() {
-                return Ok(Some(password));
+                return Ok(Passwords::same_for(Some(password), targets));
             }
             // An empty file is no password either: the next source applies.
             log::warn!(
@@ -68,10 +98,13 @@ pub fn resolve(
         Some(Sourced {
             value: PasswordSource::Inline(text),
             origin,
-        }) => Ok(Some(Password {
-            secret: Secret::new(text),
-            origin: origin.to_string(),
-        })),
+        }) => Ok(Passwords::same_for(
+            Some(Password {
+                secret: Secret::new(text),
+                origin: origin.to_string(),
+            }),
+            targets,
+        )),
         None => Ok(from_passfile(parts, env, targets)),
     }
 }
@@ -86,10 +119,8 @@ fn file_origin(origin: Origin) -> String {
 }
 
 /// libpq's last resort: passfile (in a connection string or service), else
-/// PGPASSFILE, else ~/.pgpass. libpq looks a password up for each host as
-/// it tries it; here one password serves every host, so it is the line that
-/// matches the first host that has one.
-fn from_passfile(parts: &Parts, env: &PgEnv, targets: &[pgpass::Target]) -> Option<Password> {
+/// PGPASSFILE, else ~/.pgpass; each host's own line.
+fn from_passfile(parts: &Parts, env: &PgEnv, targets: &[pgpass::Target]) -> Passwords {
     let named = parts
         .text(
             Precedence::of(&setting::PASSFILE_SETTING),
@@ -102,12 +133,15 @@ fn from_passfile(parts: &Parts, env: &PgEnv, targets: &[pgpass::Target]) -> Opti
     let passfile = match (named, &env.home) {
         (Some(path), _) => PathBuf::from(path.value),
         (None, Some(home)) => Path::new(home).join(".pgpass"),
-        (None, None) => return None,
+        (None, None) => return Passwords::same_for(None, targets),
     };
-    pgpass::lookup(&passfile, targets).map(|(text, line)| Password {
-        secret: Secret::new(text),
-        origin: format!("{}, line {line}", passfile.display()),
-    })
+    let found = pgpass::lookup(&passfile, targets).into_iter().map(|found| {
+        found.map(|(text, line)| Password {
+            secret: Secret::new(text),
+            origin: format!("{}, line {line}", passfile.display()),
+        })
+    });
+    Passwords(found.collect())
 }
 
 fn read_secret(path: &Path, origin: &str) -> Result<Password> {

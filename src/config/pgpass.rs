@@ -17,11 +17,30 @@ pub struct Target<'a> {
     pub user: &'a str,
 }
 
-/// The password of the first line of `path` that matches the first of
-/// `targets` that any line matches, with that line's number; None when the
-/// file is missing, unusable (with one warning saying why) or has no
-/// matching line.
-pub fn lookup(path: &Path, targets: &[Target]) -> Option<(String, usize)> {
+/// For each of `targets`, the password of the first line of `path` that
+/// matches it, with that line's number, as libpq looks one up for each
+/// host; None for a target no line matches, and for all of them when the
+/// file is missing or unusable (with one warning saying why).
+pub fn lookup(path: &Path, targets: &[Target]) -> Vec<Option<(String, usize)>> {
+    let Some(text) = read(path) else {
+        return targets.iter().map(|_| None).collect();
+    };
+    let shown = path.display();
+    targets
+        .iter()
+        .map(|target| {
+            let found = find(&text, target);
+            if found.is_none() {
+                log::debug!("no line of {shown} matches {}", describe(target));
+            }
+            found
+        })
+        .collect()
+}
+
+/// The file's text, when it is there and usable: a plain file that only
+/// its owner may read.
+fn read(path: &Path) -> Option<String> {
     let shown = path.display();
     let metadata = match std::fs::metadata(path) {
         Ok(metadata) => metadata,
@@ -43,24 +62,13 @@ pub fn lookup(path: &Path, targets: &[Target]) -> Option<(String, usize)> {
         );
         return None;
     }
-    let text = match std::fs::read(path) {
-        Ok(bytes) => utf8_lines(&bytes, &shown.to_string()),
+    match std::fs::read(path) {
+        Ok(bytes) => Some(utf8_lines(&bytes, &shown.to_string())),
         Err(err) => {
             log::warn!("password file {shown} ignored: {err}");
-            return None;
+            None
         }
-    };
-    let found = targets.iter().find_map(|target| {
-        let found = find(&text, target);
-        if found.is_none() {
-            log::debug!("no line of {shown} matches {}", describe(target));
-        }
-        found
-    });
-    if let Some((_, line)) = &found {
-        log::debug!("password from {shown}, line {line}");
     }
-    found
 }
 
 /// The file's lines that are UTF-8, each in its place: a line that is not

@@ -66,7 +66,7 @@ mod resolve {
         let settings = with_config(&dir, text, &[], &no_env()).unwrap();
         assert_eq!(settings.username.value, "postgres");
         assert_eq!(settings.dbname.value, "postgres");
-        assert!(settings.password.is_none());
+        assert!(settings.password.for_host(0).is_none());
         let env = PgEnv {
             user: Some("loader".into()),
             dbname: Some(String::new()),
@@ -80,7 +80,7 @@ mod resolve {
             ..PgEnv::default()
         };
         let settings = with_config(&dir, text, &["--dbname", "password="], &env).unwrap();
-        assert!(settings.password.is_none());
+        assert!(settings.password.for_host(0).is_none());
         // As libpq: an empty user or dbname in a connection string is the
         // default, not PGUSER (a given keyword keeps the variable out).
         let env = PgEnv {
@@ -99,6 +99,8 @@ mod resolve {
         assert_eq!(
             settings
                 .password
+                .for_host(0)
+                .cloned()
                 .map(|p| p.secret.expose().to_owned())
                 .as_deref(),
             Some("from-env")
@@ -125,6 +127,8 @@ mod resolve {
         assert_eq!(
             settings
                 .password
+                .for_host(0)
+                .cloned()
                 .map(|p| p.secret.expose().to_owned())
                 .as_deref(),
             Some("hunter2")
@@ -352,6 +356,8 @@ mod resolve {
             with_config(&dir, &format!("[alerts.postgres]\n{config}"), args, env)
                 .unwrap()
                 .password
+                .for_host(0)
+                .cloned()
                 .map(|p| (p.secret.expose().to_owned(), p.origin))
         };
         let flag = ["--password-file", flag_file.to_str().unwrap()];
@@ -402,6 +408,8 @@ mod resolve {
             with_config(&dir, &format!("[alerts.postgres]\n{config}"), args, &env)
                 .unwrap()
                 .password
+                .for_host(0)
+                .cloned()
                 .map(|p| p.secret.expose().to_owned())
         };
         let flag = ["--password-file", empty.to_str().unwrap()];
@@ -431,11 +439,73 @@ mod resolve {
             home: Some(dir.path().into()),
             ..no_env()
         };
-        assert!(resolve(&global(&[]), &env).unwrap().password.is_none());
+        assert!(
+            resolve(&global(&[]), &env)
+                .unwrap()
+                .password
+                .for_host(0)
+                .is_none()
+        );
         dir.write(".pgpass", "*:*:*:*:secret\n", 0o640);
-        assert!(resolve(&global(&[]), &env).unwrap().password.is_none());
+        assert!(
+            resolve(&global(&[]), &env)
+                .unwrap()
+                .password
+                .for_host(0)
+                .is_none()
+        );
         dir.write(".pgpass", "*:*:*:*:secret\n", 0o400);
-        assert!(resolve(&global(&[]), &env).unwrap().password.is_some());
+        assert!(
+            resolve(&global(&[]), &env)
+                .unwrap()
+                .password
+                .for_host(0)
+                .is_some()
+        );
+    }
+
+    /// As libpq, each host gets its own line of the password file: a host
+    /// no line matches is sent no password, not another host's.
+    #[test]
+    fn each_host_gets_its_own_pgpass_line() {
+        let dir = Dir::new("pgpass-hosts");
+        dir.write(
+            ".pgpass",
+            "b:5433:postgres:postgres:for-b\nc:*:*:*:for-c\n",
+            0o600,
+        );
+        let env = PgEnv {
+            home: Some(dir.path().into()),
+            ..no_env()
+        };
+        let settings = resolve(
+            &global(&["--host", "a,b,c", "--port", "5432,5433,5434"]),
+            &env,
+        )
+        .unwrap();
+        let passwords: Vec<Option<&str>> = (0..3)
+            .map(|host| settings.password.for_host(host).map(|p| p.secret.expose()))
+            .collect();
+        assert_eq!(passwords, [None, Some("for-b"), Some("for-c")]);
+        let origin = settings.password.origin().unwrap();
+        assert!(
+            origin.contains(".pgpass, line 1 or ") && origin.ends_with(".pgpass, line 2"),
+            "{origin}"
+        );
+        // A password set otherwise is every host's.
+        let env = PgEnv {
+            password: Some("everyone".into()),
+            ..env
+        };
+        let settings = resolve(&global(&["--host", "a,b"]), &env).unwrap();
+        assert_eq!(
+            settings.password.for_host(0).map(|p| p.secret.expose()),
+            Some("everyone")
+        );
+        assert_eq!(
+            settings.password.for_host(1).map(|p| p.secret.expose()),
+            Some("everyone")
+        );
     }
 }
 
@@ -485,7 +555,7 @@ mod libpq {
         )
         .unwrap();
         assert_eq!(s.target(), "admin@db1:5432,db2:5433/findings");
-        assert_eq!(s.password.unwrap().secret.expose(), "s3cret");
+        assert_eq!(s.password.for_host(0).unwrap().secret.expose(), "s3cret");
         assert_eq!(s.application_name.value, "x");
         assert_eq!(
             s.dbname.origin.to_string(),
