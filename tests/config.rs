@@ -571,6 +571,75 @@ fn a_readable_config_file_with_an_inline_password_is_warned_about() {
     );
 }
 
+/// A password in a connection string is warned about where others can
+/// read it: in --dbname (the process list), in the config file's dbname or
+/// a service file that group or others can read; a connection string in
+/// PGDATABASE, which libpq takes as a database name, is refused without
+/// showing it. The password itself is never shown.
+#[test]
+fn passwords_in_connection_strings_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Scratch::new();
+    let dry_run = |cmd: crate::support::run::Pgsense| {
+        cmd.args(["load", "--dry-run"])
+            .stdin(ndjson(0, 1, Shape::Object))
+            .run()
+    };
+    let out = dry_run(pgsense().args(["--dbname", "host=localhost password=hunter2"]));
+    out.assert_code(0)
+        .assert_stderr_contains("the connection string of --dbname holds a password")
+        .assert_stderr_contains("process list");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+    let out = dry_run(pgsense().args(["--dbname", "postgresql://u:hunter2@localhost/db"]));
+    out.assert_stderr_contains("the connection string of --dbname holds a password");
+    let out = dry_run(pgsense().args(["--dbname", "host=localhost dbname=x"]));
+    assert!(
+        !out.stderr.contains("holds a password"),
+        "{}",
+        out.describe()
+    );
+
+    let config = scratch.write(
+        "c.toml",
+        "[alerts.postgres]\ndbname = \"host=localhost password=hunter2\"\n",
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = dry_run(pgsense().arg("-c").arg(&config));
+    out.assert_code(0).assert_stderr_contains(&format!(
+        "config file {} holds a password (password in the connection string of dbname",
+        config.display()
+    ));
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = dry_run(pgsense().arg("-c").arg(&config));
+    assert!(
+        !out.stderr.contains("holds a password"),
+        "{}",
+        out.describe()
+    );
+
+    let services = scratch.write(
+        "services.conf",
+        "[loader]\nhost=localhost\npassword=hunter2\n",
+    );
+    std::fs::set_permissions(&services, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = dry_run(
+        pgsense()
+            .args(["--service", "loader"])
+            .env("PGSERVICEFILE", &services),
+    );
+    out.assert_code(0).assert_stderr_contains(&format!(
+        "service file {} holds a password (password in service \"loader\")",
+        services.display()
+    ));
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+
+    let out = dry_run(pgsense().env("PGDATABASE", "host=localhost password=hunter2"));
+    out.assert_code(78)
+        .assert_stderr_contains("PGDATABASE holds a connection string");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
+}
+
 /// A section given twice is named as a duplicate (issue 12).
 #[test]
 fn a_duplicated_section_is_named() {

@@ -113,7 +113,11 @@ pub fn read(path: &Path) -> Result<PostgresSection> {
     match parsed.alerts.and_then(|a| a.postgres) {
         Some(section) => {
             if let Some(PasswordSource::Inline(_)) = section.password {
-                super::secret::warn_if_inline_password_readable(path, "[alerts.postgres]");
+                super::secret::warn_if_inline_password_readable(
+                    "config file",
+                    path,
+                    "[alerts.postgres]",
+                );
             }
             Ok(section)
         }

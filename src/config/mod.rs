@@ -191,10 +191,19 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
     };
     let dbname = given(dbname);
     let parts = Parts::gather(args, dbname.as_ref(), env)?;
+    warn_of_passwords_in(&parts, args.config.as_deref());
     let hosts = hosts(&parts, args.host.clone(), host, env);
     let ports = ports(&parts, args.port.clone(), port, env)?;
     check_counts(&hosts, &ports)?;
     let (dbname, username) = database_and_user(args, &parts, env, dbname, given(username));
+    if dbname.origin == Origin::Env("PGDATABASE") && conninfo::is_conninfo(&dbname.value) {
+        // Its text is not shown: it may hold a password.
+        bail!(
+            "PGDATABASE holds a connection string, but it is a database name only (as in \
+             libpq, which does not read a connection string there): pass the connection \
+             string with --dbname or the config file's dbname, and keep a password out of it"
+        );
+    }
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
@@ -235,6 +244,30 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         options: session.options,
         stall_timeout: Duration::from_secs(args.stall_timeout),
     })
+}
+
+/// Warns of a password in the connection string of --dbname, which every
+/// user of the machine can read in the process list, and in that of the
+/// config file's dbname when others can read the file.
+fn warn_of_passwords_in(parts: &Parts, config: Option<&std::path::Path>) {
+    if parts
+        .flag
+        .as_ref()
+        .is_some_and(|p| p.get("password").is_some())
+    {
+        log::warn!(
+            "the connection string of --dbname holds a password: every user of this machine \
+             can read it in the process list (ps) while the run lasts; keep it in a password \
+             file (--password-file, PGPASSFILE or ~/.pgpass) or the config file instead"
+        );
+    }
+    if let (Some(path), Some(_)) = (config, parts.file.as_ref().and_then(|p| p.get("password"))) {
+        secret::warn_if_inline_password_readable(
+            "config file",
+            path,
+            "the connection string of dbname in [alerts.postgres]",
+        );
+    }
 }
 
 /// An empty value is no value, as libpq takes it: the next source, or the

@@ -37,15 +37,16 @@ pub fn warn_if_readable_by_others(path: &Path, origin: &str, bits: u32, who: &st
     }
 }
 
-/// Warns when a config file that holds a password inline can be read by
-/// group or others: the file is often shared or copied, the password with
-/// it.
-pub fn warn_if_inline_password_readable(path: &Path, section: &str) {
+/// Warns when a config or service file that holds a password inline can
+/// be read by group or others: the file is often shared or copied, the
+/// password with it.
+pub fn warn_if_inline_password_readable(file: &str, path: &Path, place: &str) {
     if let Some(mode) = mode_granting(path, 0o077) {
         log::warn!(
-            "config file {} holds a password (password in {section}) and is readable by \
-             group or others (mode {mode:04o}): chmod 600 {}, or keep the password in a file \
-             of its own that only you can read, with password = {{ file = \"PATH\" }}",
+            "{file} {} holds a password (password in {place}) and is readable by group or others \
+             (mode {mode:04o}): chmod 600 {}, or keep the password in a file of its own that \
+             only you can read (--password-file, or password = {{ file = \"PATH\" }} in \
+             the config file)",
             path.display(),
             path.display()
         );

@@ -67,6 +67,13 @@ pub fn lookup(name: &str, places: &Places) -> Result<Params> {
             Box::leak(format!("service {name:?} of {}", file.display()).into_boxed_str());
         if let Some(params) = section(&text, name, file, Whole::Service(described))? {
             log::debug!("using {described}");
+            if params.get("password").is_some() {
+                super::secret::warn_if_inline_password_readable(
+                    "service file",
+                    file,
+                    &format!("service {name:?}"),
+                );
+            }
             return Ok(params);
         }
     }
