@@ -195,8 +195,17 @@ mod resolve {
         assert_eq!(mode("", &[], &env), (SslMode::Require, "PGSSLMODE".into()));
         let enabled = "[alerts.postgres.tls]\nenabled = true";
         assert_eq!(mode(enabled, &[], &env).0, SslMode::VerifyFull);
+        // The scanner's enabled = false is the default, prefer: it does not
+        // weaken a mode set elsewhere.
         let disabled = "[alerts.postgres.tls]\nenabled = false";
-        assert_eq!(mode(disabled, &[], &env).0, SslMode::Prefer);
+        assert_eq!(
+            mode(disabled, &[], &no_env()),
+            (SslMode::Prefer, "the default".into())
+        );
+        assert_eq!(
+            mode(disabled, &[], &env),
+            (SslMode::Require, "PGSSLMODE".into())
+        );
         // mode overrides enabled; the flag overrides both.
         let both = "[alerts.postgres.tls]\nenabled = true\nmode = \"disable\"";
         assert_eq!(mode(both, &[], &env).0, SslMode::Disable);

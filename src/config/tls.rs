@@ -125,19 +125,18 @@ fn sslmode(
     parts: &Parts,
     env: &PgEnv,
 ) -> Result<Sourced<SslMode>> {
-    // The scanner's meaning of the two values.
-    let scanner = |enabled| {
-        if enabled {
-            SslMode::VerifyFull
-        } else {
-            SslMode::Prefer
-        }
-    };
+    // The scanner's enabled = true is verify-full. Its false, in every
+    // sample config, is prefer: the default, which asks for nothing, so a
+    // mode set in a connection string, a service or PGSSLMODE still applies
+    // (rather than being weakened to prefer without a word).
+    let enabled = enabled
+        .filter(|enabled| *enabled)
+        .map(|_| SslMode::VerifyFull);
     Ok(Precedence::of(&setting::SSLMODE)
         .flag(flag)
         .try_part(parts.flag.as_ref(), parse_sslmode)?
         .try_file(mode, parse_sslmode)?
-        .file_key("enabled", enabled.map(scanner))
+        .file_key("enabled", enabled)
         .try_part(parts.file.as_ref(), parse_sslmode)?
         .try_part(parts.service.as_ref(), parse_sslmode)?
         .try_env(env.sslmode.clone(), parse_sslmode)?
