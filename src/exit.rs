@@ -75,7 +75,7 @@ pub const STATUSES: &[Documented] = &[
     Documented {
         codes: &[2],
         brief: "usage error",
-        detail: "usage error: bad flags or arguments, a reject file that is also an input, or a state file (or, with one, a reject file) that is not a regular file",
+        detail: "usage error: bad flags or arguments, a reject file that is also an input, a state file (or, with one, a reject file) that is not a regular file, or a state file that is a copy or hard link of another still there, or was moved without its journal",
     },
     Documented {
         codes: &[65],
@@ -125,7 +125,7 @@ pub const STATUSES: &[Documented] = &[
                  --state-file and no reject file, they stay in their files for the next run; \
                  with --follow, \
                  the way it stops: lines not committed stay in their files for the next \
-                 start (systemd: SuccessExitStatus=130 143)",
+                 start (systemd: SuccessExitStatus=129 130 143)",
     },
     Documented {
         codes: &[1],

@@ -5,7 +5,7 @@
 //! the server may crash too before the next run settles what it left.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::journal::journaled_txids;
@@ -80,12 +80,16 @@ impl Setup {
     }
 
     fn load_as(&self, server: &PgServer, role: &str, rows: &str) -> Pgsense {
+        self.load_with(server, role, rows, &self.path("state"))
+    }
+
+    fn load_with(&self, server: &PgServer, role: &str, rows: &str, state: &Path) -> Pgsense {
         server
             .pgsense_as(&self.db, role)
             .arg("load")
             .args(["--batch-rows", rows])
             .arg("--state-file")
-            .arg(self.path("state"))
+            .arg(state)
             .arg("--reject-file")
             .arg(self.path("rejects.ndjson"))
             .arg(&self.input)
@@ -186,6 +190,67 @@ fn killed_in_the_first_batch_and_again_in_the_rerun() {
             .run(),
     );
     let last = complete(&setup, server);
+    setup.assert_exactly_once(server, &last);
+}
+
+/// A state file moved without its journal after a kill is refused (its
+/// journal holds a committed batch, which would be loaded again), and
+/// taken once the journal follows it; a copy or a hard link of a state
+/// file that is still there is refused too: runs by turns under the two
+/// names would each load what the other did.
+#[test]
+fn a_state_file_moved_without_its_journal_or_copied_is_refused() {
+    let server = shared();
+    let setup = Setup::new(server);
+    killed(
+        &setup
+            .load(server)
+            .env("PGSENSE_PG_CRASH_AT", "committed:3")
+            .run(),
+    );
+    assert!(
+        !setup.journaled_txids().is_empty(),
+        "the killed run left no journal: nothing was tested"
+    );
+    std::fs::create_dir(setup.path("moved")).expect("mkdir");
+    let moved = setup.path("moved").join("state");
+    std::fs::rename(setup.path("state"), &moved).expect("move the state file");
+    let refused = setup
+        .load_with(server, "postgres", BATCH_ROWS, &moved)
+        .run();
+    refused
+        .assert_code(2)
+        .assert_stderr_contains("without its journal")
+        .assert_stderr_contains(&format!("move it to {}.journal", moved.display()));
+    std::fs::rename(
+        setup.path("state.journal"),
+        setup.path("moved/state.journal"),
+    )
+    .expect("move the journal");
+    let last = setup
+        .load_with(server, "postgres", BATCH_ROWS, &moved)
+        .run();
+    assert!(
+        matches!(last.code, Some(0 | 65)),
+        "the run after the move\n{}",
+        last.describe()
+    );
+    setup.assert_exactly_once(server, &last);
+
+    let linked = setup.path("linked");
+    std::fs::hard_link(&moved, &linked).expect("hard link");
+    let copied = setup.path("copied");
+    std::fs::copy(&moved, &copied).expect("copy");
+    for other in [&linked, &copied] {
+        setup
+            .load_with(server, "postgres", BATCH_ROWS, other)
+            .run()
+            .assert_code(2)
+            .assert_stderr_contains(&format!(
+                "was last written as {}, which is still there",
+                moved.display()
+            ));
+    }
     setup.assert_exactly_once(server, &last);
 }
 

@@ -92,6 +92,10 @@ struct Contents {
     /// that is cut off by the next run. None once a run ended cleanly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rejects: Option<RejectsMark>,
+    /// The path the file was written to, links followed: under another
+    /// name it is a copy, a hard link, or a move ([`check_moved`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written_as: Option<PathBuf>,
 }
 
 /// The length a reject file is known to have.
@@ -202,6 +206,7 @@ impl StateFile {
                     .with_context(|| format!("cannot read state file {}", path.display()));
             }
         };
+        check_moved(path, &contents)?;
         // The file is replaced through a temporary file beside it: a
         // directory that takes none is found now, not at the first save.
         let temp = sibling(path, ".tmp");
@@ -418,6 +423,7 @@ impl StateFile {
 
     fn write(&mut self) -> Result<()> {
         forget_old(&mut self.contents.files, now(), &self.inputs);
+        self.contents.written_as = Some(self.path.clone());
         let temp = sibling(&self.path, ".tmp");
         let context = || format!("cannot write state file {}", self.path.display());
         let mut file = File::create(&temp).with_context(context)?;
@@ -511,6 +517,39 @@ fn cut_rejects(mark: &RejectsMark) -> Result<()> {
 /// it usable (at worst, it decodes again from the start).
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Refuses a state file last written under another name when the file of
+/// that name is still there (a copy or a hard link of it: two state files
+/// for the same inputs, which two runs, or runs by turns, would load twice),
+/// or when it was moved without its journal, which holds batches of a
+/// killed run that are not settled yet.
+fn check_moved(path: &Path, contents: &Contents) -> Result<()> {
+    let Some(old) = contents.written_as.as_deref().filter(|old| *old != path) else {
+        return Ok(());
+    };
+    let (shown, old_shown) = (path.display(), old.display());
+    if fs::metadata(old).is_ok_and(|meta| meta.is_file()) {
+        return Err(anyhow::anyhow!(
+            "state file {shown} was last written as {old_shown}, which is still there: it is a \
+             copy or a hard link of that one, and two state files for the same inputs load \
+             lines twice. Use --state-file {old_shown}, or remove one of the two (to move a \
+             state file, move its .journal with it)"
+        ))
+        .status(Status::Usage);
+    }
+    let journal = sibling(old, ".journal");
+    if fs::metadata(&journal).is_ok_and(|meta| meta.len() > 0) {
+        return Err(anyhow::anyhow!(
+            "state file {shown} was moved from {old_shown} without its journal {}, which \
+             holds batches of a run that was stopped dead, not settled yet: move it to \
+             {shown}.journal (loading without it would load those batches again)",
+            journal.display()
+        ))
+        .status(Status::Usage);
+    }
+    log::info!("state file {shown} was moved from {old_shown}");
+    Ok(())
 }
 
 pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
