@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use pgsense_pg::cli::{Cli, GlobalArgs};
+use pgsense_pg::exit::Status;
 use pgsense_pg::{cmd, exit};
 
 fn main() -> ExitCode {
@@ -14,8 +15,13 @@ fn main() -> ExitCode {
     match cmd::run(&cli) {
         Ok(status) => status.into(),
         Err(err) => {
-            exit::print_error(&err);
-            exit::status_of(&err).into()
+            let status = exit::status_of(&err);
+            match status {
+                // A stop asked for is said, not called an error.
+                Status::Signal(_) => eprintln!("pgsense-pg: {err:#}"),
+                _ => exit::print_error(&err),
+            }
+            status.into()
         }
     }
 }

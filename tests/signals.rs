@@ -316,6 +316,8 @@ fn sigterm_while_connecting_ends_the_load_saying_nothing_was_loaded() {
     let took = signalled.elapsed();
     out.assert_code(143)
         .assert_stderr_contains("stopped by a signal before reading: nothing was loaded");
+    // A stop asked for is not an error.
+    assert!(!out.stderr.contains("error:"), "{}", out.describe());
     assert!(
         took < Duration::from_secs(3),
         "SIGTERM took {took:?} to end the load\n{}",

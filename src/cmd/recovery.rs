@@ -50,7 +50,10 @@ pub fn recover(
             status => status,
         })
     })?;
-    log::info!("settled {applied} batches recorded by a run that was stopped");
+    if applied > 0 {
+        let batches = if applied == 1 { "batch" } else { "batches" };
+        log::info!("settled {applied} {batches} recorded by a run that was stopped");
+    }
     Ok(used)
 }
 
