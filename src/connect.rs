@@ -103,12 +103,16 @@ fn explain_failures(failures: &[(String, HostFailure)], settings: &Settings) -> 
             false => "",
         };
     }
+    // The advice goes with the hosts that did not answer, not after another
+    // host's error of its own.
     let timeout = settings.connect_timeout.value.as_secs();
     let no_answer = format!(
         "no answer within {timeout} s (name lookup, TCP connect, TLS handshake or \
-         authentication did not complete)"
+         authentication did not complete): check that the server is up and reachable, or \
+         raise --connect-timeout ({timeout} s per host, from {})",
+        settings.connect_timeout.origin
     );
-    let each = match failures {
+    match failures {
         [_] => no_answer,
         _ => failures
             .iter()
@@ -118,12 +122,7 @@ fn explain_failures(failures: &[(String, HostFailure)], settings: &Settings) -> 
             })
             .collect::<Vec<_>>()
             .join("; "),
-    };
-    format!(
-        "{each}: check that the server is up and reachable, or raise --connect-timeout ({timeout} \
-         s per host, from {})",
-        settings.connect_timeout.origin
-    )
+    }
 }
 
 /// How long one connection attempt may take: the connect timeout for each

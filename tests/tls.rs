@@ -699,6 +699,36 @@ fn pgpass_each_host_gets_its_own_line() {
         .assert_stdout_contains(&format!(" at 127.0.0.1:{port} "));
 }
 
+/// Of two hosts, the one that did not answer gets the advice of a
+/// timeout, and the one that refused the password that of a password: the
+/// first's advice does not follow the second's error, as if it were its.
+#[test]
+fn each_host_that_failed_gets_its_own_advice() {
+    let fx = fixture();
+    let db = database_for(&fx.server, "pw_user");
+    let silent = SilentServer::new();
+    let ports = format!("{},{}", silent.port(), fx.server.port());
+    let out = pgsense()
+        .args(["--host", "127.0.0.1,127.0.0.1", "--port", &ports])
+        .args(["--dbname", &db, "--username", "pw_user"])
+        .args(["--connect-timeout", "1", "check"])
+        .env("PGPASSWORD", "not-it")
+        .run();
+    out.assert_code(69)
+        .assert_stderr_contains("no answer within 1 s")
+        .assert_stderr_contains("the password from PGPASSWORD was refused");
+    let refused = out
+        .stderr
+        .find("the password from PGPASSWORD was refused")
+        .unwrap();
+    let timeout = out.stderr.find("raise --connect-timeout").unwrap();
+    assert!(
+        timeout < refused,
+        "the timeout advice follows the refused password\n{}",
+        out.describe()
+    );
+}
+
 /// A world-readable `{ file }` password works, with a warning.
 #[test]
 fn a_world_readable_password_file_is_warned_about() {
