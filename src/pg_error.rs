@@ -281,6 +281,8 @@ enum When {
     ClientCert,
     NoClientCert,
     SslDisabled,
+    /// require, verify-ca or verify-full: no second try without TLS.
+    SslRequired,
 }
 
 impl When {
@@ -290,6 +292,10 @@ impl When {
             When::ClientCert => settings.tls.client.is_some(),
             When::NoClientCert => settings.tls.client.is_none(),
             When::SslDisabled => settings.tls.mode.value == SslMode::Disable,
+            When::SslRequired => matches!(
+                settings.tls.mode.value,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            ),
         }
     }
 }
@@ -333,6 +339,8 @@ const RULES: &[Rule] = &[
     rule(Server,  &[CLIENT_CERT_REQUIRED],                    When::NoClientCert,  set_client_cert),
     rule(Server,  &[&["certificate authentication failed"]],  When::Always,        certificate_name),
     rule(Server,  &[NO_HBA_ENTRY, &["no encryption"]],        When::SslDisabled,   hostssl_only),
+    rule(Server,  &[NO_HBA_ENTRY, &["ssl encryption"]],       When::SslRequired,   hostnossl_only),
+    rule(Server,  &[&["connect privilege"]],                  When::Always,        connect_grant),
     rule(Server,  &[&["password authentication failed"]],     When::Always,        password_refused),
     // PgBouncer's words for a SCRAM exchange that failed.
     rule(Server,  &[&["sasl authentication failed"]],         When::Always,        sasl_refused),
@@ -519,6 +527,23 @@ fn hostssl_only(settings: &Settings) -> String {
          turns TLS off: set {} require or stronger",
         mode(settings),
         setting::SSLMODE.flag
+    )
+}
+
+fn hostnossl_only(settings: &Settings) -> String {
+    format!(
+        "no pg_hba.conf line lets this role in over TLS from this address (there may be \
+         hostnossl lines only), and {} needs TLS: add a hostssl line for it on the server",
+        mode(settings)
+    )
+}
+
+fn connect_grant(settings: &Settings) -> String {
+    format!(
+        "the role may not connect to the database (REVOKE CONNECT, often FROM PUBLIC): as its \
+         owner, run `GRANT CONNECT ON DATABASE \"{}\" TO \"{}\"`",
+        settings.dbname.value.replace('"', "\"\""),
+        settings.username.value.replace('"', "\"\"")
     )
 }
 

@@ -220,6 +220,35 @@ fn check_names_the_loaded_columns_without_insert() {
     );
 }
 
+/// A role that may not connect to the database (REVOKE CONNECT FROM
+/// PUBLIC): check fails (69) with the GRANT that fixes it, which, run as
+/// is, does.
+#[test]
+fn check_names_missing_connect_on_the_database() {
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let role = role_with(
+        server,
+        &db,
+        "GRANT USAGE ON SCHEMA pgsense TO {role};
+         GRANT INSERT ON pgsense.findings TO {role};
+         GRANT USAGE ON SEQUENCE pgsense.findings_id_seq TO {role};",
+    );
+    server.execute(&db, &format!("REVOKE CONNECT ON DATABASE {db} FROM PUBLIC"));
+    let before = server.pgsense_as(&db, &role).arg("check").run();
+    before.assert_code(69);
+    let grant = quoted_grant(&before.stderr, &before);
+    assert_eq!(
+        grant,
+        format!("GRANT CONNECT ON DATABASE \"{db}\" TO \"{role}\""),
+        "{}",
+        before.describe()
+    );
+    server.execute(&db, grant);
+    assert_check_passes(&server.pgsense_as(&db, &role).arg("check").run());
+}
+
 #[test]
 fn check_names_missing_usage_on_the_schema() {
     let server = shared();

@@ -384,7 +384,8 @@ fn prefer_against_a_hostnossl_only_role_connects_without_tls() {
         1,
     )
     .assert_code(69)
-    .assert_stderr_contains("SSL encryption");
+    .assert_stderr_contains("SSL encryption")
+    .assert_stderr_contains("add a hostssl line");
 }
 
 /// check says a connection is over TLS when it is, also for a role that
