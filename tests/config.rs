@@ -640,6 +640,21 @@ fn passwords_in_connection_strings_are_warned_about() {
     assert!(!out.stderr.contains("hunter2"), "{}", out.describe());
 }
 
+/// A system schema (pg_catalog, pg_toast, any pg_ name, and
+/// information_schema, which backups leave out) is refused before
+/// connecting, from the flag or the config file.
+#[test]
+fn a_system_schema_is_refused() {
+    for schema in ["pg_catalog", "pg_toast", "PG_mine", "information_schema"] {
+        assert_config_error(
+            &format!("{VALID}schema = \"{schema}\"\n"),
+            &[],
+            "is a schema of the system's own",
+        );
+        assert_config_error(VALID, &["--schema", schema], "--schema");
+    }
+}
+
 /// A section given twice is named as a duplicate (issue 12).
 #[test]
 fn a_duplicated_section_is_named() {

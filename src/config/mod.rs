@@ -205,6 +205,7 @@ pub fn resolve(args: &GlobalArgs, env: &PgEnv) -> Result<Settings> {
         );
     }
     let schema = identifier(&setting::SCHEMA, &args.schema, schema, "pgsense")?;
+    check_not_system(&schema)?;
     let table = identifier(&setting::TABLE, &args.table, table, "findings")?;
 
     let targets: Vec<pgpass::Target> = endpoints(&hosts.value, &ports.value)
@@ -494,6 +495,20 @@ pub fn from_flags(flags: &[&str]) -> Settings {
     let argv = ["pgsense-pg"].iter().chain(flags).chain(&["init"]);
     let cli = crate::cli::Cli::try_parse_from(argv).expect("the test's flags parse");
     resolve(&cli.global, &PgEnv::default()).expect("the test's flags resolve")
+}
+
+/// A schema of the system's own: `pg_` names are reserved (pg_catalog,
+/// pg_toast), and information_schema is left out of pg_dump's backups.
+fn check_not_system(schema: &Sourced<String>) -> Result<()> {
+    let name = schema.value.to_ascii_lowercase();
+    if name.starts_with("pg_") || name == "information_schema" {
+        bail!(
+            "{} is a schema of the system's own (pg_ names are reserved, and \
+             information_schema is left out of backups): name a schema of your own",
+            schema.origin.show_quoted(&schema.value)
+        );
+    }
+    Ok(())
 }
 
 /// Schema and table names are spliced into SQL and must reach PostgreSQL
