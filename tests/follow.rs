@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::support::follow::{
     Appender, Followed, Rng, Table, cpu_time, holds_open, kill, open_files, stop,
 };
-use crate::support::markers::{assert_table_holds_after, findings, table_markers};
+use crate::support::markers::{append, assert_table_holds_after, findings, table_markers};
 use crate::support::prometheus::{Exposition, read_metrics};
 use crate::support::report::stopped_after;
 use crate::support::run::Started;
@@ -1593,4 +1593,44 @@ fn sigterm_during_the_bootstrap_ends_the_run() {
     out.assert_stderr_contains("still going after the stop signal")
         .assert_stderr_contains("interrupted while waiting for the database: nothing was loaded");
     drop(holder);
+}
+
+/// A file followed by a relative name (`findings.jsonl`, from its own
+/// directory): the rotated files found beside it are named the same way in
+/// messages, `findings.jsonl.1:N`, not `./findings.jsonl.1:N`.
+#[test]
+fn rotated_files_beside_a_relative_name_are_named_as_it_is() {
+    let server = shared();
+    let followed = Followed::new(server);
+    let mut appender = Appender::new(&followed.input);
+    appender.append_lines(3);
+    let command = || {
+        followed
+            .command_on(server, "findings.jsonl")
+            .current_dir(followed.scratch.path())
+    };
+    let load = command().spawn();
+    let mut table = Table::new(server, &followed.db);
+    let load = wait_during(
+        load,
+        "the first lines loaded",
+        Duration::from_secs(30),
+        || table.holds_through(3),
+    );
+    stop(load, "TERM", 143);
+    // Rotated while the loader was stopped, with a bad last line.
+    fs::rename(&followed.input, appender.rotated(1)).expect("rotate");
+    append(&appender.rotated(1), "{\"not\": \"a finding\"}\n");
+    let mut appender = Appender::starting_at(&followed.input, 4);
+    appender.append_lines(2);
+    let load = command().spawn();
+    let load = wait_during(
+        load,
+        "the new lines loaded",
+        Duration::from_secs(30),
+        || table.holds_through(5),
+    );
+    let out = stop(load, "TERM", 143);
+    out.assert_stderr_contains("pgsense-pg: findings.jsonl.1:4: ");
+    assert!(!out.stderr.contains("./findings"), "{}", out.describe());
 }

@@ -359,12 +359,8 @@ impl Name {
         let (Some(dir), Some(base)) = (self.path.parent(), self.path.file_name()) else {
             return Vec::new();
         };
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
+        let here = dir.as_os_str().is_empty();
+        let Ok(entries) = std::fs::read_dir(if here { Path::new(".") } else { dir }) else {
             return Vec::new();
         };
         entries
@@ -376,7 +372,11 @@ impl Name {
                     .strip_prefix(base.as_encoded_bytes())
                     .is_some_and(rotation_suffix)
             })
-            .map(|entry| entry.path())
+            // Named as the file is, without a `./` it was not given with.
+            .map(|entry| match here {
+                true => PathBuf::from(entry.file_name()),
+                false => entry.path(),
+            })
             .collect()
     }
 
