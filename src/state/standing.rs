@@ -439,6 +439,9 @@ impl StateFile {
             return Ok(copy);
         }
         let warning = match old {
+            // Another file with the inode number of one loaded and deleted
+            // since: nothing of it was loaded.
+            Some(old) if reborn(old, content) => None,
             Some(old) if content.tail(old.offset)?.is_none() => Some(
                 "loading from the start: it is shorter than what was loaded (truncated)".into(),
             ),
@@ -543,10 +546,14 @@ fn name_of(path: &Path) -> String {
 }
 
 /// Whether `content` is still what `mark` was taken of.
+/// Whether the file is not the one `mark` was made of, though it has its
+/// inode: it was created since.
+fn reborn(mark: &Mark, content: &Content) -> bool {
+    matches!((mark.born, content.born()), (Some(then), Some(now)) if then != now)
+}
+
 fn still(mark: &Mark, content: &mut Content) -> Result<bool> {
-    if let (Some(then), Some(now)) = (mark.born, content.born())
-        && then != now
-    {
+    if reborn(mark, content) {
         return Ok(false);
     }
     let head_matches = mark.head.len == 0 || content.head(mark.head.len)? == Some(mark.head);

@@ -232,4 +232,22 @@ fn a_file_born_again_under_the_same_inode_is_new() {
         mark.born = mark.born.map(|ns| ns - 1);
     }
     assert_eq!(state.knows(&live).expect("knows"), Known::Unknown);
+    // Shorter than what was loaded of the old one: a new file, not one
+    // truncated (no warning saying so).
+    File::options()
+        .write(true)
+        .open(&live)
+        .and_then(|file| file.set_len(10))
+        .expect("shorten");
+    let meta = fs::metadata(&live).expect("stat");
+    let key = format!("{}:{}", meta.dev(), meta.ino());
+    let mut content = Content::new(Arc::new(File::open(&live).expect("open"))).expect("content");
+    let standing = state
+        .standing(&key, "findings.jsonl", &mut content)
+        .expect("standing");
+    let warning = match standing {
+        Standing::New(warning) => warning,
+        _ => panic!("not a new file"),
+    };
+    assert_eq!(warning, None);
 }
