@@ -60,8 +60,11 @@ fn in_transaction<T>(
 ) -> Result<T> {
     let _deadline = crate::stall::Deadline::start(settings.stall_timeout, "the bootstrap");
     let mut tx = client.transaction().map_err(crate::pg_error::begin_error)?;
-    tx.batch_execute(&crate::connect::session_settings(None))
-        .map_err(db_error)?;
+    tx.batch_execute(&crate::connect::session_settings(
+        None,
+        crate::connect::LOCK_TIMEOUT,
+    ))
+    .map_err(db_error)?;
     let done = work(&mut tx)?;
     match ending {
         Ending::Commit => tx.commit().map_err(db_error)?,

@@ -258,8 +258,8 @@ pub fn pool(manager: Manager, first: Client) -> Pool {
 /// forever: waiting fails after a while, and the batch is retried within
 /// --retry-for. With `schema`, the findings schema comes first in
 /// search_path, for triggers and defaults that name things unqualified.
-pub fn session_settings(schema: Option<&str>) -> String {
-    let mut sql = format!("SET LOCAL lock_timeout = '{}s'", LOCK_TIMEOUT.as_secs());
+pub fn session_settings(schema: Option<&str>, lock_timeout: Duration) -> String {
+    let mut sql = format!("SET LOCAL lock_timeout = '{}ms'", lock_timeout.as_millis());
     if let Some(schema) = schema {
         sql.push_str(&format!(
             "; SET LOCAL search_path = \"{}\", public",

@@ -215,3 +215,36 @@ fn many_loaders_at_once_against_few_connections_each_load_everything_once() {
     );
     assert_table_holds(&server, &db, 1..=LOADERS * EACH);
 }
+
+/// A table locked elsewhere for longer than --retry-for: the lock is
+/// waited for no longer than the window (not the 60 s of lock_timeout),
+/// so the run gives up, 75, soon after the window ends.
+#[test]
+fn a_lock_held_past_retry_for_ends_the_run_within_the_window() {
+    const RETRY_FOR: u64 = 3;
+    let server = crate::support::shared();
+    let db = server.new_database();
+    init(server, &db);
+    let mut locker = server.client(&db);
+    let mut lock = locker.transaction().expect("begin");
+    lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
+        .expect("lock the table");
+    let scratch = Scratch::new();
+    let input = scratch.write("findings.ndjson", findings(1..=10));
+    let started = Instant::now();
+    let out = server
+        .pgsense(&db)
+        .args(["load", "--retry-for", &RETRY_FOR.to_string()])
+        .arg(&input)
+        .timeout(Duration::from_secs(120))
+        .run();
+    let took = started.elapsed();
+    lock.rollback().expect("release the lock");
+    out.assert_code(75).assert_stderr_contains("lock_timeout");
+    // Generous for a busy machine, and well short of lock_timeout's 60 s.
+    assert!(
+        took < Duration::from_secs(RETRY_FOR + 20),
+        "the run took {took:?} with --retry-for {RETRY_FOR}\n{}",
+        out.describe()
+    );
+}

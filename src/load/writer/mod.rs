@@ -33,7 +33,7 @@ use super::lock;
 use super::sink::Sink;
 use super::turns::{PanicGuard, Turn, Turns};
 use crate::config::Settings;
-use crate::connect::{SAY_EVERY, session_settings};
+use crate::connect::{LOCK_TIMEOUT, SAY_EVERY, session_settings};
 use crate::state::Txn;
 use crate::table;
 use plan::{Copying, Plan, isolate};
@@ -62,7 +62,14 @@ impl Copy {
             table: qualified_table.clone(),
             timed: table::copy_sql(&qualified_table, true),
             untimed: table::copy_sql(&qualified_table, false),
-            settings: session_settings(Some(&settings.schema.value)),
+            // A lock waited for past --retry-for would overrun it: the
+            // wait ends with the window (a second at least; 0 is no limit).
+            settings: session_settings(
+                Some(&settings.schema.value),
+                retry_for.map_or(LOCK_TIMEOUT, |window| {
+                    window.clamp(Duration::from_secs(1), LOCK_TIMEOUT)
+                }),
+            ),
             retry_for: retry_for.unwrap_or(ENDLESS),
             endless: retry_for.is_none(),
         }
