@@ -26,6 +26,18 @@ pub enum Format {
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// A zstd skippable frame's magic, 0x184D2A5?, but for its first byte
+/// (0x50 to 0x5f): pzstd starts its files with one.
+const ZSTD_SKIPPABLE: &[u8] = &[0x50, 0x2a, 0x4d, 0x18];
+
+/// Whether `start` begins a zstd frame, or a skippable frame (0x18 is a
+/// control character: text never starts so).
+fn is_zstd(start: &[u8]) -> bool {
+    start.starts_with(ZSTD_MAGIC)
+        || (start.len() >= MAGIC_LEN
+            && start[0] & 0xf0 == 0x50
+            && start[1..MAGIC_LEN] == ZSTD_SKIPPABLE[1..])
+}
 /// Bytes needed to tell the format.
 const MAGIC_LEN: usize = 4;
 
@@ -73,7 +85,7 @@ impl Format {
     pub fn of(start: &[u8]) -> Format {
         if start.starts_with(GZIP_MAGIC) {
             Format::Gzip
-        } else if start.starts_with(ZSTD_MAGIC) {
+        } else if is_zstd(start) {
             Format::Zstd
         } else {
             Format::Plain
@@ -189,6 +201,7 @@ fn read_start(raw: &mut dyn Read) -> io::Result<Vec<u8>> {
             .into_iter()
             .chain(UNSUPPORTED.iter().map(|(magic, _)| *magic))
             .any(|m| could_start(m, &start[..len]))
+        || could_start_skippable(&start[..len])
     {
         match raw.read(&mut start[len..]) {
             Ok(0) => break,
@@ -202,6 +215,12 @@ fn read_start(raw: &mut dyn Read) -> io::Result<Vec<u8>> {
 
 /// Whether `bytes`, fewer than [`MAGIC_LEN`], may be the first bytes of a
 /// stream starting with `magic`: more are to be read to tell.
+fn could_start_skippable(bytes: &[u8]) -> bool {
+    bytes.len() < MAGIC_LEN
+        && bytes.first().is_none_or(|first| first & 0xf0 == 0x50)
+        && bytes.get(1..).unwrap_or_default() == &ZSTD_SKIPPABLE[1..bytes.len().max(1)]
+}
+
 fn could_start(magic: &[u8], bytes: &[u8]) -> bool {
     let n = magic.len().min(bytes.len());
     magic[..n] == bytes[..n] && bytes.len() < MAGIC_LEN
@@ -387,6 +406,16 @@ mod tests {
         assert_eq!(Format::of(&gzip(b"x")), Format::Gzip);
         assert_eq!(Format::of(&zstd(b"x")), Format::Zstd);
         assert_eq!(Format::of(&[0x28, 0xb5]), Format::Plain);
+        // pzstd's files start with a skippable frame.
+        assert_eq!(Format::of(&skippable(zstd(b"x"))), Format::Zstd);
+        assert_eq!(Format::of(b"P*M"), Format::Plain);
+    }
+
+    /// `frames` after a skippable frame of four bytes, as pzstd writes.
+    fn skippable(frames: Vec<u8>) -> Vec<u8> {
+        let mut bytes = vec![0x5e, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        bytes.extend(frames);
+        bytes
     }
 
     #[test]
@@ -410,6 +439,7 @@ mod tests {
             two.extend(encode(b));
             assert_eq!(decoded(two).expect("decodes"), text);
         }
+        assert_eq!(decoded(skippable(zstd(&text))).expect("decodes"), text);
         assert_eq!(decoded(b"ab".to_vec()).expect("plain"), b"ab");
         assert_eq!(decoded(Vec::new()).expect("empty"), b"");
     }

@@ -76,6 +76,39 @@ fn gzip_and_zstd_files_load_whatever_their_name() {
     assert_table_holds(server, &db, 1..=410);
 }
 
+/// A file compressed by pzstd (zstd's parallel compressor), which starts
+/// with a skippable frame, loads as its text would.
+#[test]
+fn a_pzstd_file_loads() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let plain = scratch.write("p.jsonl", findings(1..=300));
+    let zst = scratch.path().join("p.jsonl.zst");
+    let status = std::process::Command::new("pzstd")
+        .args(["-q", "-f", "-p", "2"])
+        .arg(&plain)
+        .arg("-o")
+        .arg(&zst)
+        .status()
+        .expect("run pzstd (apt-get install zstd)");
+    assert!(status.success(), "pzstd failed");
+    let bytes = std::fs::read(&zst).expect("read the pzstd file");
+    assert_eq!(
+        bytes[1..4],
+        [0x2a, 0x4d, 0x18],
+        "pzstd wrote no skippable frame first: nothing is tested"
+    );
+    server
+        .pgsense(&db)
+        .arg("load")
+        .arg(&zst)
+        .run()
+        .assert_code(0)
+        .assert_stderr_contains("300 read, 300 inserted, 0 dropped");
+    assert_table_holds(server, &db, 1..=300);
+}
+
 /// Line numbers are those of the decoded text.
 #[test]
 fn line_numbers_count_the_decoded_lines() {
