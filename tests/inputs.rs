@@ -200,6 +200,39 @@ fn a_file_truncated_while_read_is_said_to_have_shrunk() {
     assert_table_holds(server, &db, 1..=1000);
 }
 
+/// A file truncated behind the reader, within what it had read already:
+/// the warning gives the file's new size, and where reading ended.
+#[test]
+fn a_file_truncated_behind_the_reader_says_its_new_size() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let text = findings(1..=3000);
+    let input = scratch.write("in.ndjson", &text);
+    let load = server
+        .pgsense(&db)
+        .args(["load", "--batch-rows", "10"])
+        .arg(&input)
+        .spawn();
+    let load = wait_during(load, "the first rows in", Duration::from_secs(30), || {
+        server.count(&db, TABLE) >= 10
+    });
+    // Inside the first read buffer (64 KiB), which the reader holds.
+    let cut = text.match_indices('\n').nth(49).expect("50 lines").0 + 1;
+    OpenOptions::new()
+        .write(true)
+        .open(&input)
+        .and_then(|file| file.set_len(cut as u64))
+        .expect("truncate");
+    let out = load.wait();
+    out.assert_stderr_contains(&format!(
+        "shrank while it was read, from {} to {cut} bytes",
+        text.len()
+    ))
+    .assert_stderr_contains("read up to byte ");
+}
+
 /// A tiny, repeatable generator of chunk sizes and pauses.
 struct Lcg(u64);
 

@@ -12,6 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
@@ -156,6 +157,8 @@ impl Reader {
         let opened_with = source
             .size
             .filter(|_| !cursor.tracked && !cursor.compressed);
+        // To say how big it is then, as long as the name is still its.
+        let named = (source.name.clone(), source.identity);
         // A file a state file tracks is read on only while it starts as it
         // did: a copytruncate mid-run must not pass new lines for old ones.
         let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
@@ -217,7 +220,10 @@ impl Reader {
             self.say_changed(&cursor);
         }
         if let Some(size) = opened_with.filter(|&size| cursor.offset < size) {
-            self.say_shrunk(&cursor, size);
+            let now = std::fs::metadata(&named.0)
+                .ok()
+                .filter(|meta| Some((meta.dev(), meta.ino())) == named.1);
+            self.say_shrunk(&cursor, size, now.map(|meta| meta.len()));
         }
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {
@@ -286,12 +292,15 @@ impl Reader {
 
     /// The file under `cursor` was copied and truncated, or rewritten,
     /// while it was read: reading it stopped there.
-    fn say_shrunk(&self, cursor: &Cursor, size: u64) {
+    fn say_shrunk(&self, cursor: &Cursor, size: u64, now: Option<u64>) {
+        let offset = cursor.offset;
         log::warn!(
             "{}: shrank while it was read, from {size} to {} bytes (truncated by another \
-             process?): its last line read may have been cut",
+             process?): read up to byte {offset}, line {}; its last line read may have been \
+             cut",
             self.ledger.name(cursor.index),
-            cursor.offset
+            now.unwrap_or(offset),
+            cursor.line
         );
     }
 
