@@ -168,6 +168,23 @@ fn a_truncated_gzip_file_loads_the_lines_before_the_cut() {
     assert_table_is(server, &db, (1..=lines).chain(5001..=5010), &out);
 }
 
+/// A compressed file cut before its first line is said to be damaged
+/// before its first line, not "after line 0".
+#[test]
+fn a_compressed_file_cut_before_its_first_line_says_so() {
+    let server = shared();
+    let db = server.new_database();
+    let scratch = Scratch::new();
+    let whole = zstd(&findings(1..=10));
+    let cut = scratch.write("cut.jsonl.zst", &whole[..12]);
+    let out = server.pgsense(&db).arg("load").arg(&cut).run();
+    out.assert_code(1).assert_stderr_contains(&format!(
+        "{}: corrupt or truncated zstd data before its first line",
+        cut.display()
+    ));
+    assert!(!out.stderr.contains("after line 0"), "{}", out.describe());
+}
+
 /// A zstd file whose second frame is corrupt: the first frame's lines load,
 /// and the error says where the damage is.
 #[test]

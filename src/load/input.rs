@@ -179,6 +179,17 @@ fn nothing() -> Input {
 /// The error for an input that could not be read to its end, after `line`
 /// lines: damaged compressed data says so, naming the file and the line.
 pub fn read_error(err: io::Error, name: &str, line: u64) -> anyhow::Error {
+    if line == 0 {
+        return match Damaged::of(&err) {
+            Some(damage) => anyhow::anyhow!(
+                "{name}: corrupt or truncated {} data before its first line ({}): nothing of \
+                 it was read",
+                damage.format,
+                damage.cause()
+            ),
+            None => anyhow::Error::new(err).context(format!("cannot read {name}")),
+        };
+    }
     match Damaged::of(&err) {
         // A checksum is checked where the data it covers ends: the damage
         // may be anywhere before.

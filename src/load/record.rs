@@ -105,8 +105,15 @@ impl RejectReason {
 /// Parses one line (without its line terminator) into a finding.
 pub fn parse_line(line: &[u8]) -> Result<Finding<'_>, RejectReason> {
     let text = std::str::from_utf8(line).map_err(|e| {
+        let utf16 = match line.starts_with(&[0xff, 0xfe]) || line.starts_with(&[0xfe, 0xff]) {
+            true => {
+                " (it starts with UTF-16's byte order mark: the file is UTF-16; convert it \
+                 first, e.g. iconv -f UTF-16 -t UTF-8)"
+            }
+            false => "",
+        };
         RejectReason::new(format!(
-            "invalid UTF-8 at byte {} of the line",
+            "invalid UTF-8 at byte {} of the line{utf16}",
             e.valid_up_to() + 1
         ))
     })?;

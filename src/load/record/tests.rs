@@ -164,6 +164,18 @@ fn rejects_nul_and_bad_utf8() {
     let mut bytes = GOOD.as_bytes().to_vec();
     bytes[20] = 0xff;
     assert!(parse_line(&bytes).unwrap_err().0.contains("invalid UTF-8"));
+    // A UTF-16 file's first line, with its byte order mark, says so.
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain("{\"a\":1}".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    assert!(
+        parse_line(&utf16)
+            .unwrap_err()
+            .0
+            .contains("the file is UTF-16")
+    );
+    assert!(!parse_line(&bytes).unwrap_err().0.contains("UTF-16"));
 }
 
 #[test]
