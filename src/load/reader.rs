@@ -152,13 +152,7 @@ impl Reader {
     fn read_input(&mut self, index: usize, source: Source) -> Result<Flow> {
         let mut cursor = Cursor::start(index, &source);
         self.left_line_waited = Duration::ZERO;
-        // What a plain file nothing tracks held when it was opened: less is
-        // read when another process truncated it meanwhile.
-        let opened_with = source
-            .size
-            .filter(|_| !cursor.tracked && !cursor.compressed);
-        // To say how big it is then, as long as the name is still its.
-        let named = (source.name.clone(), source.identity);
+        let as_opened = AsOpened::of(&cursor, &source);
         // A file a state file tracks is read on only while it starts as it
         // did: a copytruncate mid-run must not pass new lines for old ones.
         let changed = cursor.tracked.then(Arc::<AtomicBool>::default);
@@ -219,12 +213,7 @@ impl Reader {
         if changed.is_some_and(|changed| changed.load(Ordering::SeqCst)) {
             self.say_changed(&cursor);
         }
-        if let Some(size) = opened_with.filter(|&size| cursor.offset < size) {
-            let now = std::fs::metadata(&named.0)
-                .ok()
-                .filter(|meta| Some((meta.dev(), meta.ino())) == named.1);
-            self.say_shrunk(&cursor, size, now.map(|meta| meta.len()));
-        }
+        self.say_if_shrunk(&cursor, &as_opened);
         // A batch holds lines of one input.
         Ok(if self.pending.flush() {
             Flow::Next
@@ -292,7 +281,15 @@ impl Reader {
 
     /// The file under `cursor` was copied and truncated, or rewritten,
     /// while it was read: reading it stopped there.
-    fn say_shrunk(&self, cursor: &Cursor, size: u64, now: Option<u64>) {
+    fn say_if_shrunk(&self, cursor: &Cursor, opened: &AsOpened) {
+        let Some(size) = opened.size.filter(|&size| cursor.offset < size) else {
+            return;
+        };
+        // The size now, as long as the name is still the file's.
+        let now = std::fs::metadata(&opened.name)
+            .ok()
+            .filter(|meta| Some((meta.dev(), meta.ino())) == opened.identity)
+            .map(|meta| meta.len());
         let offset = cursor.offset;
         log::warn!(
             "{}: shrank while it was read, from {size} to {} bytes (truncated by another \
@@ -684,3 +681,23 @@ struct Spill<'t> {
 
 #[cfg(test)]
 mod tests;
+
+/// A plain file nothing tracks, as it was when opened: less is read of it
+/// when another process truncated it meanwhile.
+struct AsOpened {
+    size: Option<u64>,
+    name: String,
+    identity: Option<(u64, u64)>,
+}
+
+impl AsOpened {
+    fn of(cursor: &Cursor, source: &Source) -> AsOpened {
+        AsOpened {
+            size: source
+                .size
+                .filter(|_| !cursor.tracked && !cursor.compressed),
+            name: source.name.clone(),
+            identity: source.identity,
+        }
+    }
+}
