@@ -252,6 +252,64 @@ fn a_state_file_moved_without_its_journal_or_copied_is_refused() {
             ));
     }
     setup.assert_exactly_once(server, &last);
+    std::fs::remove_file(&linked).expect("remove the link");
+    std::fs::remove_file(&copied).expect("remove the copy");
+
+    // The same directory under another name, a bind mount (as a
+    // container's volume is): the same state file, taken.
+    let Some(mount) = BindMount::new(&setup.path("moved")) else {
+        return;
+    };
+    let again = setup
+        .load_with(server, "postgres", BATCH_ROWS, &mount.0.join("state"))
+        .run();
+    assert!(
+        matches!(again.code, Some(0 | 65)),
+        "the state file through a bind mount\n{}",
+        again.describe()
+    );
+    setup.assert_exactly_once(server, &again);
+}
+
+/// `dir` mounted again elsewhere (`mount --bind`), unmounted on Drop.
+/// None, after a note, when not root outside CI.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(dir: &Path) -> Option<BindMount> {
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .expect("id");
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "a bind mount takes root, and CI is set"
+            );
+            eprintln!("note: not root, so no bind mount: part of the test skipped");
+            return None;
+        }
+        let at = std::env::temp_dir().join(crate::support::pg::unique("pgsense-pg-bind-"));
+        std::fs::create_dir(&at).expect("mkdir");
+        let status = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(dir)
+            .arg(&at)
+            .status()
+            .expect("mount --bind");
+        assert!(status.success(), "mount --bind {}", dir.display());
+        Some(BindMount(at))
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 /// A server that crashes may hand out again the ids of transactions whose

@@ -529,6 +529,10 @@ fn check_moved(path: &Path, contents: &Contents) -> Result<()> {
         return Ok(());
     };
     let (shown, old_shown) = (path.display(), old.display());
+    // The same directory under another name (a bind mount): the same lock.
+    if crate::paths::same_file(&sibling(old, ".lock"), &sibling(path, ".lock")) {
+        return Ok(());
+    }
     if fs::metadata(old).is_ok_and(|meta| meta.is_file()) {
         return Err(anyhow::anyhow!(
             "state file {shown} was last written as {old_shown}, which is still there: it is a \
