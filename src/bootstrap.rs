@@ -219,6 +219,9 @@ pub struct Check {
     pub what: String,
     /// None when it is fine; else what is wrong and how to fix it.
     pub problem: Option<String>,
+    /// What the problem is: "missing" (a grant, a column), or "wrong" (a
+    /// column's type, a server that takes no writes).
+    pub label: &'static str,
 }
 
 impl Check {
@@ -226,6 +229,7 @@ impl Check {
         Check {
             what: what.into(),
             problem: None,
+            label: "ok",
         }
     }
 
@@ -233,6 +237,14 @@ impl Check {
         Check {
             what: what.into(),
             problem: Some(problem.into()),
+            label: "missing",
+        }
+    }
+
+    fn wrong(what: impl Into<String>, problem: impl Into<String>) -> Check {
+        Check {
+            label: "wrong",
+            ..Check::missing(what, problem)
         }
     }
 }
@@ -433,7 +445,7 @@ fn table_checks(
 
 /// The server takes no writes: nothing can be created or inserted.
 fn read_only_check() -> Check {
-    Check::missing(
+    Check::wrong(
         "the server accepts writes",
         "the server is read-only (a standby, or default_transaction_read_only is on): \
          point --host at the primary",
@@ -624,7 +636,7 @@ fn column_checks(columns: &[TableColumn], qualified: &str) -> Vec<Check> {
                          tool; add the column or choose another --table"
                     ),
                 ),
-                Some(column) if !accepts.contains(&column.type_name.as_str()) => Check::missing(
+                Some(column) if !accepts.contains(&column.type_name.as_str()) => Check::wrong(
                     what,
                     format!(
                         "column {name} of {qualified} is {}, but the loader writes {}: alter \
@@ -649,7 +661,7 @@ fn unfilled_column_checks(columns: &[TableColumn], qualified: &str) -> Vec<Check
                 && !table::COLUMNS.iter().any(|c| c.name == column.name)
         })
         .map(|TableColumn { name, .. }| {
-            Check::missing(
+            Check::wrong(
                 format!("column {name}"),
                 format!(
                     "column {name} of {qualified} is NOT NULL without a default, and the \

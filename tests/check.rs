@@ -8,12 +8,13 @@ use crate::support::pg::{free_port, unique};
 use crate::support::run::Outcome;
 use crate::support::{PgServer, Scratch, Shape, SilentServer, TABLE, pgsense, shared};
 
-/// One line of `pgsense-pg check`: `ok       WHAT` or
-/// `missing  WHAT: PROBLEM`.
+/// One line of `pgsense-pg check`: `ok       WHAT`, or
+/// `missing  WHAT: PROBLEM` or `wrong    WHAT: PROBLEM`.
 #[derive(Debug)]
 struct CheckLine {
     what: String,
     problem: Option<String>,
+    label: &'static str,
 }
 
 /// The lines `check` printed on stdout; panics on a line of neither form.
@@ -22,22 +23,29 @@ fn check_lines(out: &Outcome) -> Vec<CheckLine> {
     out.stdout
         .lines()
         .map(|line| {
+            let label = ["missing", "wrong"]
+                .into_iter()
+                .find(|label| line.starts_with(&format!("{label:<8} ")))
+                .unwrap_or("ok");
             if let Some(what) = line.strip_prefix("ok       ") {
                 CheckLine {
                     what: what.to_owned(),
                     problem: None,
+                    label,
                 }
             } else if let Some((what, problem)) = line
-                .strip_prefix("missing  ")
+                .get(9..)
+                .filter(|_| label != "ok")
                 .and_then(|rest| rest.split_once(": "))
             {
                 CheckLine {
                     what: what.to_owned(),
                     problem: Some(problem.to_owned()),
+                    label,
                 }
             } else {
                 panic!(
-                    "check printed a line that is neither `ok` nor `missing`: {line:?}\n{}",
+                    "check printed a line that is not `ok`, `missing` or `wrong`: {line:?}\n{}",
                     out.describe()
                 )
             }
@@ -412,16 +420,18 @@ fn check_names_missing_usage_when_the_table_is_yet_to_be_created() {
 #[test]
 fn check_names_a_missing_or_mistyped_column() {
     let server = shared();
-    for (alter, column, says) in [
+    for (alter, column, says, label) in [
         (
             "ALTER TABLE pgsense.findings DROP COLUMN masked_sample",
             "masked_sample",
             "no column masked_sample",
+            "missing",
         ),
         (
             "ALTER TABLE pgsense.findings ALTER COLUMN lsn TYPE text",
             "lsn",
             "is text",
+            "wrong",
         ),
     ] {
         let db = server.new_database();
@@ -440,6 +450,7 @@ fn check_names_a_missing_or_mistyped_column() {
         );
         let problem = missing[0].problem.as_deref().expect("a missing line");
         assert!(problem.contains(says), "{problem:?}\n{}", out.describe());
+        assert_eq!(missing[0].label, label, "{}", out.describe());
     }
 }
 

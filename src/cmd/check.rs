@@ -20,7 +20,7 @@ pub fn run(settings: &Settings) -> Result<Status> {
             None => super::say(format_args!("ok       {}", check.what))?,
             Some(problem) => {
                 status = Status::Unavailable;
-                super::say(format_args!("missing  {}: {problem}", check.what))?;
+                super::say(format_args!("{:<8} {}: {problem}", check.label, check.what))?;
             }
         }
     }
