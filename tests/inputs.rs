@@ -11,7 +11,7 @@ use crate::support::markers::{
     HalfLineWriter, assert_table_holds, finding, findings, table_markers,
 };
 use crate::support::process::{run_ok, send_signal};
-use crate::support::run::{init, pgsense};
+use crate::support::run::{Outcome, init, pgsense};
 use crate::support::wait::wait_during;
 use crate::support::{Scratch, SilentServer, TABLE, shared};
 
@@ -163,19 +163,18 @@ fn an_unreadable_named_pipe_is_refused_before_connecting() {
     assert!(!silent.was_contacted(), "{}", out.describe());
 }
 
-/// A file truncated by another process while it is loaded without a state
-/// file: what was read loads, the line the truncation cut is invalid, and
-/// the run says the file shrank.
-#[test]
-fn a_file_truncated_while_read_is_said_to_have_shrunk() {
+/// Loads 3000 findings into a new database of the shared server without a
+/// state file, in batches of 10, two at a time (the reader is held back
+/// far before the end of its first read buffer, 64 KiB), and truncates the
+/// file to the end of line `lines` plus `more` bytes once the first rows
+/// are in. The database, the file's text, where it was cut, and the run.
+fn truncated_while_loading(lines: usize, more: usize) -> (String, String, usize, Outcome) {
     let server = shared();
     let db = server.new_database();
     init(server, &db);
     let scratch = Scratch::new();
     let text = findings(1..=3000);
     let input = scratch.write("in.ndjson", &text);
-    // Batches of 10, two at a time: the reader is held back far before the
-    // end of its first read buffer (64 KiB), which the cut comes after.
     let load = server
         .pgsense(&db)
         .args(["load", "--batch-rows", "10"])
@@ -184,48 +183,37 @@ fn a_file_truncated_while_read_is_said_to_have_shrunk() {
     let load = wait_during(load, "the first rows in", Duration::from_secs(30), || {
         server.count(&db, TABLE) >= 10
     });
-    let cut = text.match_indices('\n').nth(999).expect("1000 lines").0 + 20;
+    let cut = text.match_indices('\n').nth(lines - 1).expect("lines").0 + 1 + more;
     OpenOptions::new()
         .write(true)
         .open(&input)
         .and_then(|file| file.set_len(cut as u64))
         .expect("truncate");
-    let out = load.wait();
+    (db, text, cut, load.wait())
+}
+
+/// A file truncated by another process while it is loaded without a state
+/// file: what was read loads, the line the truncation cut is invalid, and
+/// the run says the file shrank.
+#[test]
+fn a_file_truncated_while_read_is_said_to_have_shrunk() {
+    // After the first read buffer.
+    let (db, text, cut, out) = truncated_while_loading(1000, 19);
     out.assert_code(65)
         .assert_stderr_contains(&format!(
             "shrank while it was read, from {} to {cut} bytes",
             text.len()
         ))
         .assert_stderr_contains("1001 read, 1000 inserted, 1 dropped (1 invalid,");
-    assert_table_holds(server, &db, 1..=1000);
+    assert_table_holds(shared(), &db, 1..=1000);
 }
 
 /// A file truncated behind the reader, within what it had read already:
 /// the warning gives the file's new size, and where reading ended.
 #[test]
 fn a_file_truncated_behind_the_reader_says_its_new_size() {
-    let server = shared();
-    let db = server.new_database();
-    init(server, &db);
-    let scratch = Scratch::new();
-    let text = findings(1..=3000);
-    let input = scratch.write("in.ndjson", &text);
-    let load = server
-        .pgsense(&db)
-        .args(["load", "--batch-rows", "10"])
-        .arg(&input)
-        .spawn();
-    let load = wait_during(load, "the first rows in", Duration::from_secs(30), || {
-        server.count(&db, TABLE) >= 10
-    });
-    // Inside the first read buffer (64 KiB), which the reader holds.
-    let cut = text.match_indices('\n').nth(49).expect("50 lines").0 + 1;
-    OpenOptions::new()
-        .write(true)
-        .open(&input)
-        .and_then(|file| file.set_len(cut as u64))
-        .expect("truncate");
-    let out = load.wait();
+    // Inside the first read buffer, which the reader holds.
+    let (_, text, cut, out) = truncated_while_loading(50, 0);
     out.assert_stderr_contains(&format!(
         "shrank while it was read, from {} to {cut} bytes",
         text.len()

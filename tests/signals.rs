@@ -16,7 +16,7 @@ use crate::support::markers::{
 use crate::support::process::send_signal;
 use crate::support::prometheus::Exposition;
 use crate::support::report::stopped_after;
-use crate::support::run::{init, pgsense};
+use crate::support::run::{Started, init, pgsense};
 use crate::support::wait::wait_during;
 use crate::support::{Scratch, SilentServer, TABLE, shared};
 
@@ -169,6 +169,30 @@ fn sigterm_while_waiting_on_an_open_pipe_exits_143_promptly() {
     assert_eq!(fs::read(&rejects).expect("the reject file exists"), b"");
 }
 
+/// A load of 200 findings into `db` of the shared server, in batches of
+/// 5, once its first COPY waits on the table's lock, held by the caller.
+fn load_waiting_on_the_lock(db: &str, scratch: &Scratch) -> Started {
+    let server = shared();
+    let input = scratch.write("findings.ndjson", findings(1..=200));
+    let load = server
+        .pgsense(db)
+        .args(["load", "--batch-rows", "5"])
+        .arg(&input)
+        .spawn();
+    wait_during(
+        load,
+        "a COPY waiting on the lock",
+        Duration::from_secs(20),
+        || {
+            server.count(
+                db,
+                "pg_stat_activity where application_name = 'pgsense-pg' \
+                 and wait_event_type = 'Lock' and datname = current_database()",
+            ) > 0
+        },
+    )
+}
+
 /// A COPY waiting on a lock held elsewhere does not hold a SIGTERM up: the
 /// statement is cancelled a few seconds after the signal, its batch rolls
 /// back and is reported as interrupted, and the batches queued behind it
@@ -183,24 +207,7 @@ fn sigterm_while_a_copy_waits_on_a_lock_ends_within_seconds() {
     lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
         .expect("lock the table");
     let scratch = Scratch::new();
-    let input = scratch.write("findings.ndjson", findings(1..=200));
-    let load = server
-        .pgsense(&db)
-        .args(["load", "--batch-rows", "5"])
-        .arg(&input)
-        .spawn();
-    let load = wait_during(
-        load,
-        "a COPY waiting on the lock",
-        Duration::from_secs(20),
-        || {
-            server.count(
-            &db,
-            "pg_stat_activity where application_name = 'pgsense-pg' and wait_event_type = 'Lock' \
-             and datname = current_database()",
-        ) > 0
-        },
-    );
+    let load = load_waiting_on_the_lock(&db, &scratch);
     let signalled = Instant::now();
     send_signal(load.id(), "TERM");
     // Cancelled 3 s after the signal: a COPY waiting on the lock a while
@@ -248,24 +255,7 @@ fn a_second_sigint_exits_at_once_and_says_so() {
     lock.batch_execute(&format!("LOCK TABLE {TABLE}"))
         .expect("lock the table");
     let scratch = Scratch::new();
-    let input = scratch.write("findings.ndjson", findings(1..=200));
-    let load = server
-        .pgsense(&db)
-        .args(["load", "--batch-rows", "5"])
-        .arg(&input)
-        .spawn();
-    let load = wait_during(
-        load,
-        "a COPY waiting on the lock",
-        Duration::from_secs(20),
-        || {
-            server.count(
-                &db,
-                "pg_stat_activity where application_name = 'pgsense-pg' \
-                 and wait_event_type = 'Lock' and datname = current_database()",
-            ) > 0
-        },
-    );
+    let load = load_waiting_on_the_lock(&db, &scratch);
     send_signal(load.id(), "INT");
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
