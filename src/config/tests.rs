@@ -448,29 +448,18 @@ mod resolve {
             home: Some(dir.path().into()),
             ..no_env()
         };
-        assert!(
-            resolve(&global(&[]), &env)
-                .unwrap()
-                .password
-                .for_host(0)
-                .is_none()
-        );
-        dir.write(".pgpass", "*:*:*:*:secret\n", 0o640);
-        assert!(
-            resolve(&global(&[]), &env)
-                .unwrap()
-                .password
-                .for_host(0)
-                .is_none()
-        );
-        dir.write(".pgpass", "*:*:*:*:secret\n", 0o400);
-        assert!(
+        let has_password = || {
             resolve(&global(&[]), &env)
                 .unwrap()
                 .password
                 .for_host(0)
                 .is_some()
-        );
+        };
+        assert!(!has_password());
+        dir.write(".pgpass", "*:*:*:*:secret\n", 0o640);
+        assert!(!has_password());
+        dir.write(".pgpass", "*:*:*:*:secret\n", 0o400);
+        assert!(has_password());
     }
 
     /// As libpq, each host gets its own line of the password file: a host
@@ -492,10 +481,18 @@ mod resolve {
             &env,
         )
         .unwrap();
-        let passwords: Vec<Option<&str>> = (0..3)
-            .map(|host| settings.password.for_host(host).map(|p| p.secret.expose()))
-            .collect();
-        assert_eq!(passwords, [None, Some("for-b"), Some("for-c")]);
+        let passwords = |settings: &Settings, hosts: usize| -> Vec<Option<String>> {
+            (0..hosts)
+                .map(|host| {
+                    let password = settings.password.for_host(host);
+                    password.map(|p| p.secret.expose().to_owned())
+                })
+                .collect()
+        };
+        assert_eq!(
+            passwords(&settings, 3),
+            [None, Some("for-b".into()), Some("for-c".into())]
+        );
         let origin = settings.password.origin().unwrap();
         assert!(
             origin.contains(".pgpass, line 1 or ") && origin.ends_with(".pgpass, line 2"),
@@ -508,12 +505,8 @@ mod resolve {
         };
         let settings = resolve(&global(&["--host", "a,b"]), &env).unwrap();
         assert_eq!(
-            settings.password.for_host(0).map(|p| p.secret.expose()),
-            Some("everyone")
-        );
-        assert_eq!(
-            settings.password.for_host(1).map(|p| p.secret.expose()),
-            Some("everyone")
+            passwords(&settings, 2),
+            [Some("everyone".into()), Some("everyone".into())]
         );
     }
 }
