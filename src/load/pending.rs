@@ -77,7 +77,6 @@ impl Pending {
     ) -> bool {
         let keep = self.pipeline.ledger.keeps_lines().then_some(raw);
         self.batch.push(finding, origin, keep);
-        self.pipeline.ledger.read_one();
         self.cover(end);
         if self.batch.is_full(self.pipeline.spares.limits()) {
             self.flush()
@@ -135,6 +134,7 @@ impl Pending {
         if self.batch.lines == 0 {
             return true;
         }
+        self.count_read();
         let mut fresh = self.pipeline.spares.take();
         fresh.source = self.batch.source;
         fresh.end = self.batch.end;
@@ -175,6 +175,7 @@ impl Pending {
         if self.batch.lines == 0 {
             return;
         }
+        self.count_read();
         let mut batch = std::mem::replace(&mut self.batch, self.pipeline.spares.take());
         self.batch.source = batch.source;
         self.batch.end = batch.end;
@@ -188,6 +189,11 @@ impl Pending {
         };
         self.settle_dropped(&batch, kind, reason);
         self.pipeline.spares.recycle(batch);
+    }
+
+    /// Counts the findings of the batch as read, as it leaves the reader.
+    fn count_read(&self) {
+        self.pipeline.ledger.read(self.batch.rows() as u64);
     }
 
     /// Settles a batch that will not be written, in its turn.

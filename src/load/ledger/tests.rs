@@ -12,9 +12,7 @@ fn every_line_read_is_inserted_or_dropped_once() {
     let ledger = ledger(None);
     let turns = Turns::default();
     let batch = batch_of(&[1, 2, 3, 4]);
-    for _ in 0..4 {
-        ledger.read_one();
-    }
+    ledger.read(4);
     ledger.drop_read(0, 5, Dropped::Invalid, &"bad");
     let turn = turns.wait(0);
     let refused = [Refused {
