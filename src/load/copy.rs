@@ -11,7 +11,7 @@ mod straight;
 
 use super::record::{Finding, plain_len};
 use crate::table::{self, Wire};
-pub use straight::Usual;
+pub use straight::{Scratch, Usual};
 
 /// A line that is a valid finding, ready to be written as a row.
 #[derive(Debug)]

@@ -21,6 +21,7 @@ use anyhow::Result;
 
 use super::batch::Origin;
 use super::control::Control;
+use super::copy::Scratch;
 use super::input::{AtEnd, Cursor, Input, Line, Opened, Source, next_line, read_error, would_wait};
 use super::ledger::{Dropped, Ledger};
 use super::pending::Pending;
@@ -89,6 +90,8 @@ pub struct Reader {
     /// How long reads of the input being read waited for the end of a line
     /// to leave for the next run, in all.
     left_line_waited: Duration,
+    /// Kept from line to line by the straight path.
+    scratch: Box<Scratch>,
 }
 
 impl Reader {
@@ -107,6 +110,7 @@ impl Reader {
             pending,
             line: Vec::with_capacity(64 * 1024),
             left_line_waited: Duration::ZERO,
+            scratch: Box::new(Scratch::new()),
         }
     }
 
@@ -589,7 +593,7 @@ impl Reader {
         let (index, number) = (cursor.index, cursor.line);
         let end = (cursor.offset, cursor.line);
         self.pending.seen(cursor.seen);
-        match classify(next, line, start == 0) {
+        match classify(next, line, start == 0, &mut self.scratch) {
             Kind::TooLong { length } => {
                 let reason = format!(
                     "line of {length} bytes is longer than --max-line-bytes ({})",

@@ -12,6 +12,7 @@
 //! would have taken too and written the same row: a unit test holds the two
 //! to that, line by line, over thousands of shapes and mutations.
 
+mod flat;
 mod masks;
 mod room;
 mod walk;
@@ -19,11 +20,34 @@ mod walk;
 use super::{JSONB_VERSION, put_numeric};
 use crate::load::record::{Severity, timestamp_micros};
 use crate::table::{LsnType, PrimaryKeyType, Wire};
+use masks::{LineMasks, QUOTE_SLOTS};
 use room::{ROW_SLACK, Room};
 use walk::Walk;
 
 /// A byte range of the line.
 type Span = (u32, u32);
+
+/// What the straight path keeps from line to line, so as not to make it
+/// anew for each: the masks of the line, and the places of its quotes.
+pub struct Scratch {
+    masks: LineMasks,
+    quotes: [u32; QUOTE_SLOTS],
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch {
+            masks: LineMasks::new(),
+            quotes: [0; QUOTE_SLOTS],
+        }
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch::new()
+    }
+}
 
 /// Primary key columns beyond this many are left to the record path.
 const MAX_KEY_COLUMNS: usize = 8;
@@ -49,7 +73,7 @@ pub struct Usual<'a> {
 }
 
 /// The primary key.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum Key {
     None,
     /// A compact object, `{"id":"42"}`: written as it is.
@@ -65,20 +89,24 @@ enum Key {
 impl<'a> Usual<'a> {
     /// The finding in `line` (without its terminator), when it has the
     /// usual shape and is valid; None leaves it to the record path.
-    pub fn scan(line: &'a [u8]) -> Option<Usual<'a>> {
+    pub fn scan(line: &'a [u8], scratch: &mut Scratch) -> Option<Usual<'a>> {
         let mut fields = Fields::default();
-        let mut walk = Walk::new(line);
+        let masks = &mut scratch.masks;
         // None for a line too long for the masks, so spans fit in u32.
-        walk.masks.make(line)?;
-        walk.object(&mut fields)?;
-        walk.spaces();
-        if walk.at != line.len() {
-            return None;
+        masks.make(line)?;
+        if flat::fields(line, masks, &mut scratch.quotes, &mut fields).is_none() {
+            fields = Fields::default();
+            let mut walk = Walk::new(line, masks);
+            walk.object(&mut fields)?;
+            walk.spaces();
+            if walk.at != line.len() {
+                return None;
+            }
         }
         // The bytes over 0x7f are all between the first and the last, with
         // ASCII (or nothing) on either side, so the line is UTF-8 when
         // those bytes are.
-        if let Some((first, last)) = walk.masks.high
+        if let Some((first, last)) = masks.high
             && std::str::from_utf8(&line[first..=last]).is_err()
         {
             return None;
@@ -139,10 +167,9 @@ impl<'a> Usual<'a> {
             Key::Verbatim(span) => room.span(self.line, *span),
             Key::Columns { span, pairs } => {
                 room.bytes(b"{");
-                let mut walk = Walk::new(self.line);
-                walk.masks
-                    .make(self.line)
-                    .expect("the line was walked before");
+                let mut masks = LineMasks::new();
+                masks.make(self.line).expect("the line was walked before");
+                let mut walk = Walk::new(self.line, &masks);
                 walk.at = span.0 as usize;
                 let mut first = true;
                 walk.columns(*pairs, |name, value| {
@@ -182,7 +209,7 @@ fn span_bytes(line: &[u8], (start, end): Span) -> &[u8] {
 }
 
 /// What the walk found, by field.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 struct Fields {
     /// Places seen, a bit each.
     seen: u32,

@@ -1,7 +1,7 @@
 //! What a line read is: too long, blank, invalid (with its reason) or a
 //! finding.
 
-use crate::load::copy::{Usual, Valid};
+use crate::load::copy::{Scratch, Usual, Valid};
 use crate::load::input::{Line, trim_line};
 use crate::load::record::{self, RejectReason};
 
@@ -37,7 +37,7 @@ pub fn is_blank(line: &[u8]) -> bool {
 
 /// Classifies the line [`next_line`] read into `buf`; `at_start` says it
 /// is the first line of its input, where a UTF-8 BOM is skipped.
-pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
+pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool, scratch: &mut Scratch) -> Kind<'a> {
     if let Line::TooLong { length, .. } = next {
         return Kind::TooLong { length: *length };
     }
@@ -47,7 +47,7 @@ pub fn classify<'a>(next: &Line, buf: &'a [u8], at_start: bool) -> Kind<'a> {
         buf
     };
     let text = trim_line(raw);
-    if let Some(usual) = Usual::scan(text) {
+    if let Some(usual) = Usual::scan(text, scratch) {
         return Kind::Finding {
             raw,
             finding: Valid::Usual(usual),

@@ -2,7 +2,7 @@ use super::*;
 use crate::load::batch::tests::line;
 
 fn kind(buf: &[u8], at_start: bool) -> String {
-    match classify(&Line::Text, buf, at_start) {
+    match classify(&Line::Text, buf, at_start, &mut Scratch::new()) {
         Kind::TooLong { length } => format!("too long {length}"),
         Kind::Blank => "blank".into(),
         Kind::Invalid { raw, reason } => {
@@ -55,7 +55,7 @@ fn too_long_lines_are_classified_before_parsing() {
         terminated: true,
     };
     assert!(matches!(
-        classify(&next, b"", false),
+        classify(&next, b"", false, &mut Scratch::new()),
         Kind::TooLong { length: 10 }
     ));
 }

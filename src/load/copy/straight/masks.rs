@@ -1,6 +1,8 @@
 //! Where the strings of a line end: a bit for each quote and backslash of
 //! each 64 bytes, all made in one pass over the line before the walk,
 //! thirty-two bytes at a time where the processor has AVX2, else sixteen.
+//! A line without backslashes also has its quotes listed in order
+//! ([`LineMasks::quotes`]): each string then ends at a known quote.
 
 /// The most blocks of 64 bytes a line of the straight path has: a longer
 /// line (over 4 KiB, far beyond a finding's usual 350 bytes) goes through
@@ -13,9 +15,19 @@ pub struct LineMasks {
     /// the line's end.
     specials: [u64; MAX_BLOCKS],
     blocks: usize,
+    /// Whether any of the specials is a backslash.
+    backslashes: bool,
     /// Where the first and the last byte over 0x7f are.
     pub high: Option<(usize, usize)>,
 }
+
+/// The most quotes [`LineMasks::quotes`] lists: a finding of the usual
+/// shape with the most primary key columns the straight path takes has 80.
+pub const MAX_QUOTES: usize = 96;
+
+/// Room for the quotes listed: [`MAX_QUOTES`], and the eight slots past
+/// them that a block's listing may write before its count is known.
+pub const QUOTE_SLOTS: usize = MAX_QUOTES + 8;
 
 impl LineMasks {
     /// No masks yet: see [`LineMasks::make`].
@@ -23,6 +35,7 @@ impl LineMasks {
         LineMasks {
             specials: [0; MAX_BLOCKS],
             blocks: 0,
+            backslashes: false,
             high: None,
         }
     }
@@ -40,12 +53,49 @@ impl LineMasks {
         fill(self, line, chunk_masks, chunk_masks)
     }
 
+    /// The places of the line's quotes, in order, into `out`, and how many
+    /// there are; None when the line has a backslash (a quote may then be
+    /// escaped) or more than [`MAX_QUOTES`] quotes.
+    #[inline(always)]
+    pub fn quotes(&self, out: &mut [u32; QUOTE_SLOTS]) -> Option<usize> {
+        if self.backslashes {
+            return None;
+        }
+        let mut count = 0;
+        for (block, &bits) in self.specials[..self.blocks].iter().enumerate() {
+            let here = bits.count_ones() as usize;
+            if count + here > MAX_QUOTES {
+                return None;
+            }
+            let base = (block * 64) as u32;
+            // Eight slots whatever the count, without a branch on each bit
+            // (a block of a finding has about eight quotes): the slots
+            // past the count are overwritten by the next block, or unused.
+            let mut rest = bits;
+            for slot in &mut out[count..count + 8] {
+                *slot = base + rest.trailing_zeros();
+                rest &= rest.wrapping_sub(1);
+            }
+            let mut at = count + 8;
+            while rest != 0 {
+                out[at] = base + rest.trailing_zeros();
+                rest &= rest - 1;
+                at += 1;
+            }
+            count += here;
+        }
+        Some(count)
+    }
+
     /// Where the next quote or backslash at or after `from` is; None
     /// when there is none.
     #[inline(always)]
     pub fn next_special(&self, from: usize) -> Option<usize> {
         let mut block = from / 64;
-        let mut bits = *self.specials.get(block)? & (u64::MAX << (from % 64));
+        if block >= self.blocks {
+            return None;
+        }
+        let mut bits = self.specials[block] & (u64::MAX << (from % 64));
         while bits == 0 {
             block += 1;
             if block >= self.blocks {
@@ -58,8 +108,9 @@ impl LineMasks {
 }
 
 /// The masks of 64 bytes: a bit for each quote and backslash, a bit for
-/// each byte over 0x7f, and whether any is a control character.
-type Chunk = (u64, u64, bool);
+/// each byte over 0x7f, whether any is a control character, and whether
+/// any is a backslash.
+type Chunk = (u64, u64, bool, bool);
 
 /// [`LineMasks::make`], with `chunk` making the masks of 64 bytes.
 #[inline(always)]
@@ -75,10 +126,11 @@ fn fill(
     }
     masks.blocks = blocks;
     let (mut first_high, mut last_high) = (usize::MAX, 0);
-    let mut controls = false;
-    let mut note = |block: usize, (specials, high, control): Chunk| {
+    let (mut controls, mut backslashes) = (false, false);
+    let mut note = |block: usize, (specials, high, control, backslash): Chunk| {
         masks.specials[block] = specials;
         controls |= control;
+        backslashes |= backslash;
         if high != 0 {
             first_high = first_high.min(block * 64 + high.trailing_zeros() as usize);
             last_high = block * 64 + 63 - high.leading_zeros() as usize;
@@ -93,7 +145,9 @@ fn fill(
         // bytes, shifted (the bytes before them are the line's too), or of
         // the line padded with spaces when it is shorter.
         let rest = line.len() - whole * 64;
-        let (specials, high, control) = match line.last_chunk::<64>() {
+        // Its bytes are all the line's (or spaces), so its control
+        // characters and backslashes are the line's too.
+        let (specials, high, control, backslash) = match line.last_chunk::<64>() {
             Some(last) => last_chunk(last),
             None => {
                 let mut padded = [b' '; 64];
@@ -103,12 +157,18 @@ fn fill(
         };
         note(
             whole,
-            (specials >> (64 - rest), high >> (64 - rest), control),
+            (
+                specials >> (64 - rest),
+                high >> (64 - rest),
+                control,
+                backslash,
+            ),
         );
     }
     if controls {
         return None;
     }
+    masks.backslashes = backslashes;
     masks.high = (first_high != usize::MAX).then_some((first_high, last_high));
     Some(())
 }
@@ -119,7 +179,7 @@ fn fill(
 fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8,
+        _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128,
     };
     // SAFETY: SSE2 is part of x86-64 itself: every such processor has it;
     // and each load reads 16 of the chunk's 64 bytes.
@@ -130,9 +190,12 @@ fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
         let (mut specials, mut high) = (0u64, 0u64);
         // Each byte's smallest over the lanes, unsigned.
         let mut smallest = _mm_set1_epi8(-1);
+        let mut backslashes = _mm_setzero_si128();
         for (lane, bytes) in chunk.chunks_exact(16).enumerate() {
             let v = _mm_loadu_si128(bytes.as_ptr().cast());
-            let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+            let is_backslash = _mm_cmpeq_epi8(v, backslash);
+            backslashes = _mm_or_si128(backslashes, is_backslash);
+            let special = _mm_or_si128(_mm_cmpeq_epi8(v, quote), is_backslash);
             // The high bit of each byte is what the mask takes.
             specials |= u64::from(_mm_movemask_epi8(special) as u16) << (lane * 16);
             high |= u64::from(_mm_movemask_epi8(v) as u16) << (lane * 16);
@@ -144,7 +207,12 @@ fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
             _mm_max_epu8(smallest, below_space),
             below_space,
         )) != 0;
-        (specials, high, controls)
+        (
+            specials,
+            high,
+            controls,
+            _mm_movemask_epi8(backslashes) != 0,
+        )
     }
 }
 
@@ -156,7 +224,8 @@ fn chunk_masks(chunk: &[u8; 64]) -> Chunk {
         high |= u64::from(byte > 0x7f) << index;
     }
     let controls = chunk.iter().any(|&byte| byte < 0x20);
-    (specials, high, controls)
+    let backslashes = chunk.contains(&b'\\');
+    (specials, high, controls, backslashes)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -190,14 +259,13 @@ mod avx2 {
                 _mm256_loadu_si256(chunk[32..].as_ptr().cast()),
             )
         };
-        let special_low = _mm256_or_si256(
-            _mm256_cmpeq_epi8(low, quote),
+        let (backslash_low, backslash_high) = (
             _mm256_cmpeq_epi8(low, backslash),
-        );
-        let special_high = _mm256_or_si256(
-            _mm256_cmpeq_epi8(high, quote),
             _mm256_cmpeq_epi8(high, backslash),
         );
+        let special_low = _mm256_or_si256(_mm256_cmpeq_epi8(low, quote), backslash_low);
+        let special_high = _mm256_or_si256(_mm256_cmpeq_epi8(high, quote), backslash_high);
+        let backslashes = _mm256_movemask_epi8(_mm256_or_si256(backslash_low, backslash_high)) != 0;
         // The high bit of each byte is what the mask takes.
         let specials = u64::from(_mm256_movemask_epi8(special_low) as u32)
             | u64::from(_mm256_movemask_epi8(special_high) as u32) << 32;
@@ -208,7 +276,7 @@ mod avx2 {
             _mm256_max_epu8(smallest, below_space),
             below_space,
         )) != 0;
-        (specials, over, controls)
+        (specials, over, controls, backslashes)
     }
 }
 
@@ -231,6 +299,14 @@ mod tests {
         let high: Vec<usize> = (0..line.len()).filter(|&at| line[at] > 0x7f).collect();
         let ends = high.first().zip(high.last()).map(|(a, b)| (*a, *b));
         assert_eq!(masks.high, ends, "{line:?}");
+        let quotes: Vec<u32> = (0..line.len() as u32)
+            .filter(|&at| line[at as usize] == b'"')
+            .collect();
+        let mut listed = [0; QUOTE_SLOTS];
+        let expected =
+            (!line.contains(&b'\\') && quotes.len() <= MAX_QUOTES).then_some(&quotes[..]);
+        let count = masks.quotes(&mut listed);
+        assert_eq!(count.map(|count| &listed[..count]), expected, "{line:?}");
     }
 
     #[test]
@@ -243,6 +319,9 @@ mod tests {
             seed
         };
         const BYTES: &[u8] = b"\"\\ax :{}\xc3\xa9\xff\x7f\x20";
+        // Lines without backslashes, whose quotes are listed, and with
+        // more quotes than are listed.
+        const QUOTED: &[u8] = b"\"\"\"ax :{}\xc3\xa9\xff\x7f\x20";
         type Maker = fn(&mut LineMasks, &[u8]) -> Option<()>;
         // Sixteen bytes at a time, and whatever the processor allows.
         let makers: [Maker; 2] = [
@@ -251,8 +330,9 @@ mod tests {
         ];
         for len in (0..200).chain([255, 256, 257, 4095, 4096]) {
             for _ in 0..4 {
+                let bytes = [BYTES, QUOTED][random() as usize % 2];
                 let mut line: Vec<u8> = (0..len)
-                    .map(|_| BYTES[random() as usize % BYTES.len()])
+                    .map(|_| bytes[random() as usize % bytes.len()])
                     .collect();
                 for make in makers {
                     let mut masks = LineMasks::new();

@@ -7,20 +7,16 @@ use super::{span_bytes, span_len};
 use crate::load::record::{integer_at, parse_text_lsn, place, usual_key_at, usual_next};
 
 /// A walk through the line, left to right.
-pub struct Walk<'a> {
+pub struct Walk<'a, 'm> {
     line: &'a [u8],
     pub at: usize,
-    pub masks: LineMasks,
+    masks: &'m LineMasks,
 }
 
-impl<'a> Walk<'a> {
-    /// A walk from the line's start, once its masks are made.
-    pub fn new(line: &'a [u8]) -> Walk<'a> {
-        Walk {
-            line,
-            at: 0,
-            masks: LineMasks::new(),
-        }
+impl<'a, 'm> Walk<'a, 'm> {
+    /// A walk from the line's start, its masks made.
+    pub fn new(line: &'a [u8], masks: &'m LineMasks) -> Walk<'a, 'm> {
+        Walk { line, at: 0, masks }
     }
 
     fn peek(&self) -> Option<u8> {
