@@ -26,6 +26,8 @@ pub struct Pipeline {
 pub struct Pending {
     batch: Batch,
     next_seq: u64,
+    /// Findings read and not yet counted in the ledger.
+    uncounted: u64,
     pipeline: Pipeline,
 }
 
@@ -34,6 +36,7 @@ impl Pending {
         Pending {
             batch: pipeline.spares.take(),
             next_seq: 0,
+            uncounted: 0,
             pipeline,
         }
     }
@@ -77,6 +80,7 @@ impl Pending {
     ) -> bool {
         let keep = self.pipeline.ledger.keeps_lines().then_some(raw);
         self.batch.push(finding, origin, keep);
+        self.uncounted += 1;
         self.cover(end);
         if self.batch.is_full(self.pipeline.spares.limits()) {
             self.flush()
@@ -191,9 +195,15 @@ impl Pending {
         self.pipeline.spares.recycle(batch);
     }
 
-    /// Counts the findings of the batch as read, as it leaves the reader.
-    fn count_read(&self) {
-        self.pipeline.ledger.read(self.batch.rows() as u64);
+    /// Counts the findings read so far in the ledger: before a batch
+    /// leaves the reader (so before any of them is settled), and before a
+    /// read that may wait.
+    pub fn count_read(&mut self) {
+        if self.uncounted > 0 {
+            self.pipeline
+                .ledger
+                .read(std::mem::take(&mut self.uncounted));
+        }
     }
 
     /// Settles a batch that will not be written, in its turn.

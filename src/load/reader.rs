@@ -475,6 +475,8 @@ impl Reader {
         leaves_unfinished: bool,
         fd: Option<RawFd>,
     ) -> io::Result<Option<Line>> {
+        // What was read so far is counted before a read that may wait.
+        self.pending.count_read();
         let ledger = Arc::clone(&self.ledger);
         let control = &*self.control;
         let turns = self.pending.turns();
