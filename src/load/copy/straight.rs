@@ -32,6 +32,11 @@ type Span = (u32, u32);
 pub struct Scratch {
     masks: LineMasks,
     quotes: [u32; QUOTE_SLOTS],
+    /// Whether the processor counts and finds bits in one instruction
+    /// each (as every one with AVX2 does), which the scan is then
+    /// compiled to use: x86-64 itself has neither.
+    #[cfg(target_arch = "x86_64")]
+    bit_instructions: bool,
 }
 
 impl Scratch {
@@ -39,7 +44,24 @@ impl Scratch {
         Scratch {
             masks: LineMasks::new(),
             quotes: [0; QUOTE_SLOTS],
+            #[cfg(target_arch = "x86_64")]
+            bit_instructions: std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("bmi1")
+                && std::arch::is_x86_feature_detected!("bmi2")
+                && std::arch::is_x86_feature_detected!("lzcnt")
+                && std::arch::is_x86_feature_detected!("popcnt"),
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod bit_instructions {
+    use super::{Scratch, Usual};
+
+    /// [`Usual::scan`] with the instructions that count and find bits.
+    #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
+    pub fn scan<'a>(line: &'a [u8], scratch: &mut Scratch) -> Option<Usual<'a>> {
+        Usual::scan_with(line, scratch)
     }
 }
 
@@ -90,6 +112,17 @@ impl<'a> Usual<'a> {
     /// The finding in `line` (without its terminator), when it has the
     /// usual shape and is valid; None leaves it to the record path.
     pub fn scan(line: &'a [u8], scratch: &mut Scratch) -> Option<Usual<'a>> {
+        #[cfg(target_arch = "x86_64")]
+        if scratch.bit_instructions {
+            // SAFETY: the processor has them, as Scratch::new asked.
+            return unsafe { bit_instructions::scan(line, scratch) };
+        }
+        Usual::scan_with(line, scratch)
+    }
+
+    /// [`Usual::scan`], compiled where it is inlined.
+    #[inline(always)]
+    fn scan_with(line: &'a [u8], scratch: &mut Scratch) -> Option<Usual<'a>> {
         let mut fields = Fields::default();
         let masks = &mut scratch.masks;
         // None for a line too long for the masks, so spans fit in u32.

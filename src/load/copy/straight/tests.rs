@@ -217,7 +217,10 @@ fn lines_as_the_scanner_writes_them_are_read_by_the_ranks_of_their_quotes() {
         (format!(r#""lsn":1,{key},{stamp}}}"#), false),
         (format!(r#"{key},"lsn":1,"timestamp":"a\"b"}}"#), false),
         // Taken by neither.
-        (format!(r#""primary_key":{{"id":"1","id":"2"}},"lsn":1,{stamp}}}"#), false),
+        (
+            format!(r#""primary_key":{{"id":"1","id":"2"}},"lsn":1,{stamp}}}"#),
+            false,
+        ),
         (format!(r#"{key},"lsn":1,{stamp}}}}}"#), false),
         (format!(r#"{key},"lsn":1,"timestamp":"x"y"}}"#), false),
     ];
@@ -231,10 +234,18 @@ fn lines_as_the_scanner_writes_them_are_read_by_the_ranks_of_their_quotes() {
     let mut scratch = Scratch::new();
     for (line, by_rank) in &lines {
         let line = line.as_bytes();
-        scratch.masks.make(line).expect("a short line without control characters");
+        scratch
+            .masks
+            .make(line)
+            .expect("a short line without control characters");
         let mut ranked = Fields::default();
         let taken = flat::fields(line, &scratch.masks, &mut scratch.quotes, &mut ranked);
-        assert_eq!(taken.is_some(), *by_rank, "{}", String::from_utf8_lossy(line));
+        assert_eq!(
+            taken.is_some(),
+            *by_rank,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
         let mut walked = Fields::default();
         let mut walk = Walk::new(line, &scratch.masks);
         let walks = walk.object(&mut walked).is_some() && {
