@@ -166,8 +166,10 @@ impl Reader {
             None => return Ok(Flow::Stop),
         };
         // Small enough to stay in the cache between the kernel's copy into
-        // it and the parse: 256 KiB cost twice the system time.
-        let mut reader = BufReader::with_capacity(64 * 1024, input);
+        // it and the parse, large enough that the copy costs little per
+        // byte: reading a 350 MB file from the page cache took 69 ms of
+        // CPU in 64 KiB reads, 59 ms in 128 KiB or 256 KiB ones.
+        let mut reader = BufReader::with_capacity(128 * 1024, input);
         self.position.set(index, cursor.line);
         self.pending
             .start_input(index, (cursor.offset, cursor.line));
