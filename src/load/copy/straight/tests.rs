@@ -34,6 +34,7 @@ const USUAL: &[&str] = &[
     r#"{"version":2,"database":"d","rule_id":"r","description":"x","category":"c","severity":"HIGH","schema_name":"s","table_name":"t","column_name":"c","masked_sample":"m","extra":"yes","flag":true,"none":null,"off":false,"primary_key":null,"timestamp":null,"lsn":1}"#,
     r#"{"database":"d","rule_id":"r","description":"x","category":"c","severity":"HIGH","schema_name":"s","table_name":"t","column_name":"c","masked_sample":"m","primary_key":{},"primary_keys":null,"lsn":1,"detected_at":"2026-11-27T10:15:02.123845643+00:00"}"#,
     r#"{"database":"d","rule_id":"r","description":"x","category":"c","severity":"HIGH","schema_name":"s","table_name":"t","column_name":"c","masked_sample":"m","primary_keys":[],"lsn":1}"#,
+    r#"{"database":"primary/orders","rule_id":"windows-path","description":"User paths like C:\\Users\\<name>","category":"PII","severity":"LOW","schema_name":"billing","table_name":"invoices","column_name":"iban","masked_sample":"\\\\fs01\\****\\home \"q\"","primary_key":{"id":"8677","tenant":"t-30"},"lsn":97500124407,"timestamp":"2026-11-27T10:15:02.124713029+00:00"}"#,
     r#"{"database":"a\\b","rule_id":"r\"","description":"IBAN\taccount numbers\n\r\b\f\/","category":"c","severity":"HIGH","schema_name":"s","table_name":"t","column_name":"c","masked_sample":"\\\\fs01\\****\\home","primary_key":{"id":"1"},"note":"say \"hi\"","lsn":1,"timestamp":"2026-11-27T10:15:02.123845643+00:00"}"#,
 ];
 
