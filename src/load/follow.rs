@@ -27,7 +27,7 @@ use anyhow::{Context, Result};
 
 use super::guarded::Guarded;
 use super::input::Cursor;
-use super::reader::{Available, Reader};
+use super::reader::{Available, READ_BUFFER, Reader};
 use super::turns::PanicGuard;
 use super::watch::Watch;
 use crate::state::{Known, Positioned, Seen, rotation_suffix};
@@ -46,8 +46,6 @@ const MTIME_SLACK: Duration = Duration::from_secs(1);
 const RELISTS: usize = 5;
 /// Bytes before the point read that tell a file rewritten in place.
 const CHECK_BYTES: usize = 32;
-/// Buffer per open file.
-const BUFFER: usize = 64 * 1024;
 
 /// Follows `paths` until a signal stops the run, the database fails for
 /// good or a batch cannot be settled; `own` are the files the run writes,
@@ -696,7 +694,7 @@ impl Open {
             cursor.line
         );
         let mut open = Open {
-            reader: BufReader::with_capacity(BUFFER, input),
+            reader: BufReader::with_capacity(READ_BUFFER, input),
             file,
             exhausted: false,
             cursor,

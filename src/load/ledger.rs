@@ -63,7 +63,7 @@ pub struct Prepared {
 pub struct Ledger {
     counts: Mutex<Counts>,
     /// Findings read, beyond `counts.read`: counted apart from the other
-    /// counts, as the reader adds one per line.
+    /// counts, as the reader adds them often.
     findings_read: AtomicU64,
     verbosity: Verbosity,
     /// Input names by index, for messages; --follow adds inputs as files

@@ -22,7 +22,7 @@ pub struct LineMasks {
 }
 
 /// The most quotes [`LineMasks::quotes`] lists: a finding of the usual
-/// shape with the most primary key columns the straight path takes has 80.
+/// shape with the most primary key columns the straight path takes has 76.
 pub const MAX_QUOTES: usize = 96;
 
 /// Room for the quotes listed: [`MAX_QUOTES`], and the eight slots past
