@@ -122,8 +122,8 @@ pub const STATUSES: &[Documented] = &[
         detail: "interrupted by SIGHUP (the terminal closed), SIGINT or SIGTERM: batches \
                  already sent committed, lines read \
                  but not sent were dropped (and written to the reject file); with \
-                 --state-file and no reject file, they stay in their files for the next run; \
-                 with --follow, \
+                 --state-file, those of files stay in them for the next run, reject file \
+                 or not; with --follow, \
                  the way it stops: lines not committed stay in their files for the next \
                  start (systemd: SuccessExitStatus=129 130 143)",
     },

@@ -576,6 +576,50 @@ fn a_run_stopped_by_sigterm_is_resumed_from_the_state_file() {
     assert_table_holds_after(server, &db, 1..=LARGE, Some(&second));
 }
 
+/// With a state file and a reject file too (the usual cron setup), what a
+/// stop kept out of the table stays in the file for the next run, as
+/// after a kill: the reject file gets no good line, and the same command
+/// loads every finding once.
+#[test]
+fn a_stop_with_a_reject_file_leaves_the_lines_kept_out_in_the_file() {
+    let server = shared();
+    let db = server.new_database();
+    init(server, &db);
+    let scratch = Scratch::new();
+    let state = scratch.path().join("pgsense-pg.state");
+    let rejects = scratch.path().join("rejects.jsonl");
+    let input = write_findings(&scratch, "findings.jsonl", 300);
+    let load = |server: &PgServer| {
+        server
+            .pgsense(&db)
+            .arg("load")
+            .args(["--batch-rows", "50"])
+            .arg("--state-file")
+            .arg(&state)
+            .arg("--reject-file")
+            .arg(&rejects)
+            .arg(&input)
+    };
+    let mut blocker = lock_table(server, &db);
+    let first = waiting_on_the_lock(server, &db, load(server).spawn());
+    send_signal(first.id(), "TERM");
+    let first = first.wait();
+    blocker.batch_execute("COMMIT").expect("unlock the table");
+    first
+        .assert_code(143)
+        .assert_stderr_contains("left in their files for the next run");
+    let diverted = fs::read_to_string(&rejects).unwrap_or_default();
+    assert!(
+        diverted.is_empty(),
+        "good lines went to the reject file on a stop:\n{diverted}\n{}",
+        first.describe()
+    );
+    let second = load(server).run();
+    second.assert_code(0);
+    assert_table_holds_after(server, &db, 1..=300, Some(&second));
+    assert_eq!(fs::read_to_string(&rejects).unwrap_or_default(), "");
+}
+
 /// Standard input keeps nothing for a next run: with a state file and no
 /// reject file, the lines a SIGTERM kept out of the table are dropped as
 /// interrupted, not said to be left in their files.

@@ -116,12 +116,15 @@ impl Ledger {
 
     /// Whether rows of input `source` not loaded for `kind` stay in it for
     /// the next run, rather than being dropped: those a stop or a database
-    /// failure kept out, with --follow, or with a state file that tracks
-    /// the input and no reject file (the state stops before them).
+    /// failure kept out, with --follow; with a state file that tracks the
+    /// input (the state stops before them), those a stop kept out, and
+    /// those a database failure did when there is no reject file (with
+    /// one, they go there with the rest of the input, set aside).
     /// Standard input and pipes keep nothing.
     fn leaves(&self, source: usize, kind: Dropped) -> bool {
         match kind {
-            Dropped::Lost | Dropped::Interrupted => {
+            Dropped::Interrupted => self.leave_in_inputs || self.tracked(source),
+            Dropped::Lost => {
                 self.leave_in_inputs || (self.rejects.is_none() && self.tracked(source))
             }
             _ => false,
