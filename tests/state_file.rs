@@ -172,7 +172,12 @@ fn an_unterminated_last_line_is_left_for_the_next_run() {
     let input = scratch.write("findings.ndjson", findings(1..=10) + head);
     let out = load_with_state(server, &db, &state, &input);
     out.assert_code(0)
-        .assert_stderr_contains("10 read, 10 inserted, 0 dropped");
+        .assert_stderr_contains("10 read, 10 inserted, 0 dropped")
+        .assert_stderr_contains(&format!(
+            "findings.ndjson:11: the file ends in this line, which has no newline yet ({} bytes): \
+             left for the next run",
+            head.len()
+        ));
     assert!(out.reject_lines().is_empty(), "{}", out.describe());
     assert_table_holds(server, &db, 1..=10);
 

@@ -574,6 +574,14 @@ impl Line {
             Line::End => false,
         }
     }
+
+    /// How many bytes the line read into `buf` has.
+    pub fn length(&self, buf: &[u8]) -> u64 {
+        match self {
+            Line::TooLong { length, .. } => *length,
+            _ => buf.len() as u64,
+        }
+    }
 }
 
 /// The line without its terminator, LF or CRLF.

@@ -206,10 +206,14 @@ impl Reader {
                     return Ok(Flow::Stop);
                 }
                 _ if leaves_unfinished && next.unfinished(&self.line) => {
-                    log::info!(
-                        "{}: line {} has no end yet: left for the next run",
+                    // Said, not only logged: a line that never gets its
+                    // end (its writer died mid-line) is never loaded.
+                    log::warn!(
+                        "{}:{}: the file ends in this line, which has no newline yet \
+                         ({} bytes): left for the next run, which loads it once it ends",
                         self.ledger.name(index),
-                        cursor.line + 1
+                        cursor.line + 1,
+                        next.length(&self.line)
                     );
                     break;
                 }
