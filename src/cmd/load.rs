@@ -453,18 +453,21 @@ fn load(settings: &Settings, args: &LoadArgs, quiet: bool, started: Begun) -> Re
         rejects,
         followed,
     } = files;
-    // A progress line is for a person watching a big file being loaded.
-    let input_bytes: u64 = sources.iter().filter_map(|s| s.size).sum();
-    let progress_of_bytes =
-        (!quiet && !args.follow && std::io::stderr().is_terminal() && input_bytes > PROGRESS_FROM)
-            .then_some(input_bytes);
+    // A progress line is for a person watching a big input being loaded:
+    // a big file, or standard input or a pipe, of a size not known.
+    let input_bytes: Option<u64> = sources.iter().map(|s| s.size).sum();
+    let progress = match input_bytes {
+        _ if quiet || args.follow || !std::io::stderr().is_terminal() => None,
+        Some(total) => (total > PROGRESS_FROM).then_some(load::progress::Total::Bytes(total)),
+        None => Some(load::progress::Total::Unknown),
+    };
     let options = load::Options {
         max_line_bytes: args.max_line_bytes,
         batch_rows: usize::try_from(args.batch_rows).unwrap_or(usize::MAX),
         batch_bytes: usize::try_from(args.batch_bytes).unwrap_or(usize::MAX),
         retry_for: Duration::from_secs(args.retry_for),
         max_rejects: args.max_rejects,
-        progress_of_bytes,
+        progress,
         verbosity: if quiet {
             Verbosity::Quiet
         } else {

@@ -21,7 +21,7 @@ mod guarded;
 mod input;
 mod ledger;
 mod pending;
-mod progress;
+pub mod progress;
 mod reader;
 mod record;
 mod set_aside;
@@ -97,8 +97,8 @@ pub struct Options {
     pub retry_for: Duration,
     /// Stop reading once more lines than this were rejected.
     pub max_rejects: Option<u64>,
-    /// Show progress on stderr, out of this many input bytes.
-    pub progress_of_bytes: Option<u64>,
+    /// Show progress on stderr, out of this many input bytes when known.
+    pub progress: Option<progress::Total>,
     pub verbosity: Verbosity,
 }
 
@@ -246,7 +246,7 @@ fn start(
         Sink::DryRun => "checked",
         Sink::Database(_) => "inserted",
     };
-    let progress = options.progress_of_bytes.map(|total| {
+    let progress = options.progress.map(|total| {
         let (ledger, control, position) = (
             Arc::clone(&ledger),
             Arc::clone(&control),

@@ -8,10 +8,18 @@ use super::control::Control;
 use super::ledger::Ledger;
 use super::reader::Position;
 
+/// How much input there is to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Total {
+    Bytes(u64),
+    /// Standard input or a pipe among the inputs: no share done, no ETA.
+    Unknown,
+}
+
 /// Shows bytes and lines done, rows/s and an ETA, out of `total` input
 /// bytes, until the writers are done; `done` says what happened to the
 /// rows ("inserted", or "checked" in a dry run).
-pub fn show(ledger: &Ledger, control: &Control, position: &Position, total: u64, done: &str) {
+pub fn show(ledger: &Ledger, control: &Control, position: &Position, total: Total, done: &str) {
     let started = Instant::now();
     let mut stderr = std::io::stderr();
     while !control.is_done() {
@@ -26,9 +34,16 @@ pub fn show(ledger: &Ledger, control: &Control, position: &Position, total: u64,
 }
 
 /// The progress line; `rows`: how many, and what happened to them.
-fn line(done: u64, total: u64, read: u64, rows: (u64, &str), elapsed: Duration) -> String {
+fn line(done: u64, total: Total, read: u64, rows: (u64, &str), elapsed: Duration) -> String {
     let (inserted, what) = rows;
     let seconds = elapsed.as_secs_f64().max(0.001);
+    let Total::Bytes(total) = total else {
+        return format!(
+            "{:.1} MB  {read} lines  {inserted} {what}  {:.0} rows/s",
+            done as f64 / 1e6,
+            inserted as f64 / seconds,
+        );
+    };
     let eta = if done > 0 && done < total {
         format!("{:.0} s", seconds * (total - done) as f64 / done as f64)
     } else {
@@ -51,7 +66,7 @@ mod tests {
     fn halfway_after_ten_seconds_has_ten_seconds_left() {
         let text = line(
             5_000_000,
-            10_000_000,
+            Total::Bytes(10_000_000),
             400,
             (300, "inserted"),
             Duration::from_secs(10),
@@ -60,6 +75,16 @@ mod tests {
             text,
             "5.0/10.0 MB (50%)  400 lines  300 inserted  30 rows/s  ETA 10 s"
         );
-        assert!(line(0, 10, 0, (0, "checked"), Duration::ZERO).ends_with("ETA -"));
+        assert!(line(0, Total::Bytes(10), 0, (0, "checked"), Duration::ZERO).ends_with("ETA -"));
+        assert_eq!(
+            line(
+                2_500_000,
+                Total::Unknown,
+                400,
+                (300, "inserted"),
+                Duration::from_secs(10)
+            ),
+            "2.5 MB  400 lines  300 inserted  30 rows/s"
+        );
     }
 }
