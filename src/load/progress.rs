@@ -39,7 +39,7 @@ fn line(done: u64, total: Total, read: u64, rows: (u64, &str), elapsed: Duration
     let seconds = elapsed.as_secs_f64().max(0.001);
     let Total::Bytes(total) = total else {
         return format!(
-            "{:.1} MB  {read} lines  {inserted} {what}  {:.0} rows/s",
+            "{:.1} MB  {read} read  {inserted} {what}  {:.0} rows/s",
             done as f64 / 1e6,
             inserted as f64 / seconds,
         );
@@ -50,7 +50,7 @@ fn line(done: u64, total: Total, read: u64, rows: (u64, &str), elapsed: Duration
         "-".into()
     };
     format!(
-        "{:.1}/{:.1} MB ({:.0}%)  {read} lines  {inserted} {what}  {:.0} rows/s  ETA {eta}",
+        "{:.1}/{:.1} MB ({:.0}%)  {read} read  {inserted} {what}  {:.0} rows/s  ETA {eta}",
         done as f64 / 1e6,
         total as f64 / 1e6,
         100.0 * done as f64 / total.max(1) as f64,
@@ -73,7 +73,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            "5.0/10.0 MB (50%)  400 lines  300 inserted  30 rows/s  ETA 10 s"
+            "5.0/10.0 MB (50%)  400 read  300 inserted  30 rows/s  ETA 10 s"
         );
         assert!(line(0, Total::Bytes(10), 0, (0, "checked"), Duration::ZERO).ends_with("ETA -"));
         assert_eq!(
@@ -84,7 +84,7 @@ mod tests {
                 (300, "inserted"),
                 Duration::from_secs(10)
             ),
-            "2.5 MB  400 lines  300 inserted  30 rows/s"
+            "2.5 MB  400 read  300 inserted  30 rows/s"
         );
     }
 }
