@@ -29,6 +29,8 @@ use super::set_aside::{Unread, set_aside};
 use super::turns::{PanicGuard, Turn};
 use crate::rejects::Rejects;
 use line::with_hint;
+pub use line::{Kind, classify, is_blank};
+pub use position::Position;
 
 /// How much of an input is read at a time: small enough to stay in the
 /// cache between the kernel's copy into it and the parse, large enough
@@ -36,8 +38,6 @@ use line::with_hint;
 /// page cache took 69 ms of CPU in 64 KiB reads, 59 ms in 128 KiB or 256
 /// KiB ones).
 pub const READ_BUFFER: usize = 128 * 1024;
-pub use line::{Kind, classify, is_blank};
-pub use position::Position;
 
 mod line;
 mod position;

@@ -54,6 +54,12 @@ impl Scratch {
     }
 }
 
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch::new()
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod bit_instructions {
     use super::{Scratch, Usual};
@@ -62,12 +68,6 @@ mod bit_instructions {
     #[target_feature(enable = "avx2,bmi1,bmi2,lzcnt,popcnt")]
     pub fn scan<'a>(line: &'a [u8], scratch: &mut Scratch) -> Option<Usual<'a>> {
         Usual::scan_with(line, scratch)
-    }
-}
-
-impl Default for Scratch {
-    fn default() -> Scratch {
-        Scratch::new()
     }
 }
 
