@@ -27,6 +27,14 @@ fn shell_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
+/// What a load of the progress tests reads.
+#[derive(Clone, Copy)]
+enum Input<'p> {
+    File(&'p Path),
+    /// Standard input, redirected from the file.
+    Stdin(&'p Path),
+}
+
 /// How a load is run for the progress tests.
 enum Stderr {
     /// Under a pseudo-terminal (`script`): stdout and stderr are the terminal.
@@ -42,7 +50,7 @@ enum Stderr {
 fn load_while_locked(
     server: &PgServer,
     db: &str,
-    file: &Path,
+    input: Input<'_>,
     extra: &[&str],
     stderr: Stderr,
 ) -> Finished {
@@ -62,15 +70,25 @@ fn load_while_locked(
     .map(|s| s.to_string())
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["load".to_owned(), file.display().to_string()]);
+    let redirect = match input {
+        Input::File(file) => {
+            args.extend(["load".to_owned(), file.display().to_string()]);
+            String::new()
+        }
+        Input::Stdin(file) => {
+            args.extend(["load".to_owned(), "-".to_owned()]);
+            format!(" < {}", shell_quote(&file.display().to_string()))
+        }
+    };
     let mut cmd = match stderr {
         Stderr::Terminal => {
             let line: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
             let mut cmd = Command::new("script");
-            cmd.args(["-qec", &line.join(" "), "/dev/null"]);
+            cmd.args(["-qec", &(line.join(" ") + &redirect), "/dev/null"]);
             cmd
         }
         Stderr::Pipe => {
+            assert!(redirect.is_empty(), "standard input under a terminal only");
             let mut cmd = Command::new(&args[0]);
             cmd.args(&args[1..]);
             cmd
@@ -110,7 +128,7 @@ fn has_progress(text: &str, total: u64) -> bool {
     text.split('\r').any(|part| {
         part.starts_with("\x1b[K")
             && part.contains(&total)
-            && part.contains(" lines ")
+            && part.contains(" read ")
             && part.contains(" rows/s")
             && part.contains("ETA")
     })
@@ -131,13 +149,57 @@ fn progress_shows_under_a_terminal_for_a_large_file() {
     let file = scratch.write("large.jsonl", &text);
     let size = text.len() as u64;
 
-    let shown = load_while_locked(server, &db, &file, &[], Stderr::Terminal);
+    let shown = load_while_locked(server, &db, Input::File(&file), &[], Stderr::Terminal);
     assert_eq!(shown.status.code(), Some(0), "{shown:?}");
     assert!(
         has_progress(&shown.stdout, size),
         "no progress line on the terminal:\n{:?}",
         shown.stdout
     );
+    assert!(
+        shown.stdout.contains(&format!(
+            "\r\x1b[Kpgsense-pg: {count} read, {count} inserted"
+        )),
+        "the progress line is cleared before the summary:\n{:?}",
+        shown.stdout
+    );
+    assert_eq!(server.count(&db, TABLE), count as i64);
+}
+
+/// Standard input, whose size is not known, stderr a terminal: the
+/// progress line shows what was read and loaded, without a share or an
+/// ETA.
+#[test]
+fn progress_of_standard_input_has_no_share_or_eta() {
+    if installed("script", "bsdutils").is_none() {
+        return;
+    }
+    let server = shared();
+    let db = server.new_database();
+    server.pgsense(&db).arg("init").run().assert_code(0);
+    let scratch = Scratch::new();
+    let (text, count) = findings_over(1_000_000);
+    let file = scratch.write("piped.jsonl", &text);
+
+    let shown = load_while_locked(server, &db, Input::Stdin(&file), &[], Stderr::Terminal);
+    assert_eq!(shown.status.code(), Some(0), "{shown:?}");
+    let lines: Vec<&str> = shown
+        .stdout
+        .split('\r')
+        .filter(|part| part.starts_with("\x1b[K") && part.contains(" rows/s"))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no progress line for standard input:\n{:?}",
+        shown.stdout
+    );
+    for line in &lines {
+        assert!(
+            line.contains(" MB  ") && line.contains(" read  ") && line.contains(" inserted  "),
+            "{line:?}"
+        );
+        assert!(!line.contains("ETA") && !line.contains('%'), "{line:?}");
+    }
     assert!(
         shown.stdout.contains(&format!(
             "\r\x1b[Kpgsense-pg: {count} read, {count} inserted"
@@ -167,7 +229,7 @@ fn progress_of_a_compressed_file_counts_its_file_bytes() {
     let size = bytes.len() as u64;
     let file = scratch.write("large.jsonl.gz", bytes);
 
-    let shown = load_while_locked(server, &db, &file, &[], Stderr::Terminal);
+    let shown = load_while_locked(server, &db, Input::File(&file), &[], Stderr::Terminal);
     assert_eq!(shown.status.code(), Some(0), "{shown:?}");
     assert!(
         has_progress(&shown.stdout, size),
@@ -206,7 +268,7 @@ fn no_progress_in_a_pipe_with_quiet_or_for_a_small_file() {
         let db = server.new_database();
         server.pgsense(&db).arg("init").run().assert_code(0);
         let size = fs::metadata(file).expect("input").len();
-        let out = load_while_locked(server, &db, file, extra, stderr);
+        let out = load_while_locked(server, &db, Input::File(file), extra, stderr);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         for text in [&out.stdout, &out.stderr] {
             assert!(
