@@ -134,6 +134,19 @@ fn has_progress(text: &str, total: u64) -> bool {
     })
 }
 
+/// The progress line was cleared before the summary, which says that all
+/// `count` findings were loaded, as the table holds them.
+fn assert_cleared_and_loaded(server: &PgServer, db: &str, shown: &Finished, count: u64) {
+    assert!(
+        shown.stdout.contains(&format!(
+            "\r\x1b[Kpgsense-pg: {count} read, {count} inserted"
+        )),
+        "the progress line is cleared before the summary:\n{:?}",
+        shown.stdout
+    );
+    assert_eq!(server.count(db, TABLE), count as i64);
+}
+
 /// A regular file over 4 MiB, stderr a terminal: the progress line shows,
 /// and is cleared before the summary.
 #[test]
@@ -156,14 +169,7 @@ fn progress_shows_under_a_terminal_for_a_large_file() {
         "no progress line on the terminal:\n{:?}",
         shown.stdout
     );
-    assert!(
-        shown.stdout.contains(&format!(
-            "\r\x1b[Kpgsense-pg: {count} read, {count} inserted"
-        )),
-        "the progress line is cleared before the summary:\n{:?}",
-        shown.stdout
-    );
-    assert_eq!(server.count(&db, TABLE), count as i64);
+    assert_cleared_and_loaded(server, &db, &shown, count);
 }
 
 /// Standard input, whose size is not known, stderr a terminal: the
@@ -200,14 +206,7 @@ fn progress_of_standard_input_has_no_share_or_eta() {
         );
         assert!(!line.contains("ETA") && !line.contains('%'), "{line:?}");
     }
-    assert!(
-        shown.stdout.contains(&format!(
-            "\r\x1b[Kpgsense-pg: {count} read, {count} inserted"
-        )),
-        "the progress line is cleared before the summary:\n{:?}",
-        shown.stdout
-    );
-    assert_eq!(server.count(&db, TABLE), count as i64);
+    assert_cleared_and_loaded(server, &db, &shown, count);
 }
 
 /// A large compressed file: the progress line counts its file's bytes,
